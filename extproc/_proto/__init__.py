@@ -1,0 +1,1 @@
+"""Generated from protos/externalscaler.proto by `make protos`; do not edit."""

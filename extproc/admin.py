@@ -1,0 +1,98 @@
+"""The admin HTTP server: liveness, readiness and a JSON status document of every target.
+
+- `GET /healthz`: 200 while the process runs.
+- `GET /readyz`: 200 once targets are loaded and the gRPC servers listen; 503 while draining.
+- `GET /status`: targets with replicas, routability, counts, held requests; servicer counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from extproc import __version__
+from extproc.core import Core, Provider
+from extproc.processor import ProcessorStats
+from extproc.targets import TargetState
+
+
+def target_status(state: TargetState, provider: Provider | None, now: float) -> dict[str, Any]:
+    spec = state.spec
+    snapshot = state.snapshot(now)
+    replicas = provider.replicas(state.key) if provider is not None else None
+    return {
+        "name": str(state.key),
+        "hosts": list(spec.hosts),
+        "pathPrefixes": list(spec.path_prefixes),
+        "metric": spec.metric.kind.value,
+        "metricName": spec.metric_name,
+        "targetValue": spec.metric.target_value,
+        "metricValue": state.metric_value(snapshot),
+        "routable": state.gate.routable,
+        "replicas": None if replicas is None else {"desired": replicas.desired, "ready": replicas.ready},
+        "minReplicas": spec.min_replicas,
+        "maxReplicas": spec.max_replicas,
+        "inFlight": snapshot.in_flight,
+        "held": snapshot.held,
+        "requests": snapshot.requests,
+        "rate": snapshot.rate,
+        "wakes": state.gate.wakes,
+        "holdBudgetSeconds": state.hold_budget,
+    }
+
+
+def status_document(
+    core: Core, provider: Provider | None, stats: ProcessorStats, scaler_calls: dict[str, int]
+) -> dict[str, Any]:
+    now = time.monotonic()
+    return {
+        "version": __version__,
+        "targets": [target_status(state, provider, now) for state in core.registry],
+        "heldTotal": core.gate.held_total,
+        "draining": core.gate.draining,
+        "extProc": stats.as_dict(),
+        "scalerCalls": dict(scaler_calls),
+        "activations": core.bus.published,
+    }
+
+
+class AdminServer:
+    """Serves /healthz, /readyz and /status on the admin address."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]], ready: Callable[[], bool]) -> None:
+        self._status = status
+        self._ready = ready
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> int:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/status", self._status_handler)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        if self._ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready\n")
+
+    async def _status_handler(self, _request: web.Request) -> web.Response:
+        return web.json_response(self._status())

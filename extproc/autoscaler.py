@@ -1,0 +1,240 @@
+"""The built-in autoscaler: KEDA's (and the HPA's) part for the local provider, played through the scaler API.
+
+It talks to zerohop only the way KEDA does: `GetMetricSpec`, then every polling interval `GetMetrics` and
+`IsActive`, and it keeps a `StreamIsActive` stream open (`external-push`) so a cold request activates the
+target at once. Its decisions:
+- inactive -> active: scale 0 -> max(1, replicas.min), immediately on a pushed `true`;
+- active: `ceil(metric / targetValue)` clamped to [max(1, min), max]; up at once, down only when every
+  recommendation of the last `scaledownPeriod` seconds agrees (the HPA's stabilization window);
+- not active for `scaledownPeriod` seconds (and past `initialCooldownPeriod`): scale to replicas.min;
+- never below replicas.min.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import grpc
+
+from extproc._proto import externalscaler_pb2 as pb
+from extproc._proto import externalscaler_pb2_grpc as pb_grpc
+from extproc.core import ReplicaCounts
+from extproc.httpso import ScaledTarget, TargetKey
+
+log = logging.getLogger(__name__)
+
+_STREAM_BACKOFF_MIN = 2.0
+_STREAM_BACKOFF_MAX = 60.0
+
+
+class Scalable(Protocol):
+    """What the autoscaler drives: the targets, and setting a target's replica count."""
+
+    @property
+    def targets(self) -> dict[TargetKey, ScaledTarget]: ...
+
+    def scale(self, key: TargetKey, replicas: int) -> None: ...
+
+    def replicas(self, key: TargetKey) -> ReplicaCounts | None: ...
+
+
+class ScaleEvent(Protocol):
+    def __call__(self, key: TargetKey, before: int, after: int, reason: str) -> None: ...
+
+
+class _TargetLoop:
+    """The control loop of one target."""
+
+    def __init__(
+        self,
+        target: ScaledTarget,
+        stub: pb_grpc.ExternalScalerAsyncStub,
+        address: str,
+        set_replicas: Callable[[int, str], None],
+        current: Callable[[], int],
+        polling_interval: float,
+    ) -> None:
+        self.target = target
+        self._stub = stub
+        self._set = set_replicas
+        self._current = current
+        self._interval = polling_interval
+        self._ref = pb.ScaledObjectRef(
+            name=target.key.name,
+            namespace=target.key.namespace,
+            scalerMetadata={"scalerAddress": address, "httpScaledObject": target.key.name},
+        )
+        self._started = time.monotonic()
+        self._last_active = -math.inf
+        self._recommendations: deque[tuple[float, int]] = deque()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        name = str(self.target.key)
+        self._tasks = [
+            asyncio.create_task(self._listen(), name=f"autoscaler stream {name}"),
+            asyncio.create_task(self._poll(), name=f"autoscaler poll {name}"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _activate(self, reason: str) -> None:
+        self._last_active = time.monotonic()
+        if self._current() == 0:
+            self._set(self.target.activation_replicas, reason)
+
+    async def _listen(self) -> None:
+        backoff = _STREAM_BACKOFF_MIN
+        while True:
+            try:
+                async for response in self._stub.StreamIsActive(self._ref):
+                    backoff = _STREAM_BACKOFF_MIN
+                    if response.result:
+                        self._activate("StreamIsActive pushed true")
+            except grpc.aio.AioRpcError as exc:
+                log.debug("StreamIsActive for %s ended: %s", self.target.key, exc.code())
+            await asyncio.sleep(backoff)
+            backoff = min(_STREAM_BACKOFF_MAX, backoff * 2)
+
+    async def _poll(self) -> None:
+        metric_name = ""
+        while True:
+            try:
+                if not metric_name:
+                    spec = await self._stub.GetMetricSpec(self._ref, timeout=5)
+                    metric_name = spec.metricSpecs[0].metricName
+                await self._tick(metric_name)
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "autoscaler: scaler API call for %s failed: %s %s",
+                    self.target.key,
+                    exc.code(),
+                    exc.details(),
+                )
+            await asyncio.sleep(self._interval)
+
+    async def _tick(self, metric_name: str) -> None:
+        request = pb.GetMetricsRequest(scaledObjectRef=self._ref, metricName=metric_name)
+        metrics = await self._stub.GetMetrics(request, timeout=5)
+        active = (await self._stub.IsActive(self._ref, timeout=5)).result
+        value = metrics.metricValues[0]
+        metric = value.metricValueFloat if value.metricValueFloat > 0 else float(value.metricValue)
+        self.decide(metric, active, time.monotonic())
+
+    def decide(self, metric: float, active: bool, now: float) -> None:
+        """One polling decision (separate from I/O so it can be tested directly)."""
+        target = self.target
+        current = self._current()
+        if current < target.min_replicas:
+            self._set(target.min_replicas, "below replicas.min")
+            return
+        if active:
+            self._last_active = now
+            if current == 0:
+                self._set(target.activation_replicas, "IsActive")
+                return
+            floor = max(1, target.min_replicas)
+            wanted = min(target.max_replicas, max(floor, math.ceil(metric / target.metric.target_value)))
+            self._recommendations.append((now, wanted))
+            window = target.scaledown_period
+            while self._recommendations and self._recommendations[0][0] < now - window:
+                self._recommendations.popleft()
+            stabilized = max(r for _, r in self._recommendations)
+            if wanted > current:
+                self._set(wanted, f"metric {metric:g} / target {target.metric.target_value:g}")
+            elif stabilized < current:
+                self._set(stabilized, f"metric {metric:g} below target for {window}s")
+            return
+        self._recommendations.clear()
+        cooled = now - self._last_active >= target.scaledown_period
+        past_initial = now - self._started >= target.initial_cooldown_period
+        if current > target.min_replicas and cooled and past_initial:
+            self._set(target.min_replicas, f"inactive for {target.scaledown_period}s")
+
+
+class LocalAutoscaler:
+    """Runs one control loop per target of a local provider, against zerohop's scaler gRPC address."""
+
+    def __init__(
+        self,
+        scaler_address: str,
+        provider: Scalable,
+        polling_interval: float,
+        on_scale: ScaleEvent | None = None,
+    ) -> None:
+        self._address = scaler_address
+        self._provider = provider
+        self._interval = polling_interval
+        self._on_scale = on_scale
+        self._channel: grpc.aio.Channel | None = None
+        self._loops: dict[TargetKey, _TargetLoop] = {}
+        self._sync_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self._address)
+        self._sync()
+        self._sync_task = asyncio.create_task(self._resync(), name="autoscaler sync")
+
+    def _replicas(self, key: TargetKey) -> int:
+        counts = self._provider.replicas(key)
+        return 0 if counts is None else counts.desired
+
+    def _setter(self, key: TargetKey) -> Callable[[int, str], None]:
+        def set_replicas(replicas: int, reason: str) -> None:
+            before = self._replicas(key)
+            if replicas == before:
+                return
+            log.info("autoscaler: %s %d -> %d (%s)", key, before, replicas, reason)
+            self._provider.scale(key, replicas)
+            if self._on_scale is not None:
+                self._on_scale(key, before, replicas, reason)
+
+        return set_replicas
+
+    def _sync(self) -> None:
+        assert self._channel is not None
+        targets = self._provider.targets
+        for key in [k for k in self._loops if k not in targets or self._loops[k].target != targets[k]]:
+            self._spawn(self._loops.pop(key).stop())
+        stub = pb_grpc.ExternalScalerStub(self._channel)
+        for key, target in targets.items():
+            if key not in self._loops:
+                loop = _TargetLoop(target, stub, self._address, self._setter(key), self._counter(key), self._interval)
+                self._loops[key] = loop
+                loop.start()
+
+    def _counter(self, key: TargetKey) -> Callable[[], int]:
+        return lambda: self._replicas(key)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self._sync()
+
+    async def stop(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        await asyncio.gather(*(loop.stop() for loop in self._loops.values()))
+        self._loops.clear()
+        if self._channel is not None:
+            await self._channel.close()

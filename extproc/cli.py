@@ -1,0 +1,173 @@
+"""The `zerohop` command: serve, demo, envoy-bootstrap, envoyfilter, version."""
+
+from __future__ import annotations
+
+import os
+
+# Replicas are started with fork(); gRPC's fork handlers are not needed (the child execs at once) and
+# would log a warning for every replica started.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from extproc import __version__, logs
+from extproc.providers.local.config import ConfigError
+from extproc.settings import SettingsError, add_arguments, from_namespace
+
+DESCRIPTION = """\
+zerohop scales HTTP workloads to and from zero from inside an Envoy or Istio gateway, with no extra proxy
+hop. Envoy's ext_proc filter asks zerohop about each request's headers: warm targets continue at once,
+cold ones are held while they start. KEDA reads the traffic counts through its external scaler API.
+"""
+
+EPILOG = """\
+commands:
+  serve             run the ext_proc server, the KEDA scaler API and a provider
+  demo              Envoy + zerohop + a sample app scaled from zero, with a timeline (make demo)
+  envoy-bootstrap   print an Envoy bootstrap for a plain-Envoy gateway in front of zerohop
+  envoyfilter       print the Istio EnvoyFilter that adds zerohop to an ingress gateway
+  version           print the version
+
+Every serve setting can also be given as a ZEROHOP_* environment variable (see `zerohop serve --help`).
+"""
+
+
+def run(coroutine: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where available (measurably cheaper per request), else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    result: int = uvloop.run(coroutine)
+    return result
+
+
+async def _serve(settings_namespace: argparse.Namespace) -> int:
+    from extproc.server import ZerohopServer
+
+    settings = from_namespace(settings_namespace)
+    logs.configure(settings.log_level, settings.log_format.value)
+    server = ZerohopServer(settings)
+    server.install_signal_handlers()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
+    await server.wait()
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from extproc.envoyconfig import GatewayPorts, local_bootstrap
+
+    listen_host, _, listen_port = args.listen.rpartition(":")
+    ext_host, _, ext_port = args.ext_proc.rpartition(":")
+    ports = GatewayPorts(listen_host, int(listen_port), args.admin_port, ext_host, int(ext_port))
+    bootstrap = local_bootstrap(ports, args.xds_dir.resolve(), max_message_timeout=args.hold_timeout + 5.0)
+    json.dump(bootstrap, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _envoyfilter(args: argparse.Namespace) -> int:
+    from extproc.istio import render_envoyfilters
+
+    sys.stdout.write(render_envoyfilters(namespace=args.namespace, hold_timeout=args.hold_timeout))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from extproc.durations import parse_duration
+
+    root = argparse.ArgumentParser(
+        prog="zerohop",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = root.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run zerohop",
+        description="Run the ext_proc server (for Envoy), the external scaler API (for KEDA) and a provider.",
+        epilog="Example: zerohop serve --config examples/local.yaml --envoy-admin http://127.0.0.1:9901",
+    )
+    add_arguments(serve)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the end-to-end demo",
+        description="Start a real Envoy, zerohop and a sample app at 0 replicas; send a cold request, a burst, "
+        "then go idle, and print a timeline of holds and replicas.",
+    )
+    demo.add_argument("--port", type=int, default=10000, help="gateway listen port on 127.0.0.1 (default 10000)")
+    demo.add_argument("--keep-running", action="store_true", help="leave everything up for curl until Ctrl-C")
+    demo.add_argument("--startup-delay", type=float, default=0.5, help="sample app boot time in seconds")
+
+    boot = commands.add_parser(
+        "envoy-bootstrap",
+        help="print an Envoy bootstrap for the local provider",
+        description="Print (JSON) a plain-Envoy gateway bootstrap: a listener with zerohop's ext_proc filter, "
+        "and routes, clusters and endpoints read from the xDS files `zerohop serve` writes to --xds-dir.",
+    )
+    boot.add_argument("--xds-dir", type=Path, required=True, help="the directory given to `zerohop serve --xds-dir`")
+    boot.add_argument("--listen", default="0.0.0.0:10000", help="gateway listen HOST:PORT (default 0.0.0.0:10000)")
+    boot.add_argument(
+        "--ext-proc", default="127.0.0.1:9000", help="zerohop's ext_proc HOST:PORT (default 127.0.0.1:9000)"
+    )
+    boot.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default 9901)")
+    boot.add_argument(
+        "--hold-timeout", type=parse_duration, default=60.0, help="zerohop's --hold-timeout (default 60s)"
+    )
+
+    istio = commands.add_parser(
+        "envoyfilter",
+        help="print the Istio EnvoyFilter",
+        description="Print (YAML) the EnvoyFilter that inserts zerohop's ext_proc filter into Istio ingress gateways.",
+    )
+    istio.add_argument(
+        "--namespace", default="zerohop-system", help="namespace zerohop runs in (default zerohop-system)"
+    )
+    istio.add_argument(
+        "--hold-timeout", type=parse_duration, default=60.0, help="zerohop's --hold-timeout (default 60s)"
+    )
+
+    commands.add_parser("version", help="print the version")
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return run(_serve(args))
+        if args.command == "demo":
+            from extproc.demo import run_demo
+
+            return run(run_demo(port=args.port, keep_running=args.keep_running, startup_delay=args.startup_delay))
+        if args.command == "envoy-bootstrap":
+            return _bootstrap(args)
+        if args.command == "envoyfilter":
+            return _envoyfilter(args)
+        if args.command == "version":
+            print(__version__)
+            return 0
+    except (SettingsError, ConfigError) as exc:
+        print(f"zerohop: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    parser().print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

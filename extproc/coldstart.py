@@ -1,0 +1,181 @@
+"""The cold gate: whether each target can be routed to, and the requests held until it can.
+
+A request for a target that is not routable is *held*: the gate wakes the target (through hooks the
+providers and the scaler register), parks the request on a future and resolves it when a provider reports
+the target routable, when its hold budget runs out, or when the server drains. Caps bound how many requests
+are held per target and in total. Nothing here knows about gRPC, Envoy or Kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+
+from extproc.httpso import TargetKey
+
+log = logging.getLogger(__name__)
+
+WakeHook = Callable[[TargetKey], None]
+
+
+class HoldOutcome(enum.Enum):
+    """How a held request ended."""
+
+    RELEASED = "released"
+    TIMEOUT = "timeout"
+    OVER_CAPACITY = "over_capacity"
+    SHUTDOWN = "shutdown"
+    REMOVED = "removed"
+
+
+class TargetGate:
+    """Routability and the waiting room of one target."""
+
+    __slots__ = ("_waiters", "held", "key", "last_wake", "routable", "wakes")
+
+    def __init__(self, key: TargetKey) -> None:
+        self.key = key
+        self.routable = False
+        self.held = 0
+        self.wakes = 0
+        self.last_wake = -1e18
+        self._waiters: set[Hold] = set()
+
+
+class Hold:
+    """One held request: created by `ColdGate.try_hold`, awaited with `wait`, always ended with `close`."""
+
+    __slots__ = ("_closed", "_future", "_gate", "_owner", "_timer", "started")
+
+    def __init__(self, owner: ColdGate, gate: TargetGate, future: asyncio.Future[HoldOutcome]) -> None:
+        self._owner = owner
+        self._gate = gate
+        self._future = future
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.started = time.monotonic()
+
+    async def wait(self, timeout: float) -> HoldOutcome:
+        """Wait until released, timed out, shut down or removed; cancellation propagates (client gone)."""
+        future = self._future
+        if not future.done():
+            self._timer = future.get_loop().call_later(timeout, _resolve, future, HoldOutcome.TIMEOUT)
+        return await future
+
+    def resolve(self, outcome: HoldOutcome) -> None:
+        _resolve(self._future, outcome)
+
+    @property
+    def duration(self) -> float:
+        return time.monotonic() - self.started
+
+    def close(self) -> None:
+        """Leave the waiting room; idempotent, and safe whether or not `wait` completed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self._future.done():
+            self._future.cancel()
+        self._gate._waiters.discard(self)
+        self._gate.held -= 1
+        self._owner.held_total -= 1
+
+
+def _resolve(future: asyncio.Future[HoldOutcome], outcome: HoldOutcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+class ColdGate:
+    """All target gates, the global cap, wake hooks and drain."""
+
+    def __init__(
+        self,
+        *,
+        max_held_per_target: int,
+        max_held_total: int,
+        rewake_interval: float = 2.0,
+    ) -> None:
+        self.max_held_per_target = max_held_per_target
+        self.max_held_total = max_held_total
+        self.rewake_interval = rewake_interval
+        self.held_total = 0
+        self.draining = False
+        self._gates: dict[TargetKey, TargetGate] = {}
+        self._wake_hooks: list[WakeHook] = []
+
+    def add_wake_hook(self, hook: WakeHook) -> None:
+        """Call `hook(key)` when a target must wake (first cold request, then at most every rewake_interval)."""
+        self._wake_hooks.append(hook)
+
+    def gate(self, key: TargetKey) -> TargetGate:
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = TargetGate(key)
+        return gate
+
+    def forget(self, key: TargetKey) -> None:
+        """The target is gone: its held requests end with REMOVED."""
+        gate = self._gates.pop(key, None)
+        if gate is not None:
+            for hold in list(gate._waiters):
+                hold.resolve(HoldOutcome.REMOVED)
+
+    def set_routable(self, key: TargetKey, routable: bool) -> None:
+        """A provider reports whether the gateway can now route to `key`; True releases every held request."""
+        gate = self.gate(key)
+        if gate.routable == routable:
+            return
+        gate.routable = routable
+        log.info("target %s is %s", key, "routable" if routable else "not routable")
+        if routable:
+            for hold in list(gate._waiters):
+                hold.resolve(HoldOutcome.RELEASED)
+
+    def try_hold(self, gate: TargetGate) -> Hold | None:
+        """Admit a cold request to the waiting room, or None when a cap is reached. Wakes the target either way."""
+        self.wake(gate)
+        if self.draining:
+            return None
+        if gate.held >= self.max_held_per_target or self.held_total >= self.max_held_total:
+            return None
+        future: asyncio.Future[HoldOutcome] = asyncio.get_running_loop().create_future()
+        hold = Hold(self, gate, future)
+        gate._waiters.add(hold)
+        gate.held += 1
+        self.held_total += 1
+        if gate.routable:
+            hold.resolve(HoldOutcome.RELEASED)
+        return hold
+
+    def wake(self, gate: TargetGate) -> None:
+        now = time.monotonic()
+        if now - gate.last_wake < self.rewake_interval:
+            return
+        gate.last_wake = now
+        gate.wakes += 1
+        for hook in self._wake_hooks:
+            try:
+                hook(gate.key)
+            except Exception:
+                log.exception("wake hook %r failed for %s", hook, gate.key)
+
+    def drain(self) -> int:
+        """Server shutdown: end every hold now (RELEASED where routable, else SHUTDOWN); refuse new ones."""
+        self.draining = True
+        count = 0
+        for gate in self._gates.values():
+            outcome = HoldOutcome.RELEASED if gate.routable else HoldOutcome.SHUTDOWN
+            for hold in list(gate._waiters):
+                hold.resolve(outcome)
+                count += 1
+        return count
+
+    def held(self, key: TargetKey) -> int:
+        gate = self._gates.get(key)
+        return gate.held if gate else 0

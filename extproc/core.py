@@ -1,0 +1,76 @@
+"""The core wired together, and the small interface through which providers reach it.
+
+`Core` owns the target registry, the route table, the cold gate and the activation bus. Providers
+(Kubernetes, local processes) implement `Provider`: they feed targets and readiness in through
+`Core.apply_targets` / `Core.set_routable`, and are told to wake a target through `Provider.wake`.
+The core imports no provider, no gRPC and no Kubernetes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from extproc.activation import ActivationBus
+from extproc.coldstart import ColdGate
+from extproc.httpso import ScaledTarget, TargetKey
+from extproc.routing import Router, RouteTable
+from extproc.targets import InFlightMode, TargetRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaCounts:
+    """What a provider knows of a target's replicas: wanted and ready to serve."""
+
+    desired: int
+    ready: int
+
+
+class Provider(Protocol):
+    """Where targets come from and how they are woken."""
+
+    async def start(self, core: Core) -> None:
+        """Begin feeding `core` with targets and readiness; return once the initial state is applied."""
+
+    async def stop(self) -> None: ...
+
+    def wake(self, key: TargetKey) -> None:
+        """A cold request arrived for `key`: start bringing it up. Must not block."""
+
+    def replicas(self, key: TargetKey) -> ReplicaCounts | None:
+        """Replica counts for status views, or None when unknown."""
+
+
+class Core:
+    """Targets, routes, counters, the cold gate and activation fan-out of one zerohop process."""
+
+    def __init__(
+        self,
+        *,
+        hold_timeout: float,
+        max_held_per_target: int,
+        max_held_total: int,
+        rewake_interval: float = 2.0,
+        in_flight: InFlightMode = InFlightMode.CONCURRENCY,
+    ) -> None:
+        self.gate = ColdGate(
+            max_held_per_target=max_held_per_target,
+            max_held_total=max_held_total,
+            rewake_interval=rewake_interval,
+        )
+        self.bus = ActivationBus()
+        self.registry = TargetRegistry(self.gate, hold_timeout=hold_timeout, in_flight=in_flight)
+        self.router = Router()
+        self.gate.add_wake_hook(self.bus.publish)
+
+    def apply_targets(self, targets: Iterable[ScaledTarget], clusters: Mapping[str, TargetKey]) -> None:
+        """Replace the set of targets; `clusters` maps gateway cluster names to the target they serve."""
+        states = self.registry.sync(targets)
+        self.router.publish(RouteTable(states.values(), clusters))
+
+    def set_routable(self, key: TargetKey, routable: bool) -> None:
+        self.gate.set_routable(key, routable)
+
+    def add_provider(self, provider: Provider) -> None:
+        self.gate.add_wake_hook(provider.wake)

@@ -1,0 +1,277 @@
+"""`zerohop demo`: a real Envoy gateway, zerohop (`zerohop serve`, local provider) and a sample app at zero
+replicas. It sends one cold request, a few warm ones, a burst, then goes idle, and prints a timeline of what
+happened: how long the cold request was held, how replicas followed the load, and the scale back to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from extproc.envoyconfig import GatewayPorts, local_bootstrap
+from extproc.envoyproc import EnvoyProcess
+from extproc.providers.local.replicas import port_is_free
+
+HOST = "demo.localhost"
+HOLD_TIMEOUT = 30.0
+BURST_RATE = 40
+BURST_SECONDS = 6
+TARGET_PER_REPLICA = 10
+MAX_REPLICAS = 3
+SCALEDOWN_PERIOD = 5
+
+CONFIG = """\
+# The demo's config for `zerohop serve --config`: one HTTPScaledObject, exactly as on Kubernetes,
+# and a LocalWorkload saying how to run one replica of it as a local process.
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata:
+  name: demo
+  namespace: default
+spec:
+  hosts: [{host}]
+  scaleTargetRef: {{name: demo, service: demo, port: 8080}}
+  replicas: {{min: 0, max: {max_replicas}}}
+  scalingMetric:
+    requestRate: {{targetValue: {target}, window: 5s, granularity: 1s}}
+  scaledownPeriod: {scaledown}
+---
+apiVersion: zerohop.dev/v1alpha1
+kind: LocalWorkload
+metadata:
+  name: demo
+  namespace: default
+spec:
+  command: [{python}, -m, extproc.demoapp, --port, "{{port}}", --startup-delay, "{startup_delay}"]
+  portRange: {first_port}-{last_port}
+  readinessProbe: {{httpGet: {{path: /}}, periodSeconds: 0.02}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def free_port_range(count: int, start: int = 18080) -> int:
+    for first in range(start, 60000, count):
+        if all(port_is_free("127.0.0.1", port) for port in range(first, first + count)):
+            return first
+    raise RuntimeError("no free range of local ports for the demo app")
+
+
+class Timeline:
+    """Prints `t+ seconds  event` lines relative to the demo's start."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    def say(self, message: str) -> None:
+        print(f"  {self.now():6.2f}s  {message}", flush=True)
+
+
+@dataclass
+class ReplicaWatch:
+    """Follows the target's replicas through zerohop's /status and reports each change."""
+
+    status_url: str
+    timeline: Timeline
+    last: tuple[int, int] = (-1, -1)
+    peak: int = 0
+    history: list[tuple[float, int, int]] = field(default_factory=list)
+    at_zero: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(self.status_url) as response:
+                    status = await response.json()
+                target = status["targets"][0]
+                replicas = target["replicas"] or {"desired": 0, "ready": 0}
+                current = (replicas["desired"], replicas["ready"])
+                if current != self.last:
+                    self.last = current
+                    self.peak = max(self.peak, current[1])
+                    self.history.append((self.timeline.now(), *current))
+                    self.timeline.say(f"replicas: {current[0]} desired, {current[1]} ready")
+                    if current == (0, 0) and self.peak > 0:
+                        self.at_zero.set()
+            await asyncio.sleep(0.02)
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, float, dict[str, str], str]:
+    started = time.monotonic()
+    async with session.get(url, headers={"Host": HOST}) as response:
+        body = await response.text()
+        return response.status, time.monotonic() - started, dict(response.headers), body.strip()
+
+
+async def _wait_ready(session: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process, log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            tail = await asyncio.to_thread(log.read_text)
+            raise RuntimeError(f"zerohop exited with {process.returncode}; see {log}:\n{tail[-2000:]}")
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"zerohop not ready after 20s; see {log}")
+
+
+async def run_demo(port: int = 10000, keep_running: bool = False, startup_delay: float = 0.5) -> int:
+    if not port_is_free("127.0.0.1", port):
+        print(f"zerohop demo: port {port} is in use; pick another with --port", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="zerohop-demo-"))
+    envoy_admin, ext_proc, scaler, admin = free_port(), free_port(), free_port(), free_port()
+    first_app_port = free_port_range(MAX_REPLICAS)
+    config = workdir / "config.yaml"
+    config.write_text(
+        CONFIG.format(
+            host=HOST,
+            max_replicas=MAX_REPLICAS,
+            target=TARGET_PER_REPLICA,
+            scaledown=SCALEDOWN_PERIOD,
+            python=sys.executable,
+            startup_delay=startup_delay,
+            first_port=first_app_port,
+            last_port=first_app_port + MAX_REPLICAS - 1,
+        )
+    )
+    xds_dir = workdir / "xds"
+    zerohop_log = workdir / "zerohop.log"
+    command = [
+        sys.executable, "-m", "extproc", "serve",
+        "--config", str(config),
+        "--state-dir", str(workdir),
+        "--xds-dir", str(xds_dir),
+        "--envoy-admin", f"http://127.0.0.1:{envoy_admin}",
+        "--ext-proc-address", f"127.0.0.1:{ext_proc}",
+        "--scaler-address", f"127.0.0.1:{scaler}",
+        "--admin-address", f"127.0.0.1:{admin}",
+        "--polling-interval", "0.25s",
+        "--hold-timeout", f"{HOLD_TIMEOUT:g}s",
+    ]  # fmt: skip
+    with zerohop_log.open("ab") as log_file:
+        zerohop = await asyncio.create_subprocess_exec(*command, stdout=log_file, stderr=subprocess.STDOUT)
+    bootstrap = local_bootstrap(
+        GatewayPorts("127.0.0.1", port, envoy_admin, "127.0.0.1", ext_proc),
+        xds_dir,
+        max_message_timeout=HOLD_TIMEOUT + 5,
+    )
+    envoy = EnvoyProcess(bootstrap, envoy_admin, workdir=workdir / "envoy", concurrency=2)
+    timeout = aiohttp.ClientTimeout(total=HOLD_TIMEOUT + 10)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await _wait_ready(session, f"http://127.0.0.1:{admin}/readyz", zerohop, zerohop_log)
+            await envoy.start()
+            return await _scenario(session, port, admin, startup_delay, workdir, keep_running)
+    finally:
+        await envoy.stop()
+        if zerohop.returncode is None:
+            zerohop.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(zerohop.wait(), 20)
+            except TimeoutError:
+                zerohop.kill()
+                await zerohop.wait()
+
+
+async def _scenario(
+    session: aiohttp.ClientSession, port: int, admin: int, startup_delay: float, workdir: Path, keep_running: bool
+) -> int:
+    url = f"http://127.0.0.1:{port}/"
+    print(
+        "\nzerohop demo: a real Envoy gateway with zerohop's ext_proc filter, and a sample app at zero replicas\n\n"
+        f"  gateway   {url}  (Host: {HOST})\n"
+        f"  zerohop   status at http://127.0.0.1:{admin}/status\n"
+        f"  app       python -m extproc.demoapp (boots in {startup_delay:g}s), 0..{MAX_REPLICAS} replicas, "
+        f"scaled on request rate, target {TARGET_PER_REPLICA} req/s per replica\n"
+        f"  files     {workdir} (config.yaml, zerohop.log, envoy/envoy.log, xds/)\n"
+    )
+    timeline = Timeline()
+    watch = ReplicaWatch(f"http://127.0.0.1:{admin}/status", timeline)
+    watcher = asyncio.create_task(watch.run(session))
+    try:
+        await asyncio.sleep(0.2)
+        timeline.say(f"-> cold request GET {url}")
+        status, elapsed, headers, body = await _get(session, url)
+        cold = headers.get("x-zerohop-cold-start", "absent")
+        timeline.say(
+            f"<- {status} after {elapsed * 1000:.0f} ms held by zerohop (x-zerohop-cold-start: {cold}): {body}"
+        )
+        cold_ms = elapsed * 1000
+
+        warm = []
+        for _ in range(5):
+            status, elapsed, headers, _body = await _get(session, url)
+            warm.append(elapsed * 1000)
+        timeline.say("-> 5 warm requests: " + ", ".join(f"{ms:.1f}" for ms in warm) + " ms (no hold, no extra hop)")
+
+        timeline.say(f"-> burst: {BURST_RATE} req/s for {BURST_SECONDS}s")
+        codes: dict[int, int] = {}
+        latencies: list[float] = []
+
+        async def one() -> None:
+            code, took, _h, _b = await _get(session, url)
+            codes[code] = codes.get(code, 0) + 1
+            latencies.append(took * 1000)
+
+        tasks = []
+        for _ in range(BURST_RATE * BURST_SECONDS):
+            tasks.append(asyncio.create_task(one()))
+            await asyncio.sleep(1 / BURST_RATE)
+        await asyncio.gather(*tasks)
+        p50 = statistics.median(latencies)
+        timeline.say(f"<- burst done: {dict(sorted(codes.items()))}, p50 {p50:.1f} ms; now idle")
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.at_zero.wait(), 60)
+        idle_at = [t for t, desired, _ready in watch.history if desired == 0]
+        print(
+            "\nsummary\n"
+            f"  cold start: the first request was held {cold_ms:.0f} ms (app boot {startup_delay:g}s) and "
+            "answered 200, not 503\n"
+            f"  warm requests: median {statistics.median(warm):.1f} ms through the gateway\n"
+            f"  burst: peak {watch.peak} replica(s) for {BURST_RATE} req/s at {TARGET_PER_REPLICA} req/s each "
+            f"(max {MAX_REPLICAS}); {sum(codes.values())} requests, {codes.get(200, 0)} x 200\n"
+            + (
+                f"  idle: back to zero replicas at t+{idle_at[-1]:.1f}s\n"
+                if watch.last == (0, 0) and idle_at
+                else "  idle: did not reach zero replicas within 60s\n"
+            )
+        )
+        if keep_running:
+            print(f"left running; try:  curl -i -H 'Host: {HOST}' {url}   (Ctrl-C to stop)\n")
+            await _wait_forever()
+        return 0 if codes.get(200, 0) == sum(codes.values()) and watch.last == (0, 0) else 1
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _wait_forever() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

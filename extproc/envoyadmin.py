@@ -1,0 +1,82 @@
+"""A small client for Envoy's admin API: which endpoints of a cluster a running Envoy has loaded, and readiness.
+
+The local provider uses it to learn when the gateway can really route to a new replica (its EDS file has
+been read), which is when held requests may be released.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+_TIMEOUT = aiohttp.ClientTimeout(total=2.0)
+
+
+class EnvoyAdminError(RuntimeError):
+    """The admin API did not answer as expected (Envoy down, wrong URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedHost:
+    address: str
+    port: int
+    healthy: bool
+
+
+class EnvoyAdmin:
+    """Admin API of one Envoy, e.g. `EnvoyAdmin("http://127.0.0.1:9901")`. Use as an async context manager."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> EnvoyAdmin:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=_TIMEOUT)
+        return self._session
+
+    async def _get_json(self, path: str) -> dict[str, object]:
+        try:
+            async with self._client().get(self.url + path) as response:
+                if response.status != 200:
+                    raise EnvoyAdminError(f"{self.url}{path}: HTTP {response.status}")
+                data = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise EnvoyAdminError(f"{self.url}{path}: {exc!r}") from exc
+        if not isinstance(data, dict):
+            raise EnvoyAdminError(f"{self.url}{path}: unexpected answer")
+        return data
+
+    async def cluster_hosts(self) -> dict[str, list[LoadedHost]]:
+        """Every cluster's loaded hosts, by cluster name."""
+        data = await self._get_json("/clusters?format=json")
+        result: dict[str, list[LoadedHost]] = {}
+        for cluster in data.get("cluster_statuses", []) or []:  # type: ignore[attr-defined]
+            hosts = []
+            for host in cluster.get("host_statuses", []) or []:
+                socket = host.get("address", {}).get("socket_address", {})
+                health = host.get("health_status", {})
+                failed = any(value for key, value in health.items() if key.startswith("failed"))
+                healthy = health.get("eds_health_status", "HEALTHY") == "HEALTHY" and not failed
+                hosts.append(LoadedHost(socket.get("address", ""), int(socket.get("port_value", 0)), healthy))
+            result[cluster.get("name", "")] = hosts
+        return result
+
+    async def ready(self) -> bool:
+        try:
+            async with self._client().get(self.url + "/ready") as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False

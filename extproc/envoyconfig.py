@@ -1,0 +1,319 @@
+"""The one place zerohop's Envoy configuration is written: the ext_proc filter, the gRPC cluster Envoy uses to
+reach zerohop, and (for plain Envoy) clusters, routes and a bootstrap built from the HTTPScaledObjects.
+
+`envoyfilter/` (Istio), `zerohop envoy-bootstrap`, the demo, the integration tests and bench/ all derive
+their configuration from these functions, so what is tested is what ships. Everything is plain dicts in
+Envoy's proto3 JSON form; tests parse each into its exact proto type with unknown fields rejected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from extproc.httpso import ScaledTarget
+
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
+EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+EXT_PROC_PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER_FILTER = "envoy.filters.http.router"
+ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+LOCAL_EXT_PROC_CLUSTER = "zerohop_ext_proc"
+CLUSTER_ATTRIBUTE = "xds.cluster_name"
+# Warm answers take well under a millisecond; past this Envoy stops waiting (and fails open, see below).
+MESSAGE_TIMEOUT = 1.0
+# Every held request is one open stream to zerohop; zerohop's own caps must be the limit, not Envoy's 1024.
+EXT_PROC_MAX_STREAMS = 100_000
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def processing_mode() -> dict[str, str]:
+    """Headers only, one round trip; zerohop asks per request (mode_override) for the response headers."""
+    return {
+        "request_header_mode": "SEND",
+        "response_header_mode": "SKIP",
+        "request_body_mode": "NONE",
+        "response_body_mode": "NONE",
+        "request_trailer_mode": "SKIP",
+        "response_trailer_mode": "SKIP",
+    }
+
+
+def ext_proc_config(
+    cluster_name: str,
+    *,
+    max_message_timeout: float,
+    failure_mode_allow: bool = True,
+    message_timeout: float = MESSAGE_TIMEOUT,
+) -> dict[str, Any]:
+    """The `ExternalProcessor` filter config (typed_config) for a gateway in front of zerohop.
+
+    `failure_mode_allow: true`: if zerohop is unreachable or slow, warm traffic still flows (a cold target
+    then answers 503 from Envoy instead of being held) — availability over scale-from-zero.
+    `max_message_timeout` must cover the longest hold (zerohop extends each held request's wait once).
+    """
+    return {
+        "@type": EXT_PROC_TYPE,
+        "grpc_service": {"envoy_grpc": {"cluster_name": cluster_name}},
+        "failure_mode_allow": failure_mode_allow,
+        "processing_mode": processing_mode(),
+        "allow_mode_override": True,
+        "message_timeout": _seconds(message_timeout),
+        "max_message_timeout": _seconds(max_message_timeout),
+        "request_attributes": [CLUSTER_ATTRIBUTE],
+        "stat_prefix": "zerohop",
+    }
+
+
+def ext_proc_http_filter(cluster_name: str, *, max_message_timeout: float, **options: Any) -> dict[str, Any]:
+    """The HCM `http_filters` entry; goes right before the router."""
+    return {
+        "name": EXT_PROC_FILTER,
+        "typed_config": ext_proc_config(cluster_name, max_message_timeout=max_message_timeout, **options),
+    }
+
+
+def http2_protocol_options() -> dict[str, Any]:
+    """HTTP/2 to zerohop with PING keepalive, so a dead zerohop is noticed within seconds, not at TCP timeout."""
+    return {
+        HTTP_PROTOCOL_OPTIONS: {
+            "@type": HTTP_PROTOCOL_OPTIONS_TYPE,
+            "explicit_http_config": {
+                "http2_protocol_options": {"connection_keepalive": {"interval": "10s", "timeout": "5s"}}
+            },
+        }
+    }
+
+
+def circuit_breakers() -> dict[str, Any]:
+    limit = EXT_PROC_MAX_STREAMS
+    return {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": 1024,
+                "max_pending_requests": limit,
+                "max_requests": limit,
+            }
+        ]
+    }
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def ext_proc_cluster(host: str, port: int, name: str = LOCAL_EXT_PROC_CLUSTER) -> dict[str, Any]:
+    """A cluster for zerohop's ext_proc port on plain Envoy (Istio uses its own outbound cluster)."""
+    return {
+        "name": name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": http2_protocol_options(),
+        "circuit_breakers": circuit_breakers(),
+        "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 30, "keepalive_interval": 5}},
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
+        },
+    }
+
+
+# --- Plain Envoy in front of HTTPScaledObjects (local provider, demo, tests) ---------------------------------
+
+
+def istio_cluster_name(service: str, namespace: str, port: int | str) -> str:
+    """Istio's name for the outbound cluster of a Service port; zerohop uses it on plain Envoy too."""
+    return f"outbound|{port}||{service}.{namespace}.svc.cluster.local"
+
+
+def target_cluster_name(target: ScaledTarget) -> str:
+    ref = target.scale_target
+    return istio_cluster_name(ref.service, target.key.namespace, ref.port if ref.port else ref.port_name or "")
+
+
+def eds_file_name(cluster_name: str) -> str:
+    """A file name for a cluster's EDS file (cluster names contain `|`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", cluster_name).strip("_") + ".json"
+
+
+def file_source(path: Path) -> dict[str, Any]:
+    """An xDS config source reading `path`, reloaded when a new file is renamed into its directory."""
+    return {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": str(path), "watched_directory": {"path": str(path.parent)}},
+    }
+
+
+def eds_cluster(cluster_name: str, xds_dir: Path) -> dict[str, Any]:
+    """A cluster whose endpoints Envoy reads from the EDS file zerohop rewrites as replicas change."""
+    return {
+        "name": cluster_name,
+        "type": "EDS",
+        "connect_timeout": "1s",
+        "eds_cluster_config": {
+            "service_name": cluster_name,
+            "eds_config": file_source(xds_dir / eds_file_name(cluster_name)),
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One Envoy route of a plain-Envoy gateway: what it matches and which cluster it sends to."""
+
+    host: str
+    prefix: str
+    headers: tuple[tuple[str, str | None], ...]
+    cluster: str
+    timeout: float | None = None
+
+
+def target_routes(targets: Iterable[ScaledTarget]) -> list[RouteSpec]:
+    routes = []
+    for target in targets:
+        cluster = target_cluster_name(target)
+        headers = tuple((h.name, h.value) for h in target.headers)
+        for host in target.hosts or ("*",):
+            for prefix in target.path_prefixes or ("/",):
+                routes.append(RouteSpec(host, prefix, headers, cluster, target.response_header_timeout))
+    return routes
+
+
+def _route(spec: RouteSpec) -> dict[str, Any]:
+    match: dict[str, Any] = {"prefix": spec.prefix}
+    if spec.headers:
+        match["headers"] = [
+            {"name": name, "string_match": {"exact": value}}
+            if value is not None
+            else {"name": name, "present_match": True}
+            for name, value in spec.headers
+        ]
+    action: dict[str, Any] = {
+        "cluster": spec.cluster,
+        "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
+    }
+    if spec.timeout is not None:
+        action["timeout"] = _seconds(spec.timeout)
+    return {"match": match, "route": action}
+
+
+def virtual_hosts(routes: Iterable[RouteSpec], fallback: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Virtual hosts for `routes` (one per host, longest prefix first) plus a default `*` host.
+
+    The default host answers 404 like the add-on's interceptor does for unknown hosts, unless `fallback`
+    gives it a route action (e.g. `{"cluster": "legacy"}`) or a catch-all target already uses `*`.
+    """
+    by_host: dict[str, list[RouteSpec]] = {}
+    for spec in routes:
+        by_host.setdefault(spec.host, []).append(spec)
+    hosts = []
+    for host, specs in sorted(by_host.items()):
+        specs.sort(key=lambda s: (-len(s.prefix), -len(s.headers)))
+        hosts.append(
+            {
+                "name": "zerohop_" + re.sub(r"[^A-Za-z0-9]+", "_", host).strip("_") if host != "*" else "zerohop_any",
+                "domains": [host],
+                "routes": [_route(spec) for spec in specs],
+            }
+        )
+    if "*" not in by_host:
+        default_route: dict[str, Any] = {"match": {"prefix": "/"}}
+        if fallback is not None:
+            default_route["route"] = dict(fallback)
+        else:
+            default_route["direct_response"] = {
+                "status": 404,
+                "body": {"inline_string": "no route for this host\n"},
+            }
+        hosts.append({"name": "default", "domains": ["*"], "routes": [default_route]})
+    return hosts
+
+
+ROUTE_CONFIG_NAME = "zerohop_routes"
+CDS_FILE = "cds.json"
+RDS_FILE = "rds.json"
+
+
+def route_configuration(targets: Iterable[ScaledTarget], fallback: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The gateway's RouteConfiguration for plain Envoy: each target's hosts and paths to its cluster."""
+    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts(target_routes(targets), fallback)}
+
+
+def target_clusters(targets: Iterable[ScaledTarget], xds_dir: Path) -> list[dict[str, Any]]:
+    clusters: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        name = target_cluster_name(target)
+        clusters.setdefault(name, eds_cluster(name, xds_dir))
+    return [clusters[name] for name in sorted(clusters)]
+
+
+def http_connection_manager(
+    routes: dict[str, Any], http_filters: list[dict[str, Any]], stat_prefix: str = "gateway"
+) -> dict[str, Any]:
+    """An HCM with `http_filters` before the router. `routes` is a RouteConfiguration, or an `rds` block."""
+    route_key = "rds" if "config_source" in routes else "route_config"
+    return {
+        "name": HCM_FILTER,
+        "typed_config": {
+            "@type": HCM_TYPE,
+            "stat_prefix": stat_prefix,
+            "strip_any_host_port": True,
+            route_key: routes,
+            "http_filters": [*http_filters, {"name": ROUTER_FILTER, "typed_config": {"@type": ROUTER_TYPE}}],
+        },
+    }
+
+
+def listener(name: str, host: str, port: int, hcm: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "address": _socket_address(host, port), "filter_chains": [{"filters": [hcm]}]}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPorts:
+    """Where a plain-Envoy gateway listens and where it finds zerohop."""
+
+    listen_host: str
+    listen_port: int
+    admin_port: int
+    ext_proc_host: str
+    ext_proc_port: int
+
+
+def local_bootstrap(ports: GatewayPorts, xds_dir: Path, *, max_message_timeout: float) -> dict[str, Any]:
+    """A complete plain-Envoy gateway for the local provider: one listener with the ext_proc filter before
+    the router; routes (RDS), target clusters (CDS) and their endpoints (EDS) all read from the files the
+    local provider keeps up to date in `xds_dir`, so config reloads and scaling reach Envoy without restart."""
+    rds = {"route_config_name": ROUTE_CONFIG_NAME, "config_source": file_source(xds_dir / RDS_FILE)}
+    filters = [ext_proc_http_filter(LOCAL_EXT_PROC_CLUSTER, max_message_timeout=max_message_timeout)]
+    hcm = http_connection_manager(rds, filters)
+    return {
+        # path_config_source is refused unless the node has an id and a cluster.
+        "node": {"id": "zerohop-gateway", "cluster": "zerohop-gateway"},
+        "admin": {"address": _socket_address("127.0.0.1", ports.admin_port)},
+        "dynamic_resources": {"cds_config": file_source(xds_dir / CDS_FILE)},
+        "static_resources": {
+            "listeners": [listener("gateway", ports.listen_host, ports.listen_port, hcm)],
+            "clusters": [ext_proc_cluster(ports.ext_proc_host, ports.ext_proc_port)],
+        },
+    }

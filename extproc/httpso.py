@@ -1,0 +1,390 @@
+"""HTTPScaledObject documents (`http.keda.sh/v1alpha1`) parsed into typed, validated targets.
+
+The field names, defaults and rules follow the KEDA HTTP add-on so that its users' manifests work unchanged.
+Parsing never raises anything but `InvalidSpec`, whose message names the offending field, so one bad
+document can be reported (a log line, a status condition) without affecting the others.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from extproc.durations import parse_duration
+
+API_GROUP = "http.keda.sh"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "HTTPScaledObject"
+
+SKIP_SCALEDOBJECT_ANNOTATION = "httpscaledobject.keda.sh/skip-scaledobject-creation"
+ORPHAN_SCALEDOBJECT_ANNOTATION = "httpscaledobject.keda.sh/orphan-scaledobject"
+
+DEFAULT_TARGET_VALUE = 100.0
+DEFAULT_WINDOW_SECONDS = 60.0
+DEFAULT_GRANULARITY_SECONDS = 1.0
+DEFAULT_MIN_REPLICAS = 0
+DEFAULT_MAX_REPLICAS = 100
+DEFAULT_SCALEDOWN_PERIOD = 300
+DEFAULT_FAILOVER_TIMEOUT_SECONDS = 30
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HOST = re.compile(r"^(\*\.)?[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?)*$")
+_UNSAFE_METRIC_CHARS = re.compile(r"[^-.0-9A-Za-z]")
+
+
+class InvalidSpec(ValueError):
+    """An HTTPScaledObject that cannot be served; the message names the field and the rule."""
+
+
+class TargetKey(NamedTuple):
+    """Namespace and name of an HTTPScaledObject: the identity of a scale target everywhere in zerohop."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str, default_namespace: str = "default") -> TargetKey:
+        namespace, sep, name = text.partition("/")
+        return cls(namespace, name) if sep else cls(default_namespace, namespace)
+
+
+class MetricKind(enum.Enum):
+    """Which count drives scaling, as `spec.scalingMetric` chooses it."""
+
+    CONCURRENCY = "concurrency"
+    REQUEST_RATE = "requestRate"
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingMetric:
+    kind: MetricKind
+    target_value: float
+    window: float = DEFAULT_WINDOW_SECONDS
+    granularity: float = DEFAULT_GRANULARITY_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMatch:
+    """`spec.headers[]`: the header must be present, and equal `value` when one is given."""
+
+    name: str
+    value: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleTargetRef:
+    name: str
+    service: str
+    port: int | None = None
+    port_name: str | None = None
+    kind: str = "Deployment"
+    api_version: str = "apps/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverRef:
+    service: str
+    port: int | None
+    port_name: str | None
+    timeout_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScaledTarget:
+    """One valid HTTPScaledObject: what to match, what to scale, and how to count."""
+
+    key: TargetKey
+    hosts: tuple[str, ...]
+    path_prefixes: tuple[str, ...]
+    headers: tuple[HeaderMatch, ...]
+    scale_target: ScaleTargetRef
+    metric: ScalingMetric
+    min_replicas: int = DEFAULT_MIN_REPLICAS
+    max_replicas: int = DEFAULT_MAX_REPLICAS
+    scaledown_period: int = DEFAULT_SCALEDOWN_PERIOD
+    initial_cooldown_period: int = 0
+    condition_wait: float | None = None
+    response_header_timeout: float | None = None
+    failover: FailoverRef | None = None
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    uid: str = field(default="", compare=False)
+    generation: int = field(default=0, compare=False)
+
+    @property
+    def metric_name(self) -> str:
+        """The add-on's metric name: `http-<ns>/<name>` with unsafe characters escaped as `_%04X`."""
+        return metric_name_for(self.key)
+
+    @property
+    def activation_replicas(self) -> int:
+        """Replicas to start on the first cold request: KEDA activates to max(1, min)."""
+        return max(1, self.min_replicas)
+
+    def desired_replicas(self, metric_value: float) -> int:
+        """`ceil(metric / targetValue)` clamped to replicas.min..max, as the HPA computes it for one metric."""
+        wanted = math.ceil(metric_value / self.metric.target_value) if metric_value > 0 else 0
+        return max(self.min_replicas, min(self.max_replicas, wanted))
+
+
+def metric_name_for(key: TargetKey) -> str:
+    def escape(match: re.Match[str]) -> str:
+        return "_" + match.group(0).encode().hex().upper().rjust(4, "0")
+
+    return _UNSAFE_METRIC_CHARS.sub(escape, f"http-{key.namespace}/{key.name}")
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case, without port or trailing dot: the form routes and requests are compared in."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    colon = host.rfind(":")
+    if colon >= 0 and host[colon + 1 :].isdigit():
+        host = host[:colon]
+    return host.rstrip(".")
+
+
+def parse(document: Mapping[str, Any], default_namespace: str = "default") -> ScaledTarget:
+    """Validate one HTTPScaledObject document (a dict as read from YAML or the API) into a ScaledTarget."""
+    if not isinstance(document, Mapping):
+        raise InvalidSpec("document is not a mapping")
+    kind = document.get("kind")
+    if kind != KIND:
+        raise InvalidSpec(f"kind: expected {KIND}, got {kind!r}")
+    api_version = document.get("apiVersion")
+    if not isinstance(api_version, str) or not api_version.startswith(API_GROUP + "/"):
+        raise InvalidSpec(f"apiVersion: expected {API_VERSION}, got {api_version!r}")
+    metadata = _mapping(document.get("metadata"), "metadata")
+    name = _dns_label(metadata.get("name"), "metadata.name")
+    namespace = _dns_label(metadata.get("namespace") or default_namespace, "metadata.namespace")
+    spec = _mapping(document.get("spec"), "spec")
+
+    return ScaledTarget(
+        key=TargetKey(namespace, name),
+        hosts=_hosts(spec.get("hosts")),
+        path_prefixes=_path_prefixes(spec.get("pathPrefixes")),
+        headers=_headers(spec.get("headers")),
+        scale_target=_scale_target_ref(spec.get("scaleTargetRef")),
+        metric=_scaling_metric(spec),
+        min_replicas=_replicas(spec, "min", DEFAULT_MIN_REPLICAS),
+        max_replicas=_max_replicas(spec),
+        scaledown_period=_int(spec.get("scaledownPeriod"), "spec.scaledownPeriod", DEFAULT_SCALEDOWN_PERIOD),
+        initial_cooldown_period=_int(spec.get("initialCooldownPeriod"), "spec.initialCooldownPeriod", 0),
+        condition_wait=_timeout(spec, "conditionWait"),
+        response_header_timeout=_timeout(spec, "responseHeader"),
+        failover=_failover(spec.get("coldStartTimeoutFailoverRef")),
+        labels=_string_map(metadata.get("labels"), "metadata.labels"),
+        annotations=_string_map(metadata.get("annotations"), "metadata.annotations"),
+        uid=str(metadata.get("uid") or ""),
+        generation=int(metadata.get("generation") or 0),
+    )
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidSpec(f"{where}: expected an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidSpec(f"{where}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _dns_label(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidSpec(f"{where}: required")
+    if len(value) > 253 or not all(_DNS_LABEL.match(part) for part in value.split(".")):
+        raise InvalidSpec(f"{where}: {value!r} is not a valid Kubernetes name")
+    return value
+
+
+def _int(value: Any, where: str, default: int, minimum: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidSpec(f"{where}: expected an integer, got {value!r}")
+    if value < minimum:
+        raise InvalidSpec(f"{where}: must be >= {minimum}, got {value}")
+    return value
+
+
+def _positive_number(value: Any, where: str, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidSpec(f"{where}: expected a number, got {value!r}")
+    if value <= 0:
+        raise InvalidSpec(f"{where}: must be > 0, got {value}")
+    return float(value)
+
+
+def _duration(value: Any, where: str, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise InvalidSpec(f"{where}: {exc}") from None
+    if seconds <= 0:
+        raise InvalidSpec(f"{where}: must be > 0")
+    return seconds
+
+
+def _hosts(value: Any) -> tuple[str, ...]:
+    hosts: list[str] = []
+    for i, item in enumerate(_list(value, "spec.hosts")):
+        if not isinstance(item, str) or not item.strip():
+            raise InvalidSpec(f"spec.hosts[{i}]: expected a host name, got {item!r}")
+        host = normalize_host(item)
+        if host != "*" and not _HOST.match(host):
+            raise InvalidSpec(f"spec.hosts[{i}]: {item!r} is not a host name or *.suffix wildcard")
+        if host not in hosts:
+            hosts.append(host)
+    return tuple(hosts)
+
+
+def _path_prefixes(value: Any) -> tuple[str, ...]:
+    prefixes: list[str] = []
+    for i, item in enumerate(_list(value, "spec.pathPrefixes")):
+        if not isinstance(item, str) or not item.startswith("/"):
+            raise InvalidSpec(f"spec.pathPrefixes[{i}]: must start with '/', got {item!r}")
+        if item not in prefixes:
+            prefixes.append(item)
+    return tuple(prefixes)
+
+
+def _headers(value: Any) -> tuple[HeaderMatch, ...]:
+    matches: list[HeaderMatch] = []
+    for i, item in enumerate(_list(value, "spec.headers")):
+        entry = _mapping(item, f"spec.headers[{i}]")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidSpec(f"spec.headers[{i}].name: required")
+        header_value = entry.get("value")
+        if header_value is not None and not isinstance(header_value, str):
+            raise InvalidSpec(f"spec.headers[{i}].value: expected a string, got {header_value!r}")
+        matches.append(HeaderMatch(name.strip().lower(), header_value))
+    return tuple(matches)
+
+
+def _port(ref: Mapping[str, Any], where: str, required: bool) -> tuple[int | None, str | None]:
+    port = ref.get("port")
+    port_name = ref.get("portName")
+    if port is not None and port_name is not None:
+        raise InvalidSpec(f"{where}: set either port or portName, not both")
+    if port is None and port_name is None:
+        if required:
+            raise InvalidSpec(f"{where}: one of port or portName is required")
+        return None, None
+    if port is not None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise InvalidSpec(f"{where}.port: expected 1..65535, got {port!r}")
+        return port, None
+    if not isinstance(port_name, str) or not port_name:
+        raise InvalidSpec(f"{where}.portName: expected a port name, got {port_name!r}")
+    return None, port_name
+
+
+def _scale_target_ref(value: Any) -> ScaleTargetRef:
+    where = "spec.scaleTargetRef"
+    if value is None:
+        raise InvalidSpec(f"{where}: required")
+    ref = _mapping(value, where)
+    service = ref.get("service")
+    if not isinstance(service, str) or not service:
+        raise InvalidSpec(f"{where}.service: required")
+    _dns_label(service, f"{where}.service")
+    name = ref.get("name") or ref.get("deployment")
+    if not isinstance(name, str) or not name:
+        raise InvalidSpec(f"{where}.name: required")
+    port, port_name = _port(ref, where, required=True)
+    kind = ref.get("kind") or "Deployment"
+    api_version = ref.get("apiVersion") or "apps/v1"
+    if not isinstance(kind, str) or not isinstance(api_version, str):
+        raise InvalidSpec(f"{where}: kind and apiVersion must be strings")
+    return ScaleTargetRef(name, service, port, port_name, kind, api_version)
+
+
+def _scaling_metric(spec: Mapping[str, Any]) -> ScalingMetric:
+    where = "spec.scalingMetric"
+    metric = _mapping(spec.get("scalingMetric"), where)
+    rate = metric.get("requestRate")
+    concurrency = metric.get("concurrency")
+    if rate is not None and concurrency is not None:
+        raise InvalidSpec(f"{where}: set either requestRate or concurrency, not both")
+    if rate is not None:
+        rate_spec = _mapping(rate, f"{where}.requestRate")
+        window = _duration(rate_spec.get("window"), f"{where}.requestRate.window", DEFAULT_WINDOW_SECONDS)
+        granularity = _duration(
+            rate_spec.get("granularity"), f"{where}.requestRate.granularity", DEFAULT_GRANULARITY_SECONDS
+        )
+        if granularity > window:
+            raise InvalidSpec(f"{where}.requestRate: granularity must not exceed window")
+        target = _positive_number(
+            rate_spec.get("targetValue"), f"{where}.requestRate.targetValue", DEFAULT_TARGET_VALUE
+        )
+        return ScalingMetric(MetricKind.REQUEST_RATE, target, window, granularity)
+    if concurrency is not None:
+        target = _positive_number(
+            _mapping(concurrency, f"{where}.concurrency").get("targetValue"),
+            f"{where}.concurrency.targetValue",
+            DEFAULT_TARGET_VALUE,
+        )
+        return ScalingMetric(MetricKind.CONCURRENCY, target)
+    legacy = spec.get("targetPendingRequests")
+    target = _positive_number(legacy, "spec.targetPendingRequests", DEFAULT_TARGET_VALUE)
+    return ScalingMetric(MetricKind.CONCURRENCY, target)
+
+
+def _replicas(spec: Mapping[str, Any], which: str, default: int) -> int:
+    replicas = _mapping(spec.get("replicas"), "spec.replicas")
+    return _int(replicas.get(which), f"spec.replicas.{which}", default)
+
+
+def _max_replicas(spec: Mapping[str, Any]) -> int:
+    low = _replicas(spec, "min", DEFAULT_MIN_REPLICAS)
+    high = _replicas(spec, "max", DEFAULT_MAX_REPLICAS)
+    if high < 1:
+        raise InvalidSpec("spec.replicas.max: must be >= 1")
+    if high < low:
+        raise InvalidSpec(f"spec.replicas: max ({high}) must be >= min ({low})")
+    return high
+
+
+def _timeout(spec: Mapping[str, Any], which: str) -> float | None:
+    timeouts = _mapping(spec.get("timeouts"), "spec.timeouts")
+    value = timeouts.get(which)
+    return None if value is None else _duration(value, f"spec.timeouts.{which}", 0.0)
+
+
+def _failover(value: Any) -> FailoverRef | None:
+    if value is None:
+        return None
+    where = "spec.coldStartTimeoutFailoverRef"
+    ref = _mapping(value, where)
+    service = ref.get("service")
+    if not isinstance(service, str) or not service:
+        raise InvalidSpec(f"{where}.service: required")
+    port, port_name = _port(ref, where, required=True)
+    timeout = _int(ref.get("timeoutSeconds"), f"{where}.timeoutSeconds", DEFAULT_FAILOVER_TIMEOUT_SECONDS, 1)
+    return FailoverRef(service, port, port_name, timeout)
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    mapping = _mapping(value, where)
+    return {str(k): str(v) for k, v in mapping.items()}

@@ -1,0 +1,256 @@
+"""The Envoy-facing servicer (`envoy.service.ext_proc.v3.ExternalProcessor/Process`).
+
+One gRPC stream per HTTP request. The request-headers message is mapped to a target; a warm target gets a
+pre-serialised CONTINUE at once, a cold one is held by the cold gate and let go when the gateway can route
+it (or refused with 504/503 and `Retry-After`). Where a request's end matters (concurrency metric, held
+requests) the answer asks Envoy for this request's response headers, and the stream's end releases the
+in-flight count whichever way it ends: answer, client abort (stream reset) or server shutdown.
+
+The warm path logs nothing, opens no span and builds no protobuf message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+
+from extproc import answers
+from extproc.answers import Refusal
+from extproc.coldstart import ColdGate, HoldOutcome
+from extproc.durations import format_duration
+from extproc.routing import Router, RouteTable
+from extproc.targets import TargetState
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
+ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
+CLUSTER_ATTRIBUTE = "xds.cluster_name"
+# zerohop answers a timed-out hold itself this long before Envoy's own message timer would fire.
+TIMEOUT_MARGIN = 2.0
+
+_EOF = grpc.aio.EOF
+_CONTINUE = answers.CONTINUE
+_CONTINUE_AND_FOLLOW = answers.CONTINUE_AND_FOLLOW
+_CONTINUE_RESPONSE = answers.CONTINUE_RESPONSE
+_monotonic = time.monotonic
+
+
+class ProcessorStats:
+    """Plain counters of what the servicer did; read by status and metrics, bumped on the hot path."""
+
+    __slots__ = (
+        "cold_requests",
+        "errors",
+        "malformed",
+        "over_capacity",
+        "released",
+        "released_5xx",
+        "removed",
+        "shutdown_refusals",
+        "streams",
+        "timeouts",
+        "unmatched",
+    )
+
+    def __init__(self) -> None:
+        self.streams = 0
+        self.unmatched = 0
+        self.malformed = 0
+        self.errors = 0
+        self.cold_requests = 0
+        self.released = 0
+        self.released_5xx = 0
+        self.removed = 0
+        self.timeouts = 0
+        self.over_capacity = 0
+        self.shutdown_refusals = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _header_value(header: Any) -> bytes:
+    raw: bytes = header.raw_value
+    return raw if raw else header.value.encode("latin-1", "replace")
+
+
+def _headers_dict(headers: Any) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for header in headers:
+        key = header.key.lower()
+        if key not in found:
+            found[key] = _header_value(header).decode("latin-1")
+    return found
+
+
+class ExtProcServicer:
+    """Answers Envoy's ext_proc streams from the current route table and the cold gate."""
+
+    def __init__(self, router: Router, gate: ColdGate, *, retry_after: int) -> None:
+        self._router = router
+        self._gate = gate
+        self._retry_after = retry_after
+        self.stats = ProcessorStats()
+
+    def rpc_handler(self) -> grpc.GenericRpcHandler:
+        """The generic handler to add to a grpc.aio server; responses are written pre-serialised."""
+        handler: grpc.RpcMethodHandler[Any, bytes] = grpc.stream_stream_rpc_method_handler(
+            self.process,
+            request_deserializer=ep.ProcessingRequest.FromString,
+            response_serializer=None,
+        )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, {"Process": handler})
+
+    async def process(self, _requests: object, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+        try:
+            await self._process(context)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.errors += 1
+            log.debug("ext_proc stream ended with an error", exc_info=True)
+
+    async def _process(self, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+        self.stats.streams += 1
+        request = await context.read()
+        if request is _EOF:
+            return
+        if not request.HasField("request_headers"):
+            await self._unexpected(request, context)
+            return
+        try:
+            state = self._lookup(self._router.table, request)
+        except Exception:
+            self.stats.malformed += 1
+            log.debug("could not route ext_proc request headers; continuing", exc_info=True)
+            state = None
+        if state is None:
+            self.stats.unmatched += 1
+            await context.write(_CONTINUE)
+            return
+        traffic = state.traffic
+        traffic.requests += 1
+        traffic.rate.record(_monotonic())
+        if state.gate.routable:
+            if not state.follow_end:
+                await context.write(_CONTINUE)
+                return
+            traffic.in_flight += 1
+            try:
+                await context.write(_CONTINUE_AND_FOLLOW)
+                await self._answer_response_headers(context, _CONTINUE_RESPONSE)
+            finally:
+                traffic.in_flight -= 1
+            return
+        await self._hold(request, state, context)
+
+    def _lookup(self, table: RouteTable, request: Any) -> TargetState | None:
+        if table.has_clusters:
+            attributes = request.attributes.get(ATTRIBUTES_KEY)
+            if attributes is not None:
+                cluster = attributes.fields.get(CLUSTER_ATTRIBUTE)
+                if cluster is not None:
+                    state = table.for_cluster(cluster.string_value)
+                    if state is not None:
+                        return state
+        headers = request.request_headers.headers.headers
+        authority = b""
+        for header in headers:
+            if header.key == ":authority":
+                authority = _header_value(header)
+                break
+        routes = table.for_host(authority)
+        if routes is None:
+            return None
+        if routes.only is not None:
+            return routes.only
+        path = "/"
+        for header in headers:
+            if header.key == ":path":
+                path = _header_value(header).decode("latin-1")
+                break
+        return routes.match(path, _headers_dict(headers) if routes.needs_headers else None)
+
+    async def _hold(self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+        stats = self.stats
+        stats.cold_requests += 1
+        traffic = state.traffic
+        traffic.in_flight += 1
+        try:
+            hold = self._gate.try_hold(state.gate)
+            if hold is None:
+                reason = Refusal.SHUTDOWN if self._gate.draining else Refusal.OVER_CAPACITY
+                if reason is Refusal.SHUTDOWN:
+                    stats.shutdown_refusals += 1
+                else:
+                    stats.over_capacity += 1
+                await context.write(self._refusal(request, reason, state))
+                return
+            try:
+                await context.write(answers.extend_timeout(state.hold_budget + TIMEOUT_MARGIN))
+                outcome = await hold.wait(state.hold_budget)
+            finally:
+                hold.close()
+            if outcome is HoldOutcome.RELEASED:
+                stats.released += 1
+                await context.write(_CONTINUE_AND_FOLLOW)
+                response = await self._answer_response_headers(context, answers.COLD_START_RESPONSE)
+                status = _status(response.response_headers.headers.headers) if response is not None else b""
+                if status.startswith(b"5"):
+                    stats.released_5xx += 1
+                    log.warning("released cold request for %s got HTTP %s", state.key, status.decode())
+            elif outcome is HoldOutcome.REMOVED:
+                stats.removed += 1
+                await context.write(_CONTINUE)
+            elif outcome is HoldOutcome.TIMEOUT:
+                stats.timeouts += 1
+                log.info("request for %s timed out after %.1fs held", state.key, state.hold_budget)
+                await context.write(self._refusal(request, Refusal.TIMEOUT, state))
+            else:
+                stats.shutdown_refusals += 1
+                await context.write(self._refusal(request, Refusal.SHUTDOWN, state))
+        finally:
+            traffic.in_flight -= 1
+
+    def _refusal(self, request: Any, reason: Refusal, state: TargetState) -> bytes:
+        headers = _headers_dict(request.request_headers.headers.headers)
+        kind = answers.client_kind(headers.get("content-type", ""), headers.get("accept", ""))
+        return answers.refuse(reason, kind, self._retry_after, format_duration(state.hold_budget))
+
+    async def _answer_response_headers(self, context: grpc.aio.ServicerContext[Any, bytes], answer: bytes) -> Any:
+        """Wait for this request's response headers and answer them; returns that message, or None."""
+        while True:
+            message = await context.read()
+            if message is _EOF:
+                return None
+            if message.HasField("response_headers"):
+                await context.write(answer)
+                return message
+            kind = message.WhichOneof("request")
+            if kind is None:
+                return None
+            await context.write(answers.CONTINUE_FOR_KIND[kind])
+
+    async def _unexpected(self, request: Any, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+        """Messages zerohop did not ask for: answer each with CONTINUE of its kind, never fail the request."""
+        self.stats.malformed += 1
+        while request is not _EOF:
+            kind = request.WhichOneof("request")
+            log.debug("unexpected ext_proc message %r; answering CONTINUE", kind)
+            if kind is None:
+                return
+            await context.write(answers.CONTINUE_FOR_KIND[kind])
+            request = await context.read()
+
+
+def _status(headers: Any) -> bytes:
+    for header in headers:
+        if header.key == ":status":
+            return _header_value(header)
+    return b""

@@ -1,0 +1,236 @@
+"""The local provider's config file: HTTPScaledObject documents plus, per scale target, a `LocalWorkload`
+saying how to run one replica as a local process.
+
+```yaml
+apiVersion: http.keda.sh/v1alpha1          # unchanged from Kubernetes
+kind: HTTPScaledObject
+metadata: {name: app}
+spec:
+  hosts: [app.localhost]
+  scaleTargetRef: {name: app, service: app, port: 8080}
+---
+apiVersion: zerohop.dev/v1alpha1
+kind: LocalWorkload
+metadata: {name: app}                      # = scaleTargetRef.name, same namespace
+spec:
+  command: [python3, -m, http.server, "{port}"]
+  portRange: 18000-18009                   # or port: 18000 (one replica at most)
+  readinessProbe: {httpGet: {path: /}, periodSeconds: 0.05}
+```
+
+Errors name the file, the document (index, kind and name) and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extproc import httpso
+from extproc.httpso import InvalidSpec, ScaledTarget, TargetKey
+
+API_VERSION = "zerohop.dev/v1alpha1"
+KIND = "LocalWorkload"
+
+
+class ConfigError(ValueError):
+    """The config file cannot be used at all (unreadable, not YAML, no valid target)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessProbe:
+    """`httpGet` (any status below 400 is ready) or `tcpSocket` (a connection is accepted)."""
+
+    http_path: str | None = "/"
+    period: float = 0.1
+    timeout: float = 1.0
+    initial_delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """How to run one replica of a scale target locally."""
+
+    key: TargetKey
+    command: tuple[str, ...]
+    ports: range
+    host: str = "127.0.0.1"
+    env: Mapping[str, str] = field(default_factory=dict)
+    working_dir: Path | None = None
+    readiness: ReadinessProbe = ReadinessProbe()
+    startup_timeout: float = 60.0
+    termination_grace: float = 5.0
+
+    def argv(self, port: int) -> list[str]:
+        return [part.replace("{port}", str(port)) for part in self.command]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalConfig:
+    """The valid contents of a config file, and why each invalid document was left out."""
+
+    targets: tuple[ScaledTarget, ...]
+    workloads: Mapping[TargetKey, Workload]
+    problems: tuple[str, ...] = ()
+
+    def workload_for(self, target: ScaledTarget) -> Workload | None:
+        return self.workloads.get(TargetKey(target.key.namespace, target.scale_target.name))
+
+
+def load(path: Path) -> LocalConfig:
+    """Read and validate a config file. Raises ConfigError when nothing usable is in it."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, source: str = "<config>") -> LocalConfig:
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    targets: dict[TargetKey, ScaledTarget] = {}
+    workloads: dict[TargetKey, Workload] = {}
+    problems: list[str] = []
+    for index, document in enumerate(documents):
+        label = _label(index, document)
+        try:
+            if not isinstance(document, Mapping):
+                raise InvalidSpec("expected a mapping with apiVersion, kind, metadata and spec")
+            kind = document.get("kind")
+            if kind == httpso.KIND:
+                target = httpso.parse(document)
+                if target.key in targets:
+                    raise InvalidSpec(f"duplicate HTTPScaledObject {target.key}")
+                targets[target.key] = target
+            elif kind == KIND:
+                workload = _workload(document)
+                if workload.key in workloads:
+                    raise InvalidSpec(f"duplicate LocalWorkload {workload.key}")
+                workloads[workload.key] = workload
+            else:
+                raise InvalidSpec(f"kind: expected {httpso.KIND} or {KIND}, got {kind!r}")
+        except InvalidSpec as exc:
+            problems.append(f"{source}: {label}: {exc}")
+    valid: list[ScaledTarget] = []
+    for target in targets.values():
+        workload_key = TargetKey(target.key.namespace, target.scale_target.name)
+        found = workloads.get(workload_key)
+        if found is None:
+            problems.append(
+                f"{source}: HTTPScaledObject {target.key}: no LocalWorkload {workload_key} "
+                "(scaleTargetRef.name) says how to run it; left out"
+            )
+            continue
+        ports = len(found.ports)
+        if target.max_replicas > ports:
+            problems.append(
+                f"{source}: HTTPScaledObject {target.key}: replicas.max {target.max_replicas} exceeds the "
+                f"{ports} port(s) of LocalWorkload {workload_key}; at most {ports} will run"
+            )
+        valid.append(target)
+    if not valid and documents:
+        raise ConfigError("no usable HTTPScaledObject:\n  " + "\n  ".join(problems or ["(empty)"]))
+    return LocalConfig(tuple(valid), workloads, tuple(problems))
+
+
+def _label(index: int, document: Any) -> str:
+    if isinstance(document, Mapping):
+        metadata = document.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, Mapping) else None
+        return f"document {index + 1} ({document.get('kind', '?')} {name or '?'})"
+    return f"document {index + 1}"
+
+
+def _number(value: Any, where: str, default: float, minimum: float = 0.0) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < minimum:
+        raise InvalidSpec(f"{where}: expected a number >= {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _ports(spec: Mapping[str, Any]) -> range:
+    port = spec.get("port")
+    port_range = spec.get("portRange")
+    if (port is None) == (port_range is None):
+        raise InvalidSpec("spec: set exactly one of port or portRange")
+    if port is not None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise InvalidSpec(f"spec.port: expected 1..65535, got {port!r}")
+        return range(port, port + 1)
+    low, sep, high = str(port_range).partition("-")
+    try:
+        first, last = int(low), int(high if sep else low)
+    except ValueError:
+        raise InvalidSpec(f"spec.portRange: expected FIRST-LAST, got {port_range!r}") from None
+    if not 0 < first <= last < 65536:
+        raise InvalidSpec(f"spec.portRange: expected 1 <= FIRST <= LAST <= 65535, got {port_range!r}")
+    return range(first, last + 1)
+
+
+def _probe(value: Any) -> ReadinessProbe:
+    if value is None:
+        return ReadinessProbe()
+    if not isinstance(value, Mapping):
+        raise InvalidSpec("spec.readinessProbe: expected an object")
+    http_get = value.get("httpGet")
+    tcp = value.get("tcpSocket")
+    if http_get is not None and tcp is not None:
+        raise InvalidSpec("spec.readinessProbe: set httpGet or tcpSocket, not both")
+    path: str | None = "/"
+    if tcp is not None:
+        path = None
+    elif http_get is not None:
+        if not isinstance(http_get, Mapping):
+            raise InvalidSpec("spec.readinessProbe.httpGet: expected an object")
+        path = str(http_get.get("path", "/"))
+        if not path.startswith("/"):
+            raise InvalidSpec(f"spec.readinessProbe.httpGet.path: must start with '/', got {path!r}")
+    return ReadinessProbe(
+        http_path=path,
+        period=_number(value.get("periodSeconds"), "spec.readinessProbe.periodSeconds", 0.1, 0.001),
+        timeout=_number(value.get("timeoutSeconds"), "spec.readinessProbe.timeoutSeconds", 1.0, 0.001),
+        initial_delay=_number(value.get("initialDelaySeconds"), "spec.readinessProbe.initialDelaySeconds", 0.0),
+    )
+
+
+def _workload(document: Mapping[str, Any]) -> Workload:
+    api_version = document.get("apiVersion")
+    if api_version != API_VERSION:
+        raise InvalidSpec(f"apiVersion: expected {API_VERSION}, got {api_version!r}")
+    metadata = document.get("metadata") or {}
+    if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str) or not metadata["name"]:
+        raise InvalidSpec("metadata.name: required")
+    key = TargetKey(str(metadata.get("namespace") or "default"), metadata["name"])
+    spec = document.get("spec")
+    if not isinstance(spec, Mapping):
+        raise InvalidSpec("spec: required")
+    command = spec.get("command")
+    if not isinstance(command, list) or not command or not all(isinstance(p, str | int | float) for p in command):
+        raise InvalidSpec("spec.command: expected a non-empty list of strings, e.g. [python3, app.py, '{port}']")
+    env = spec.get("env") or {}
+    if not isinstance(env, Mapping):
+        raise InvalidSpec("spec.env: expected a mapping of NAME: value")
+    working_dir = spec.get("workingDir")
+    return Workload(
+        key=key,
+        command=tuple(str(part) for part in command),
+        ports=_ports(spec),
+        host=str(spec.get("host", "127.0.0.1")),
+        env={str(k): str(v) for k, v in env.items()},
+        working_dir=Path(working_dir) if working_dir else None,
+        readiness=_probe(spec.get("readinessProbe")),
+        startup_timeout=_number(spec.get("startupTimeoutSeconds"), "spec.startupTimeoutSeconds", 60.0, 0.1),
+        termination_grace=_number(spec.get("terminationGracePeriodSeconds"), "spec.terminationGracePeriodSeconds", 5.0),
+    )

@@ -1,0 +1,155 @@
+"""The route table: which target a request belongs to, as an immutable snapshot swapped atomically.
+
+Two ways in, tried in this order:
+1. the upstream cluster the gateway already chose (`xds.cluster_name`, e.g. Istio's
+   `outbound|8080||app.ns.svc.cluster.local`), so zerohop never disagrees with the gateway's routing;
+2. the KEDA HTTP add-on's matching: host (exact, then `*.suffix` wildcards most specific first, then a
+   catch-all), then the longest path prefix, then headers (all must match; no value = present).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from extproc.httpso import HeaderMatch, TargetKey, normalize_host
+from extproc.targets import TargetState
+
+HeaderLookup = Callable[[], Mapping[str, str]]
+
+_HOST_CACHE_LIMIT = 4096
+
+
+class _Route:
+    __slots__ = ("headers", "prefix", "state")
+
+    def __init__(self, prefix: str, headers: tuple[HeaderMatch, ...], state: TargetState) -> None:
+        self.prefix = prefix
+        self.headers = headers
+        self.state = state
+
+    def matches(self, path: str, headers: Mapping[str, str] | None) -> bool:
+        if not path.startswith(self.prefix):
+            return False
+        if not self.headers:
+            return True
+        if headers is None:
+            return False
+        for want in self.headers:
+            got = headers.get(want.name)
+            if got is None or (want.value is not None and got != want.value):
+                return False
+        return True
+
+
+class HostRoutes:
+    """The routes a request to one host can take, most specific first.
+
+    `only` is set when the host has exactly one route that matches every path and header, so the hot path
+    needs neither the path nor the headers.
+    """
+
+    __slots__ = ("needs_headers", "only", "routes")
+
+    def __init__(self, routes: list[_Route]) -> None:
+        self.routes = tuple(routes)
+        first = self.routes[0]
+        self.only: TargetState | None = (
+            first.state if first.prefix == "/" and not first.headers and len(routes) == 1 else None
+        )
+        self.needs_headers = any(route.headers for route in self.routes)
+
+    def match(self, path: str, headers: Mapping[str, str] | None) -> TargetState | None:
+        for route in self.routes:
+            if route.matches(path, headers):
+                return route.state
+        return None
+
+
+def _sort_key(route: _Route) -> tuple[int, int]:
+    return (-len(route.prefix), -len(route.headers))
+
+
+class RouteTable:
+    """An immutable routing snapshot over live TargetStates. Build a new one to change anything."""
+
+    __slots__ = ("_by_host", "_catch_all", "_clusters", "_exact", "_wildcards", "states")
+
+    def __init__(
+        self,
+        states: Iterable[TargetState] = (),
+        clusters: Mapping[str, TargetKey] | None = None,
+    ) -> None:
+        self.states: dict[TargetKey, TargetState] = {}
+        exact: dict[str, list[_Route]] = {}
+        wildcards: dict[str, list[_Route]] = {}
+        catch_all: list[_Route] = []
+        for state in sorted(states, key=lambda s: s.key):
+            self.states[state.key] = state
+            spec = state.spec
+            routes = [_Route(prefix, spec.headers, state) for prefix in (spec.path_prefixes or ("/",))]
+            for host in spec.hosts or ("*",):
+                if host == "*":
+                    catch_all.extend(routes)
+                elif host.startswith("*."):
+                    wildcards.setdefault(host[1:], []).extend(routes)
+                else:
+                    exact.setdefault(host, []).extend(routes)
+        for routes in (*exact.values(), *wildcards.values(), catch_all):
+            routes.sort(key=_sort_key)
+        self._exact = exact
+        self._wildcards = sorted(wildcards.items(), key=lambda item: -len(item[0]))
+        self._catch_all = catch_all
+        self._clusters: dict[str, TargetState] = {}
+        for cluster, key in (clusters or {}).items():
+            mapped = self.states.get(key)
+            if mapped is not None:
+                self._clusters[cluster] = mapped
+        self._by_host: dict[bytes, HostRoutes | None] = {}
+
+    def for_cluster(self, cluster: str) -> TargetState | None:
+        """The target whose Service the gateway's chosen cluster points at, if any."""
+        return self._clusters.get(cluster)
+
+    @property
+    def has_clusters(self) -> bool:
+        return bool(self._clusters)
+
+    def for_host(self, authority: bytes) -> HostRoutes | None:
+        """Routes for a raw `:authority` value (any bytes, port included); memoised per snapshot."""
+        routes = self._by_host.get(authority, False)
+        if routes is False:
+            routes = self._resolve_host(normalize_host(authority.decode("latin-1")))
+            if len(self._by_host) >= _HOST_CACHE_LIMIT:
+                self._by_host.clear()
+            self._by_host[authority] = routes
+        return routes  # type: ignore[return-value]
+
+    def _resolve_host(self, host: str) -> HostRoutes | None:
+        candidates: list[_Route] = []
+        candidates.extend(self._exact.get(host, ()))
+        for suffix, routes in self._wildcards:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                candidates.extend(routes)
+        candidates.extend(self._catch_all)
+        return HostRoutes(candidates) if candidates else None
+
+    def match(self, authority: bytes, path: str = "/", headers: Mapping[str, str] | None = None) -> TargetState | None:
+        """Host/path/header matching in one call (tests, status tools); the hot path uses `for_host`."""
+        routes = self.for_host(authority)
+        if routes is None:
+            return None
+        return routes.only or routes.match(path, headers)
+
+
+class Router:
+    """Holds the current RouteTable; readers take `router.table` once per request."""
+
+    __slots__ = ("table", "version")
+
+    def __init__(self) -> None:
+        self.table = RouteTable()
+        self.version = 0
+
+    def publish(self, table: RouteTable) -> None:
+        self.table = table
+        self.version += 1

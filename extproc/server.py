@@ -1,0 +1,175 @@
+"""Wires the core, the servicers, the provider and the admin server into one process, and runs it.
+
+Shutdown (SIGTERM/SIGINT, or `stop()`): readiness turns 503, every held request is answered (CONTINUE if
+its target is routable, else 503 with Retry-After), the ext_proc server stops taking streams and waits at
+most `drain_timeout` for open ones, then the provider stops its replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import grpc
+
+from extproc._proto import externalscaler_pb2_grpc as pb_grpc
+from extproc.admin import AdminServer, status_document
+from extproc.autoscaler import LocalAutoscaler
+from extproc.core import Core, Provider
+from extproc.processor import ExtProcServicer
+from extproc.providers.local.provider import LocalProvider
+from extproc.scaler import LocalCounts, ScalerServicer
+from extproc.settings import Provider as ProviderKind
+from extproc.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+# Held requests are open streams; zerohop's own caps bound them, not gRPC's.
+_GRPC_OPTIONS = [
+    ("grpc.max_concurrent_streams", 1_000_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def build_provider(settings: Settings) -> Provider:
+    if settings.provider is ProviderKind.LOCAL:
+        if settings.config is None:
+            raise SettingsError("--config (ZEROHOP_CONFIG) is required with --provider local")
+        return LocalProvider(
+            settings.config,
+            state_dir=settings.state_dir,
+            xds_dir=settings.xds_dir,
+            envoy_admin=settings.envoy_admin,
+            eds_settle_delay=settings.eds_settle_delay,
+        )
+    raise SettingsError(f"unsupported provider {settings.provider.value}")
+
+
+class ZerohopServer:
+    """One zerohop process. `await start()`, then `await wait()` or `await stop()`."""
+
+    def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
+        self.settings = settings
+        self.core = Core(
+            hold_timeout=settings.hold_timeout,
+            max_held_per_target=settings.max_held_per_target,
+            max_held_total=settings.max_held_total,
+            rewake_interval=settings.rewake_interval,
+            in_flight=settings.in_flight,
+        )
+        self.provider = provider or build_provider(settings)
+        self.core.add_provider(self.provider)
+        self.processor = ExtProcServicer(self.core.router, self.core.gate, retry_after=settings.retry_after)
+        self.scaler = ScalerServicer(self.core.router, self.core.bus, LocalCounts())
+        self.admin = AdminServer(self.status, self.ready)
+        self.autoscaler: LocalAutoscaler | None = None
+        self._ext_proc_server: grpc.aio.Server | None = None
+        self._scaler_server: grpc.aio.Server | None = None
+        self._started = False
+        self._stopped = asyncio.Event()
+        self._stopping: asyncio.Task[None] | None = None
+        self.ext_proc_port = 0
+        self.scaler_port = 0
+        self.admin_port = 0
+
+    def status(self) -> dict[str, Any]:
+        return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls)
+
+    def ready(self) -> bool:
+        return self._started and not self.core.gate.draining
+
+    async def start(self) -> None:
+        settings = self.settings
+        admin_host, admin_port = _split(settings.admin_address)
+        try:
+            self.admin_port = await self.admin.start(admin_host, admin_port)
+        except OSError as exc:
+            raise SettingsError(f"--admin-address: cannot listen on {settings.admin_address}: {exc.strerror}") from None
+        await self.provider.start(self.core)
+
+        self._ext_proc_server = grpc.aio.server(options=_GRPC_OPTIONS)
+        self._ext_proc_server.add_generic_rpc_handlers((self.processor.rpc_handler(),))
+        self.ext_proc_port = self._bind(self._ext_proc_server, settings.ext_proc_address, "--ext-proc-address")
+        self._scaler_server = grpc.aio.server(options=_GRPC_OPTIONS)
+        pb_grpc.add_ExternalScalerServicer_to_server(self.scaler, self._scaler_server)
+        self.scaler_port = self._bind(self._scaler_server, settings.scaler_address, "--scaler-address")
+        await self._ext_proc_server.start()
+        await self._scaler_server.start()
+
+        if settings.autoscale and isinstance(self.provider, LocalProvider):
+            scaler_host = _split(settings.scaler_address)[0]
+            if scaler_host in ("0.0.0.0", "::", "[::]", ""):
+                scaler_host = "127.0.0.1"
+            self.autoscaler = LocalAutoscaler(
+                f"{scaler_host}:{self.scaler_port}", self.provider, settings.polling_interval
+            )
+            await self.autoscaler.start()
+        self._started = True
+        log.info(
+            "zerohop ready: ext_proc :%d, scaler :%d, admin :%d, %d target(s)",
+            self.ext_proc_port,
+            self.scaler_port,
+            self.admin_port,
+            len(self.core.registry),
+        )
+
+    @staticmethod
+    def _bind(server: grpc.aio.Server, address: str, flag: str) -> int:
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise SettingsError(f"{flag}: cannot listen on {address}: {exc}") from None
+        if port == 0:
+            raise SettingsError(f"{flag}: cannot listen on {address} (in use?)")
+        return port
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        if self._stopping is None:
+            log.info("%s: draining", reason)
+            self._stopping = asyncio.ensure_future(self.stop())
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Drain and stop; safe to call more than once."""
+        if self._stopped.is_set():
+            return
+        if self.autoscaler is not None:
+            await self.autoscaler.stop()
+        released = self.core.gate.drain()
+        log.info("answered %d held request(s) for shutdown", released)
+        grace = self.settings.drain_timeout
+        stops = []
+        if self._ext_proc_server is not None:
+            stops.append(self._ext_proc_server.stop(grace))
+        if self._scaler_server is not None:
+            stops.append(self._scaler_server.stop(min(grace, 1.0)))
+        await asyncio.gather(*stops)
+        with contextlib.suppress(Exception):
+            await self.provider.stop()
+        await self.admin.stop()
+        self._stopped.set()
+        log.info("zerohop stopped")
+
+    async def __aenter__(self) -> ZerohopServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,311 @@
+"""zerohop's configuration: one typed, frozen settings object read from flags and `ZEROHOP_*` variables.
+
+Every field is declared once, with its flag, environment variable, parser, default and help text; the CLI,
+the README's configuration reference and validation are all derived from these declarations.
+Precedence: command-line flag, then environment variable, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from extproc.durations import parse_duration
+from extproc.targets import InFlightMode
+
+ENV_PREFIX = "ZEROHOP_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value zerohop cannot use; the message names the flag and the variable."""
+
+
+class Provider(enum.Enum):
+    LOCAL = "local"
+
+
+class LogFormat(enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+def _address(text: str) -> str:
+    _host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return text
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_duration(text: str) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _urls(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
+
+
+def _setting(
+    default: Any,
+    parse: Callable[[str], Any],
+    help: str,
+    *,
+    group: str,
+    metavar: str | None = None,
+    choices: Sequence[str] | None = None,
+) -> Any:
+    return field(
+        default=default,
+        metadata={"parse": parse, "help": help, "group": group, "metavar": metavar, "choices": choices},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `zerohop serve` can be told. Build with `Settings.from_args` or `Settings(...)` in tests."""
+
+    provider: Provider = _setting(
+        Provider.LOCAL,
+        Provider,
+        "Where targets and their replicas come from. `local`: a config file of HTTPScaledObjects and "
+        "commands to run as replicas.",
+        group="general",
+        choices=[p.value for p in Provider],
+    )
+    config: Path | None = _setting(
+        None,
+        Path,
+        "Local provider: YAML file of HTTPScaledObject and LocalWorkload documents (reloaded on change).",
+        group="general",
+        metavar="FILE",
+    )
+    ext_proc_address: str = _setting(
+        "0.0.0.0:9000",
+        _address,
+        "Listen address of the ext_proc gRPC server (Envoy connects here).",
+        group="ports",
+    )
+    scaler_address: str = _setting(
+        "0.0.0.0:9090", _address, "Listen address of KEDA's external scaler gRPC API.", group="ports"
+    )
+    admin_address: str = _setting(
+        "127.0.0.1:9091",
+        _address,
+        "Listen address of the admin HTTP server (/healthz, /readyz, /status).",
+        group="ports",
+    )
+    hold_timeout: float = _setting(
+        60.0,
+        _positive_duration,
+        "How long a request may be held while its target starts (per-route `timeouts.conditionWait` may "
+        "shorten it). Then 504 with Retry-After. Envoy's max_message_timeout must be at least this + 5s.",
+        group="holding",
+        metavar="DURATION",
+    )
+    max_held_per_target: int = _setting(
+        1000,
+        _positive_int,
+        "Held requests allowed per target; more get 503 with Retry-After.",
+        group="holding",
+    )
+    max_held_total: int = _setting(
+        10000,
+        _positive_int,
+        "Held requests allowed in total; more get 503 with Retry-After.",
+        group="holding",
+    )
+    retry_after: int = _setting(
+        5,
+        _positive_int,
+        "Seconds in the Retry-After header of 503/504 answers.",
+        group="holding",
+        metavar="SECONDS",
+    )
+    rewake_interval: float = _setting(
+        2.0,
+        _positive_duration,
+        "While requests stay held, wake the target again (push to KEDA) at most this often.",
+        group="holding",
+        metavar="DURATION",
+    )
+    drain_timeout: float = _setting(
+        15.0,
+        _positive_duration,
+        "On SIGTERM: answer held requests, then wait at most this long for open streams before exiting.",
+        group="holding",
+        metavar="DURATION",
+    )
+    in_flight: InFlightMode = _setting(
+        InFlightMode.CONCURRENCY,
+        InFlightMode,
+        "Which warm requests are followed to their end to count in-flight: `concurrency` (targets scaled on "
+        "concurrency; one extra message per request) or `all`.",
+        group="counting",
+        choices=[m.value for m in InFlightMode],
+    )
+    envoy_admin: tuple[str, ...] = _setting(
+        (),
+        _urls,
+        "Local provider: Envoy admin URL(s), comma-separated. A target counts as routable only once every "
+        "listed Envoy has loaded a ready replica. Without it, zerohop waits --eds-settle-delay instead.",
+        group="local provider",
+        metavar="URL[,URL]",
+    )
+    xds_dir: Path | None = _setting(
+        None,
+        Path,
+        "Local provider: directory of the xDS files (routes, clusters, endpoints) the gateway Envoy watches; "
+        "default <state-dir>/xds.",
+        group="local provider",
+        metavar="DIR",
+    )
+    state_dir: Path | None = _setting(
+        None,
+        Path,
+        "Local provider: directory for xDS files and replica logs; default a new temporary directory.",
+        group="local provider",
+        metavar="DIR",
+    )
+    eds_settle_delay: float = _setting(
+        0.25,
+        parse_duration,
+        "Local provider without --envoy-admin: time allowed for Envoy to load a new endpoints file.",
+        group="local provider",
+        metavar="DURATION",
+    )
+    autoscale: bool = _setting(
+        True,
+        _bool,
+        "Local provider: run the built-in autoscaler that plays KEDA's part through the scaler API.",
+        group="local provider",
+    )
+    polling_interval: float = _setting(
+        1.0,
+        _positive_duration,
+        "Built-in autoscaler: how often it calls GetMetrics/IsActive (KEDA's pollingInterval).",
+        group="local provider",
+        metavar="DURATION",
+    )
+    log_level: str = _setting(
+        "info",
+        str.lower,
+        "Log level.",
+        group="logging",
+        choices=["debug", "info", "warning", "error"],
+    )
+    log_format: LogFormat = _setting(
+        LogFormat.TEXT, LogFormat, "Log line format.", group="logging", choices=[f.value for f in LogFormat]
+    )
+
+    @property
+    def max_message_timeout(self) -> float:
+        """What Envoy's ext_proc `max_message_timeout` must be for these settings."""
+        return self.hold_timeout + 5.0
+
+    @classmethod
+    def from_args(
+        cls,
+        argv: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        prog: str = "zerohop serve",
+    ) -> Settings:
+        parser = argparse.ArgumentParser(prog=prog)
+        add_arguments(parser)
+        return from_namespace(parser.parse_args(argv), env)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _render_default(value: Any) -> str:
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value) or "(none)"
+    if value is None:
+        return "(none)"
+    if isinstance(value, float):
+        return f"{value:g}s"
+    return str(value)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per setting, grouped, each help line naming its variable and default."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for spec in fields(Settings):
+        meta = spec.metadata
+        group = groups.get(meta["group"])
+        if group is None:
+            group = groups[meta["group"]] = parser.add_argument_group(meta["group"])
+        group.add_argument(
+            flag(spec.name),
+            dest=spec.name,
+            default=None,
+            metavar=meta["metavar"] or ("{" + ",".join(meta["choices"]) + "}" if meta["choices"] else None),
+            help=f"{meta['help']} [{env_var(spec.name)}; default {_render_default(spec.default)}]",
+        )
+
+
+def from_namespace(namespace: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from parsed flags, falling back to `env` (default os.environ), then to defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for spec in fields(Settings):
+        raw = getattr(namespace, spec.name, None)
+        source = flag(spec.name)
+        if raw is None and env.get(env_var(spec.name)):
+            raw, source = env[env_var(spec.name)], env_var(spec.name)
+        if raw is None:
+            continue
+        choices = spec.metadata["choices"]
+        if choices and str(raw).lower() not in choices:
+            raise SettingsError(f"{source}: {raw!r} is not one of {', '.join(choices)}")
+        try:
+            values[spec.name] = spec.metadata["parse"](str(raw).lower() if choices else raw)
+        except ValueError as exc:
+            raise SettingsError(f"{source}: {exc}") from None
+    return Settings(**values)
+
+
+def reference_markdown() -> str:
+    """The configuration reference table for the README (kept in sync by a test)."""
+    lines = ["| flag | environment variable | default | meaning |", "|---|---|---|---|"]
+    for spec in fields(Settings):
+        meaning = spec.metadata["help"].replace("|", "\\|")
+        default = _render_default(spec.default)
+        lines.append(f"| `{flag(spec.name)}` | `{env_var(spec.name)}` | `{default}` | {meaning} |")
+    return "\n".join(lines)

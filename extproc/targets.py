@@ -1,0 +1,104 @@
+"""Live state of every scale target (spec, counters, gate), kept across route-table rebuilds.
+
+Route tables are immutable snapshots that point at these states, so a rebuild never resets a count or
+drops a held request: a target that survives an update keeps its `TargetState` object.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Iterable, Iterator
+
+from extproc.coldstart import ColdGate, TargetGate
+from extproc.httpso import MetricKind, ScaledTarget, TargetKey
+from extproc.traffic import TargetTraffic, TrafficSnapshot
+
+log = logging.getLogger(__name__)
+
+
+class InFlightMode(enum.Enum):
+    """Which warm requests zerohop follows to their end (costs one more message per request)."""
+
+    CONCURRENCY = "concurrency"  # only targets scaled on concurrency
+    ALL = "all"
+
+
+class TargetState:
+    """One target as the hot path sees it: spec, counters, gate and the derived per-request choices."""
+
+    __slots__ = ("follow_end", "gate", "hold_budget", "key", "spec", "traffic")
+
+    def __init__(self, spec: ScaledTarget, gate: TargetGate, hold_budget: float, follow_end: bool) -> None:
+        self.key = spec.key
+        self.spec = spec
+        self.gate = gate
+        self.traffic = TargetTraffic(spec.metric.window, spec.metric.granularity)
+        self.hold_budget = hold_budget
+        self.follow_end = follow_end
+
+    def snapshot(self, now: float | None = None) -> TrafficSnapshot:
+        return self.traffic.snapshot(time.monotonic() if now is None else now, self.gate.held)
+
+    def metric_value(self, snapshot: TrafficSnapshot) -> float:
+        """The value KEDA scales on: request rate or in-flight (held included), per the spec."""
+        if self.spec.metric.kind is MetricKind.REQUEST_RATE:
+            return snapshot.rate
+        return float(snapshot.in_flight)
+
+
+class TargetRegistry:
+    """Creates, updates and forgets TargetStates as the set of valid HTTPScaledObjects changes."""
+
+    def __init__(self, gate: ColdGate, *, hold_timeout: float, in_flight: InFlightMode) -> None:
+        self._cold_gate = gate
+        self._hold_timeout = hold_timeout
+        self._in_flight = in_flight
+        self._states: dict[TargetKey, TargetState] = {}
+
+    def sync(self, specs: Iterable[ScaledTarget]) -> dict[TargetKey, TargetState]:
+        """Make the registry hold exactly `specs`; returns the live states by key."""
+        wanted = {spec.key: spec for spec in specs}
+        for key in [key for key in self._states if key not in wanted]:
+            del self._states[key]
+            self._cold_gate.forget(key)
+            log.info("target %s removed", key)
+        for key, spec in wanted.items():
+            state = self._states.get(key)
+            budget = self._budget(spec)
+            follow = self._in_flight is InFlightMode.ALL or spec.metric.kind is MetricKind.CONCURRENCY
+            if state is None:
+                self._states[key] = TargetState(spec, self._cold_gate.gate(key), budget, follow)
+                log.info("target %s added", key)
+                continue
+            if state.spec.metric != spec.metric:
+                state.traffic.rate = TargetTraffic(spec.metric.window, spec.metric.granularity).rate
+            state.spec = spec
+            state.hold_budget = budget
+            state.follow_end = follow
+        return dict(self._states)
+
+    def _budget(self, spec: ScaledTarget) -> float:
+        wanted = spec.condition_wait
+        if wanted is None:
+            return self._hold_timeout
+        if wanted > self._hold_timeout:
+            log.warning(
+                "target %s: timeouts.conditionWait %.1fs exceeds --hold-timeout %.1fs; using %.1fs",
+                spec.key,
+                wanted,
+                self._hold_timeout,
+                self._hold_timeout,
+            )
+            return self._hold_timeout
+        return wanted
+
+    def get(self, key: TargetKey) -> TargetState | None:
+        return self._states.get(key)
+
+    def __iter__(self) -> Iterator[TargetState]:
+        return iter(list(self._states.values()))
+
+    def __len__(self) -> int:
+        return len(self._states)

@@ -1,0 +1,120 @@
+"""Per-target traffic counters: in-flight requests, a monotonic request count and the request-rate window.
+
+The hot path only touches plain integers and one ring slot; everything else (averages, snapshots for the
+scaler, metrics exporters) is computed when read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+_RATE_PRECISION = 3
+
+
+class RateWindow:
+    """Requests per `granularity`, averaged over `window`, with the KEDA HTTP add-on's semantics.
+
+    Time is cut into buckets of `granularity` seconds kept in a ring covering `window`. The average is over
+    the buckets since the first write when that is shorter than the window (so a new burst reads at its real
+    rate rather than diluted by a window of zeros), and 0 once a whole window has passed without a request.
+    """
+
+    __slots__ = ("_buckets", "_first", "_granularity", "_last", "_size", "_total")
+
+    def __init__(self, window: float, granularity: float) -> None:
+        if granularity <= 0 or window < granularity:
+            raise ValueError("need 0 < granularity <= window")
+        self._granularity = granularity
+        self._size = math.ceil(window / granularity - 1e-9)
+        self._buckets = [0] * self._size
+        self._first = -1
+        self._last = -1
+        self._total = 0
+
+    @property
+    def window(self) -> float:
+        return self._size * self._granularity
+
+    @property
+    def granularity(self) -> float:
+        return self._granularity
+
+    def record(self, now: float, count: int = 1) -> None:
+        """Count `count` requests at monotonic time `now`."""
+        index = int(now / self._granularity)
+        if index != self._last:
+            if index < self._last:
+                if index <= self._last - self._size:
+                    return
+            else:
+                self._advance(index)
+        self._buckets[index % self._size] += count
+        self._total += count
+
+    def _advance(self, index: int) -> None:
+        size = self._size
+        if self._last < 0 or index - self._last >= size:
+            self._buckets = [0] * size
+            self._total = 0
+            self._first = index
+        else:
+            buckets = self._buckets
+            for i in range(self._last + 1, index + 1):
+                slot = i % size
+                self._total -= buckets[slot]
+                buckets[slot] = 0
+        self._last = index
+
+    def average(self, now: float) -> float:
+        """The windowed average at monotonic time `now`, rounded to 3 decimals."""
+        if self._last < 0:
+            return 0.0
+        index = int(now / self._granularity)
+        idle = index - self._last
+        if idle >= self._size:
+            return 0.0
+        total = self._total
+        for i in range(self._last + 1, index + 1):
+            total -= self._buckets[i % self._size]
+        valid = min(self._last - self._first + 1, self._size)
+        return round(total / valid, _RATE_PRECISION)
+
+
+class TargetTraffic:
+    """Live counters of one target in this process.
+
+    `in_flight` counts the requests zerohop follows to their end: every held request, and every request of
+    a target whose end is observed (concurrency metric, or `--in-flight=all`). `requests` only ever grows.
+    """
+
+    __slots__ = ("in_flight", "rate", "requests")
+
+    def __init__(self, window: float, granularity: float) -> None:
+        self.in_flight = 0
+        self.requests = 0
+        self.rate = RateWindow(window, granularity)
+
+    def snapshot(self, now: float, held: int) -> TrafficSnapshot:
+        return TrafficSnapshot(self.in_flight, held, self.requests, self.rate.average(now))
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficSnapshot:
+    """Counters of one target at one moment, as the scaler, status and peers read them."""
+
+    in_flight: int
+    held: int
+    requests: int
+    rate: float
+
+    def __add__(self, other: TrafficSnapshot) -> TrafficSnapshot:
+        return TrafficSnapshot(
+            self.in_flight + other.in_flight,
+            self.held + other.held,
+            self.requests + other.requests,
+            round(self.rate + other.rate, _RATE_PRECISION),
+        )
+
+
+EMPTY_SNAPSHOT = TrafficSnapshot(0, 0, 0, 0.0)
