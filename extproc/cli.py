@@ -66,11 +66,15 @@ async def _serve(settings_namespace: argparse.Namespace) -> int:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     from extproc.envoyconfig import GatewayPorts, local_bootstrap
+    from extproc.providers.local.xds_files import XdsFiles
 
     listen_host, _, listen_port = args.listen.rpartition(":")
     ext_host, _, ext_port = args.ext_proc.rpartition(":")
     ports = GatewayPorts(listen_host, int(listen_port), args.admin_port, ext_host, int(ext_port))
-    bootstrap = local_bootstrap(ports, args.xds_dir.resolve(), max_message_timeout=args.hold_timeout + 5.0)
+    xds_dir = args.xds_dir.resolve()
+    # Envoy refuses to start on a missing xDS file; zerohop replaces these when it starts.
+    XdsFiles(xds_dir).prepare()
+    bootstrap = local_bootstrap(ports, xds_dir, max_message_timeout=args.hold_timeout + 5.0)
     json.dump(bootstrap, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

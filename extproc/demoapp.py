@@ -39,6 +39,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: bursts of new connections would time out.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m extproc.demoapp", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
@@ -48,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     time.sleep(args.startup_delay)
-    server = ThreadingHTTPServer((args.host, args.port), _Handler)
-    server.daemon_threads = True
+    server = _Server((args.host, args.port), _Handler)
     server.work_seconds = args.work  # type: ignore[attr-defined]
     try:
         server.serve_forever()

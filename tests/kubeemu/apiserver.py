@@ -10,6 +10,7 @@ main resource and custom resources may be updated without a resourceVersion.
 
 from __future__ import annotations
 
+import builtins
 import copy
 import json
 from dataclasses import dataclass
@@ -33,8 +34,7 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
-_POLICY_FINALIZERS = {"Orphan": ("orphan",), "Foreground": ("foregroundDeletion",),
-                      "Background": ()}
+_POLICY_FINALIZERS = {"Orphan": ("orphan",), "Foreground": ("foregroundDeletion",), "Background": ()}
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,7 @@ class DeleteOptions:
     dry_run: bool = False
 
     @classmethod
-    def from_body(cls, body: Any, *, propagation_policy: str | None = None,
-                  dry_run: bool = False) -> DeleteOptions:
+    def from_body(cls, body: Any, *, propagation_policy: str | None = None, dry_run: bool = False) -> DeleteOptions:
         body = body if isinstance(body, dict) else {}
         pre = body.get("preconditions") or {}
         return cls(
@@ -76,8 +75,7 @@ class ApiServer:
             raise errors.not_found(rt, name)
         return obj
 
-    def get(self, rt: ResourceType, namespace: str, name: str,
-            subresource: str | None = None) -> JsonObj:
+    def get(self, rt: ResourceType, namespace: str, name: str, subresource: str | None = None) -> JsonObj:
         obj = self._existing(rt, namespace, name)
         if subresource == "scale":
             return to_scale(rt, obj)
@@ -88,8 +86,9 @@ class ApiServer:
 
     # -- create ------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str, body: Any, *, dry_run: bool = False,
-               privileged: bool = False) -> JsonObj:
+    def create(
+        self, rt: ResourceType, namespace: str, body: Any, *, dry_run: bool = False, privileged: bool = False
+    ) -> JsonObj:
         obj = self._body_object(body)
         check_type_meta(rt, obj)
         m = meta(obj)
@@ -108,9 +107,11 @@ class ApiServer:
             if generate:
                 m["name"] = f"{m['generateName']}{name_suffix()}"
             if not m.get("name"):
-                raise errors.invalid(rt, "", [("metadata.name", "FieldValueRequired",
-                                               "Required value: name or generateName "
-                                               "is required")])
+                raise errors.invalid(
+                    rt,
+                    "",
+                    [("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")],
+                )
             apply_defaults(rt, obj)
             validate(rt, obj)
             try:
@@ -122,34 +123,60 @@ class ApiServer:
 
     # -- update ------------------------------------------------------------
 
-    def replace(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
-                subresource: str | None = None, dry_run: bool = False,
-                privileged: bool = False) -> JsonObj:
+    def replace(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        privileged: bool = False,
+    ) -> JsonObj:
         if subresource == "scale":
             return self._replace_scale(rt, namespace, name, body, dry_run=dry_run)
         obj = self._body_object(body)
         check_type_meta(rt, obj)
         existing = self._existing(rt, namespace, name)
         if not meta(obj).get("resourceVersion") and not rt.builtin and not privileged:
-            raise errors.invalid(rt, name, [("metadata.resourceVersion", "FieldValueInvalid",
-                                             "Invalid value: 0x0: must be specified for "
-                                             "an update")])
-        return self._update(rt, namespace, name, obj, existing, subresource=subresource,
-                            dry_run=dry_run, privileged=privileged)
+            raise errors.invalid(
+                rt,
+                name,
+                [
+                    (
+                        "metadata.resourceVersion",
+                        "FieldValueInvalid",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )
+                ],
+            )
+        return self._update(
+            rt, namespace, name, obj, existing, subresource=subresource, dry_run=dry_run, privileged=privileged
+        )
 
-    def _update(self, rt: ResourceType, namespace: str, name: str, obj: JsonObj,
-                existing: JsonObj, *, subresource: str | None, dry_run: bool,
-                privileged: bool) -> JsonObj:
+    def _update(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        obj: JsonObj,
+        existing: JsonObj,
+        *,
+        subresource: str | None,
+        dry_run: bool,
+        privileged: bool,
+    ) -> JsonObj:
         m = meta(obj)
         if m.get("name", name) != name:
-            raise errors.bad_request(f"the name of the object ({m.get('name')}) does not "
-                                     f"match the name on the URL ({name})")
+            raise errors.bad_request(
+                f"the name of the object ({m.get('name')}) does not match the name on the URL ({name})"
+            )
         m["name"] = name
         self._place(rt, obj, namespace)
         if subresource == "status":
             status = obj.get("status")
-            obj = copy.deepcopy(existing) | {"apiVersion": obj["apiVersion"],
-                                             "kind": obj["kind"]}
+            obj = copy.deepcopy(existing) | {"apiVersion": obj["apiVersion"], "kind": obj["kind"]}
             meta(obj)["resourceVersion"] = m.get("resourceVersion") or ""
             if status is None:
                 obj.pop("status", None)
@@ -164,28 +191,37 @@ class ApiServer:
         validate(rt, obj)
         return present(rt, self.store.update(rt, obj, dry_run=dry_run))
 
-    def _replace_scale(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
-                       dry_run: bool) -> JsonObj:
+    def _replace_scale(self, rt: ResourceType, namespace: str, name: str, body: Any, *, dry_run: bool) -> JsonObj:
         scale = self._body_object(body)
         check_type_meta(rt, scale, expect_kind="Scale", expect_api_version="autoscaling/v1")
         if meta(scale).get("name", name) != name:
-            raise errors.bad_request(f"the name of the object ({meta(scale).get('name')}) "
-                                     f"does not match the name on the URL ({name})")
+            raise errors.bad_request(
+                f"the name of the object ({meta(scale).get('name')}) does not match the name on the URL ({name})"
+            )
         existing = self._existing(rt, namespace, name)
         updated = self.store.update(rt, apply_scale(rt, existing, scale), dry_run=dry_run)
         return to_scale(rt, updated)
 
     # -- patch -------------------------------------------------------------
 
-    def accepted_patch_types(self, rt: ResourceType, subresource: str | None) -> list[str]:
+    def accepted_patch_types(self, rt: ResourceType, subresource: str | None) -> builtins.list[str]:
         types = [JSON_PATCH, MERGE_PATCH]
         if rt.builtin or subresource == "scale":
             types.append(STRATEGIC_PATCH)
         return types
 
-    def patch(self, rt: ResourceType, namespace: str, name: str, content_type: str,
-              raw: bytes, *, subresource: str | None = None, dry_run: bool = False,
-              privileged: bool = False) -> JsonObj:
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        privileged: bool = False,
+    ) -> JsonObj:
         ctype = content_type.split(";")[0].strip().lower()
         accepted = self.accepted_patch_types(rt, subresource)
         if ctype not in accepted:
@@ -214,45 +250,57 @@ class ApiServer:
         if subresource == "scale":
             return self._replace_scale(rt, namespace, name, patched, dry_run=dry_run)
         check_type_meta(rt, patched)
-        return self._update(rt, namespace, name, patched, existing, subresource=subresource,
-                            dry_run=dry_run, privileged=privileged)
+        return self._update(
+            rt, namespace, name, patched, existing, subresource=subresource, dry_run=dry_run, privileged=privileged
+        )
 
     # -- delete ------------------------------------------------------------
 
-    def delete(self, rt: ResourceType, namespace: str, name: str,
-               options: DeleteOptions) -> JsonObj:
+    def delete(self, rt: ResourceType, namespace: str, name: str, options: DeleteOptions) -> JsonObj:
         existing = self._existing(rt, namespace, name)
         m = meta(existing)
         if options.precondition_uid and options.precondition_uid != m["uid"]:
-            raise errors.conflict(rt, name, f"Precondition failed: UID in precondition: "
-                                  f"{options.precondition_uid}, UID in object meta: {m['uid']}")
+            raise errors.conflict(
+                rt,
+                name,
+                f"Precondition failed: UID in precondition: {options.precondition_uid}, UID in object meta: {m['uid']}",
+            )
         if options.precondition_rv and options.precondition_rv != m["resourceVersion"]:
-            raise errors.conflict(rt, name, "Precondition failed: ResourceVersion in "
-                                  f"precondition: {options.precondition_rv}, ResourceVersion "
-                                  f"in object meta: {m['resourceVersion']}")
+            raise errors.conflict(
+                rt,
+                name,
+                "Precondition failed: ResourceVersion in "
+                f"precondition: {options.precondition_rv}, ResourceVersion "
+                f"in object meta: {m['resourceVersion']}",
+            )
         policy = options.propagation_policy
         if policy is None and options.orphan_dependents is not None:
             policy = "Orphan" if options.orphan_dependents else "Background"
         policy = policy or "Background"
         if policy not in _POLICY_FINALIZERS:
-            raise errors.bad_request(f'propagationPolicy: Unsupported value: "{policy}": '
-                                     'supported values: "Foreground", "Background", "Orphan"')
-        obj, _gone = self.store.delete(rt, m.get("namespace", ""), name,
-                                       add_finalizers=_POLICY_FINALIZERS[policy],
-                                       dry_run=options.dry_run)
+            raise errors.bad_request(
+                f'propagationPolicy: Unsupported value: "{policy}": '
+                'supported values: "Foreground", "Background", "Orphan"'
+            )
+        obj, _gone = self.store.delete(
+            rt, m.get("namespace", ""), name, add_finalizers=_POLICY_FINALIZERS[policy], dry_run=options.dry_run
+        )
         return present(rt, obj)
 
-    def delete_collection(self, rt: ResourceType, namespace: str | None, query: ListQuery,
-                          options: DeleteOptions) -> JsonObj:
+    def delete_collection(
+        self, rt: ResourceType, namespace: str | None, query: ListQuery, options: DeleteOptions
+    ) -> JsonObj:
         selection = Selection(rt, query.label_selector, query.field_selector)
-        doomed = [o for o in self.store.items(rt.group_resource,
-                                              namespace if rt.namespaced else None)
-                  if selection.matches(o)]
-        deleted = [self.delete(rt, meta(o).get("namespace", ""), meta(o)["name"], options)
-                   for o in doomed]
-        return {"kind": rt.list_kind, "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": str(self.store.resource_version)},
-                "items": [list_item(rt, o) for o in deleted]}
+        doomed = [
+            o for o in self.store.items(rt.group_resource, namespace if rt.namespaced else None) if selection.matches(o)
+        ]
+        deleted = [self.delete(rt, meta(o).get("namespace", ""), meta(o)["name"], options) for o in doomed]
+        return {
+            "kind": rt.list_kind,
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": str(self.store.resource_version)},
+            "items": [list_item(rt, o) for o in deleted],
+        }
 
     # -- helpers -----------------------------------------------------------
 
@@ -267,8 +315,9 @@ class ApiServer:
         m = meta(obj)
         if rt.namespaced:
             if m.get("namespace") and m["namespace"] != namespace:
-                raise errors.bad_request("the namespace of the provided object does not "
-                                         "match the namespace sent on the request")
+                raise errors.bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             m["namespace"] = namespace
         else:
             m.pop("namespace", None)
@@ -282,6 +331,8 @@ class ApiServer:
             if ns_type is not None and not dry_run:
                 self.create(ns_type, "", {"metadata": {"name": namespace}})
         elif "deletionTimestamp" in ns["metadata"]:
-            raise errors.forbidden(f"{rt.plural} is forbidden: unable to create new content "
-                                   f"in namespace {namespace} because it is being terminated",
-                                   rt)
+            raise errors.forbidden(
+                f"{rt.plural} is forbidden: unable to create new content "
+                f"in namespace {namespace} because it is being terminated",
+                rt,
+            )

@@ -20,25 +20,20 @@ def api_client(url: str) -> client.ApiClient:
     return client.ApiClient(configuration(url))
 
 
-def kubeconfig_dict(url: str, *, namespace: str = "default",
-                    context: str = "kubeemu") -> JsonObj:
+def kubeconfig_dict(url: str, *, namespace: str = "default", context: str = "kubeemu") -> JsonObj:
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": context, "cluster": {"server": url}}],
         "users": [{"name": context, "user": {}}],
-        "contexts": [{"name": context,
-                      "context": {"cluster": context, "user": context,
-                                  "namespace": namespace}}],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
         "current-context": context,
         "preferences": {},
     }
 
 
-def write_kubeconfig(url: str, path: str | Path, *, namespace: str = "default",
-                     context: str = "kubeemu") -> Path:
+def write_kubeconfig(url: str, path: str | Path, *, namespace: str = "default", context: str = "kubeemu") -> Path:
     """Write a kubeconfig (JSON is valid YAML) usable by `load_kube_config`."""
     target = Path(path)
-    target.write_text(json.dumps(kubeconfig_dict(url, namespace=namespace, context=context),
-                                 indent=2))
+    target.write_text(json.dumps(kubeconfig_dict(url, namespace=namespace, context=context), indent=2))
     return target

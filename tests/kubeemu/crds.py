@@ -3,6 +3,7 @@ serve/unserve resources when CRDs are created or deleted through the API."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from .deferral import call_soon
@@ -15,18 +16,25 @@ from .store import Store
 JsonObj = dict[str, Any]
 CRDS = GroupResource("apiextensions.k8s.io", "customresourcedefinitions")
 _ESTABLISHED = [
-    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-     "message": "no conflicts found"},
-    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-     "message": "the initial names have been accepted"},
+    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found"},
+    {
+        "type": "Established",
+        "status": "True",
+        "reason": "InitialNamesAccepted",
+        "message": "the initial names have been accepted",
+    },
 ]
 
 
 def crd_for(types: list[ResourceType]) -> JsonObj:
     """A CRD object describing the versions of one custom group/resource."""
     first = types[0]
-    names = {"plural": first.plural, "singular": first.singular_name, "kind": first.kind,
-             "listKind": first.list_kind}
+    names: JsonObj = {
+        "plural": first.plural,
+        "singular": first.singular_name,
+        "kind": first.kind,
+        "listKind": first.list_kind,
+    }
     if first.short_names:
         names["shortNames"] = list(first.short_names)
     versions = []
@@ -41,9 +49,10 @@ def crd_for(types: list[ResourceType]) -> JsonObj:
                 "labelSelectorPath": f".{rt.scale.selector}",
             }
         version: JsonObj = {
-            "name": rt.version, "served": True, "storage": n == 0,
-            "schema": {"openAPIV3Schema": {"type": "object",
-                                           "x-kubernetes-preserve-unknown-fields": True}},
+            "name": rt.version,
+            "served": True,
+            "storage": n == 0,
+            "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
         }
         if subresources:
             version["subresources"] = subresources
@@ -52,10 +61,13 @@ def crd_for(types: list[ResourceType]) -> JsonObj:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{first.plural}.{first.group}"},
-        "spec": {"group": first.group, "names": names, "versions": versions,
-                 "scope": "Namespaced" if first.namespaced else "Cluster"},
-        "status": {"conditions": _ESTABLISHED, "acceptedNames": names,
-                   "storedVersions": [first.version]},
+        "spec": {
+            "group": first.group,
+            "names": names,
+            "versions": versions,
+            "scope": "Namespaced" if first.namespaced else "Cluster",
+        },
+        "status": {"conditions": _ESTABLISHED, "acceptedNames": names, "storedVersions": [first.version]},
     }
 
 
@@ -68,18 +80,26 @@ def types_from_crd(crd: JsonObj) -> list[ResourceType]:
             continue
         subs = version.get("subresources") or {}
         scale = subs.get("scale")
-        types.append(ResourceType(
-            group=spec["group"], version=version["name"], plural=names["plural"],
-            kind=names["kind"], namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            builtin=False, status="status" in subs,
-            scale=ScalePaths(
-                spec_replicas=scale.get("specReplicasPath", ".spec.replicas").lstrip("."),
-                status_replicas=scale.get("statusReplicasPath", ".status.replicas").lstrip("."),
-                selector=scale.get("labelSelectorPath", ".status.selector").lstrip("."),
-            ) if isinstance(scale, dict) else None,
-            short_names=tuple(names.get("shortNames") or ()),
-            singular=names.get("singular", ""),
-        ))
+        types.append(
+            ResourceType(
+                group=spec["group"],
+                version=version["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                builtin=False,
+                status="status" in subs,
+                scale=ScalePaths(
+                    spec_replicas=scale.get("specReplicasPath", ".spec.replicas").lstrip("."),
+                    status_replicas=scale.get("statusReplicasPath", ".status.replicas").lstrip("."),
+                    selector=scale.get("labelSelectorPath", ".status.selector").lstrip("."),
+                )
+                if isinstance(scale, dict)
+                else None,
+                short_names=tuple(names.get("shortNames") or ()),
+                singular=names.get("singular", ""),
+            )
+        )
     # The storage version must come first: it is the one registered first.
     storage = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
     types.sort(key=lambda rt: rt.version not in storage)
@@ -124,8 +144,7 @@ class CrdController:
             return
         for rt in types_from_crd(event.obj):
             self.registry.register(rt)
-        if not any(c.get("type") == "Established"
-                   for c in (event.obj.get("status") or {}).get("conditions") or []):
+        if not any(c.get("type") == "Established" for c in (event.obj.get("status") or {}).get("conditions") or []):
             name = meta(event.obj)["name"]
             call_soon(lambda: self._establish(name))
 
@@ -136,8 +155,11 @@ class CrdController:
             return
         spec = crd.get("spec") or {}
         storage = [v["name"] for v in spec.get("versions") or [] if v.get("storage")]
-        crd["status"] = {"conditions": _ESTABLISHED, "acceptedNames": spec.get("names") or {},
-                         "storedVersions": storage}
+        crd["status"] = {
+            "conditions": _ESTABLISHED,
+            "acceptedNames": spec.get("names") or {},
+            "storedVersions": storage,
+        }
         try:
             self.store.update(crd_type, crd)
         except ApiError:
@@ -148,8 +170,6 @@ class CrdController:
         if rt is None:
             return
         for obj in self.store.items(gr):
-            try:
+            with contextlib.suppress(ApiError):
                 self.store.delete(rt, meta(obj).get("namespace", ""), meta(obj)["name"])
-            except ApiError:
-                pass
         self.registry.unregister(gr.group, gr.resource)

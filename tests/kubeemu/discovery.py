@@ -31,14 +31,12 @@ def api_versions(server_address: str) -> JsonObj:
     return {
         "kind": "APIVersions",
         "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                        "serverAddress": server_address}],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
     }
 
 
 def _group(registry: Registry, group: str) -> JsonObj:
-    versions = [{"groupVersion": f"{group}/{v}", "version": v}
-                for v in registry.versions(group)]
+    versions = [{"groupVersion": f"{group}/{v}", "version": v} for v in registry.versions(group)]
     # Preferred is the newest-looking version: GA over beta over alpha.
     preferred = max(versions, key=lambda v: _version_rank(v["version"]))
     return {"name": group, "versions": versions, "preferredVersion": preferred}
@@ -53,8 +51,7 @@ def _version_rank(version: str) -> tuple[int, int, int]:
 
 
 def group_list(registry: Registry) -> JsonObj:
-    return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [_group(registry, g) for g in registry.groups()]}
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(registry, g) for g in registry.groups()]}
 
 
 def group(registry: Registry, name: str) -> JsonObj:
@@ -79,14 +76,27 @@ def resource_list(registry: Registry, group_name: str, version: str) -> JsonObj:
     for rt in registry.in_group_version(group_name, version):
         resources.append(_entry(rt))
         if rt.status:
-            resources.append({"name": f"{rt.plural}/status", "singularName": "",
-                              "namespaced": rt.namespaced, "kind": rt.kind,
-                              "verbs": list(SUBRESOURCE_VERBS)})
+            resources.append(
+                {
+                    "name": f"{rt.plural}/status",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": list(SUBRESOURCE_VERBS),
+                }
+            )
         if rt.scale is not None:
-            resources.append({"name": f"{rt.plural}/scale", "singularName": "",
-                              "namespaced": rt.namespaced, "group": "autoscaling",
-                              "version": "v1", "kind": "Scale",
-                              "verbs": list(SUBRESOURCE_VERBS)})
+            resources.append(
+                {
+                    "name": f"{rt.plural}/scale",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": list(SUBRESOURCE_VERBS),
+                }
+            )
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -88,8 +89,9 @@ class KubeEmulator:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     @property
@@ -135,18 +137,22 @@ class KubeEmulator:
         namespace = (meta(obj).get("namespace") or "default") if rt.namespaced else ""
         return self.api.create(rt, namespace, obj, privileged=True)
 
-    def get(self, api_version: str, kind: str, name: str,
-            namespace: str = "default") -> JsonObj | None:
+    def get(self, api_version: str, kind: str, name: str, namespace: str = "default") -> JsonObj | None:
         rt = self.resource(api_version, kind)
         obj = self.store.get(rt.group_resource, namespace if rt.namespaced else "", name)
         return self.api.get(rt, namespace, name) if obj is not None else None
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, *,
-             label_selector: str | None = None,
-             field_selector: str | None = None) -> list[JsonObj]:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[JsonObj]:
         rt = self.resource(api_version, kind)
-        result = self.api.list(rt, namespace, ListQuery(label_selector=label_selector,
-                                                        field_selector=field_selector))
+        result = self.api.list(rt, namespace, ListQuery(label_selector=label_selector, field_selector=field_selector))
         items: list[JsonObj] = result["items"]
         for item in items:
             item.setdefault("apiVersion", rt.api_version)
@@ -160,22 +166,36 @@ class KubeEmulator:
         namespace = (m.get("namespace") or "default") if rt.namespaced else ""
         return self.api.replace(rt, namespace, m["name"], obj, privileged=True)
 
-    def patch(self, api_version: str, kind: str, name: str, patch: Any,
-              namespace: str = "default", *, subresource: str | None = None,
-              content_type: str = MERGE_PATCH) -> JsonObj:
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: Any,
+        namespace: str = "default",
+        *,
+        subresource: str | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> JsonObj:
         """Patch (merge patch by default), status included."""
         rt = self.resource(api_version, kind)
-        return self.api.patch(rt, namespace, name, content_type, json.dumps(patch).encode(),
-                              subresource=subresource, privileged=True)
+        return self.api.patch(
+            rt, namespace, name, content_type, json.dumps(patch).encode(), subresource=subresource, privileged=True
+        )
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str = "default", *,
-               propagation_policy: str | None = None) -> JsonObj:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str = "default",
+        *,
+        propagation_policy: str | None = None,
+    ) -> JsonObj:
         rt = self.resource(api_version, kind)
-        return self.api.delete(rt, namespace, name,
-                               DeleteOptions(propagation_policy=propagation_policy))
+        return self.api.delete(rt, namespace, name, DeleteOptions(propagation_policy=propagation_policy))
 
-    async def wait_until(self, predicate: Callable[[], T], timeout: float = 5.0, *,
-                         message: str = "condition") -> T:
+    async def wait_until(self, predicate: Callable[[], T], timeout: float = 5.0, *, message: str = "condition") -> T:
         """Re-check `predicate` after every store change until it is truthy."""
         changed = asyncio.Event()
         unsubscribe = self.store.subscribe(lambda _event: changed.set())
@@ -191,16 +211,21 @@ class KubeEmulator:
             unsubscribe()
 
     async def wait_for_object(
-        self, api_version: str, kind: str, name: str, namespace: str = "default",
-        predicate: Callable[[JsonObj], bool] = lambda _obj: True, timeout: float = 5.0,
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str = "default",
+        predicate: Callable[[JsonObj], bool] = lambda _obj: True,
+        timeout: float = 5.0,
     ) -> JsonObj:
         """Wait until the object exists and satisfies `predicate`; return it."""
+
         def check() -> JsonObj | None:
             obj = self.get(api_version, kind, name, namespace)
             return obj if obj is not None and predicate(obj) else None
 
-        found = await self.wait_until(check, timeout,
-                                      message=f"{kind} {namespace}/{name}")
+        found = await self.wait_until(check, timeout, message=f"{kind} {namespace}/{name}")
         assert found is not None
         return found
 
@@ -234,36 +259,48 @@ class KubeEmulator:
         """Delay every request by `seconds` before it is served."""
         self.http.latency = seconds
 
-    def inject_fault(self, status: int, *, method: str | None = None,
-                     path_contains: str | None = None, times: int = 1,
-                     reason: str = "InternalError", message: str = "injected failure",
-                     headers: dict[str, str] | None = None) -> Fault:
+    def inject_fault(
+        self,
+        status: int,
+        *,
+        method: str | None = None,
+        path_contains: str | None = None,
+        times: int = 1,
+        reason: str = "InternalError",
+        message: str = "injected failure",
+        headers: dict[str, str] | None = None,
+    ) -> Fault:
         """Answer the next `times` matching requests with a `status` Status body."""
         fault = Fault(status, method, path_contains, times, reason, message, headers or {})
         self.request_log.faults.append(fault)
         return fault
 
     @property
-    def requests(self) -> list[RequestRecord]:
+    def requests(self) -> builtins.list[RequestRecord]:
         return self.request_log.records
 
-    def requests_matching(self, method: str | None = None, path: str | None = None, *,
-                          path_contains: str | None = None, watch: bool | None = None,
-                          content_type: str | None = None) -> list[RequestRecord]:
-        return self.request_log.matching(method, path, path_contains=path_contains,
-                                         watch=watch, content_type=content_type)
+    def requests_matching(
+        self,
+        method: str | None = None,
+        path: str | None = None,
+        *,
+        path_contains: str | None = None,
+        watch: bool | None = None,
+        content_type: str | None = None,
+    ) -> builtins.list[RequestRecord]:
+        return self.request_log.matching(
+            method, path, path_contains=path_contains, watch=watch, content_type=content_type
+        )
 
     def clear_requests(self) -> None:
         self.request_log.records.clear()
 
     # -- simulated workloads -----------------------------------------------
 
-    def enable_kubelet(self, *, ready_delay: float | None = 0.0,
-                       address_for: AddressHook | None = None) -> FakeKubelet:
+    def enable_kubelet(self, *, ready_delay: float | None = 0.0, address_for: AddressHook | None = None) -> FakeKubelet:
         """Start the fake kubelet and EndpointSlice controller (idempotent)."""
         if self.kubelet is None:
-            self.kubelet = FakeKubelet(self.store, ready_delay=ready_delay,
-                                       address_for=address_for)
+            self.kubelet = FakeKubelet(self.store, ready_delay=ready_delay, address_for=address_for)
             self._endpoints = EndpointsController(self.store, self.kubelet)
             self.kubelet.start()
             self._endpoints.start()

@@ -32,16 +32,18 @@ NODE_NAME = "kubeemu-node"
 
 
 def _ports(service: JsonObj, deployment: JsonObj) -> list[JsonObj]:
-    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec")
-                  or {}).get("containers") or []
-    named = {p["name"]: p["containerPort"] for c in containers
-             for p in c.get("ports") or [] if "name" in p and "containerPort" in p}
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    named = {
+        p["name"]: p["containerPort"]
+        for c in containers
+        for p in c.get("ports") or []
+        if "name" in p and "containerPort" in p
+    }
     ports = []
     for sp in (service.get("spec") or {}).get("ports") or []:
         target = sp.get("targetPort", sp.get("port"))
         number = target if isinstance(target, int) else named.get(str(target), sp.get("port"))
-        port: JsonObj = {"name": sp.get("name", ""), "port": number,
-                         "protocol": sp.get("protocol", "TCP")}
+        port: JsonObj = {"name": sp.get("name", ""), "port": number, "protocol": sp.get("protocol", "TCP")}
         if "appProtocol" in sp:
             port["appProtocol"] = sp["appProtocol"]
         ports.append(port)
@@ -51,8 +53,7 @@ def _ports(service: JsonObj, deployment: JsonObj) -> list[JsonObj]:
 def _endpoint(namespace: str, replica: Replica) -> JsonObj:
     return {
         "addresses": [replica.address],
-        "conditions": {"ready": replica.ready, "serving": replica.ready,
-                       "terminating": False},
+        "conditions": {"ready": replica.ready, "serving": replica.ready, "terminating": False},
         "targetRef": {"kind": "Pod", "namespace": namespace, "name": replica.pod_name},
         "nodeName": NODE_NAME,
     }
@@ -83,8 +84,8 @@ class EndpointsController:
 
     def _on_event(self, event: StoreEvent) -> None:
         if event.gr in (SERVICES, DEPLOYMENTS) or (
-                event.gr == ENDPOINTSLICES
-                and (meta(event.obj).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY):
+            event.gr == ENDPOINTSLICES and (meta(event.obj).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
+        ):
             self._mark(event.key[0])
 
     def _on_replicas(self, key: DeploymentKey) -> None:
@@ -106,8 +107,7 @@ class EndpointsController:
             selector = (service.get("spec") or {}).get("selector")
             svc_name = meta(service)["name"]
             for deployment in deployments:
-                labels = ((deployment.get("spec") or {}).get("template") or {}).get(
-                    "metadata", {}).get("labels")
+                labels = ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels")
                 if not map_selects(selector, labels):
                     continue
                 dep_name = meta(deployment)["name"]
@@ -120,11 +120,16 @@ class EndpointsController:
                         "name": name,
                         "namespace": namespace,
                         "labels": {SERVICE_NAME_LABEL: svc_name, MANAGED_BY_LABEL: MANAGED_BY},
-                        "ownerReferences": [{
-                            "apiVersion": "v1", "kind": "Service", "name": svc_name,
-                            "uid": meta(service)["uid"], "controller": True,
-                            "blockOwnerDeletion": True,
-                        }],
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "v1",
+                                "kind": "Service",
+                                "name": svc_name,
+                                "uid": meta(service)["uid"],
+                                "controller": True,
+                                "blockOwnerDeletion": True,
+                            }
+                        ],
                     },
                     "addressType": "IPv4",
                     "ports": _ports(service, deployment),
@@ -137,8 +142,11 @@ class EndpointsController:
         if rt is None:
             return
         wanted = self.desired(namespace)
-        existing = {meta(o)["name"]: o for o in self.store.items(ENDPOINTSLICES, namespace)
-                    if (meta(o).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY}
+        existing = {
+            meta(o)["name"]: o
+            for o in self.store.items(ENDPOINTSLICES, namespace)
+            if (meta(o).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
+        }
         try:
             for name in existing:
                 if name not in wanted:

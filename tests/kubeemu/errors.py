@@ -59,7 +59,9 @@ def not_found(rt: ResourceType, name: str) -> ApiError:
 
 def namespace_not_found(namespace: str) -> ApiError:
     return ApiError(
-        404, "NotFound", f'namespaces "{namespace}" not found',
+        404,
+        "NotFound",
+        f'namespaces "{namespace}" not found',
         {"name": namespace, "kind": "namespaces"},
     )
 
@@ -69,18 +71,15 @@ def path_not_found() -> ApiError:
 
 
 def already_exists(rt: ResourceType, name: str) -> ApiError:
-    return ApiError(
-        409, "AlreadyExists", f'{_qualified(rt)} "{name}" already exists', _details(rt, name)
-    )
+    return ApiError(409, "AlreadyExists", f'{_qualified(rt)} "{name}" already exists', _details(rt, name))
 
 
 def conflict(rt: ResourceType, name: str, why: str | None = None) -> ApiError:
-    why = why or (
-        "the object has been modified; please apply your changes to the latest "
-        "version and try again"
-    )
+    why = why or ("the object has been modified; please apply your changes to the latest version and try again")
     return ApiError(
-        409, "Conflict", f'Operation cannot be fulfilled on {_qualified(rt)} "{name}": {why}',
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {_qualified(rt)} "{name}": {why}',
         _details(rt, name),
     )
 
@@ -90,9 +89,7 @@ def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str, str]]) -> 
     text = "; ".join(f"{fld}: {msg}" for fld, _, msg in causes)
     shown = f"[{text}]" if len(causes) > 1 else text
     details = _details(rt, name, kind=rt.kind)
-    details["causes"] = [
-        {"reason": reason, "message": msg, "field": fld} for fld, reason, msg in causes
-    ]
+    details["causes"] = [{"reason": reason, "message": msg, "field": fld} for fld, reason, msg in causes]
     return ApiError(422, "Invalid", f'{rt.qualified_kind} "{name}" is invalid: {shown}', details)
 
 
@@ -106,9 +103,9 @@ def forbidden(message: str, rt: ResourceType | None = None, name: str = "") -> A
 
 def unsupported_media_type(accepted: list[str]) -> ApiError:
     return ApiError(
-        415, "UnsupportedMediaType",
-        f"the body of the request was in an unknown format - accepted media types "
-        f"include: {', '.join(accepted)}",
+        415,
+        "UnsupportedMediaType",
+        f"the body of the request was in an unknown format - accepted media types include: {', '.join(accepted)}",
     )
 
 
@@ -118,7 +115,8 @@ def expired(message: str) -> ApiError:
 
 def method_not_allowed(method: str) -> ApiError:
     return ApiError(
-        405, "MethodNotAllowed",
+        405,
+        "MethodNotAllowed",
         f"the server does not allow this method on the requested resource ({method})",
     )
 

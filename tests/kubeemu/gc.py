@@ -58,31 +58,30 @@ class GarbageCollector:
                 changed |= self._empty_namespace(obj, objects)
         for gr, obj in objects:
             refs = meta(obj).get("ownerReferences") or []
-            if refs and "deletionTimestamp" not in meta(obj) and all(
-                    self.store.get_by_uid(r.get("uid", "")) is None for r in refs):
+            if (
+                refs
+                and "deletionTimestamp" not in meta(obj)
+                and all(self.store.get_by_uid(r.get("uid", "")) is None for r in refs)
+            ):
                 changed |= self._delete(gr, obj)
         return changed
 
-    def _dependents(self, owner: JsonObj,
-                    objects: list[tuple[GroupResource, JsonObj]]) -> list[tuple[GroupResource,
-                                                                                JsonObj]]:
+    def _dependents(
+        self, owner: JsonObj, objects: list[tuple[GroupResource, JsonObj]]
+    ) -> list[tuple[GroupResource, JsonObj]]:
         uid = meta(owner)["uid"]
-        return [(gr, o) for gr, o in objects
-                if any(r.get("uid") == uid for r in meta(o).get("ownerReferences") or [])]
+        return [(gr, o) for gr, o in objects if any(r.get("uid") == uid for r in meta(o).get("ownerReferences") or [])]
 
-    def _orphan(self, gr: GroupResource, owner: JsonObj,
-                objects: list[tuple[GroupResource, JsonObj]]) -> bool:
+    def _orphan(self, gr: GroupResource, owner: JsonObj, objects: list[tuple[GroupResource, JsonObj]]) -> bool:
         uid = meta(owner)["uid"]
         for dgr, dep in self._dependents(owner, objects):
-            meta(dep)["ownerReferences"] = [r for r in meta(dep)["ownerReferences"]
-                                            if r.get("uid") != uid]
+            meta(dep)["ownerReferences"] = [r for r in meta(dep)["ownerReferences"] if r.get("uid") != uid]
             if not meta(dep)["ownerReferences"]:
                 del meta(dep)["ownerReferences"]
             self._update(dgr, dep)
         return self._drop_finalizer(gr, owner, "orphan")
 
-    def _foreground(self, gr: GroupResource, owner: JsonObj,
-                    objects: list[tuple[GroupResource, JsonObj]]) -> bool:
+    def _foreground(self, gr: GroupResource, owner: JsonObj, objects: list[tuple[GroupResource, JsonObj]]) -> bool:
         dependents = self._dependents(owner, objects)
         if not dependents:
             return self._drop_finalizer(gr, owner, "foregroundDeletion")
@@ -92,8 +91,7 @@ class GarbageCollector:
                 changed |= self._delete(dgr, dep)
         return changed
 
-    def _empty_namespace(self, ns: JsonObj, objects: list[tuple[GroupResource,
-                                                                 JsonObj]]) -> bool:
+    def _empty_namespace(self, ns: JsonObj, objects: list[tuple[GroupResource, JsonObj]]) -> bool:
         name = meta(ns)["name"]
         content = [(gr, o) for gr, o in objects if meta(o).get("namespace") == name]
         if content:

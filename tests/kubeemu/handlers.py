@@ -17,8 +17,7 @@ JsonObj = dict[str, Any]
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body),
-                        content_type="application/json")
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
 def _truthy(value: str | None) -> bool:
@@ -43,8 +42,7 @@ async def _json_body(request: web.Request, *, optional: bool = False) -> Any:
     try:
         return json.loads(raw)
     except ValueError as exc:
-        raise errors.bad_request(f"the body of the request could not be decoded: {exc}") \
-            from None
+        raise errors.bad_request(f"the body of the request could not be decoded: {exc}") from None
 
 
 class Handlers:
@@ -76,8 +74,7 @@ class Handlers:
             case "group":
                 return json_response(discovery.group(registry, target.group))
             case _:
-                return json_response(discovery.resource_list(registry, target.group,
-                                                             target.version))
+                return json_response(discovery.resource_list(registry, target.group, target.version))
 
     @staticmethod
     def _list_query(request: web.Request) -> ListQuery:
@@ -93,12 +90,13 @@ class Handlers:
 
     async def _delete_options(self, request: web.Request) -> DeleteOptions:
         q = request.query
-        return DeleteOptions.from_body(await _json_body(request, optional=True),
-                                       propagation_policy=q.get("propagationPolicy"),
-                                       dry_run=bool(q.get("dryRun")))
+        return DeleteOptions.from_body(
+            await _json_body(request, optional=True),
+            propagation_policy=q.get("propagationPolicy"),
+            dry_run=bool(q.get("dryRun")),
+        )
 
-    async def _collection(self, request: web.Request,
-                          target: ResourceTarget) -> web.StreamResponse:
+    async def _collection(self, request: web.Request, target: ResourceTarget) -> web.StreamResponse:
         rt, namespace, q = target.rt, target.namespace, request.query
         if request.method == "GET":
             if _truthy(q.get("watch")):
@@ -112,12 +110,14 @@ class Handlers:
                 return await self.hub.serve(request, rt, namespace, selection, params)
             return json_response(self.api.list(rt, namespace, self._list_query(request)))
         if request.method == "POST" and namespace is not None:
-            created = self.api.create(rt, namespace, await _json_body(request),
-                                      dry_run=bool(q.get("dryRun")))
+            created = self.api.create(rt, namespace, await _json_body(request), dry_run=bool(q.get("dryRun")))
             return json_response(created, status=201)
         if request.method == "DELETE" and "deletecollection" in rt.verbs:
-            return json_response(self.api.delete_collection(
-                rt, namespace, self._list_query(request), await self._delete_options(request)))
+            return json_response(
+                self.api.delete_collection(
+                    rt, namespace, self._list_query(request), await self._delete_options(request)
+                )
+            )
         raise errors.method_not_allowed(request.method)
 
     async def _item(self, request: web.Request, target: ResourceTarget) -> web.StreamResponse:
@@ -129,15 +129,21 @@ class Handlers:
         if method == "GET":
             return json_response(self.api.get(rt, namespace, name, sub))
         if method == "PUT":
-            return json_response(self.api.replace(rt, namespace, name,
-                                                  await _json_body(request),
-                                                  subresource=sub, dry_run=dry_run))
+            return json_response(
+                self.api.replace(rt, namespace, name, await _json_body(request), subresource=sub, dry_run=dry_run)
+            )
         if method == "PATCH":
-            return json_response(self.api.patch(rt, namespace, name,
-                                                request.headers.get("Content-Type", ""),
-                                                await request.read(), subresource=sub,
-                                                dry_run=dry_run))
+            return json_response(
+                self.api.patch(
+                    rt,
+                    namespace,
+                    name,
+                    request.headers.get("Content-Type", ""),
+                    await request.read(),
+                    subresource=sub,
+                    dry_run=dry_run,
+                )
+            )
         if method == "DELETE" and sub is None:
-            return json_response(self.api.delete(rt, namespace, name,
-                                                 await self._delete_options(request)))
+            return json_response(self.api.delete(rt, namespace, name, await self._delete_options(request)))
         raise errors.method_not_allowed(method)

@@ -44,8 +44,9 @@ class Replica:
 
 
 class FakeKubelet:
-    def __init__(self, store: Store, *, ready_delay: float | None = 0.0,
-                 address_for: AddressHook | None = None) -> None:
+    def __init__(
+        self, store: Store, *, ready_delay: float | None = 0.0, address_for: AddressHook | None = None
+    ) -> None:
         """`ready_delay=None` leaves replicas unready until `set_ready` is called."""
         self.store = store
         self.ready_delay = ready_delay
@@ -131,8 +132,7 @@ class FakeKubelet:
         if changed:
             self._notify(key)
 
-    def _resize(self, key: DeploymentKey, current: list[Replica], desired: int,
-                delay: float | None) -> bool:
+    def _resize(self, key: DeploymentKey, current: list[Replica], desired: int, delay: float | None) -> bool:
         changed = False
         while len(current) > desired:
             gone = current.pop()
@@ -153,13 +153,15 @@ class FakeKubelet:
             n = next(self._addresses) - 1
             address = f"127.0.{n // 254}.{n % 254 + 1}"
         template_hash = stable_suffix(f"{namespace}/{name}", 10)
-        replica = Replica(index=index, serial=next(self._serials), address=address,
-                          pod_name=f"{name}-{template_hash}-"
-                                   f"{stable_suffix(f'{namespace}/{name}/{index}', 5)}")
+        replica = Replica(
+            index=index,
+            serial=next(self._serials),
+            address=address,
+            pod_name=f"{name}-{template_hash}-{stable_suffix(f'{namespace}/{name}/{index}', 5)}",
+        )
         if delay is not None:
             loop = asyncio.get_running_loop()
-            self._timers[replica.serial] = loop.call_later(delay, self._become_ready, key,
-                                                           replica)
+            self._timers[replica.serial] = loop.call_later(delay, self._become_ready, key, replica)
         return replica
 
     def _become_ready(self, key: DeploymentKey, replica: Replica) -> None:
@@ -173,9 +175,13 @@ class FakeKubelet:
         total = len(replicas)
         status: JsonObj = dict(obj.get("status") or {})
         status["observedGeneration"] = meta(obj).get("generation", 1)
-        for field, value in (("replicas", total), ("updatedReplicas", total),
-                             ("readyReplicas", ready), ("availableReplicas", ready),
-                             ("unavailableReplicas", total - ready)):
+        for field, value in (
+            ("replicas", total),
+            ("updatedReplicas", total),
+            ("readyReplicas", ready),
+            ("availableReplicas", ready),
+            ("unavailableReplicas", total - ready),
+        ):
             if value:
                 status[field] = value
             else:

@@ -91,15 +91,13 @@ def _after(obj: JsonObj, start: str) -> bool:
     return _key(obj) > (namespace, name)
 
 
-def _source(store: Store, rt: ResourceType, namespace: str | None,
-            q: ListQuery) -> tuple[list[JsonObj], int, str]:
+def _source(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery) -> tuple[list[JsonObj], int, str]:
     """(objects, list resourceVersion, start key) before selection and paging."""
     gr = rt.group_resource
     current = store.resource_version
     if q.continue_token:
         if q.resource_version not in (None, "", "0"):
-            raise errors.bad_request(
-                "specifying resource version is not allowed when using continue")
+            raise errors.bad_request("specifying resource version is not allowed when using continue")
         rv, start = decode_continue(q.continue_token)
         try:
             return store.snapshot(gr, namespace, rv), rv, start
@@ -115,13 +113,11 @@ def _source(store: Store, rt: ResourceType, namespace: str | None,
     if q.resource_version_match == "Exact":
         return store.snapshot(gr, namespace, rv), rv, ""
     if q.resource_version_match not in (None, "", "NotOlderThan"):
-        raise errors.bad_request(
-            f"resourceVersionMatch: Unsupported value: {q.resource_version_match!r}")
+        raise errors.bad_request(f"resourceVersionMatch: Unsupported value: {q.resource_version_match!r}")
     return store.items(gr, namespace), current, ""
 
 
-def list_objects(store: Store, rt: ResourceType, namespace: str | None,
-                 q: ListQuery) -> JsonObj:
+def list_objects(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery) -> JsonObj:
     selection = Selection(rt, q.label_selector, q.field_selector)
     objects, list_rv, start = _source(store, rt, namespace, q)
     chosen = [o for o in objects if selection.matches(o) and (not start or _after(o, start))]

@@ -82,8 +82,8 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any]) -> Any:
         if value is None:
             result.pop(key, None)
         elif isinstance(value, dict):
-            merged = _merge_map(result.get(key) if isinstance(result.get(key), dict) else {},
-                                value)
+            current = result.get(key)
+            merged = _merge_map(current if isinstance(current, dict) else {}, value)
             if merged is None:
                 result.pop(key, None)
             else:
@@ -112,8 +112,7 @@ def _merge_list(field: str, original: Any, patch: list[Any]) -> list[Any]:
     for item in patch:
         if key not in item:
             raise PatchError(f"map in list {field!r} is missing merge key {key!r}")
-        pos = next((n for n, cur in enumerate(result)
-                    if isinstance(cur, dict) and cur.get(key) == item[key]), None)
+        pos = next((n for n, cur in enumerate(result) if isinstance(cur, dict) and cur.get(key) == item[key]), None)
         if item.get("$patch") == "delete":
             if pos is not None:
                 del result[pos]

@@ -56,6 +56,8 @@ class ResourceType:
     kind: str
     namespaced: bool = True
     builtin: bool = True
+    # Built-ins whose strategy maintains metadata.generation; custom resources always do.
+    generation: bool = False
     status: bool = False
     scale: ScalePaths | None = None
     short_names: tuple[str, ...] = ()
@@ -72,6 +74,10 @@ class ResourceType:
     @property
     def group_resource(self) -> GroupResource:
         return GroupResource(self.group, self.plural)
+
+    @property
+    def tracks_generation(self) -> bool:
+        return self.generation or not self.builtin
 
     @property
     def list_kind(self) -> str:
@@ -96,37 +102,44 @@ class ResourceType:
         return f"{self.kind}.{self.group}" if self.group else self.kind
 
 
-DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
-    ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, status=True,
-                 short_names=("ns",), name_rule="label",
-                 verbs=tuple(v for v in ALL_VERBS if v != "deletecollection"),
-                 extra_fields=("status.phase",)),
-    ResourceType("", "v1", "services", "Service", status=True, short_names=("svc",),
-                 name_rule="label", extra_fields=("spec.clusterIP", "spec.type")),
-    ResourceType("", "v1", "pods", "Pod", status=True, short_names=("po",),
-                 extra_fields=("spec.nodeName", "status.phase", "status.podIP")),
-    ResourceType("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
-    ResourceType("", "v1", "events", "Event", short_names=("ev",),
-                 extra_fields=("involvedObject.kind", "involvedObject.name",
-                               "involvedObject.namespace", "involvedObject.uid",
-                               "reason", "type", "source")),
-    ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice",
-                 extra_fields=("addressType",)),
-    ResourceType("apps", "v1", "deployments", "Deployment", status=True,
-                 scale=ScalePaths(), short_names=("deploy",)),
-    ResourceType("coordination.k8s.io", "v1", "leases", "Lease"),
-    ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions",
-                 "CustomResourceDefinition", namespaced=False, status=True,
-                 short_names=("crd", "crds")),
-    ResourceType("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject",
-                 builtin=False, status=True, short_names=("httpso",)),
-    ResourceType("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject",
-                 builtin=False, status=True, short_names=("so",)),
-    ResourceType("networking.istio.io", "v1alpha3", "envoyfilters", "EnvoyFilter",
-                 builtin=False),
-    ResourceType("networking.istio.io", "v1", "envoyfilters", "EnvoyFilter",
-                 builtin=False),
+_NS_VERBS = tuple(v for v in ALL_VERBS if v != "deletecollection")
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.name",
+    "involvedObject.namespace",
+    "involvedObject.uid",
+    "reason",
+    "type",
+    "source",
 )
+_POD_FIELDS = ("spec.nodeName", "status.phase", "status.podIP")
+_CRD = "CustomResourceDefinition"
+
+# One line per served resource (kept unformatted so it stays a readable table).
+# fmt: off
+DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
+    ResourceType("", "v1", "namespaces", "Namespace", namespaced=False, status=True, short_names=("ns",),
+                 name_rule="label", verbs=_NS_VERBS, extra_fields=("status.phase",)),
+    ResourceType("", "v1", "services", "Service", status=True, short_names=("svc",), name_rule="label",
+                 extra_fields=("spec.clusterIP", "spec.type")),
+    ResourceType("", "v1", "pods", "Pod", status=True, short_names=("po",), extra_fields=_POD_FIELDS),
+    ResourceType("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
+    ResourceType("", "v1", "events", "Event", short_names=("ev",), extra_fields=_EVENT_FIELDS),
+    ResourceType("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", generation=True,
+                 extra_fields=("addressType",)),
+    ResourceType("apps", "v1", "deployments", "Deployment", status=True, scale=ScalePaths(), generation=True,
+                 short_names=("deploy",)),
+    ResourceType("coordination.k8s.io", "v1", "leases", "Lease"),
+    ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", _CRD, namespaced=False, status=True,
+                 generation=True, short_names=("crd", "crds")),
+    ResourceType("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject", builtin=False, status=True,
+                 short_names=("httpso",)),
+    ResourceType("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", builtin=False, status=True,
+                 short_names=("so",)),
+    ResourceType("networking.istio.io", "v1alpha3", "envoyfilters", "EnvoyFilter", builtin=False),
+    ResourceType("networking.istio.io", "v1", "envoyfilters", "EnvoyFilter", builtin=False),
+)
+# fmt: on
 
 
 class Registry:

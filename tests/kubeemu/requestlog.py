@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 
 @dataclass
 class RequestRecord:
@@ -35,9 +37,11 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.times > 0
-                and (self.method is None or self.method.upper() == method)
-                and (self.path_contains is None or self.path_contains in path))
+        return (
+            self.times > 0
+            and (self.method is None or self.method.upper() == method)
+            and (self.path_contains is None or self.path_contains in path)
+        )
 
 
 class RequestLog:
@@ -52,12 +56,25 @@ class RequestLog:
                 return fault
         return None
 
-    def matching(self, method: str | None = None, path: str | None = None, *,
-                 path_contains: str | None = None, watch: bool | None = None,
-                 content_type: str | None = None) -> list[RequestRecord]:
-        return [r for r in self.records
-                if (method is None or r.method == method.upper())
-                and (path is None or r.path == path)
-                and (path_contains is None or path_contains in r.path)
-                and (watch is None or r.is_watch == watch)
-                and (content_type is None or (r.content_type or "").startswith(content_type))]
+    def matching(
+        self,
+        method: str | None = None,
+        path: str | None = None,
+        *,
+        path_contains: str | None = None,
+        watch: bool | None = None,
+        content_type: str | None = None,
+    ) -> list[RequestRecord]:
+        return [
+            r
+            for r in self.records
+            if (method is None or r.method == method.upper())
+            and (path is None or r.path == path)
+            and (path_contains is None or path_contains in r.path)
+            and (watch is None or r.is_watch == watch)
+            and (content_type is None or (r.content_type or "").startswith(content_type))
+        ]
+
+
+# Where the middleware leaves a request's record for handlers (watches set status early).
+RECORD_KEY = web.RequestKey("kubeemu.record", RequestRecord)

@@ -25,13 +25,11 @@ def to_scale(rt: ResourceType, obj: JsonObj) -> JsonObj:
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
-        "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                       "creationTimestamp") if k in m},
+        "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in m},
         "spec": {"replicas": get_path(obj, paths.spec_replicas) or 0},
         "status": {
             "replicas": get_path(obj, paths.status_replicas) or 0,
-            "selector": selector_to_string(selector) if isinstance(selector, dict)
-            else str(selector or ""),
+            "selector": selector_to_string(selector) if isinstance(selector, dict) else str(selector or ""),
         },
     }
 
@@ -42,11 +40,17 @@ def apply_scale(rt: ResourceType, obj: JsonObj, scale: JsonObj) -> JsonObj:
     name = str(meta(obj).get("name"))
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
         message = f"Invalid value: {replicas!r}: must be greater than or equal to 0"
-        raise ApiError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: '
-                       f"spec.replicas: {message}",
-                       {"name": name, "group": "autoscaling", "kind": "Scale",
-                        "causes": [{"reason": "FieldValueInvalid", "message": message,
-                                    "field": "spec.replicas"}]})
+        raise ApiError(
+            422,
+            "Invalid",
+            f'Scale.autoscaling "{name}" is invalid: spec.replicas: {message}',
+            {
+                "name": name,
+                "group": "autoscaling",
+                "kind": "Scale",
+                "causes": [{"reason": "FieldValueInvalid", "message": message, "field": "spec.replicas"}],
+            },
+        )
     new = copy.deepcopy(obj)
     set_path(new, _paths(rt).spec_replicas, replicas)
     meta(new)["resourceVersion"] = meta(scale).get("resourceVersion") or ""

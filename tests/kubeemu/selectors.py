@@ -165,7 +165,7 @@ class FieldSelector:
                 raise bad_request(f"invalid selector: '{text}'; can't understand '{part}'")
             name, op, value = m.group(1).strip(), m.group(2), m.group(3).strip()
             if not allowed(name):
-                raise bad_request(f'field label not supported: {name}')
+                raise bad_request(f"field label not supported: {name}")
             terms.append((name, op != "!=", value))
         return cls(tuple(terms))
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from . import errors
 from .apiserver import ApiServer
 from .handlers import Handlers, json_response
-from .requestlog import RequestLog, RequestRecord
+from .requestlog import RECORD_KEY, RequestLog, RequestRecord
 from .watch import WatchHub
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HttpServer:
-    def __init__(self, api: ApiServer, hub: WatchHub, requests: RequestLog, *,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, api: ApiServer, hub: WatchHub, requests: RequestLog, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.handlers = Handlers(api, hub)
         self.hub = hub
         self.requests = requests
@@ -43,8 +44,7 @@ class HttpServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=0.5,
-                               access_log=None)
+        runner = web.AppRunner(self._app(), handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
@@ -71,13 +71,15 @@ class HttpServer:
                 body = json.loads(raw)
             except ValueError:
                 body = raw.decode(errors="replace")
-        record = RequestRecord(request.method, request.path, dict(request.query),
-                               request.headers.get("Content-Type"), body)
+        record = RequestRecord(
+            request.method, request.path, dict(request.query), request.headers.get("Content-Type"), body
+        )
         self.requests.records.append(record)
-        request["record"] = record
+        request[RECORD_KEY] = record
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         fault = self.requests.take_fault(request.method, request.path)
+        response: web.StreamResponse
         if fault is not None:
             error = errors.ApiError(fault.status, fault.reason, fault.message)
             response = json_response(error.status(), status=fault.status)

@@ -1,9 +1,10 @@
 """The object store: one global resourceVersion, change events, finalizer mechanics.
 
 This plays etcd plus the generic registry's bookkeeping: it assigns uid,
-creationTimestamp, resourceVersion and generation, skips no-op updates (no
-new resourceVersion, no event, as etcd3's GuaranteedUpdate does), and turns a
-delete of an object with finalizers into setting `deletionTimestamp`. API
+creationTimestamp, resourceVersion and (for kinds that keep one) generation,
+skips no-op updates (no new resourceVersion, no event, as etcd3's
+GuaranteedUpdate does), and turns a delete of an object with finalizers into
+setting `deletionTimestamp`. API
 rules (validation, status masking, preconditions from request bodies) live in
 `apiserver`; this layer only enforces the resourceVersion precondition.
 """
@@ -79,13 +80,12 @@ class Store:
     def items(self, gr: GroupResource, namespace: str | None = None) -> list[JsonObj]:
         """Current objects sorted by (namespace, name), like etcd key order."""
         objs = self._objects.get(gr, {})
-        return [copy.deepcopy(objs[k]) for k in sorted(objs)
-                if namespace is None or k[0] == namespace]
+        return [copy.deepcopy(objs[k]) for k in sorted(objs) if namespace is None or k[0] == namespace]
 
     def snapshot(self, gr: GroupResource, namespace: str | None, rv: int) -> list[JsonObj]:
         """Objects exactly as of `rv`, rebuilt by undoing later events (410 if compacted)."""
         later = self.history.since(rv)
-        state = {k: v for k, v in self._objects.get(gr, {}).items()}
+        state = dict(self._objects.get(gr, {}).items())
         for event in reversed(later):
             if event.gr != gr:
                 continue
@@ -93,8 +93,7 @@ class Store:
                 state.pop(event.key, None)
             elif event.prev is not None:
                 state[event.key] = event.prev
-        return [copy.deepcopy(state[k]) for k in sorted(state)
-                if namespace is None or k[0] == namespace]
+        return [copy.deepcopy(state[k]) for k in sorted(state) if namespace is None or k[0] == namespace]
 
     def all_objects(self) -> Iterable[tuple[GroupResource, JsonObj]]:
         for gr, objs in list(self._objects.items()):
@@ -112,7 +111,10 @@ class Store:
             raise errors.already_exists(rt, key[1])
         m["uid"] = new_uid()
         m["creationTimestamp"] = now_rfc3339()
-        m["generation"] = 1
+        if rt.tracks_generation:
+            m["generation"] = 1
+        else:
+            m.pop("generation", None)
         m.pop("deletionTimestamp", None)
         m["resourceVersion"] = str(self._rv + 1)
         if dry_run:
@@ -133,15 +135,17 @@ class Store:
         wanted_rv = m.get("resourceVersion")
         if wanted_rv and wanted_rv != old_meta["resourceVersion"]:
             raise errors.conflict(rt, key[1])
-        for field in ("uid", "creationTimestamp", "deletionTimestamp",
-                      "deletionGracePeriodSeconds"):
+        for field in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
             if field in old_meta:
                 m[field] = old_meta[field]
             else:
                 m.pop(field, None)
-        m["generation"] = old_meta.get("generation", 1)
-        if _generation_content(rt, new) != _generation_content(rt, old):
-            m["generation"] += 1
+        if rt.tracks_generation:
+            m["generation"] = old_meta.get("generation", 1)
+            if _generation_content(rt, new) != _generation_content(rt, old):
+                m["generation"] += 1
+        else:
+            m.pop("generation", None)
         m["resourceVersion"] = old_meta["resourceVersion"]
         if new == old:
             return copy.deepcopy(old)
@@ -208,7 +212,11 @@ class Store:
         return copy.deepcopy(gone)
 
     def _commit(
-        self, kind: EventType, gr: GroupResource, key: ObjKey, obj: JsonObj,
+        self,
+        kind: EventType,
+        gr: GroupResource,
+        key: ObjKey,
+        obj: JsonObj,
         prev: JsonObj | None,
     ) -> None:
         self._rv += 1
@@ -220,8 +228,7 @@ class Store:
         else:
             objs[key] = obj
             self._uids[uid] = (gr, key)
-        event = StoreEvent(kind, gr, self._rv, copy.deepcopy(obj),
-                           copy.deepcopy(prev) if prev is not None else None)
+        event = StoreEvent(kind, gr, self._rv, copy.deepcopy(obj), copy.deepcopy(prev) if prev is not None else None)
         self.history.append(event)
         for listener in list(self._listeners):
             try:

@@ -21,21 +21,32 @@ _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 def name_causes(rt: ResourceType, name: str) -> list[Cause]:
     if rt.name_rule == "label":
         if len(name) > 63 or not re.fullmatch(_LABEL, name):
-            return [("metadata.name", "FieldValueInvalid",
-                     f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of '
-                     "lower case alphanumeric characters or '-', and must start and end "
-                     f"with an alphanumeric character (regex used for validation is '{_LABEL}')")]
+            return [
+                (
+                    "metadata.name",
+                    "FieldValueInvalid",
+                    f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of '
+                    "lower case alphanumeric characters or '-', and must start and end "
+                    f"with an alphanumeric character (regex used for validation is '{_LABEL}')",
+                )
+            ]
         return []
     if len(name) > 253 or not re.fullmatch(_SUBDOMAIN, name):
-        return [("metadata.name", "FieldValueInvalid",
-                 f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
-                 "lower case alphanumeric characters, '-' or '.', and must start and end "
-                 f"with an alphanumeric character (regex used for validation is '{_SUBDOMAIN}')")]
+        return [
+            (
+                "metadata.name",
+                "FieldValueInvalid",
+                f'Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of '
+                "lower case alphanumeric characters, '-' or '.', and must start and end "
+                f"with an alphanumeric character (regex used for validation is '{_SUBDOMAIN}')",
+            )
+        ]
     return []
 
 
-def check_type_meta(rt: ResourceType, obj: JsonObj, *, expect_kind: str | None = None,
-                    expect_api_version: str | None = None) -> None:
+def check_type_meta(
+    rt: ResourceType, obj: JsonObj, *, expect_kind: str | None = None, expect_api_version: str | None = None
+) -> None:
     """Body apiVersion/kind must match the endpoint; built-ins may omit them."""
     kind = expect_kind or rt.kind
     api_version = expect_api_version or rt.api_version
@@ -51,11 +62,10 @@ def check_type_meta(rt: ResourceType, obj: JsonObj, *, expect_kind: str | None =
         return
     if got_version != api_version:
         raise errors.bad_request(
-            f"the API version in the data ({got_version}) does not match the expected "
-            f"API version ({api_version})")
+            f"the API version in the data ({got_version}) does not match the expected API version ({api_version})"
+        )
     if got_kind != kind:
-        raise errors.bad_request(
-            f"the kind in the data ({got_kind}) does not match the expected kind ({kind})")
+        raise errors.bad_request(f"the kind in the data ({got_kind}) does not match the expected kind ({kind})")
 
 
 def _brief(obj: JsonObj) -> str:
@@ -68,17 +78,22 @@ def _deployment(obj: JsonObj) -> list[Cause]:
     spec = obj.get("spec") or {}
     replicas = spec.get("replicas")
     if isinstance(replicas, int) and replicas < 0:
-        causes.append(("spec.replicas", "FieldValueInvalid",
-                       f"Invalid value: {replicas}: must be greater than or equal to 0"))
+        causes.append(
+            ("spec.replicas", "FieldValueInvalid", f"Invalid value: {replicas}: must be greater than or equal to 0")
+        )
     selector = spec.get("selector")
     if not selector:
         causes.append(("spec.selector", "FieldValueRequired", "Required value"))
         return causes
     template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels")
     if not LabelSelector.parse(selector_to_string(selector)).matches(template_labels):
-        causes.append(("spec.template.metadata.labels", "FieldValueInvalid",
-                       f"Invalid value: {template_labels!r}: `selector` does not match "
-                       "template `labels`"))
+        causes.append(
+            (
+                "spec.template.metadata.labels",
+                "FieldValueInvalid",
+                f"Invalid value: {template_labels!r}: `selector` does not match template `labels`",
+            )
+        )
     return causes
 
 
@@ -93,8 +108,9 @@ def _service(obj: JsonObj) -> list[Cause]:
 
 def _endpointslice(obj: JsonObj) -> list[Cause]:
     if obj.get("addressType") not in ("IPv4", "IPv6", "FQDN"):
-        return [("addressType", "FieldValueNotSupported",
-                 'Unsupported value: supported values: "FQDN", "IPv4", "IPv6"')]
+        return [
+            ("addressType", "FieldValueNotSupported", 'Unsupported value: supported values: "FQDN", "IPv4", "IPv6"')
+        ]
     return []
 
 

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ async def wait_for(
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return cast(T, value)
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
         await asyncio.sleep(interval)

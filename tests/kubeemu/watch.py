@@ -22,6 +22,7 @@ from .history import StoreEvent
 from .listing import Selection, parse_rv
 from .objects import meta, present
 from .registry import ResourceType
+from .requestlog import RECORD_KEY
 from .store import Store
 
 JsonObj = dict[str, Any]
@@ -71,8 +72,7 @@ class WatchSession:
             md["creationTimestamp"] = None
         if initial_end:
             md["annotations"] = {"k8s.io/initial-events-end": "true"}
-        return "BOOKMARK", {"kind": self.rt.kind, "apiVersion": self.rt.api_version,
-                            "metadata": md}
+        return "BOOKMARK", {"kind": self.rt.kind, "apiVersion": self.rt.api_version, "metadata": md}
 
 
 class WatchHub:
@@ -113,8 +113,7 @@ class WatchHub:
         rt, store = session.rt, self.store
         if params.resource_version in (None, "", "0"):
             namespace = session.namespace if rt.namespaced else None
-            objs = [o for o in store.items(rt.group_resource, namespace)
-                    if session.selection.matches(o)]
+            objs = [o for o in store.items(rt.group_resource, namespace) if session.selection.matches(o)]
             events: list[WireEvent] = [("ADDED", present(rt, o)) for o in objs]
             if params.send_initial_events and params.allow_bookmarks:
                 events.append(session.bookmark(store.resource_version, initial_end=True))
@@ -123,22 +122,29 @@ class WatchHub:
         converted = (session.convert(e) for e in store.history.since(start))
         return [e for e in converted if e is not None]
 
-    async def serve(self, request: web.Request, rt: ResourceType, namespace: str | None,
-                    selection: Selection, params: WatchParams) -> web.StreamResponse:
+    async def serve(
+        self, request: web.Request, rt: ResourceType, namespace: str | None, selection: Selection, params: WatchParams
+    ) -> web.StreamResponse:
         session = WatchSession(rt, namespace, selection, request)
         # Subscribing and reading the history happen with no await in between,
         # so no event can fall into a gap between replay and live delivery.
         self.sessions.add(session)
         try:
+            return await self._serve(request, session, params)
+        finally:
+            self.sessions.discard(session)
+
+    async def _serve(self, request: web.Request, session: WatchSession, params: WatchParams) -> web.StreamResponse:
+        failure: errors.ApiError | None = None
+        try:
             initial = self._initial(session, params)
-            failure: errors.ApiError | None = None
         except errors.ApiError as exc:
             initial, failure = [], exc
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         try:
             await response.prepare(request)
-            record = request.get("record")
+            record = request.get(RECORD_KEY)
             if record is not None:
                 record.status = 200
             if failure is not None:
@@ -151,19 +157,15 @@ class WatchHub:
             await response.write_eof()
         except ConnectionError:
             pass
-        finally:
-            self.sessions.discard(session)
         return response
 
-    async def _stream(self, session: WatchSession, response: web.StreamResponse,
-                      params: WatchParams) -> bool:
+    async def _stream(self, session: WatchSession, response: web.StreamResponse, params: WatchParams) -> bool:
         """Pump events until timeout or close; False if the connection was dropped."""
         loop_time = time.monotonic
         deadline = loop_time() + params.timeout_seconds if params.timeout_seconds else None
         next_bookmark = loop_time() + self.bookmark_interval
         while True:
-            wake_at = [t for t in (deadline, next_bookmark if params.allow_bookmarks else None)
-                       if t is not None]
+            wake_at = [t for t in (deadline, next_bookmark if params.allow_bookmarks else None) if t is not None]
             wait = max(0.0, min(wake_at) - loop_time()) if wake_at else None
             try:
                 item = await asyncio.wait_for(session.queue.get(), wait)

@@ -15,7 +15,7 @@ from extproc.envoyadmin import EnvoyAdmin, EnvoyAdminError
 log = logging.getLogger(__name__)
 
 _POLL_FIRST = 0.002
-_POLL_MAX = 0.05
+_POLL_MAX = 0.01
 _WARN_AFTER = 10.0
 
 

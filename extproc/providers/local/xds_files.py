@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from extproc.envoyconfig import CDS_FILE, RDS_FILE, eds_file_name
+from extproc.envoyconfig import CDS_FILE, RDS_FILE, eds_file_name, route_configuration
 
 CLA_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
@@ -47,6 +47,14 @@ class XdsFiles:
         document = {"version_info": str(self._version), "resources": resources}
         temporary.write_text(json.dumps(document, sort_keys=True))
         os.replace(temporary, final)
+
+    def prepare(self) -> None:
+        """Create empty route and cluster files if missing: Envoy refuses to start on a missing file, and
+        it may well start before zerohop has written its own."""
+        if not (self.directory / CDS_FILE).exists():
+            self.write_clusters([])
+        if not (self.directory / RDS_FILE).exists():
+            self.write_routes(route_configuration([]))
 
     def endpoints_path(self, cluster: str) -> Path:
         return self.directory / eds_file_name(cluster)

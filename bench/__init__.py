@@ -1,0 +1,6 @@
+"""zerohop's side-by-side benchmark: `python -m bench` (or `make bench`).
+
+One run starts every setup against the same upstream (an Envoy answering `direct_response`), measures them
+interleaved round by round, measures zerohop's cold-start overhead, saves the raw numbers as JSON under
+`bench/results/` and regenerates `docs/performance.md` from that JSON. See `python -m bench --help`.
+"""

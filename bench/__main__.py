@@ -1,0 +1,162 @@
+"""`python -m bench`: parse the options, run the benchmark, save its JSON and regenerate the report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from bench import report
+from bench.procs import PROJECT_ROOT
+from bench.runner import Options, run
+from bench.setups import ALL_SETUPS
+
+RESULTS = PROJECT_ROOT / "bench" / "results"
+REPORT = PROJECT_ROOT / "docs" / "performance.md"
+COLD = "cold"
+
+
+def parser() -> argparse.ArgumentParser:
+    defaults = Options()
+    root = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="zerohop's side-by-side benchmark: plain gateway (A), gateway + zerohop (B), an extra Envoy "
+        "hop (C), bare Python ext_proc servers naive (D) and tuned (E), interleaved round by round; then "
+        "zerohop's cold-start overhead. Saves bench/results/<date>.json and regenerates docs/performance.md.",
+    )
+    root.add_argument("--rounds", type=int, default=defaults.rounds, help=f"rounds (default {defaults.rounds})")
+    root.add_argument(
+        "--duration", type=int, default=defaults.duration, help=f"seconds per load run (default {defaults.duration})"
+    )
+    root.add_argument(
+        "--only",
+        default=",".join([*ALL_SETUPS, COLD]),
+        help="comma-separated setups to run, of A,B,C,D,E and cold (default all)",
+    )
+    root.add_argument(
+        "--cold-samples", type=int, default=defaults.cold_samples, help=f"cold starts (default {defaults.cold_samples})"
+    )
+    root.add_argument(
+        "--connections", type=int, default=defaults.connections, help="wrk connections at saturation (default 32)"
+    )
+    root.add_argument("--rate", type=int, default=defaults.rate, help="requests/s of the fixed-rate run (default 200)")
+    root.add_argument(
+        "--pin",
+        choices=["split", "loadgen", "none"],
+        default=defaults.pin,
+        help="split: wrk on the last CPU, every server on the others (default); loadgen: only wrk pinned; none",
+    )
+    root.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 round of 2s, 3 cold starts; the JSON goes to the work directory and the report to "
+        "stdout, leaving bench/results and docs/performance.md alone",
+    )
+    root.add_argument("--report-only", type=Path, metavar="JSON", help="only regenerate the report from a saved run")
+    root.add_argument("--report", type=Path, default=REPORT, help=f"where to write the report (default {REPORT})")
+    return root
+
+
+def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
+    selected = [part.strip() for part in args.only.split(",") if part.strip()]
+    unknown = [part for part in selected if part not in (*ALL_SETUPS, COLD)]
+    if unknown:
+        raise SystemExit(f"python -m bench: --only: unknown {', '.join(unknown)} (use A,B,C,D,E,cold)")
+    setups = tuple(key for key in ALL_SETUPS if key in selected)
+    cold = args.cold_samples if COLD in selected else 0
+    options = Options(
+        rounds=args.rounds,
+        duration=args.duration,
+        setups=setups,
+        cold_samples=cold,
+        connections=args.connections,
+        rate=args.rate,
+        pin=args.pin,
+        command=" ".join(["python -m bench", *argv]),
+    )
+    if args.quick:
+        options = Options(
+            rounds=1,
+            duration=2,
+            warmup=1,
+            idle=1,
+            setups=setups,
+            cold_samples=min(cold, 3),
+            connections=args.connections,
+            rate=args.rate,
+            pin=args.pin,
+            quick=True,
+            command=options.command,
+        )
+    return options
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def write_report(document: dict[str, Any], json_path: Path, destination: Path | None) -> None:
+    text = report.render(document, _relative(json_path))
+    if destination is None:
+        print(text)
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_text(text)
+    print(f"report: {_relative(destination)}", file=sys.stderr)
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _run_cancellable(options: Options) -> dict[str, Any]:
+    # SIGTERM ends the run like Ctrl-C does: the task is cancelled and every child is stopped on the way out.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run(options, _progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    if args.report_only is not None:
+        document = json.loads(args.report_only.read_text())
+        write_report(document, args.report_only, args.report)
+        return 0
+    if shutil.which("wrk") is None:
+        print("python -m bench: wrk is not installed (apt-get install wrk, or `make bench`)", file=sys.stderr)
+        return 2
+    options = options_from(args, argv)
+    try:
+        document = asyncio.run(_run_cancellable(options))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("python -m bench: interrupted; every process it started has been stopped", file=sys.stderr)
+        return 130
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    if options.quick:
+        json_path = Path(document["workdir"]) / f"{stamp}-quick.json"
+    else:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        json_path = RESULTS / f"{stamp}.json"
+    json_path.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"results: {_relative(json_path)}", file=sys.stderr)
+    quick_destination = args.report if args.report != REPORT else None
+    write_report(document, json_path, quick_destination if options.quick else args.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

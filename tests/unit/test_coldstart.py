@@ -1,0 +1,168 @@
+"""The cold gate: holds, release on routable, timeouts, caps, wake throttling, drain and removal."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from extproc.activation import ActivationBus
+from extproc.coldstart import ColdGate, HoldOutcome
+from extproc.httpso import TargetKey
+
+KEY = TargetKey("default", "app")
+
+
+def gate(per_target: int = 10, total: int = 100, rewake: float = 2.0) -> ColdGate:
+    return ColdGate(max_held_per_target=per_target, max_held_total=total, rewake_interval=rewake)
+
+
+async def test_hold_is_released_when_routable() -> None:
+    cold = gate()
+    hold = cold.try_hold(cold.gate(KEY))
+    assert hold is not None
+    waiting = asyncio.create_task(hold.wait(5))
+    await asyncio.sleep(0)
+    assert cold.held(KEY) == 1
+    assert cold.held_total == 1
+    cold.set_routable(KEY, True)
+    assert await waiting is HoldOutcome.RELEASED
+    hold.close()
+    assert cold.held(KEY) == 0
+    assert cold.held_total == 0
+
+
+async def test_hold_times_out() -> None:
+    cold = gate()
+    hold = cold.try_hold(cold.gate(KEY))
+    assert hold is not None
+    started = asyncio.get_running_loop().time()
+    assert await hold.wait(0.05) is HoldOutcome.TIMEOUT
+    assert asyncio.get_running_loop().time() - started >= 0.05
+    hold.close()
+    assert cold.held_total == 0
+
+
+async def test_already_routable_resolves_at_once() -> None:
+    cold = gate()
+    cold.set_routable(KEY, True)
+    hold = cold.try_hold(cold.gate(KEY))
+    assert hold is not None
+    assert await asyncio.wait_for(hold.wait(5), 0.1) is HoldOutcome.RELEASED
+    hold.close()
+
+
+async def test_cancellation_releases_the_hold() -> None:
+    cold = gate()
+    hold = cold.try_hold(cold.gate(KEY))
+    assert hold is not None
+
+    async def client() -> None:
+        try:
+            await hold.wait(10)
+        finally:
+            hold.close()
+
+    task = asyncio.create_task(client())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cold.held(KEY) == 0
+    assert cold.held_total == 0
+    hold.close()  # idempotent
+    assert cold.held_total == 0
+
+
+async def test_per_target_and_global_caps() -> None:
+    cold = gate(per_target=2, total=3)
+    a, b = cold.gate(KEY), cold.gate(TargetKey("default", "other"))
+    holds = [cold.try_hold(a), cold.try_hold(a)]
+    assert all(holds)
+    assert cold.try_hold(a) is None
+    assert cold.try_hold(b) is not None
+    assert cold.try_hold(b) is None  # global cap of 3 reached
+    for hold in holds:
+        assert hold is not None
+        hold.close()
+    assert cold.try_hold(a) is not None
+
+
+async def test_wake_hooks_fire_once_per_rewake_interval() -> None:
+    cold = gate(rewake=60)
+    woken: list[TargetKey] = []
+    cold.add_wake_hook(woken.append)
+    target = cold.gate(KEY)
+    for _ in range(5):
+        hold = cold.try_hold(target)
+        assert hold is not None
+        hold.close()
+    assert woken == [KEY]
+    assert target.wakes == 1
+
+
+async def test_over_cap_still_wakes() -> None:
+    cold = gate(per_target=1, rewake=0)
+    woken: list[TargetKey] = []
+    cold.add_wake_hook(woken.append)
+    first = cold.try_hold(cold.gate(KEY))
+    assert first is not None
+    assert cold.try_hold(cold.gate(KEY)) is None
+    assert woken == [KEY, KEY]
+    first.close()
+
+
+async def test_failing_wake_hook_does_not_break_holding() -> None:
+    cold = gate()
+
+    def broken(_key: TargetKey) -> None:
+        raise RuntimeError("provider down")
+
+    cold.add_wake_hook(broken)
+    hold = cold.try_hold(cold.gate(KEY))
+    assert hold is not None
+    hold.close()
+
+
+async def test_drain_answers_everything_and_refuses_new_holds() -> None:
+    cold = gate()
+    warm_key = TargetKey("default", "warm")
+    cold_hold = cold.try_hold(cold.gate(KEY))
+    warm_gate = cold.gate(warm_key)
+    warm_hold = cold.try_hold(warm_gate)
+    assert cold_hold is not None
+    assert warm_hold is not None
+    # The warm target became routable in the same instant as the drain, before its hold resolved.
+    warm_gate.routable = True
+    assert cold.drain() == 2
+    assert await cold_hold.wait(5) is HoldOutcome.SHUTDOWN
+    assert await warm_hold.wait(5) is HoldOutcome.RELEASED
+    assert cold.try_hold(cold.gate(KEY)) is None
+    cold_hold.close()
+    warm_hold.close()
+
+
+async def test_forget_ends_holds_with_removed() -> None:
+    cold = gate()
+    hold = cold.try_hold(cold.gate(KEY))
+    assert hold is not None
+    cold.forget(KEY)
+    assert await hold.wait(5) is HoldOutcome.REMOVED
+    hold.close()
+    assert cold.held_total == 0
+
+
+async def test_activation_bus_delivers_and_coalesces() -> None:
+    bus = ActivationBus()
+    one = bus.subscribe(KEY)
+    every = bus.subscribe()
+    other = bus.subscribe(TargetKey("x", "y"))
+    bus.publish(KEY)
+    bus.publish(KEY)
+    assert await asyncio.wait_for(one.next(), 0.1) == [KEY]
+    assert await asyncio.wait_for(every.next(), 0.1) == [KEY]
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(other.next(), 0.05)
+    assert bus.subscribers(KEY) == 1
+    one.close()
+    assert bus.subscribers(KEY) == 0

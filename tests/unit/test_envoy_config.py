@@ -1,0 +1,132 @@
+"""Every Envoy config zerohop writes parses into its exact proto type (unknown fields rejected), and a
+bootstrap built from them passes `envoy --mode validate` with the real Envoy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import json_format
+
+from extproc import envoyconfig, istio
+from extproc.envoyproc import validate_config
+from extproc.httpso import parse
+from extproc.providers.local.xds_files import XdsFiles
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Registers every type an Any in these configs may name.
+import envoy.extensions.filters.http.router.v3.router_pb2  # noqa: E402
+import envoy.extensions.filters.network.http_connection_manager.v3.http_connection_manager_pb2  # noqa: E402
+import envoy.extensions.upstreams.http.v3.http_protocol_options_pb2  # noqa: E402, F401
+
+
+def strict(message: Any, data: dict[str, Any]) -> Any:
+    return json_format.ParseDict(data, message, ignore_unknown_fields=False)
+
+
+def targets() -> list[Any]:
+    return [
+        parse(
+            {
+                "apiVersion": "http.keda.sh/v1alpha1",
+                "kind": "HTTPScaledObject",
+                "metadata": {"name": "a"},
+                "spec": {
+                    "hosts": ["a.example", "*.wild.example"],
+                    "pathPrefixes": ["/api", "/"],
+                    "headers": [{"name": "x-tenant", "value": "t1"}, {"name": "x-beta"}],
+                    "scaleTargetRef": {"name": "a", "service": "a", "port": 8080},
+                    "timeouts": {"responseHeader": "5s"},
+                },
+            }
+        ),
+        parse(
+            {
+                "apiVersion": "http.keda.sh/v1alpha1",
+                "kind": "HTTPScaledObject",
+                "metadata": {"name": "b", "namespace": "other"},
+                "spec": {
+                    "hosts": ["a.example"],
+                    "pathPrefixes": ["/b"],
+                    "scaleTargetRef": {"name": "b", "service": "b", "port": 80},
+                },
+            }
+        ),
+    ]
+
+
+def test_ext_proc_filter_is_an_exact_external_processor() -> None:
+    config = envoyconfig.ext_proc_config("zerohop", max_message_timeout=65)
+    body = {k: v for k, v in config.items() if k != "@type"}
+    message = strict(ext_proc_pb2.ExternalProcessor(), body)
+    assert message.failure_mode_allow
+    assert message.allow_mode_override
+    assert message.processing_mode.response_header_mode == message.processing_mode.SKIP
+    assert message.max_message_timeout.seconds == 65
+    assert list(message.request_attributes) == ["xds.cluster_name"]
+    with pytest.raises(json_format.ParseError):
+        strict(ext_proc_pb2.ExternalProcessor(), {**body, "not_a_field": True})
+
+
+def test_clusters_and_routes_are_exact_protos(tmp_path: Path) -> None:
+    for cluster in envoyconfig.target_clusters(targets(), tmp_path):
+        strict(cluster_pb2.Cluster(), cluster)
+    strict(cluster_pb2.Cluster(), envoyconfig.ext_proc_cluster("127.0.0.1", 9000))
+    strict(cluster_pb2.Cluster(), envoyconfig.ext_proc_cluster("zerohop.svc", 9000))
+    routes = strict(route_pb2.RouteConfiguration(), envoyconfig.route_configuration(targets()))
+    by_domain = {vh.domains[0]: vh for vh in routes.virtual_hosts}
+    assert [r.match.prefix for r in by_domain["a.example"].routes] == ["/api", "/b", "/"]
+    assert by_domain["*"].routes[0].direct_response.status == 404
+
+
+def test_xds_files_parse_as_discovery_responses(tmp_path: Path) -> None:
+    files = XdsFiles(tmp_path)
+    files.write_clusters(envoyconfig.target_clusters(targets(), tmp_path))
+    files.write_routes(envoyconfig.route_configuration(targets()))
+    files.write_endpoints("outbound|8080||a.default.svc.cluster.local", [("127.0.0.1", 18000)])
+    for path in tmp_path.glob("*.json"):
+        strict(discovery_pb2.DiscoveryResponse(), json.loads(path.read_text()))
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_local_bootstrap_passes_envoy_validate(tmp_path: Path) -> None:
+    files = XdsFiles(tmp_path / "xds")
+    files.write_clusters(envoyconfig.target_clusters(targets(), files.directory))
+    files.write_routes(envoyconfig.route_configuration(targets()))
+    ports = envoyconfig.GatewayPorts("127.0.0.1", 10000, 9901, "127.0.0.1", 9000)
+    bootstrap = envoyconfig.local_bootstrap(ports, files.directory, max_message_timeout=65)
+    strict(bootstrap_pb2.Bootstrap(), bootstrap)
+    result = validate_config(bootstrap, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_bootstrap_with_a_bad_field_fails_envoy_validate(tmp_path: Path) -> None:
+    ports = envoyconfig.GatewayPorts("127.0.0.1", 10000, 9901, "127.0.0.1", 9000)
+    bootstrap = envoyconfig.local_bootstrap(ports, tmp_path, max_message_timeout=65)
+    listener = bootstrap["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"][0]["typed_config"]["max_message_timeout"] = "not-a-duration"
+    assert validate_config(bootstrap, tmp_path).returncode != 0
+
+
+def test_istio_envoyfilter_patch_is_an_exact_filter_and_the_file_is_current() -> None:
+    committed = (ROOT / "envoyfilter" / "ingressgateway.yaml").read_text()
+    assert committed == istio.render_envoyfilters(), (
+        "envoyfilter/ is stale: run `zerohop envoyfilter > envoyfilter/ingressgateway.yaml`"
+    )
+    document = yaml.safe_load(committed)
+    [patch] = document["spec"]["configPatches"]
+    value = patch["patch"]["value"]
+    assert value["name"] == envoyconfig.EXT_PROC_FILTER
+    body = {k: v for k, v in value["typed_config"].items() if k != "@type"}
+    message = strict(ext_proc_pb2.ExternalProcessor(), body)
+    assert message.grpc_service.envoy_grpc.cluster_name == "outbound|9000||zerohop.zerohop-system.svc.cluster.local"

@@ -1,0 +1,164 @@
+"""HTTPScaledObject parsing: the add-on's fields, defaults and rules, and errors that name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from extproc.durations import format_duration, parse_duration
+from extproc.httpso import (
+    InvalidSpec,
+    MetricKind,
+    TargetKey,
+    metric_name_for,
+    normalize_host,
+    parse,
+)
+
+
+def document(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "hosts": ["app.example.com"],
+        "scaleTargetRef": {"name": "app", "service": "app-svc", "port": 8080},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "http.keda.sh/v1alpha1",
+        "kind": "HTTPScaledObject",
+        "metadata": {"name": "app", "namespace": "shop"},
+        "spec": base,
+    }
+
+
+def test_defaults_follow_the_add_on() -> None:
+    target = parse(document())
+    assert target.key == TargetKey("shop", "app")
+    assert target.metric.kind is MetricKind.CONCURRENCY
+    assert target.metric.target_value == 100
+    assert (target.min_replicas, target.max_replicas) == (0, 100)
+    assert target.scaledown_period == 300
+    assert target.initial_cooldown_period == 0
+    assert target.path_prefixes == ()
+    assert target.scale_target.kind == "Deployment"
+    assert target.scale_target.api_version == "apps/v1"
+    assert target.activation_replicas == 1
+
+
+def test_request_rate_with_durations() -> None:
+    target = parse(
+        document(scalingMetric={"requestRate": {"targetValue": 5, "window": "1m30s", "granularity": "500ms"}})
+    )
+    assert target.metric.kind is MetricKind.REQUEST_RATE
+    assert (target.metric.target_value, target.metric.window, target.metric.granularity) == (5, 90, 0.5)
+
+
+def test_request_rate_defaults() -> None:
+    target = parse(document(scalingMetric={"requestRate": {}}))
+    assert (target.metric.target_value, target.metric.window, target.metric.granularity) == (100, 60, 1)
+
+
+def test_legacy_target_pending_requests_is_a_concurrency_target() -> None:
+    target = parse(document(targetPendingRequests=7))
+    assert target.metric.kind is MetricKind.CONCURRENCY
+    assert target.metric.target_value == 7
+
+
+def test_hosts_are_normalised_and_deduplicated() -> None:
+    target = parse(document(hosts=["App.Example.COM:8080", "app.example.com.", "*.Apps.Example.com"]))
+    assert target.hosts == ("app.example.com", "*.apps.example.com")
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"scalingMetric": {"requestRate": {}, "concurrency": {}}}, "spec.scalingMetric: set either"),
+        ({"scaleTargetRef": {"name": "app", "service": "svc"}}, "spec.scaleTargetRef: one of port or portName"),
+        ({"scaleTargetRef": {"name": "a", "service": "s", "port": 80, "portName": "http"}}, "not both"),
+        ({"scaleTargetRef": {"name": "a", "port": 80}}, "spec.scaleTargetRef.service: required"),
+        ({"scaleTargetRef": {"service": "s", "port": 80}}, "spec.scaleTargetRef.name: required"),
+        ({"scaleTargetRef": {"name": "a", "service": "s", "port": 70000}}, "spec.scaleTargetRef.port"),
+        ({"replicas": {"min": 5, "max": 2}}, "spec.replicas: max (2) must be >= min (5)"),
+        ({"replicas": {"min": -1}}, "spec.replicas.min: must be >= 0"),
+        ({"replicas": {"max": 0}}, "spec.replicas.max: must be >= 1"),
+        ({"pathPrefixes": ["api"]}, "spec.pathPrefixes[0]: must start with '/'"),
+        ({"hosts": ["bad host!"]}, "spec.hosts[0]"),
+        ({"hosts": "app.example.com"}, "spec.hosts: expected a list"),
+        ({"headers": [{"value": "x"}]}, "spec.headers[0].name: required"),
+        ({"scalingMetric": {"requestRate": {"window": "soon"}}}, "spec.scalingMetric.requestRate.window"),
+        ({"scalingMetric": {"requestRate": {"window": "1s", "granularity": "2s"}}}, "granularity must not exceed"),
+        ({"scalingMetric": {"concurrency": {"targetValue": 0}}}, "targetValue: must be > 0"),
+        ({"scaledownPeriod": "5m"}, "spec.scaledownPeriod: expected an integer"),
+        ({"timeouts": {"conditionWait": "forever"}}, "spec.timeouts.conditionWait"),
+    ],
+)
+def test_invalid_specs_name_the_field(spec: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSpec) as raised:
+        parse(document(**spec))
+    assert field in str(raised.value)
+
+
+def test_wrong_kind_and_missing_name() -> None:
+    with pytest.raises(InvalidSpec, match="kind: expected HTTPScaledObject"):
+        parse({**document(), "kind": "ScaledObject"})
+    with pytest.raises(InvalidSpec, match=r"metadata.name: required"):
+        parse({**document(), "metadata": {}})
+    with pytest.raises(InvalidSpec, match="not a mapping"):
+        parse(["not", "a", "mapping"])  # type: ignore[arg-type]
+
+
+def test_timeouts_headers_and_failover() -> None:
+    target = parse(
+        document(
+            timeouts={"conditionWait": "20s", "responseHeader": "500ms"},
+            headers=[{"name": "X-Tenant", "value": "a"}, {"name": "x-debug"}],
+            coldStartTimeoutFailoverRef={"service": "fallback", "port": 80},
+        )
+    )
+    assert target.condition_wait == 20
+    assert target.response_header_timeout == 0.5
+    assert [(h.name, h.value) for h in target.headers] == [("x-tenant", "a"), ("x-debug", None)]
+    assert target.failover is not None
+    assert target.failover.timeout_seconds == 30
+
+
+def test_metric_name_is_escaped_like_the_add_on() -> None:
+    assert metric_name_for(TargetKey("default", "app")) == "http-default_002Fapp"
+    assert metric_name_for(TargetKey("team-a", "api.v2")) == "http-team-a_002Fapi.v2"
+
+
+def test_desired_replicas_is_ceil_clamped() -> None:
+    target = parse(document(replicas={"min": 1, "max": 4}, scalingMetric={"requestRate": {"targetValue": 10}}))
+    assert [target.desired_replicas(v) for v in (0, 0.1, 10, 10.01, 35, 1000)] == [1, 1, 1, 2, 4, 4]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Example.COM", "example.com"),
+        ("example.com:8443", "example.com"),
+        ("example.com.", "example.com"),
+        ("[::1]:8080", "[::1]"),
+        ("  spaced.example ", "spaced.example"),
+    ],
+)
+def test_normalize_host(raw: str, expected: str) -> None:
+    assert normalize_host(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1m", 60), ("1m30s", 90), ("500ms", 0.5), ("2h", 7200), ("1.5s", 1.5), ("30", 30), (12, 12), ("0", 0)],
+)
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "1x", "-5s", "5s garbage", "m"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (0.25, 1.5, 60, 90)] == ["250ms", "1.5s", "1m", "90s"]

@@ -1,0 +1,255 @@
+"""The ext_proc servicer over real gRPC, fed hand-built messages: warm, cold, refusals and bad input.
+
+The real-Envoy behaviour is covered in tests/integration; here each message kind and each malformed input
+gets its defined answer, and no input crashes the servicer or leaks a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+from google.protobuf import struct_pb2
+
+from extproc import answers
+from extproc.core import Core
+from extproc.httpso import TargetKey, parse
+from extproc.processor import ATTRIBUTES_KEY, ExtProcServicer
+from tests.helpers import wait_for
+
+WARM = TargetKey("default", "warm")
+FOLLOWED = TargetKey("default", "followed")
+COLD = TargetKey("default", "cold")
+
+
+def spec(name: str, metric: dict[str, Any], **extra: Any) -> Any:
+    body = {
+        "hosts": [f"{name}.test"],
+        "scaleTargetRef": {"name": name, "service": name, "port": 80},
+        "scalingMetric": metric,
+    }
+    body.update(extra)
+    return parse(
+        {"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject", "metadata": {"name": name}, "spec": body}
+    )
+
+
+class Fixture:
+    def __init__(self, core: Core, servicer: ExtProcServicer, stub: ep_grpc.ExternalProcessorStub) -> None:
+        self.core = core
+        self.servicer = servicer
+        self.stub = stub
+
+    def state(self, key: TargetKey) -> Any:
+        return self.core.registry.get(key)
+
+
+@pytest.fixture
+async def proc() -> AsyncIterator[Fixture]:
+    core = Core(hold_timeout=30, max_held_per_target=2, max_held_total=10)
+    core.apply_targets(
+        [
+            spec("warm", {"requestRate": {}}),
+            spec("followed", {"concurrency": {}}),
+            spec("cold", {"requestRate": {}}, timeouts={"conditionWait": "300ms"}),
+        ],
+        {"outbound|80||warm.default.svc.cluster.local": WARM},
+    )
+    core.set_routable(WARM, True)
+    core.set_routable(FOLLOWED, True)
+    servicer = ExtProcServicer(core.router, core.gate, retry_after=4)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((servicer.rpc_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Fixture(core, servicer, ep_grpc.ExternalProcessorStub(channel))
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def request_headers(
+    headers: list[tuple[str, bytes]], *, raw: bool = True, cluster: str | None = None
+) -> ep.ProcessingRequest:
+    values = [
+        base_pb2.HeaderValue(key=k, raw_value=v) if raw else base_pb2.HeaderValue(key=k, value=v.decode())
+        for k, v in headers
+    ]
+    request = ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=base_pb2.HeaderMap(headers=values)))
+    if cluster is not None:
+        attributes = struct_pb2.Struct()
+        attributes.update({"xds.cluster_name": cluster})
+        request.attributes[ATTRIBUTES_KEY].CopyFrom(attributes)
+    return request
+
+
+def response_headers(status: bytes = b"200") -> ep.ProcessingRequest:
+    header = base_pb2.HeaderValue(key=":status", raw_value=status)
+    return ep.ProcessingRequest(response_headers=ep.HttpHeaders(headers=base_pb2.HeaderMap(headers=[header])))
+
+
+def host(name: str) -> list[tuple[str, bytes]]:
+    return [(":authority", name.encode()), (":path", b"/"), (":method", b"GET")]
+
+
+async def exchange(fixture: Fixture, *messages: ep.ProcessingRequest) -> list[ep.ProcessingResponse]:
+    """Send all messages, half-close, and collect every answer."""
+
+    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
+        for message in messages:
+            yield message
+
+    return [response async for response in fixture.stub.Process(requests())]
+
+
+async def test_warm_request_gets_the_preserialised_continue(proc: Fixture) -> None:
+    [answer] = await exchange(proc, request_headers(host("warm.test")))
+    assert answer.SerializeToString() == answers.CONTINUE
+    assert proc.state(WARM).traffic.requests == 1
+    assert proc.state(WARM).traffic.in_flight == 0
+
+
+async def test_cluster_attribute_routes_before_host(proc: Fixture) -> None:
+    [answer] = await exchange(
+        proc, request_headers(host("unknown.test"), cluster="outbound|80||warm.default.svc.cluster.local")
+    )
+    assert answer.SerializeToString() == answers.CONTINUE
+    assert proc.state(WARM).traffic.requests == 1
+    assert proc.servicer.stats.unmatched == 0
+
+
+async def test_concurrency_target_is_followed_to_its_response(proc: Fixture) -> None:
+    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
+        while (message := await queue.get()) is not None:
+            yield message
+
+    call = proc.stub.Process(requests())
+    queue.put_nowait(request_headers(host("followed.test")))
+    first = await call.read()
+    assert first.SerializeToString() == answers.CONTINUE_AND_FOLLOW
+    assert proc.state(FOLLOWED).traffic.in_flight == 1
+    queue.put_nowait(response_headers())
+    second = await call.read()
+    assert second.SerializeToString() == answers.CONTINUE_RESPONSE
+    queue.put_nowait(None)
+    await wait_for(lambda: proc.state(FOLLOWED).traffic.in_flight == 0, 2, what="in-flight back to 0")
+
+
+async def test_cold_request_is_held_then_released_with_the_cold_header(proc: Fixture) -> None:
+    proc.core.apply_targets([spec("cold", {"requestRate": {}})], {})  # default hold budget (30 s)
+    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
+        while (message := await queue.get()) is not None:
+            yield message
+
+    call = proc.stub.Process(requests())
+    queue.put_nowait(request_headers(host("cold.test")))
+    extend = await call.read()
+    assert extend.override_message_timeout.seconds == 32
+    await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="request held")
+    proc.core.set_routable(COLD, True)
+    released = await call.read()
+    assert released.SerializeToString() == answers.CONTINUE_AND_FOLLOW
+    queue.put_nowait(response_headers())
+    assert (await call.read()).SerializeToString() == answers.COLD_START_RESPONSE
+    queue.put_nowait(None)
+    await wait_for(lambda: proc.state(COLD).traffic.in_flight == 0, 2, what="in-flight back to 0")
+    assert proc.servicer.stats.released == 1
+
+
+async def test_hold_timeout_answers_504_with_retry_after(proc: Fixture) -> None:
+    extend, refusal = await exchange(proc, request_headers(host("cold.test")))
+    assert extend.override_message_timeout.ToMilliseconds() == 2300
+    immediate = refusal.immediate_response
+    assert immediate.status.code == 504
+    assert {h.header.key: h.header.raw_value for h in immediate.headers.set_headers}["retry-after"] == b"4"
+    assert proc.core.gate.held_total == 0
+    assert proc.state(COLD).traffic.in_flight == 0
+    assert proc.servicer.stats.timeouts == 1
+
+
+async def test_grpc_client_times_out_with_grpc_status_14(proc: Fixture) -> None:
+    headers = [*host("cold.test"), ("content-type", b"application/grpc")]
+    _extend, refusal = await exchange(proc, request_headers(headers))
+    assert refusal.immediate_response.grpc_status.status == 14
+
+
+async def test_over_the_cap_answers_503_at_once(proc: Fixture) -> None:
+    held = [asyncio.create_task(exchange(proc, request_headers(host("cold.test")))) for _ in range(2)]
+    await wait_for(lambda: proc.core.gate.held(COLD) == 2, 2, what="two held")
+    [refusal] = await exchange(proc, request_headers(host("cold.test")))
+    assert refusal.immediate_response.status.code == 503
+    assert proc.servicer.stats.over_capacity == 1
+    await asyncio.gather(*held)
+    assert proc.core.gate.held_total == 0
+
+
+async def test_client_gone_while_held_releases_everything(proc: Fixture) -> None:
+    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
+        while (message := await queue.get()) is not None:
+            yield message
+
+    call = proc.stub.Process(requests())
+    queue.put_nowait(request_headers(host("cold.test")))
+    await call.read()
+    await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="held")
+    call.cancel()  # what Envoy does when the downstream client goes away
+    await wait_for(lambda: proc.core.gate.held_total == 0, 2, what="hold released")
+    await wait_for(lambda: proc.state(COLD).traffic.in_flight == 0, 2, what="in-flight released")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(":path", b"/"), (":method", b"GET")],  # no :authority
+        [(":authority", b"\xff\xfe\xc3\x28.test"), (":path", b"/")],  # not UTF-8
+        [(":authority", b"nobody.test")],  # unknown host
+        [(":authority", b"warm.test:not-a-port"), (":path", b"\x00")],
+        [(f"x-h{i}", b"v" * 10) for i in range(5000)],  # thousands of headers, no authority
+    ],
+)
+async def test_malformed_or_unknown_requests_continue_unmatched(
+    proc: Fixture, headers: list[tuple[str, bytes]]
+) -> None:
+    [answer] = await exchange(proc, request_headers(headers))
+    assert answer.SerializeToString() == answers.CONTINUE
+    assert proc.servicer.stats.unmatched == 1
+    assert proc.servicer.stats.errors == 0
+
+
+async def test_header_values_in_value_instead_of_raw_value(proc: Fixture) -> None:
+    [answer] = await exchange(proc, request_headers(host("warm.test"), raw=False))
+    assert answer.SerializeToString() == answers.CONTINUE
+    assert proc.state(WARM).traffic.requests == 1
+
+
+async def test_unexpected_message_kinds_get_a_continue_of_their_kind(proc: Fixture) -> None:
+    messages = [
+        ep.ProcessingRequest(request_body=ep.HttpBody(body=b"x")),
+        ep.ProcessingRequest(request_trailers=ep.HttpTrailers()),
+        ep.ProcessingRequest(response_body=ep.HttpBody()),
+    ]
+    answered = await exchange(proc, *messages)
+    assert [a.WhichOneof("response") for a in answered] == ["request_body", "request_trailers", "response_body"]
+    assert proc.servicer.stats.malformed == 1
+
+
+async def test_an_empty_message_ends_the_stream_without_error(proc: Fixture) -> None:
+    assert await exchange(proc, ep.ProcessingRequest()) == []
+    assert proc.servicer.stats.errors == 0
+    # The servicer still works afterwards.
+    [answer] = await exchange(proc, request_headers(host("warm.test")))
+    assert answer.SerializeToString() == answers.CONTINUE

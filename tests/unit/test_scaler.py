@@ -1,0 +1,170 @@
+"""The KEDA external scaler API over real gRPC, called the way KEDA calls it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from extproc._proto import externalscaler_pb2 as pb
+from extproc._proto import externalscaler_pb2_grpc as pb_grpc
+from extproc.core import Core
+from extproc.httpso import TargetKey, parse
+from extproc.scaler import LocalCounts, ScalerServicer
+
+RATE = TargetKey("shop", "rate")
+CONCURRENCY = TargetKey("shop", "conc")
+
+
+def spec(name: str, metric: dict[str, Any]) -> Any:
+    return parse(
+        {
+            "apiVersion": "http.keda.sh/v1alpha1",
+            "kind": "HTTPScaledObject",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "hosts": [f"{name}.example"],
+                "scaleTargetRef": {"name": name, "service": name, "port": 80},
+                "scalingMetric": metric,
+            },
+        }
+    )
+
+
+@pytest.fixture
+async def scaler() -> AsyncIterator[tuple[Core, pb_grpc.ExternalScalerAsyncStub]]:
+    core = Core(hold_timeout=30, max_held_per_target=100, max_held_total=100)
+    core.apply_targets(
+        [spec("rate", {"requestRate": {"targetValue": 2.5}}), spec("conc", {"concurrency": {"targetValue": 7}})], {}
+    )
+    server = grpc.aio.server()
+    pb_grpc.add_ExternalScalerServicer_to_server(ScalerServicer(core.router, core.bus, LocalCounts()), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield core, pb_grpc.ExternalScalerStub(channel)
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def ref(key: TargetKey, via_metadata: bool = True) -> pb.ScaledObjectRef:
+    # KEDA sends the ScaledObject's name/namespace and every trigger metadata key.
+    metadata = {"scalerAddress": "zerohop.zerohop-system:9090"}
+    if via_metadata:
+        metadata["httpScaledObject"] = key.name
+    return pb.ScaledObjectRef(name=key.name, namespace=key.namespace, scalerMetadata=metadata)
+
+
+async def test_metric_spec(scaler: tuple[Core, Any]) -> None:
+    _core, stub = scaler
+    response = await stub.GetMetricSpec(ref(RATE))
+    [metric] = response.metricSpecs
+    assert metric.metricName == "http-shop_002Frate"
+    assert (metric.targetSize, metric.targetSizeFloat) == (3, 2.5)
+    [conc] = (await stub.GetMetricSpec(ref(CONCURRENCY, via_metadata=False))).metricSpecs
+    assert (conc.metricName, conc.targetSize, conc.targetSizeFloat) == ("http-shop_002Fconc", 7, 7.0)
+
+
+async def test_metrics_rate_and_concurrency_in_int_and_float(scaler: tuple[Core, Any]) -> None:
+    core, stub = scaler
+    rate_state = core.registry.get(RATE)
+    assert rate_state is not None
+    now = time.monotonic()
+    rate_state.traffic.rate.record(now, 3)
+    [value] = (
+        await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref(RATE), metricName="http-shop_002Frate"))
+    ).metricValues
+    assert (value.metricName, value.metricValue, value.metricValueFloat) == ("http-shop_002Frate", 3, 3.0)
+
+    conc_state = core.registry.get(CONCURRENCY)
+    assert conc_state is not None
+    conc_state.traffic.in_flight = 4
+    [value] = (
+        await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref(CONCURRENCY), metricName="http-shop_002Fconc"))
+    ).metricValues
+    assert (value.metricValue, value.metricValueFloat) == (4, 4.0)
+
+
+async def test_fractional_rate_rounds_the_int_field_up(scaler: tuple[Core, Any]) -> None:
+    core, stub = scaler
+    state = core.registry.get(RATE)
+    assert state is not None
+    window = state.traffic.rate
+    base = float(int(time.monotonic()))
+    window.record(base - 2.5)
+    window.record(base - 1.5)
+    window.record(base - 0.5)
+    window.record(base - 0.4)
+    [value] = (await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref(RATE)))).metricValues
+    assert value.metricValueFloat == pytest.approx(1.333)
+    assert value.metricValue == 2
+
+
+async def test_is_active_follows_metric_and_held_requests(scaler: tuple[Core, Any]) -> None:
+    core, stub = scaler
+    assert not (await stub.IsActive(ref(CONCURRENCY))).result
+    hold = core.gate.try_hold(core.gate.gate(CONCURRENCY))
+    assert hold is not None
+    assert (await stub.IsActive(ref(CONCURRENCY))).result
+    hold.close()
+    assert not (await stub.IsActive(ref(CONCURRENCY))).result
+
+
+async def test_unknown_object_is_not_found_naming_what_was_asked(scaler: tuple[Core, Any]) -> None:
+    _core, stub = scaler
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetMetricSpec(
+            pb.ScaledObjectRef(name="ghost", namespace="shop", scalerMetadata={"httpScaledObject": "gone"})
+        )
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "shop/gone" in (raised.value.details() or "")
+    assert "ScaledObject shop/ghost" in (raised.value.details() or "")
+    for call in (stub.IsActive(pb.ScaledObjectRef(name="x", namespace="y")), stub.GetMetrics(pb.GetMetricsRequest())):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_stream_is_active_pushes_true_within_50ms_of_a_cold_request(scaler: tuple[Core, Any]) -> None:
+    core, stub = scaler
+    stream = stub.StreamIsActive(ref(CONCURRENCY))
+    received: asyncio.Queue[tuple[float, bool]] = asyncio.Queue()
+
+    async def read() -> None:
+        async for message in stream:
+            received.put_nowait((time.monotonic(), message.result))
+
+    reader = asyncio.create_task(read())
+    # The stream is open and idle: nothing is pushed while the target is inactive.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(received.get(), 0.2)
+    started = time.monotonic()
+    hold = core.gate.try_hold(core.gate.gate(CONCURRENCY))
+    at, result = await asyncio.wait_for(received.get(), 1.0)
+    assert result is True
+    assert at - started < 0.05, f"push took {(at - started) * 1000:.1f} ms"
+    assert hold is not None
+    hold.close()
+    stream.cancel()
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+
+
+async def test_stream_is_active_reports_current_activity_on_connect(scaler: tuple[Core, Any]) -> None:
+    core, stub = scaler
+    hold = core.gate.try_hold(core.gate.gate(RATE))
+    stream = stub.StreamIsActive(ref(RATE))
+    first = await asyncio.wait_for(stream.read(), 1.0)
+    assert first.result is True
+    stream.cancel()
+    assert hold is not None
+    hold.close()
+    await asyncio.sleep(0.05)
+    assert core.bus.subscribers(RATE) == 0

@@ -1,0 +1,60 @@
+"""Settings: flags over ZEROHOP_* variables over defaults, and errors that name the flag or variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extproc.settings import LogFormat, Settings, SettingsError, reference_markdown
+from extproc.targets import InFlightMode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults() -> None:
+    settings = Settings.from_args([], env={})
+    assert settings.hold_timeout == 60
+    assert settings.ext_proc_address == "0.0.0.0:9000"
+    assert settings.max_message_timeout == 65
+    assert settings.in_flight is InFlightMode.CONCURRENCY
+    assert settings.autoscale is True
+
+
+def test_environment_then_flags() -> None:
+    env = {"ZEROHOP_HOLD_TIMEOUT": "90s", "ZEROHOP_LOG_FORMAT": "JSON", "ZEROHOP_AUTOSCALE": "off"}
+    settings = Settings.from_args(["--hold-timeout", "2m"], env=env)
+    assert settings.hold_timeout == 120
+    assert settings.log_format is LogFormat.JSON
+    assert settings.autoscale is False
+    assert Settings.from_args([], env=env).hold_timeout == 90
+
+
+def test_list_and_path_settings() -> None:
+    settings = Settings.from_args(
+        ["--envoy-admin", "http://a:1/, http://b:2", "--config", "x.yaml", "--in-flight", "all"], env={}
+    )
+    assert settings.envoy_admin == ("http://a:1", "http://b:2")
+    assert settings.config == Path("x.yaml")
+    assert settings.in_flight is InFlightMode.ALL
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--hold-timeout", "soon"], {}, "--hold-timeout: not a duration"),
+        ([], {"ZEROHOP_MAX_HELD_TOTAL": "0"}, "ZEROHOP_MAX_HELD_TOTAL: must be >= 1"),
+        (["--ext-proc-address", "9000"], {}, "--ext-proc-address: expected HOST:PORT"),
+        (["--in-flight", "some"], {}, "--in-flight: 'some' is not one of concurrency, all"),
+        (["--autoscale", "perhaps"], {}, "--autoscale: expected true or false"),
+    ],
+)
+def test_errors_name_their_source(argv: list[str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_args(argv, env=env)
+    assert message in str(raised.value)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert reference_markdown() in readme, "README's configuration table is stale: paste reference_markdown()"
