@@ -165,6 +165,8 @@ class ExtProcServicer:
             if header.key == ":authority":
                 authority = _header_value(header)
                 break
+        else:
+            log.debug("request headers without :authority (%d headers); treated as unmatched", len(headers))
         routes = table.for_host(authority)
         if routes is None:
             return None

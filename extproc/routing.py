@@ -9,12 +9,13 @@ Two ways in, tried in this order:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import logging
+from collections.abc import Iterable, Mapping
 
 from extproc.httpso import HeaderMatch, TargetKey, normalize_host
 from extproc.targets import TargetState
 
-HeaderLookup = Callable[[], Mapping[str, str]]
+log = logging.getLogger(__name__)
 
 _HOST_CACHE_LIMIT = 4096
 
@@ -118,6 +119,8 @@ class RouteTable:
         """Routes for a raw `:authority` value (any bytes, port included); memoised per snapshot."""
         routes = self._by_host.get(authority, False)
         if routes is False:
+            if not authority.isascii():
+                log.debug("non-ASCII :authority %r; matched as latin-1 text", authority[:100])
             routes = self._resolve_host(normalize_host(authority.decode("latin-1")))
             if len(self._by_host) >= _HOST_CACHE_LIMIT:
                 self._by_host.clear()

@@ -263,6 +263,24 @@ def _render_default(value: Any) -> str:
     return str(value)
 
 
+_METAVARS: dict[Callable[[str], Any], str] = {
+    _address: "HOST:PORT",
+    _positive_int: "N",
+    _bool: "{true,false}",
+    _positive_duration: "DURATION",
+    parse_duration: "DURATION",
+    Path: "PATH",
+}
+
+
+def _metavar(meta: Mapping[str, Any]) -> str | None:
+    if meta["metavar"]:
+        return str(meta["metavar"])
+    if meta["choices"]:
+        return "{" + ",".join(meta["choices"]) + "}"
+    return _METAVARS.get(meta["parse"])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per setting, grouped, each help line naming its variable and default."""
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -275,7 +293,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             flag(spec.name),
             dest=spec.name,
             default=None,
-            metavar=meta["metavar"] or ("{" + ",".join(meta["choices"]) + "}" if meta["choices"] else None),
+            metavar=_metavar(meta),
             help=f"{meta['help']} [{env_var(spec.name)}; default {_render_default(spec.default)}]",
         )
 
