@@ -15,11 +15,12 @@ from extproc.httpso import TargetKey
 class Subscription:
     """Pending wake events for one key (or every key when `key` is None)."""
 
-    __slots__ = ("_bus", "_event", "_pending", "key")
+    __slots__ = ("_bus", "_event", "_pending", "key", "local_only")
 
-    def __init__(self, bus: ActivationBus, key: TargetKey | None) -> None:
+    def __init__(self, bus: ActivationBus, key: TargetKey | None, local_only: bool = False) -> None:
         self._bus = bus
         self.key = key
+        self.local_only = local_only
         self._pending: list[TargetKey] = []
         self._event = asyncio.Event()
 
@@ -50,8 +51,9 @@ class ActivationBus:
         self._by_key: dict[TargetKey | None, set[Subscription]] = {}
         self.published = 0
 
-    def subscribe(self, key: TargetKey | None = None) -> Subscription:
-        subscription = Subscription(self, key)
+    def subscribe(self, key: TargetKey | None = None, *, local_only: bool = False) -> Subscription:
+        """Wakes of `key` (every key when None); `local_only` leaves out wakes relayed from peers."""
+        subscription = Subscription(self, key, local_only)
         self._by_key.setdefault(key, set()).add(subscription)
         return subscription
 
@@ -62,10 +64,12 @@ class ActivationBus:
             if not subscribers:
                 del self._by_key[subscription.key]
 
-    def publish(self, key: TargetKey) -> None:
+    def publish(self, key: TargetKey, *, local: bool = True) -> None:
+        """A wake of `key`: from a cold request here (`local`), or relayed from a peer replica."""
         self.published += 1
         for subscription in (*self._by_key.get(key, ()), *self._by_key.get(None, ())):
-            subscription._push(key)
+            if local or not subscription.local_only:
+                subscription._push(key)
 
     def subscribers(self, key: TargetKey) -> int:
         return len(self._by_key.get(key, ()))

@@ -45,10 +45,16 @@ def target_status(state: TargetState, provider: Provider | None, now: float) -> 
 
 
 def status_document(
-    core: Core, provider: Provider | None, stats: ProcessorStats, scaler_calls: dict[str, int]
+    core: Core,
+    provider: Provider | None,
+    stats: ProcessorStats,
+    scaler_calls: dict[str, int],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     now = time.monotonic()
     return {
+        **(extra or {}),
+        "provider": provider.status() if provider is not None else None,
         "version": __version__,
         "targets": [target_status(state, provider, now) for state in core.registry],
         "heldTotal": core.gate.held_total,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from extproc.activation import ActivationBus
 from extproc.coldstart import ColdGate
@@ -40,6 +40,12 @@ class Provider(Protocol):
 
     def replicas(self, key: TargetKey) -> ReplicaCounts | None:
         """Replica counts for status views, or None when unknown."""
+
+    def ready(self) -> bool:
+        """True once the provider has its initial state (readiness of the whole server)."""
+
+    def status(self) -> dict[str, Any]:
+        """Provider-specific state for the status document."""
 
 
 class Core:

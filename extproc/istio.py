@@ -1,67 +1,134 @@
-"""Istio integration: the EnvoyFilter that inserts zerohop's ext_proc filter into an ingress gateway.
+"""Istio integration: the EnvoyFilter that inserts zerohop's ext_proc filter into gateways.
 
-The filter value comes from `envoyconfig.ext_proc_http_filter`, the same function the demo, the tests and
-bench/ use; `envoyfilter/*.yaml` is this module's output, kept in sync by a test.
+Two shapes, both built on `envoyconfig.ext_proc_http_filter` (what the demo, tests and bench run):
+- unscoped: the filter runs for every request through the gateway;
+- scoped to hosts: the filter is inserted disabled, and only the virtual hosts HTTPScaledObjects name
+  (`HOST:PORT`, Istio's virtual host names) enable it with an `ExtProcPerRoute`, so requests to every
+  other host never reach zerohop.
+`envoyfilter/*.yaml` is this module's output, kept in sync by a test.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import yaml
 
-from extproc.envoyconfig import HCM_FILTER, ROUTER_FILTER, ext_proc_http_filter, istio_cluster_name
+from extproc.envoyconfig import (
+    EXT_PROC_FILTER,
+    EXT_PROC_PER_ROUTE_TYPE,
+    HCM_FILTER,
+    ROUTER_FILTER,
+    ext_proc_http_filter,
+    istio_cluster_name,
+)
 
 EXT_PROC_PORT = 9000
 SERVICE_NAME = "zerohop"
-GATEWAY_SELECTOR = {"istio": "ingressgateway"}
-# Runs after Istio's own filters' patches with the default priority 0, before later user patches.
+INGRESS_GATEWAY_SELECTOR = {"istio": "ingressgateway"}
+GATEWAY_API_LABEL = "gateway.networking.k8s.io/gateway-name"
+ENVOYFILTER_NAME = "zerohop-ext-proc"
+# Applied after patches with the default priority 0 (Istio's own and most users'), so the router is in place.
 PRIORITY = 10
+LABELS = {"app.kubernetes.io/name": "zerohop", "app.kubernetes.io/component": "gateway-filter"}
 
 
-def ingress_gateway_envoyfilter(
+def parse_selector(text: str) -> dict[str, str]:
+    """`key=value,key2=value2` into a label map (the --gateway-selector format)."""
+    labels = {}
+    for part in text.split(","):
+        key, sep, value = part.strip().partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE[,KEY=VALUE], got {text!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _filter_patch(namespace: str, hold_timeout: float, disabled: bool) -> dict[str, Any]:
+    value = ext_proc_http_filter(
+        istio_cluster_name(SERVICE_NAME, namespace, EXT_PROC_PORT), max_message_timeout=hold_timeout + 5.0
+    )
+    if disabled:
+        value = {"name": value["name"], "disabled": True, "typed_config": value["typed_config"]}
+    return {
+        "applyTo": "HTTP_FILTER",
+        "match": {
+            "context": "GATEWAY",
+            "listener": {"filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": ROUTER_FILTER}}}},
+        },
+        "patch": {"operation": "INSERT_BEFORE", "value": value},
+    }
+
+
+def enable_on_virtual_host() -> dict[str, Any]:
+    """The virtual-host MERGE value that turns the (disabled) filter on for that host."""
+    return {"typed_per_filter_config": {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "overrides": {}}}}
+
+
+def _virtual_host_patch(host: str, port: int) -> dict[str, Any]:
+    return {
+        "applyTo": "VIRTUAL_HOST",
+        "match": {
+            "context": "GATEWAY",
+            "routeConfiguration": {"portNumber": port, "vhost": {"name": f"{host}:{port}"}},
+        },
+        "patch": {"operation": "MERGE", "value": enable_on_virtual_host()},
+    }
+
+
+def envoyfilter(
     namespace: str = "zerohop-system",
     *,
     hold_timeout: float = 60.0,
     gateway_namespace: str = "istio-system",
-    selector: dict[str, str] | None = None,
+    selector: Mapping[str, str] | None = None,
+    hosts: Iterable[str] | None = None,
+    ports: Sequence[int] = (80, 443),
+    name: str = ENVOYFILTER_NAME,
 ) -> dict[str, Any]:
-    """An EnvoyFilter adding ext_proc before the router of every HTTP listener of the selected gateways."""
-    cluster = istio_cluster_name(SERVICE_NAME, namespace, EXT_PROC_PORT)
+    """The EnvoyFilter for gateways matching `selector`; with `hosts`, scoped to those hosts' virtual hosts."""
+    patches = [_filter_patch(namespace, hold_timeout, disabled=hosts is not None)]
+    for host in sorted(set(hosts or ())):
+        patches.extend(_virtual_host_patch(host, port) for port in ports)
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
-        "metadata": {
-            "name": "zerohop-ext-proc",
-            "namespace": gateway_namespace,
-            "labels": {"app.kubernetes.io/name": "zerohop", "app.kubernetes.io/component": "gateway-filter"},
-        },
+        "metadata": {"name": name, "namespace": gateway_namespace, "labels": dict(LABELS)},
         "spec": {
-            "workloadSelector": {"labels": dict(selector or GATEWAY_SELECTOR)},
+            "workloadSelector": {"labels": dict(selector or INGRESS_GATEWAY_SELECTOR)},
             "priority": PRIORITY,
-            "configPatches": [
-                {
-                    "applyTo": "HTTP_FILTER",
-                    "match": {
-                        "context": "GATEWAY",
-                        "listener": {
-                            "filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": ROUTER_FILTER}}}
-                        },
-                    },
-                    "patch": {
-                        "operation": "INSERT_BEFORE",
-                        "value": ext_proc_http_filter(cluster, max_message_timeout=hold_timeout + 5.0),
-                    },
-                }
-            ],
+            "configPatches": patches,
         },
     }
 
 
+def render(document: Mapping[str, Any], comment: str) -> str:
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    return header + yaml.safe_dump(dict(document), sort_keys=False, width=120)
+
+
 def render_envoyfilters(namespace: str = "zerohop-system", hold_timeout: float = 60.0) -> str:
-    header = (
-        "# Generated by `zerohop envoyfilter`; edit extproc/istio.py and extproc/envoyconfig.py instead.\n"
-        f"# zerohop runs in namespace {namespace}; hold timeout {hold_timeout:g}s.\n"
+    """envoyfilter/ingressgateway.yaml: unscoped, for the Istio ingress gateway."""
+    comment = (
+        "Generated by `zerohop envoyfilter`; edit extproc/istio.py and extproc/envoyconfig.py instead.\n"
+        f"zerohop runs in namespace {namespace}; hold timeout {hold_timeout:g}s."
     )
-    document = ingress_gateway_envoyfilter(namespace, hold_timeout=hold_timeout)
-    return header + yaml.safe_dump(document, sort_keys=False, width=120)
+    return render(envoyfilter(namespace, hold_timeout=hold_timeout), comment)
+
+
+def render_gateway_api(
+    gateway_name: str = "gateway", namespace: str = "zerohop-system", hold_timeout: float = 60.0
+) -> str:
+    """envoyfilter/gateway-api.yaml: unscoped, for an Istio-managed Gateway API gateway named `gateway_name`."""
+    comment = (
+        "Generated by `zerohop envoyfilter --gateway-name gateway`; edit extproc/istio.py instead.\n"
+        "For a Gateway API gateway deployed by Istio: its pods carry gateway.networking.k8s.io/gateway-name.\n"
+        "Replace `gateway` with your Gateway's name (or render with --gateway-name NAME); in istio-system (the\n"
+        "root namespace) the EnvoyFilter applies to matching gateways in every namespace."
+    )
+    selector = {GATEWAY_API_LABEL: gateway_name}
+    document = envoyfilter(
+        namespace, hold_timeout=hold_timeout, selector=selector, name=f"{ENVOYFILTER_NAME}-{gateway_name}"
+    )
+    return render(document, comment)

@@ -11,17 +11,26 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
 
+from extproc import istio
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
+from extproc._proto import peers_pb2_grpc as peers_grpc
 from extproc.admin import AdminServer, status_document
 from extproc.autoscaler import LocalAutoscaler
 from extproc.core import Core, Provider
+from extproc.peers import Peers, PeerServicer
 from extproc.processor import ExtProcServicer
+from extproc.providers.kubernetes import api as kube
+from extproc.providers.kubernetes.api import KubeApi
+from extproc.providers.kubernetes.provider import KubernetesOptions, KubernetesProvider
+from extproc.providers.kubernetes.reconciler import ReconcileOptions
 from extproc.providers.local.provider import LocalProvider
-from extproc.scaler import LocalCounts, ScalerServicer
+from extproc.scaler import CountSource, LocalCounts, ScalerServicer
 from extproc.settings import Provider as ProviderKind
 from extproc.settings import Settings, SettingsError
 
@@ -41,24 +50,55 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def build_provider(settings: Settings) -> Provider:
-    if settings.provider is ProviderKind.LOCAL:
-        if settings.config is None:
-            raise SettingsError("--config (ZEROHOP_CONFIG) is required with --provider local")
-        return LocalProvider(
-            settings.config,
-            state_dir=settings.state_dir,
-            xds_dir=settings.xds_dir,
-            envoy_admin=settings.envoy_admin,
-            eds_settle_delay=settings.eds_settle_delay,
-        )
-    raise SettingsError(f"unsupported provider {settings.provider.value}")
+def local_provider(settings: Settings) -> LocalProvider:
+    if settings.config is None:
+        raise SettingsError("--config (ZEROHOP_CONFIG) is required with --provider local")
+    return LocalProvider(
+        settings.config,
+        state_dir=settings.state_dir,
+        xds_dir=settings.xds_dir,
+        envoy_admin=settings.envoy_admin,
+        eds_settle_delay=settings.eds_settle_delay,
+    )
+
+
+def kubernetes_provider(settings: Settings, peers: Peers, api: KubeApi | None = None) -> KubernetesProvider:
+    try:
+        selector = istio.parse_selector(settings.gateway_selector)
+    except ValueError as exc:
+        raise SettingsError(f"--gateway-selector: {exc}") from None
+    scaler_port = _split(settings.scaler_address)[1]
+    reconcile = ReconcileOptions(
+        scaler_address=f"{settings.service_name}.{settings.pod_namespace}.svc.cluster.local:{scaler_port}",
+        manage_scaledobjects=settings.manage_scaledobjects,
+        manage_envoyfilters=settings.manage_envoyfilters,
+        zerohop_namespace=settings.pod_namespace,
+        hold_timeout=settings.hold_timeout,
+        gateway_namespace=settings.gateway_namespace,
+        gateway_selector=selector,
+        gateway_ports=settings.gateway_ports,
+    )
+    options = KubernetesOptions(
+        namespaces=settings.namespaces,
+        pod_name=settings.pod_name,
+        pod_namespace=settings.pod_namespace,
+        pod_ip=settings.pod_ip,
+        service_name=settings.service_name,
+        scaler_port=scaler_port,
+        scale_on_wake=settings.scale_on_wake,
+        leader_election=settings.leader_election,
+        propagation_delay=settings.propagation_delay,
+        envoy_admin=settings.envoy_admin,
+        reconcile=reconcile,
+    )
+    source: KubeApi | Callable[[], Coroutine[Any, Any, KubeApi]] = api or (lambda: kube.connect(settings.kubeconfig))
+    return KubernetesProvider(source, options, on_peers=peers.set_peers)
 
 
 class ZerohopServer:
     """One zerohop process. `await start()`, then `await wait()` or `await stop()`."""
 
-    def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
+    def __init__(self, settings: Settings, provider: Provider | None = None, kube_api: KubeApi | None = None) -> None:
         self.settings = settings
         self.core = Core(
             hold_timeout=settings.hold_timeout,
@@ -67,26 +107,37 @@ class ZerohopServer:
             rewake_interval=settings.rewake_interval,
             in_flight=settings.in_flight,
         )
-        self.provider = provider or build_provider(settings)
+        self.peers: Peers | None = None
+        if provider is None and settings.provider is ProviderKind.KUBERNETES:
+            replica = settings.pod_name or socket.gethostname()
+            self.peers = Peers(
+                replica, self.core.bus, timeout=settings.peer_timeout, stale_after=settings.peer_stale_after
+            )
+            provider = kubernetes_provider(settings, self.peers, kube_api)
+        self.provider: Provider = provider or local_provider(settings)
         self.core.add_provider(self.provider)
         self.processor = ExtProcServicer(self.core.router, self.core.gate, retry_after=settings.retry_after)
-        self.scaler = ScalerServicer(self.core.router, self.core.bus, LocalCounts())
+        counts: CountSource = self.peers if self.peers is not None else LocalCounts()
+        self.scaler = ScalerServicer(self.core.router, self.core.bus, counts)
         self.admin = AdminServer(self.status, self.ready)
         self.autoscaler: LocalAutoscaler | None = None
         self._ext_proc_server: grpc.aio.Server | None = None
         self._scaler_server: grpc.aio.Server | None = None
+        self._peer_server: grpc.aio.Server | None = None
         self._started = False
         self._stopped = asyncio.Event()
         self._stopping: asyncio.Task[None] | None = None
         self.ext_proc_port = 0
         self.scaler_port = 0
         self.admin_port = 0
+        self.peer_port = 0
 
     def status(self) -> dict[str, Any]:
-        return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls)
+        extra = {"peers": self.peers.status()} if self.peers is not None else None
+        return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls, extra)
 
     def ready(self) -> bool:
-        return self._started and not self.core.gate.draining
+        return self._started and not self.core.gate.draining and self.provider.ready()
 
     async def start(self) -> None:
         settings = self.settings
@@ -105,6 +156,14 @@ class ZerohopServer:
         self.scaler_port = self._bind(self._scaler_server, settings.scaler_address, "--scaler-address")
         await self._ext_proc_server.start()
         await self._scaler_server.start()
+        if self.peers is not None:
+            self._peer_server = grpc.aio.server(options=_GRPC_OPTIONS)
+            peers_grpc.add_PeersServicer_to_server(
+                PeerServicer(self.peers.replica, self.core.registry, self.core.bus), self._peer_server
+            )
+            self.peer_port = self._bind(self._peer_server, settings.peer_address, "--peer-address")
+            await self._peer_server.start()
+            self.peers.start()
 
         if settings.autoscale and isinstance(self.provider, LocalProvider):
             scaler_host = _split(settings.scaler_address)[0]
@@ -160,7 +219,11 @@ class ZerohopServer:
             stops.append(self._ext_proc_server.stop(grace))
         if self._scaler_server is not None:
             stops.append(self._scaler_server.stop(min(grace, 1.0)))
+        if self._peer_server is not None:
+            stops.append(self._peer_server.stop(min(grace, 1.0)))
         await asyncio.gather(*stops)
+        if self.peers is not None:
+            await self.peers.stop()
         with contextlib.suppress(Exception):
             await self.provider.stop()
         await self.admin.stop()

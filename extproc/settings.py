@@ -28,6 +28,7 @@ class SettingsError(ValueError):
 
 class Provider(enum.Enum):
     LOCAL = "local"
+    KUBERNETES = "kubernetes"
 
 
 class LogFormat(enum.Enum):
@@ -65,6 +66,17 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    ports = tuple(int(part) for part in _names(text))
+    if not ports or not all(0 < port < 65536 for port in ports):
+        raise ValueError(f"expected ports 1..65535, got {text!r}")
+    return ports
+
+
 def _urls(text: str) -> tuple[str, ...]:
     return tuple(part.strip().rstrip("/") for part in text.split(",") if part.strip())
 
@@ -91,8 +103,8 @@ class Settings:
     provider: Provider = _setting(
         Provider.LOCAL,
         Provider,
-        "Where targets and their replicas come from. `local`: a config file of HTTPScaledObjects and "
-        "commands to run as replicas.",
+        "Where targets and their replicas come from. `kubernetes`: HTTPScaledObjects and EndpointSlices from "
+        "the API server. `local`: a config file of HTTPScaledObjects and commands to run as replicas.",
         group="general",
         choices=[p.value for p in Provider],
     )
@@ -170,9 +182,10 @@ class Settings:
     envoy_admin: tuple[str, ...] = _setting(
         (),
         _urls,
-        "Local provider: Envoy admin URL(s), comma-separated. A target counts as routable only once every "
-        "listed Envoy has loaded a ready replica. Without it, zerohop waits --eds-settle-delay instead.",
-        group="local provider",
+        "Gateway Envoy admin URL(s), comma-separated. A target counts as routable only once every listed "
+        "Envoy has loaded a ready endpoint. Without it zerohop waits --eds-settle-delay (local) or "
+        "--propagation-delay (kubernetes) instead.",
+        group="general",
         metavar="URL[,URL]",
     )
     xds_dir: Path | None = _setting(
@@ -208,6 +221,124 @@ class Settings:
         _positive_duration,
         "Built-in autoscaler: how often it calls GetMetrics/IsActive (KEDA's pollingInterval).",
         group="local provider",
+        metavar="DURATION",
+    )
+    kubeconfig: Path | None = _setting(
+        None,
+        Path,
+        "Kubernetes provider: kubeconfig file; default in-cluster config, else $KUBECONFIG or ~/.kube/config.",
+        group="kubernetes provider",
+        metavar="FILE",
+    )
+    namespaces: tuple[str, ...] = _setting(
+        (),
+        _names,
+        "Kubernetes provider: namespaces to watch for HTTPScaledObjects, comma-separated; default all.",
+        group="kubernetes provider",
+        metavar="NS[,NS]",
+    )
+    pod_name: str = _setting(
+        "",
+        str,
+        "This replica's pod name (downward API): its identity for leader election and peers.",
+        group="kubernetes provider",
+        metavar="NAME",
+    )
+    pod_namespace: str = _setting(
+        "zerohop-system",
+        str,
+        "The namespace zerohop runs in (downward API): its Lease, Service and peers live there.",
+        group="kubernetes provider",
+        metavar="NS",
+    )
+    pod_ip: str = _setting(
+        "",
+        str,
+        "This replica's pod IP (downward API), so it does not count itself as a peer.",
+        group="kubernetes provider",
+        metavar="IP",
+    )
+    service_name: str = _setting(
+        "zerohop",
+        str,
+        "zerohop's own Service: ScaledObjects point KEDA at its scaler port, peers are its endpoints.",
+        group="kubernetes provider",
+        metavar="NAME",
+    )
+    scale_on_wake: bool = _setting(
+        True,
+        _bool,
+        "On the first cold request, patch the target's scale subresource 0 -> max(1, replicas.min) at once "
+        "(besides pushing to KEDA). Never scales down or touches a non-zero count.",
+        group="kubernetes provider",
+    )
+    manage_scaledobjects: bool = _setting(
+        True,
+        _bool,
+        "Create and update a KEDA ScaledObject for each HTTPScaledObject (as the add-on's operator does), "
+        "unless it is annotated httpscaledobject.keda.sh/skip-scaledobject-creation.",
+        group="kubernetes provider",
+    )
+    leader_election: bool = _setting(
+        True,
+        _bool,
+        "With several replicas, only the holder of the Lease writes ScaledObjects, status and EnvoyFilters.",
+        group="kubernetes provider",
+    )
+    propagation_delay: float = _setting(
+        0.5,
+        parse_duration,
+        "Kubernetes provider without --envoy-admin: after a target's first endpoint turns ready, wait this "
+        "long for the gateway to receive it (istiod's EDS push) before releasing held requests.",
+        group="kubernetes provider",
+        metavar="DURATION",
+    )
+    manage_envoyfilters: bool = _setting(
+        False,
+        _bool,
+        "Keep an EnvoyFilter that enables ext_proc only on the gateway virtual hosts HTTPScaledObjects name.",
+        group="gateway scoping",
+    )
+    gateway_namespace: str = _setting(
+        "istio-system",
+        str,
+        "Namespace of the gateway and of the EnvoyFilters for it.",
+        group="gateway scoping",
+        metavar="NS",
+    )
+    gateway_selector: str = _setting(
+        "istio=ingressgateway",
+        str,
+        "Labels selecting the gateway pods (KEY=VALUE[,KEY=VALUE]); for a Gateway API gateway use "
+        "gateway.networking.k8s.io/gateway-name=NAME.",
+        group="gateway scoping",
+        metavar="LABELS",
+    )
+    gateway_ports: tuple[int, ...] = _setting(
+        (80, 443),
+        _ports,
+        "Gateway server ports whose virtual hosts (HOST:PORT) get the filter.",
+        group="gateway scoping",
+        metavar="PORT[,PORT]",
+    )
+    peer_address: str = _setting(
+        "0.0.0.0:9092",
+        _address,
+        "Listen address of the peer API (replicas exchange counts and activations).",
+        group="peers",
+    )
+    peer_timeout: float = _setting(
+        0.2,
+        _positive_duration,
+        "Deadline for a peer's counts when KEDA asks; a late peer's last counts are used instead.",
+        group="peers",
+        metavar="DURATION",
+    )
+    peer_stale_after: float = _setting(
+        10.0,
+        _positive_duration,
+        "A peer's last counts are used for at most this long after it stops answering.",
+        group="peers",
         metavar="DURATION",
     )
     log_level: str = _setting(
@@ -255,7 +386,7 @@ def _render_default(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
-        return ",".join(value) or "(none)"
+        return ",".join(str(v) for v in value) or "(none)"
     if value is None:
         return "(none)"
     if isinstance(value, float):

@@ -14,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 PACKAGE = "extproc/_proto"
-OUTPUTS = ("externalscaler_pb2.py", "externalscaler_pb2.pyi", "externalscaler_pb2_grpc.py", "externalscaler_pb2_grpc.pyi")
+PROTOS_FILES = ("externalscaler", "peers")
+OUTPUTS = tuple(f"{name}{suffix}" for name in PROTOS_FILES for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi"))
 
 
 def generate(out_root: Path) -> Path:
@@ -32,7 +33,7 @@ def generate(out_root: Path) -> Path:
         f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
         f"--mypy_out={out_root}",
         f"--mypy_grpc_out={out_root}",
-        f"{PACKAGE}/externalscaler.proto",
+        *(f"{PACKAGE}/{name}.proto" for name in PROTOS_FILES),
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed: " + " ".join(args))

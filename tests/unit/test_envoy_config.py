@@ -20,6 +20,7 @@ from extproc import envoyconfig, istio
 from extproc.envoyproc import validate_config
 from extproc.httpso import parse
 from extproc.providers.local.xds_files import XdsFiles
+from tests.istio_gateway import istio_gateway_bootstrap
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -118,11 +119,12 @@ def test_bootstrap_with_a_bad_field_fails_envoy_validate(tmp_path: Path) -> None
     assert validate_config(bootstrap, tmp_path).returncode != 0
 
 
-def test_istio_envoyfilter_patch_is_an_exact_filter_and_the_file_is_current() -> None:
+def test_istio_envoyfilter_patch_is_an_exact_filter_and_the_files_are_current() -> None:
     committed = (ROOT / "envoyfilter" / "ingressgateway.yaml").read_text()
-    assert committed == istio.render_envoyfilters(), (
-        "envoyfilter/ is stale: run `zerohop envoyfilter > envoyfilter/ingressgateway.yaml`"
-    )
+    assert committed == istio.render_envoyfilters(), "envoyfilter/ingressgateway.yaml is stale (extproc/istio.py)"
+    gateway_api = (ROOT / "envoyfilter" / "gateway-api.yaml").read_text()
+    assert gateway_api == istio.render_gateway_api(), "envoyfilter/gateway-api.yaml is stale (extproc/istio.py)"
+    assert yaml.safe_load(gateway_api)["spec"]["workloadSelector"]["labels"] == {istio.GATEWAY_API_LABEL: "gateway"}
     document = yaml.safe_load(committed)
     [patch] = document["spec"]["configPatches"]
     value = patch["patch"]["value"]
@@ -130,3 +132,21 @@ def test_istio_envoyfilter_patch_is_an_exact_filter_and_the_file_is_current() ->
     body = {k: v for k, v in value["typed_config"].items() if k != "@type"}
     message = strict(ext_proc_pb2.ExternalProcessor(), body)
     assert message.grpc_service.envoy_grpc.cluster_name == "outbound|9000||zerohop.zerohop-system.svc.cluster.local"
+
+
+def test_scoped_envoyfilter_patches_are_exact_protos_and_envoy_accepts_them(tmp_path: Path) -> None:
+    from envoy.config.route.v3 import route_components_pb2
+    from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+
+    document = istio.envoyfilter(hosts=["managed.test", "*.wild.test"], ports=(80, 8080))
+    patches = document["spec"]["configPatches"]
+    filter_value = patches[0]["patch"]["value"]
+    assert filter_value["disabled"] is True
+    strict(hcm_pb2.HttpFilter(), filter_value)
+    names = [p["match"]["routeConfiguration"]["vhost"]["name"] for p in patches[1:]]
+    assert names == ["*.wild.test:80", "*.wild.test:8080", "managed.test:80", "managed.test:8080"]
+    for patch in patches[1:]:
+        strict(route_components_pb2.VirtualHost(), {"name": "x", "domains": ["x"], **patch["patch"]["value"]})
+    bootstrap = istio_gateway_bootstrap(document, ["managed.test", "other.test"], ext_proc_port=9000)
+    result = validate_config(bootstrap, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

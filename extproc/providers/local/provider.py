@@ -18,11 +18,11 @@ from typing import Any
 
 from extproc.core import Core, ReplicaCounts
 from extproc.envoyconfig import route_configuration, target_cluster_name, target_clusters
+from extproc.gatewayview import GatewayView
 from extproc.httpso import ScaledTarget, TargetKey
 from extproc.providers.local import config as local_config
 from extproc.providers.local.config import ConfigError, LocalConfig, Workload
 from extproc.providers.local.replicas import Endpoints, ReplicaSet
-from extproc.providers.local.routability import GatewayView
 from extproc.providers.local.xds_files import XdsFiles
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,12 @@ class LocalProvider:
     def replicas(self, key: TargetKey) -> ReplicaCounts | None:
         replica_set = self._sets.get(key)
         return None if replica_set is None else ReplicaCounts(replica_set.desired, replica_set.ready)
+
+    def ready(self) -> bool:
+        return self._core is not None
+
+    def status(self) -> dict[str, Any]:
+        return {"provider": "local", "config": str(self.config_path), "xdsDir": str(self.xds.directory)}
 
     def _stat(self) -> float | None:
         try:

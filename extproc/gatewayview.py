@@ -1,16 +1,17 @@
-"""When can the gateway route to a new set of endpoints? Ask its Envoy (admin API), or wait a settle delay.
+"""When can the gateway route to a target's endpoints? Ask its Envoy (admin API), or wait a settle delay.
 
 zerohop releases a held request only once the gateway that holds it has loaded a ready endpoint; releasing
-earlier turns the cold start into Envoy's own `503 no healthy upstream`.
+earlier turns the cold start into Envoy's own `503 no healthy upstream`. Both providers use this: the local
+one knows the exact endpoint set it published; the Kubernetes one knows the ready pod addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from extproc.envoyadmin import EnvoyAdmin, EnvoyAdminError
+from extproc.envoyadmin import EnvoyAdmin, EnvoyAdminError, LoadedHost
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,24 @@ class GatewayView:
             return
         await asyncio.gather(*(self._wait_one(admin, cluster, set(endpoints)) for admin in self._admins))
 
+    async def wait_any(self, cluster: str, addresses: set[str]) -> None:
+        """Return once each Envoy has at least one healthy endpoint of `cluster` at one of `addresses`."""
+        if not self._admins:
+            await asyncio.sleep(self._settle_delay)
+            return
+
+        def loaded(hosts: list[LoadedHost]) -> bool:
+            return any(h.healthy and h.address in addresses for h in hosts)
+
+        await asyncio.gather(*(self._poll(admin, cluster, loaded, str(sorted(addresses))) for admin in self._admins))
+
     async def _wait_one(self, admin: EnvoyAdmin, cluster: str, want: set[tuple[str, int]]) -> None:
+        def loaded(hosts: list[LoadedHost]) -> bool:
+            return len(hosts) == len(want) and {(h.address, h.port) for h in hosts if h.healthy} == want
+
+        await self._poll(admin, cluster, loaded, str(sorted(want)))
+
+    async def _poll(self, admin: EnvoyAdmin, cluster: str, done: Callable[[list[LoadedHost]], bool], what: str) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         delay = _POLL_FIRST
@@ -51,15 +69,14 @@ class GatewayView:
                 if not warned and loop.time() - started > _WARN_AFTER:
                     log.warning("gateway admin %s unreachable while publishing %s: %s", admin.url, cluster, exc)
                     warned = True
-            loaded = {(h.address, h.port) for h in hosts if h.healthy} if hosts is not None else None
-            if loaded == want and hosts is not None and len(hosts) == len(want):
+            if hosts is not None and done(hosts):
                 return
             if not warned and loop.time() - started > _WARN_AFTER:
                 log.warning(
                     "gateway %s has not loaded %s endpoints %s after %.0fs",
                     admin.url,
                     cluster,
-                    sorted(want),
+                    what,
                     _WARN_AFTER,
                 )
                 warned = True

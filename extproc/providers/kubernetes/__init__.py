@@ -1,0 +1,1 @@
+"""Kubernetes provider: HTTPScaledObjects, Services and EndpointSlices from the API server (kubernetes.aio)."""

@@ -1,0 +1,260 @@
+"""The API server, through the official client's asyncio flavour (`kubernetes.aio`).
+
+One generic path for every resource kind: requests are built and authenticated by the client's
+`ApiClient` (in-cluster service account or kubeconfig, TLS, tokens), bodies are plain dicts, and every
+failure is a `KubeError` carrying the API server's `Status` (code, reason, message).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes.aio import client as k8s_client
+from kubernetes.aio import config as k8s_config
+
+log = logging.getLogger(__name__)
+
+JsonObj = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A resource type: where it lives in the API and whether it is namespaced."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace is not None and self.namespaced:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        return base
+
+
+HTTPSCALEDOBJECTS = Resource("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject")
+SCALEDOBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
+SERVICES = Resource("", "v1", "services", "Service")
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+ENVOYFILTERS = Resource("networking.istio.io", "v1alpha3", "envoyfilters", "EnvoyFilter")
+DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
+STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
+
+
+class KubeError(Exception):
+    """A failed API call: the server's Status (code, reason, message), or code 0 when it was not reached."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(f"{code} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    @classmethod
+    def from_status(cls, code: int, body: bytes | str | Mapping[str, Any]) -> KubeError:
+        status: Any = body
+        if isinstance(body, bytes | str):
+            try:
+                status = json.loads(body)
+            except ValueError:
+                status = {"message": body.decode(errors="replace") if isinstance(body, bytes) else body}
+        if not isinstance(status, Mapping):
+            status = {}
+        code = int(status.get("code") or code)
+        error = Gone if code == 410 else cls
+        return error(code, str(status.get("reason") or ""), str(status.get("message") or ""))
+
+
+class Gone(KubeError):
+    """410: the resourceVersion is too old (compacted); the caller must list again."""
+
+
+class Unreachable(KubeError):
+    """The API server could not be reached or the connection broke."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, "Unreachable", message)
+
+
+async def connect(kubeconfig: Path | None = None) -> KubeApi:
+    """A KubeApi from the in-cluster service account, else from `kubeconfig` ($KUBECONFIG, ~/.kube/config)."""
+    configuration = k8s_client.Configuration()
+    if kubeconfig is None:
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            await k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            log.info("using the in-cluster service account")
+    else:
+        await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=configuration
+        )
+    return KubeApi(k8s_client.ApiClient(configuration))
+
+
+class KubeApi:
+    """Generic reads, writes and watches of any resource, as dicts."""
+
+    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+        self.api_client = api_client
+
+    async def close(self) -> None:
+        await self.api_client.close()  # type: ignore[no-untyped-call]
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, Any]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> Any:
+        params = await self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list(query),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            return await self.api_client.call_api(*params, _request_timeout=timeout or aiohttp.ClientTimeout(total=30))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Unreachable(f"{method} {path}: {exc!r}") from exc
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> JsonObj:
+        response = await self._request(method, path, **kwargs)
+        try:
+            data = await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Unreachable(f"{method} {path}: {exc!r}") from exc
+        if not 200 <= response.status < 300:
+            raise KubeError.from_status(response.status, data)
+        result: JsonObj = json.loads(data)
+        return result
+
+    async def list(
+        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> tuple[list[JsonObj], str]:
+        """Every object (following `continue` pages) and the list's resourceVersion."""
+        items: list[JsonObj] = []
+        token = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", 500)]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            page = await self._json("GET", resource.path(namespace), query=query)
+            items.extend(page.get("items") or [])
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            if not token:
+                return items, str(metadata.get("resourceVersion") or "")
+
+    async def watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        label_selector: str | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[JsonObj]:
+        """Watch events after `resource_version`, bookmarks included; ends when the server ends the stream.
+        Raises Gone (410) when the version is too old, Unreachable when the connection breaks."""
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", timeout_seconds),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_connect=10)
+        response = await self._request("GET", resource.path(namespace), query=query, timeout=timeout)
+        raw: aiohttp.ClientResponse = response.response
+        try:
+            if raw.status != 200:
+                raise KubeError.from_status(raw.status, await raw.read())
+            async for line in raw.content:
+                if not line.strip():
+                    continue
+                event: JsonObj = json.loads(line)
+                if event.get("type") == "ERROR":
+                    raise KubeError.from_status(500, event.get("object") or {})
+                yield event
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Unreachable(f"watch {resource.plural}: {exc!r}") from exc
+        finally:
+            raw.release()
+
+    async def get(
+        self, resource: Resource, namespace: str | None, name: str, subresource: str | None = None
+    ) -> JsonObj | None:
+        try:
+            return await self._json("GET", resource.path(namespace, name, subresource))
+        except KubeError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    async def create(self, resource: Resource, namespace: str | None, body: JsonObj) -> JsonObj:
+        return await self._json("POST", resource.path(namespace), body=body)
+
+    async def replace(self, resource: Resource, namespace: str | None, name: str, body: JsonObj) -> JsonObj:
+        return await self._json("PUT", resource.path(namespace, name), body=body)
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        content_type: str = MERGE_PATCH,
+        subresource: str | None = None,
+    ) -> JsonObj:
+        return await self._json(
+            "PATCH", resource.path(namespace, name, subresource), body=body, content_type=content_type
+        )
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str) -> None:
+        try:
+            await self._json("DELETE", resource.path(namespace, name))
+        except KubeError as exc:
+            if exc.code != 404:
+                raise
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+def resource_version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")

@@ -1,0 +1,160 @@
+"""A list-then-watch cache of one resource type, as controllers keep them.
+
+List, then watch from the list's resourceVersion with bookmarks (so a reconnect resumes from a recent
+version); on 410 list again and report the difference as events, so nothing is lost or repeated; on a
+dropped connection or an unreachable API server retry with backoff while the cache keeps serving the last
+known state. Consumers get (type, old, new) callbacks and can wait for the first sync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from extproc.providers.kubernetes.api import Gone, JsonObj, KubeApi, KubeError, Resource, object_key, resource_version
+
+log = logging.getLogger(__name__)
+
+ChangeHandler = Callable[[str, JsonObj | None, JsonObj | None], None]
+
+_BACKOFF_FIRST = 0.2
+_BACKOFF_MAX = 30.0
+_WATCH_SECONDS = (240, 300)
+
+
+class Informer:
+    """Keeps `cache` equal to the server's objects of `resource` (in `namespace`, or all namespaces)."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        resource: Resource,
+        on_change: ChangeHandler,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+    ) -> None:
+        self.api = api
+        self.resource = resource
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.cache: dict[tuple[str, str], JsonObj] = {}
+        self.synced = asyncio.Event()
+        self.connected = False
+        self.relists = 0
+        self.restarts = 0
+        self.last_error = ""
+        self._on_change = on_change
+        self._version = ""
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        scope = self.namespace or "all namespaces"
+        return f"{self.resource.plural} ({scope}{', ' + self.label_selector if self.label_selector else ''})"
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"informer {self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run(self) -> None:
+        backoff = _BACKOFF_FIRST
+        while True:
+            try:
+                if not self._version:
+                    await self._relist()
+                await self._watch()
+                backoff = _BACKOFF_FIRST
+            except Gone:
+                log.info("%s: resourceVersion %s expired; listing again", self.name, self._version)
+                self._version = ""
+            except KubeError as exc:
+                self._disconnected(str(exc))
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(_BACKOFF_MAX, backoff * 2)
+            except Exception as exc:
+                log.exception("%s: unexpected failure", self.name)
+                self._disconnected(repr(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(_BACKOFF_MAX, backoff * 2)
+
+    def _disconnected(self, error: str) -> None:
+        if self.connected or not self.last_error:
+            log.warning("%s: API server unavailable, serving the last known state: %s", self.name, error)
+        self.connected = False
+        self.last_error = error
+        self.restarts += 1
+
+    def _connected(self) -> None:
+        if not self.connected and self.last_error:
+            log.info("%s: API server reachable again", self.name)
+        self.connected = True
+
+    async def _relist(self) -> None:
+        items, version = await self.api.list(self.resource, self.namespace, label_selector=self.label_selector)
+        self._connected()
+        fresh = {object_key(item): item for item in items}
+        old = self.cache
+        self.cache = fresh
+        if self.synced.is_set():
+            self.relists += 1
+        for key, item in fresh.items():
+            before = old.get(key)
+            if before is None:
+                self._emit("ADDED", None, item)
+            elif resource_version(before) != resource_version(item):
+                self._emit("MODIFIED", before, item)
+        for key, item in old.items():
+            if key not in fresh:
+                self._emit("DELETED", item, None)
+        self._version = version
+        self.synced.set()
+
+    async def _watch(self) -> None:
+        timeout = random.randint(*_WATCH_SECONDS)
+        async for event in self.api.watch(
+            self.resource, self.namespace, self._version, label_selector=self.label_selector, timeout_seconds=timeout
+        ):
+            self._connected()
+            kind = event.get("type")
+            obj: JsonObj = event.get("object") or {}
+            version = resource_version(obj)
+            if kind == "BOOKMARK":
+                self._version = version or self._version
+                continue
+            key = object_key(obj)
+            before = self.cache.get(key)
+            if kind in ("ADDED", "MODIFIED"):
+                self.cache[key] = obj
+                self._emit("MODIFIED" if before is not None else "ADDED", before, obj)
+            elif kind == "DELETED":
+                self.cache.pop(key, None)
+                if before is not None:
+                    self._emit("DELETED", before, None)
+            self._version = version or self._version
+
+    def _emit(self, kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
+        try:
+            self._on_change(kind, old, new)
+        except Exception:
+            log.exception("%s: change handler failed", self.name)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "resource": self.name,
+            "synced": self.synced.is_set(),
+            "connected": self.connected,
+            "objects": len(self.cache),
+            "relists": self.relists,
+            "restarts": self.restarts,
+            "lastError": self.last_error,
+        }

@@ -1,0 +1,308 @@
+"""The Kubernetes provider: HTTPScaledObjects, Services and EndpointSlices from the API server.
+
+- Routes: every valid HTTPScaledObject (watched in all or the configured namespaces) becomes a target;
+  Istio's cluster name for its Service port maps the gateway's routing choice to it.
+- Readiness: a target is routable once its Service has a ready endpoint (EndpointSlices) and the gateway
+  has had time to learn it: confirmed through the gateway's Envoy admin API when one is reachable
+  (`--envoy-admin`), else after `--propagation-delay` (the time istiod needs to push the endpoint).
+- Waking: besides KEDA's StreamIsActive push, the first cold request patches the target's scale
+  subresource 0 -> max(1, replicas.min) with a JSON patch guarded by `test`, so it never touches a
+  non-zero count and never scales down.
+- The Lease holder writes ScaledObjects, statuses and the scoped EnvoyFilter (reconciler).
+- Peers: zerohop's own Service's ready endpoints are the replicas to sum counts with.
+While the API server is unreachable everything keeps running on the last known state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from extproc.core import Core, ReplicaCounts
+from extproc.envoyconfig import istio_cluster_name
+from extproc.gatewayview import GatewayView
+from extproc.httpso import ScaledTarget, TargetKey
+from extproc.providers.kubernetes import api as kube
+from extproc.providers.kubernetes.api import JsonObj, KubeApi, KubeError
+from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
+from extproc.providers.kubernetes.informer import Informer
+from extproc.providers.kubernetes.leader import LeaderElector
+from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
+from extproc.providers.kubernetes.targets import TargetTable, build
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "zerohop-leader"
+PEER_PORT_NAME = "peers"
+_SYNC_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesOptions:
+    namespaces: tuple[str, ...] = ()
+    pod_name: str = ""
+    pod_namespace: str = "zerohop-system"
+    pod_ip: str = ""
+    service_name: str = "zerohop"
+    scaler_port: int = 9090
+    scale_on_wake: bool = True
+    leader_election: bool = True
+    propagation_delay: float = 0.5
+    envoy_admin: tuple[str, ...] = ()
+    reconcile: ReconcileOptions | None = None
+
+
+class KubernetesProvider:
+    """Implements the core's Provider interface against the Kubernetes API."""
+
+    def __init__(
+        self,
+        api: KubeApi | Callable[[], Coroutine[Any, Any, KubeApi]],
+        options: KubernetesOptions,
+        on_peers: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self._api_source = api
+        self.api: KubeApi | None = api if isinstance(api, KubeApi) else None
+        self.options = options
+        self.identity = options.pod_name or socket.gethostname()
+        self._on_peers = on_peers
+        self._core: Core | None = None
+        self.table = TargetTable()
+        self._endpoints = ServiceEndpoints()
+        self._gateway = GatewayView(options.envoy_admin, options.propagation_delay)
+        self._informers: list[Informer] = []
+        self._httpso_informers: list[Informer] = []
+        self._service_informers: list[Informer] = []
+        self._so_informers: list[Informer] = []
+        self._confirming: dict[TargetKey, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Future[Any]] = set()
+        self._rebuild_scheduled = False
+        self.elector: LeaderElector | None = None
+        self.reconciler: Reconciler | None = None
+        self.scale_patches = 0
+
+    # --- Provider interface -------------------------------------------------------------------------
+
+    async def start(self, core: Core) -> None:
+        self._core = core
+        if self.api is None:
+            self.api = await self._api_source()  # type: ignore[operator]
+        api = self.api
+        scopes: Iterable[str | None] = self.options.namespaces or (None,)
+        for namespace in scopes:
+            self._httpso_informers.append(Informer(api, kube.HTTPSCALEDOBJECTS, self._on_config, namespace=namespace))
+            self._service_informers.append(Informer(api, kube.SERVICES, self._on_config, namespace=namespace))
+            self._informers.append(
+                Informer(api, kube.ENDPOINTSLICES, self._on_slice, namespace=namespace, label_selector=SERVICE_LABEL)
+            )
+            if self.options.reconcile is not None and self.options.reconcile.manage_scaledobjects:
+                self._so_informers.append(
+                    Informer(api, kube.SCALEDOBJECTS, self._on_scaled_object, namespace=namespace)
+                )
+        if self._on_peers is not None:
+            self._informers.append(
+                Informer(
+                    api,
+                    kube.ENDPOINTSLICES,
+                    self._on_own_slice,
+                    namespace=self.options.pod_namespace,
+                    label_selector=f"{SERVICE_LABEL}={self.options.service_name}",
+                )
+            )
+        self._informers += self._httpso_informers + self._service_informers + self._so_informers
+        for informer in self._informers:
+            informer.start()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self._informers)), _SYNC_TIMEOUT)
+        except TimeoutError:
+            unsynced = [i.name for i in self._informers if not i.synced.is_set()]
+            log.error(
+                "not synced with the API server after %.0fs (%s); continuing, readiness stays down",
+                _SYNC_TIMEOUT,
+                unsynced,
+            )
+        self._rebuild()
+        if self.options.reconcile is not None:
+            self.reconciler = Reconciler(
+                api, self.options.reconcile, lambda: self.table, self._httpsos, self._scaled_objects
+            )
+            if self.options.leader_election:
+                self.elector = LeaderElector(api, self.options.pod_namespace, LEASE_NAME, self.identity, self._leading)
+                self.elector.start()
+            else:
+                self.reconciler.start()
+
+    def ready(self) -> bool:
+        return all(informer.synced.is_set() for informer in self._informers)
+
+    def wake(self, key: TargetKey) -> None:
+        if not self.options.scale_on_wake or self.api is None:
+            return
+        target = next((t for t in self.table.targets if t.key == key), None)
+        if target is not None:
+            self._spawn(self._scale_from_zero(target))
+
+    def replicas(self, key: TargetKey) -> ReplicaCounts | None:
+        service = self.table.services.get(key)
+        if service is None:
+            return None
+        return ReplicaCounts(self._endpoints.total(service), len(self._endpoints.ready(service)))
+
+    async def stop(self) -> None:
+        if self.elector is not None:
+            await self.elector.stop()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+        for task in [*self._confirming.values(), *self._background]:
+            task.cancel()
+        for informer in self._informers:
+            await informer.stop()
+        await self._gateway.close()
+        if self.api is not None and not isinstance(self._api_source, KubeApi):
+            await self.api.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "provider": "kubernetes",
+            "identity": self.identity,
+            "leader": self.elector.leading if self.elector is not None else self.reconciler is not None,
+            "leaseHolder": self.elector.holder if self.elector is not None else None,
+            "informers": [informer.status() for informer in self._informers],
+            "scalePatches": self.scale_patches,
+        }
+
+    # --- caches -> core ---------------------------------------------------------------------------
+
+    def _merged(self, informers: list[Informer]) -> dict[tuple[str, str], JsonObj]:
+        merged: dict[tuple[str, str], JsonObj] = {}
+        for informer in informers:
+            merged.update(informer.cache)
+        return merged
+
+    def _httpsos(self) -> dict[tuple[str, str], JsonObj]:
+        return self._merged(self._httpso_informers)
+
+    def _scaled_objects(self) -> dict[tuple[str, str], JsonObj]:
+        return self._merged(self._so_informers)
+
+    def _on_config(self, _kind: str, _old: JsonObj | None, _new: JsonObj | None) -> None:
+        # Many events arrive together (a relist, a kubectl apply of several objects): rebuild once.
+        if not self._rebuild_scheduled:
+            self._rebuild_scheduled = True
+            asyncio.get_running_loop().call_soon(self._rebuild)
+
+    def _on_scaled_object(self, _kind: str, _old: JsonObj | None, _new: JsonObj | None) -> None:
+        if self.reconciler is not None:
+            self.reconciler.trigger()
+
+    def _rebuild(self) -> None:
+        self._rebuild_scheduled = False
+        if self._core is None:
+            return
+        self.table = build(self._httpsos().values(), self._merged(self._service_informers))
+        self._core.apply_targets(self.table.targets, self.table.clusters)
+        for target in self.table.targets:
+            self._update_routable(target.key)
+        if self.reconciler is not None:
+            self.reconciler.trigger()
+
+    def _on_slice(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
+        changed = self._endpoints.update(old, new)
+        if not changed:
+            return
+        for key, service in self.table.services.items():
+            if service in changed:
+                self._update_routable(key)
+
+    def _update_routable(self, key: TargetKey) -> None:
+        assert self._core is not None
+        service = self.table.services.get(key)
+        ready = self._endpoints.ready(service) if service is not None else set()
+        gate = self._core.gate.gate(key)
+        pending = self._confirming.get(key)
+        if not ready:
+            if pending is not None:
+                pending.cancel()
+                self._confirming.pop(key, None)
+            self._core.set_routable(key, False)
+        elif not gate.routable and pending is None:
+            self._confirming[key] = asyncio.create_task(self._confirm(key, ready), name=f"confirm {key}")
+
+    async def _confirm(self, key: TargetKey, addresses: set[str]) -> None:
+        """The gateway can route once it has loaded a ready endpoint (or the propagation delay has passed)."""
+        try:
+            port = self.table.ports.get(key)
+            target_service = self.table.services.get(key)
+            if target_service is not None and port is not None:
+                cluster = istio_cluster_name(target_service[1], key.namespace, port)
+                await self._gateway.wait_any(cluster, addresses)
+            else:
+                await asyncio.sleep(self.options.propagation_delay)
+            assert self._core is not None
+            if target_service is not None and self._endpoints.ready(target_service):
+                self._core.set_routable(key, True)
+        finally:
+            self._confirming.pop(key, None)
+
+    def _on_own_slice(self, _kind: str, _old: JsonObj | None, _new: JsonObj | None) -> None:
+        if self._on_peers is None:
+            return
+        peers: set[str] = set()
+        for informer in self._informers:
+            if informer.label_selector != f"{SERVICE_LABEL}={self.options.service_name}":
+                continue
+            for endpoint_slice in informer.cache.values():
+                port = slice_port(endpoint_slice, PEER_PORT_NAME)
+                if port is None:
+                    continue
+                for endpoint in endpoint_slice.get("endpoints") or []:
+                    if (endpoint.get("conditions") or {}).get("ready") is False:
+                        continue
+                    for address in endpoint.get("addresses") or []:
+                        if address != self.options.pod_ip:
+                            peers.add(f"{address}:{port}")
+        self._on_peers(sorted(peers))
+
+    # --- leading and waking -----------------------------------------------------------------------
+
+    def _leading(self, leading: bool) -> None:
+        if self.reconciler is None:
+            return
+        if leading:
+            self.reconciler.start()
+        else:
+            self._spawn(self.reconciler.stop())
+
+    async def _scale_from_zero(self, target: ScaledTarget) -> None:
+        assert self.api is not None
+        ref = target.scale_target
+        resource = {("apps/v1", "Deployment"): kube.DEPLOYMENTS, ("apps/v1", "StatefulSet"): kube.STATEFULSETS}.get(
+            (ref.api_version, ref.kind)
+        )
+        if resource is None:
+            log.debug("%s: no direct scale for %s %s; KEDA activates it", target.key, ref.api_version, ref.kind)
+            return
+        patch = [
+            {"op": "test", "path": "/spec/replicas", "value": 0},
+            {"op": "replace", "path": "/spec/replicas", "value": target.activation_replicas},
+        ]
+        try:
+            await self.api.patch(
+                resource, target.key.namespace, ref.name, patch, content_type=kube.JSON_PATCH, subresource="scale"
+            )
+        except KubeError as exc:
+            if exc.code == 422:
+                return  # not at zero any more: KEDA, the HPA or another replica got there first
+            log.warning("%s: scaling %s/%s from zero failed: %s", target.key, ref.kind, ref.name, exc)
+            return
+        self.scale_patches += 1
+        log.info("%s: scaled %s/%s 0 -> %d", target.key, ref.kind, ref.name, target.activation_replicas)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

@@ -1,0 +1,130 @@
+"""The KEDA ScaledObject zerohop keeps for each HTTPScaledObject, and the status it writes back.
+
+The ScaledObject is what the add-on's operator creates: same name and namespace, an ownerReference to the
+HTTPScaledObject (garbage-collected with it, unless the orphan annotation says otherwise), labels and
+annotations copied, min/max replicas, cooldown and initial cooldown, and one `external-push` trigger that
+points KEDA at zerohop's scaler Service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from extproc.httpso import API_VERSION as HTTPSO_API_VERSION
+from extproc.httpso import KIND as HTTPSO_KIND
+from extproc.httpso import ORPHAN_SCALEDOBJECT_ANNOTATION, ScaledTarget
+from extproc.providers.kubernetes.targets import Condition
+
+JsonObj = dict[str, Any]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "zerohop"
+POLLING_INTERVAL = 15
+# Annotations that describe the HTTPScaledObject's own history, not something to copy onto the ScaledObject.
+_SKIPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", ORPHAN_SCALEDOBJECT_ANNOTATION)
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("true", "1", "yes")
+
+
+def desired(target: ScaledTarget, uid: str, scaler_address: str) -> JsonObj:
+    ref = target.scale_target
+    annotations = {k: v for k, v in target.annotations.items() if k not in _SKIPPED_ANNOTATIONS}
+    metadata: JsonObj = {
+        "name": target.key.name,
+        "namespace": target.key.namespace,
+        "labels": {**target.labels, MANAGED_BY: MANAGER},
+        "annotations": annotations,
+    }
+    if not _truthy(target.annotations.get(ORPHAN_SCALEDOBJECT_ANNOTATION)):
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": HTTPSO_API_VERSION,
+                "kind": HTTPSO_KIND,
+                "name": target.key.name,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": metadata,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name},
+            "pollingInterval": POLLING_INTERVAL,
+            "minReplicaCount": target.min_replicas,
+            "maxReplicaCount": target.max_replicas,
+            "cooldownPeriod": target.scaledown_period,
+            "initialCooldownPeriod": target.initial_cooldown_period,
+            "advanced": {"restoreToOriginalReplicaCount": True},
+            "triggers": [
+                {
+                    "type": "external-push",
+                    "metadata": {"scalerAddress": scaler_address, "httpScaledObject": target.key.name},
+                }
+            ],
+        },
+    }
+
+
+def owned_by(scaled_object: Mapping[str, Any], uid: str) -> bool:
+    metadata = scaled_object.get("metadata") or {}
+    if (metadata.get("labels") or {}).get(MANAGED_BY) == MANAGER:
+        return True
+    return any(ref.get("uid") == uid for ref in metadata.get("ownerReferences") or [])
+
+
+def drift(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> JsonObj | None:
+    """The merge patch that brings `current` to `wanted`, or None when nothing zerohop manages differs."""
+    patch: JsonObj = {}
+    if current.get("spec") != wanted["spec"]:
+        patch["spec"] = wanted["spec"]
+    current_meta = current.get("metadata") or {}
+    wanted_meta = wanted["metadata"]
+    metadata: JsonObj = {}
+    for field in ("labels", "annotations"):
+        have = current_meta.get(field) or {}
+        if any(have.get(k) != v for k, v in wanted_meta[field].items()):
+            metadata[field] = wanted_meta[field]
+    if "ownerReferences" in wanted_meta and current_meta.get("ownerReferences") != wanted_meta["ownerReferences"]:
+        metadata["ownerReferences"] = wanted_meta["ownerReferences"]
+    if metadata:
+        patch["metadata"] = metadata
+    return patch or None
+
+
+def status_patch(
+    current: Mapping[str, Any],
+    condition: Condition,
+    generation: int,
+    target: ScaledTarget | None,
+    now: str,
+) -> JsonObj | None:
+    """The `status` merge patch for an HTTPScaledObject, or None when it already says this."""
+    status = current.get("status") or {}
+    conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    old = next((c for c in conditions if c.get("type") == "Ready"), None)
+    wanted_status = "True" if condition.ready else "False"
+    ready: JsonObj = {
+        "type": "Ready",
+        "status": wanted_status,
+        "reason": condition.reason,
+        "message": condition.message,
+        "observedGeneration": generation,
+        "lastTransitionTime": old.get("lastTransitionTime", now) if old and old.get("status") == wanted_status else now,
+    }
+    new_status: JsonObj = {"conditions": [*(c for c in conditions if c.get("type") != "Ready"), ready]}
+    if target is not None:
+        ref = target.scale_target
+        new_status["targetWorkload"] = f"{ref.api_version}/{ref.kind}/{ref.name}"
+        new_status["targetService"] = f"{ref.service}:{ref.port if ref.port is not None else ref.port_name}"
+    unchanged = (
+        old is not None
+        and all(old.get(k) == ready[k] for k in ("status", "reason", "message", "observedGeneration"))
+        and all(status.get(k) == v for k, v in new_status.items() if k != "conditions")
+    )
+    return None if unchanged else {"status": new_status}

@@ -1,0 +1,223 @@
+"""The Kubernetes provider against the API emulator, through the official client: routes from
+HTTPScaledObjects, ScaledObjects and status written, edits and deletes followed, invalid objects isolated,
+410 and API server outages survived, scale from zero."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.helpers import wait_for
+from tests.kube.harness import HTTPSO, KEDA, httpso, key, ready_condition, target_keys, workload, zerohop
+from tests.kubeemu import KubeEmulator
+
+pytest_plugins = ["tests.kubeemu.pytest_plugin"]
+pytestmark = pytest.mark.kube
+
+
+async def test_httpscaledobject_becomes_a_route_a_scaledobject_and_a_ready_status(
+    kube_emulator: KubeEmulator,
+) -> None:
+    emu = kube_emulator
+    workload(emu, "app")
+    created = emu.create(httpso("app", replicas={"min": 1, "max": 7}, scaledownPeriod=120))
+    async with zerohop(emu, scaler_address="127.0.0.1:0") as server:
+        assert target_keys(server) == {"default/app"}
+        assert server.ready()
+        state = server.core.router.table.for_cluster("outbound|8080||app.default.svc.cluster.local")
+        assert state is not None
+        assert state.key == key("app")
+        scaled = await emu.wait_for_object(KEDA, "ScaledObject", "app")
+        spec = scaled["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "app"}
+        assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"]) == (1, 7, 120)
+        [trigger] = spec["triggers"]
+        assert trigger["type"] == "external-push"
+        assert trigger["metadata"]["httpScaledObject"] == "app"
+        assert trigger["metadata"]["scalerAddress"].startswith("zerohop.zerohop-system.svc.cluster.local:")
+        [owner] = scaled["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == (
+            "HTTPScaledObject",
+            created["metadata"]["uid"],
+            True,
+        )
+        condition = await emu.wait_until(lambda: ready_condition(emu, "app"))
+        assert (condition["status"], condition["reason"]) == ("True", "Reconciled")
+        status = emu.get(HTTPSO, "HTTPScaledObject", "app")["status"]  # type: ignore[index]
+        assert status["targetWorkload"] == "apps/v1/Deployment/app"
+        assert status["targetService"] == "app:8080"
+
+
+async def test_invalid_objects_get_a_condition_and_never_break_valid_routes(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    workload(emu, "good")
+    emu.create(httpso("good"))
+    emu.create(httpso("both", scalingMetric={"requestRate": {}, "concurrency": {}}))
+    emu.create(httpso("noport", scaleTargetRef={"name": "x", "service": "x"}))
+    emu.create(httpso("nosvc", scaleTargetRef={"name": "ghost", "service": "ghost", "port": 80}))
+    async with zerohop(emu) as server:
+        # The two invalid specs are left out; a valid spec whose Service is missing is still served.
+        assert target_keys(server) == {"default/good", "default/nosvc"}
+        both = await emu.wait_until(lambda: ready_condition(emu, "both"))
+        assert (both["status"], both["reason"]) == ("False", "InvalidSpec")
+        assert "set either requestRate or concurrency" in both["message"]
+        noport = await emu.wait_until(lambda: ready_condition(emu, "noport"))
+        assert "one of port or portName" in noport["message"]
+        nosvc = await emu.wait_until(lambda: ready_condition(emu, "nosvc"))
+        assert (nosvc["status"], nosvc["reason"]) == ("False", "ServiceNotFound")
+        good = await emu.wait_until(lambda: ready_condition(emu, "good"))
+        assert good["status"] == "True"
+        assert emu.get(KEDA, "ScaledObject", "both") is None
+
+
+async def test_edits_and_deletes_are_followed(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    workload(emu, "app")
+    emu.create(httpso("app"))
+    async with zerohop(emu) as server:
+        await emu.wait_for_object(KEDA, "ScaledObject", "app")
+        emu.patch(HTTPSO, "HTTPScaledObject", "app", {"spec": {"hosts": ["new.test"], "replicas": {"max": 9}}})
+        await wait_for(lambda: server.core.router.table.match(b"new.test") is not None, 5, what="new host routed")
+        assert server.core.router.table.match(b"app.test") is None
+        await emu.wait_until(
+            lambda: (emu.get(KEDA, "ScaledObject", "app") or {}).get("spec", {}).get("maxReplicaCount") == 9
+        )
+        condition = await emu.wait_until(
+            lambda: (c := ready_condition(emu, "app")) and c.get("observedGeneration") == 2 and c
+        )
+        assert condition["status"] == "True"
+        emu.delete(HTTPSO, "HTTPScaledObject", "app")
+        await wait_for(lambda: len(server.core.registry) == 0, 5, what="target removed")
+        # The ScaledObject is owned by the HTTPScaledObject: garbage collection removes it.
+        await emu.wait_until(lambda: emu.get(KEDA, "ScaledObject", "app") is None)
+
+
+async def test_skip_annotation_and_foreign_scaledobject(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    workload(emu, "skip")
+    workload(emu, "taken")
+    skipped = httpso("skip")
+    skipped["metadata"]["annotations"] = {"httpscaledobject.keda.sh/skip-scaledobject-creation": "true"}
+    emu.create(skipped)
+    emu.create(
+        {
+            "apiVersion": KEDA,
+            "kind": "ScaledObject",
+            "metadata": {"name": "taken"},
+            "spec": {"scaleTargetRef": {"name": "taken"}},
+        }
+    )
+    emu.create(httpso("taken"))
+    async with zerohop(emu):
+        taken = await emu.wait_until(lambda: ready_condition(emu, "taken"))
+        assert (taken["status"], taken["reason"]) == ("False", "ScaledObjectConflict")
+        assert emu.get(KEDA, "ScaledObject", "taken")["spec"] == {"scaleTargetRef": {"name": "taken"}}  # type: ignore[index]
+        skip = await emu.wait_until(lambda: ready_condition(emu, "skip"))
+        assert skip["status"] == "True"
+        assert emu.get(KEDA, "ScaledObject", "skip") is None
+
+
+async def test_watch_410_relists_without_losing_routes(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    workload(emu, "a")
+    emu.create(httpso("a"))
+    async with zerohop(emu) as server:
+        informer = next(i for i in server.provider._informers if i.resource.plural == "httpscaledobjects")  # type: ignore[attr-defined]
+        emu.create(httpso("b"))  # the watch sees it
+        await wait_for(lambda: len(server.core.registry) == 2, 5, what="b routed")
+        emu.compact()
+        emu.drop_watches()
+        emu.create(httpso("c"))  # happens while the watch is down, after compaction
+        await wait_for(lambda: informer.relists >= 1, 10, what="relist after 410")
+        await wait_for(lambda: len(server.core.registry) == 3, 5, what="c routed after relist")
+        assert target_keys(server) == {"default/a", "default/b", "default/c"}
+        lists = emu.requests_matching("GET", path_contains="httpscaledobjects", watch=False)
+        assert len(lists) >= 2  # the first list, and the relist after the 410
+
+
+async def test_api_server_outage_keeps_routes_and_recovers(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    workload(emu, "a")
+    emu.create(httpso("a"))
+    async with zerohop(emu) as server:
+        await emu.wait_for_object(KEDA, "ScaledObject", "a")
+        await emu.stop()
+        informer = next(i for i in server.provider._informers if i.resource.plural == "httpscaledobjects")  # type: ignore[attr-defined]
+        await wait_for(lambda: not informer.connected, 10, what="outage noticed")
+        assert target_keys(server) == {"default/a"}
+        assert server.ready()  # serving the last known routes; readiness stays up
+        status = server.status()["provider"]
+        assert any(not i["connected"] and i["lastError"] for i in status["informers"])
+        await emu.start()
+        emu.create(httpso("b"))
+        await wait_for(lambda: len(server.core.registry) == 2, 30, 0.05, what="watch resumed after restart")
+        assert informer.connected
+
+
+async def test_cold_request_scales_from_zero_and_is_released_when_ready(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    emu.enable_kubelet(ready_delay=0.3)
+    workload(emu, "app")
+    emu.create(httpso("app", replicas={"min": 2, "max": 5}))
+    async with zerohop(emu, propagation_delay=0.1) as server:
+        gate = server.core.gate
+        target = gate.gate(key("app"))
+        assert not target.routable
+        hold = gate.try_hold(target)
+        assert hold is not None
+        waiting = asyncio.create_task(hold.wait(10))
+        # One JSON patch on the scale subresource, guarded by a `test` of 0 replicas.
+        await emu.wait_until(lambda: emu.get("apps/v1", "Deployment", "app")["spec"]["replicas"] == 2)  # type: ignore[index]
+        [patch] = emu.requests_matching("PATCH", path_contains="/deployments/app/scale")
+        assert patch.content_type == "application/json-patch+json"
+        assert patch.body[0] == {"op": "test", "path": "/spec/replicas", "value": 0}
+        started = asyncio.get_running_loop().time()
+        outcome = await waiting
+        assert outcome.value == "released"
+        assert asyncio.get_running_loop().time() - started >= 0.3
+        hold.close()
+        # A second wake while not at zero any more does not touch the count.
+        emu.patch("apps/v1", "Deployment", "app", {"spec": {"replicas": 4}})
+        target.last_wake = -1e18
+        gate.wake(target)
+        await asyncio.sleep(0.3)
+        assert emu.get("apps/v1", "Deployment", "app")["spec"]["replicas"] == 4  # type: ignore[index]
+        assert server.provider.scale_patches == 1  # type: ignore[attr-defined]
+
+
+async def test_losing_every_ready_endpoint_makes_the_target_cold_again(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    kubelet = emu.enable_kubelet(ready_delay=0.0)
+    workload(emu, "app")
+    emu.patch("apps/v1", "Deployment", "app", {"spec": {"replicas": 1}})
+    emu.create(httpso("app"))
+    async with zerohop(emu) as server:
+        target = server.core.gate.gate(key("app"))
+        await wait_for(lambda: target.routable, 5, what="routable")
+        kubelet.set_ready("default", "app", 0, False)
+        await wait_for(lambda: not target.routable, 5, what="not routable after the endpoint turned unready")
+
+
+async def test_leader_keeps_the_scoped_envoyfilter_in_step_with_hosts(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    workload(emu, "app")
+    emu.create(httpso("app", hosts=["app.example.com", "*.app.example.com"]))
+    async with zerohop(emu, manage_envoyfilters=True, gateway_ports=(80,)):
+        envoyfilter = await emu.wait_for_object(
+            "networking.istio.io/v1alpha3", "EnvoyFilter", "zerohop-ext-proc", "istio-system"
+        )
+        patches = envoyfilter["spec"]["configPatches"]
+        assert patches[0]["patch"]["value"]["disabled"] is True
+        assert [p["match"]["routeConfiguration"]["vhost"]["name"] for p in patches[1:]] == [
+            "*.app.example.com:80",
+            "app.example.com:80",
+        ]
+        assert envoyfilter["spec"]["workloadSelector"]["labels"] == {"istio": "ingressgateway"}
+        emu.patch(HTTPSO, "HTTPScaledObject", "app", {"spec": {"hosts": ["moved.example.com"]}})
+
+        def hosts() -> list[str]:
+            current = emu.get("networking.istio.io/v1alpha3", "EnvoyFilter", "zerohop-ext-proc", "istio-system") or {}
+            return [p["match"]["routeConfiguration"]["vhost"]["name"] for p in current["spec"]["configPatches"][1:]]
+
+        await emu.wait_until(lambda: hosts() == ["moved.example.com:80"])
