@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format protos bench clean
+.PHONY: help install tools demo test test-fast lint format protos bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,7 +24,17 @@ install: $(STAMP)  ## create .venv with zerohop, Envoy and the dev tools
 demo: $(STAMP)  ## Envoy + zerohop + a sample app scaled from zero, with a timeline
 	$(VENV)/bin/zerohop demo $(DEMO_ARGS)
 
-test: $(STAMP)  ## the whole suite: unit, real-Envoy integration, lint and types
+# Programs some tests drive, installed from Debian packages when missing (needs root, as in CI):
+# kubectl (its built-in kustomize builds manifests/).
+TOOLS := kubectl
+tools:  ## install the programs the tests drive (kubectl) with apt-get when missing
+	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make tools: install$$missing (apt-get needs root)" >&2; exit 1; fi; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+test: $(STAMP) tools  ## the whole suite: unit, real-Envoy integration, lint and types
 	@# pytest exit 5 = no tests collected: the suite did not run, which must not pass.
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc

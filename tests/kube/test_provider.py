@@ -126,12 +126,16 @@ async def test_watch_410_relists_without_losing_routes(kube_emulator: KubeEmulat
         informer = next(i for i in server.provider._informers if i.resource.plural == "httpscaledobjects")  # type: ignore[attr-defined]
         emu.create(httpso("b"))  # the watch sees it
         await wait_for(lambda: len(server.core.registry) == 2, 5, what="b routed")
+        # While the API server is down: a change, then compaction past every version the informer has seen,
+        # so its reconnect from its last resourceVersion must get 410 and list again.
+        await emu.stop()
+        emu.create(httpso("c"))
+        emu.delete(HTTPSO, "HTTPScaledObject", "b")
         emu.compact()
-        emu.drop_watches()
-        emu.create(httpso("c"))  # happens while the watch is down, after compaction
+        assert target_keys(server) == {"default/a", "default/b"}  # last known routes while down
+        await emu.start()
         await wait_for(lambda: informer.relists >= 1, 10, what="relist after 410")
-        await wait_for(lambda: len(server.core.registry) == 3, 5, what="c routed after relist")
-        assert target_keys(server) == {"default/a", "default/b", "default/c"}
+        await wait_for(lambda: target_keys(server) == {"default/a", "default/c"}, 5, what="c added, b removed")
         lists = emu.requests_matching("GET", path_contains="httpscaledobjects", watch=False)
         assert len(lists) >= 2  # the first list, and the relist after the 410
 

