@@ -3,10 +3,12 @@
 - `GET /healthz`: 200 while the process runs.
 - `GET /readyz`: 200 once targets are loaded and the gRPC servers listen; 503 while draining.
 - `GET /status`: targets with replicas, routability, counts, held requests; servicer counters.
+- `GET /metrics`: the same counters for Prometheus (text format 0.0.4).
 """
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +19,8 @@ from extproc import __version__
 from extproc.core import Core, Provider
 from extproc.processor import ProcessorStats
 from extproc.targets import TargetState
+
+_PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def target_status(state: TargetState, provider: Provider | None, now: float) -> dict[str, Any]:
@@ -40,8 +44,23 @@ def target_status(state: TargetState, provider: Provider | None, now: float) -> 
         "requests": snapshot.requests,
         "rate": snapshot.rate,
         "wakes": state.gate.wakes,
+        "coldStarts": state.gate.cold_starts,
+        "lastColdStart": _iso(state.gate.last_cold_start),
+        "lastColdStartSeconds": _round(state.gate.last_cold_duration),
+        "coldForSeconds": _round(now - state.gate.cold_since) if state.gate.cold_since is not None else None,
+        "outcomes": dict(state.traffic.outcomes),
         "holdBudgetSeconds": state.hold_budget,
     }
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def status_document(
@@ -68,9 +87,15 @@ def status_document(
 class AdminServer:
     """Serves /healthz, /readyz and /status on the admin address."""
 
-    def __init__(self, status: Callable[[], dict[str, Any]], ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        status: Callable[[], dict[str, Any]],
+        ready: Callable[[], bool],
+        metrics: Callable[[], str] | None = None,
+    ) -> None:
         self._status = status
         self._ready = ready
+        self._metrics = metrics
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -79,6 +104,8 @@ class AdminServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_handler)
+        if self._metrics is not None:
+            app.router.add_get("/metrics", self._metrics_handler)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -102,3 +129,7 @@ class AdminServer:
 
     async def _status_handler(self, _request: web.Request) -> web.Response:
         return web.json_response(self._status())
+
+    async def _metrics_handler(self, _request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        return web.Response(body=self._metrics().encode(), headers={"Content-Type": _PROMETHEUS_TYPE})

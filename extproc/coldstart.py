@@ -34,7 +34,18 @@ class HoldOutcome(enum.Enum):
 class TargetGate:
     """Routability and the waiting room of one target."""
 
-    __slots__ = ("_waiters", "held", "key", "last_wake", "routable", "wakes")
+    __slots__ = (
+        "_waiters",
+        "cold_since",
+        "cold_starts",
+        "held",
+        "key",
+        "last_cold_duration",
+        "last_cold_start",
+        "last_wake",
+        "routable",
+        "wakes",
+    )
 
     def __init__(self, key: TargetKey) -> None:
         self.key = key
@@ -42,6 +53,11 @@ class TargetGate:
         self.held = 0
         self.wakes = 0
         self.last_wake = -1e18
+        # A cold start: from the first request held while not routable until the target is routable.
+        self.cold_starts = 0
+        self.cold_since: float | None = None
+        self.last_cold_start: float | None = None  # wall-clock time it began
+        self.last_cold_duration: float | None = None
         self._waiters: set[Hold] = set()
 
 
@@ -132,13 +148,31 @@ class ColdGate:
         if gate.routable == routable:
             return
         gate.routable = routable
-        log.info("target %s is %s", key, "routable" if routable else "not routable")
-        if routable:
-            for hold in list(gate._waiters):
-                hold.resolve(HoldOutcome.RELEASED)
+        if not routable:
+            log.info("target %s is not routable", key)
+            return
+        waiting = len(gate._waiters)
+        if gate.cold_since is not None:
+            gate.last_cold_duration = time.monotonic() - gate.cold_since
+            gate.cold_since = None
+            log.info(
+                "target %s is routable: cold start took %.0f ms, releasing %d held request(s)",
+                key,
+                gate.last_cold_duration * 1000,
+                waiting,
+            )
+        else:
+            log.info("target %s is routable", key)
+        for hold in list(gate._waiters):
+            hold.resolve(HoldOutcome.RELEASED)
 
     def try_hold(self, gate: TargetGate) -> Hold | None:
         """Admit a cold request to the waiting room, or None when a cap is reached. Wakes the target either way."""
+        if gate.cold_since is None and not gate.routable:
+            gate.cold_since = time.monotonic()
+            gate.last_cold_start = time.time()
+            gate.cold_starts += 1
+            log.info("cold start of %s: holding requests until it is routable", gate.key)
         self.wake(gate)
         if self.draining:
             return None

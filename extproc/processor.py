@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -89,13 +89,28 @@ def _headers_dict(headers: Any) -> dict[str, str]:
     return found
 
 
+class HoldObserver(Protocol):
+    """Told when a cold request starts and stops being held (tracing, histograms); never on the warm path.
+
+    `hold_started` runs before the target is woken, so work done in wake hooks happens inside whatever
+    context it sets up (e.g. the hold's trace span).
+    """
+
+    def hold_started(self, context: grpc.aio.ServicerContext[Any, bytes], request: Any, state: TargetState) -> Any: ...
+
+    def hold_ended(self, token: Any, state: TargetState, outcome: str, seconds: float) -> None: ...
+
+
 class ExtProcServicer:
     """Answers Envoy's ext_proc streams from the current route table and the cold gate."""
 
-    def __init__(self, router: Router, gate: ColdGate, *, retry_after: int) -> None:
+    def __init__(
+        self, router: Router, gate: ColdGate, *, retry_after: int, observer: HoldObserver | None = None
+    ) -> None:
         self._router = router
         self._gate = gate
         self._retry_after = retry_after
+        self.observer = observer
         self.stats = ProcessorStats()
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
@@ -184,33 +199,41 @@ class ExtProcServicer:
         stats.cold_requests += 1
         traffic = state.traffic
         traffic.in_flight += 1
+        observer = self.observer
+        token = observer.hold_started(context, request, state) if observer is not None else None
+        outcome = "aborted"  # unless set below: the client went away (Envoy reset the stream)
+        held: float | None = None  # stays None for requests refused without being held
         try:
             hold = self._gate.try_hold(state.gate)
             if hold is None:
-                reason = Refusal.SHUTDOWN if self._gate.draining else Refusal.OVER_CAPACITY
-                if reason is Refusal.SHUTDOWN:
+                if self._gate.draining:
+                    outcome, reason = "shutdown", Refusal.SHUTDOWN
                     stats.shutdown_refusals += 1
                 else:
+                    outcome, reason = "over_capacity", Refusal.OVER_CAPACITY
                     stats.over_capacity += 1
                 await context.write(self._refusal(request, reason, state))
                 return
             try:
                 await context.write(answers.extend_timeout(state.hold_budget + TIMEOUT_MARGIN))
-                outcome = await hold.wait(state.hold_budget)
+                result = await hold.wait(state.hold_budget)
             finally:
+                held = hold.duration
                 hold.close()
-            if outcome is HoldOutcome.RELEASED:
+            outcome = result.value
+            if result is HoldOutcome.RELEASED:
                 stats.released += 1
                 await context.write(_CONTINUE_AND_FOLLOW)
                 response = await self._answer_response_headers(context, answers.COLD_START_RESPONSE)
                 status = _status(response.response_headers.headers.headers) if response is not None else b""
                 if status.startswith(b"5"):
                     stats.released_5xx += 1
+                    traffic.released_5xx += 1
                     log.warning("released cold request for %s got HTTP %s", state.key, status.decode())
-            elif outcome is HoldOutcome.REMOVED:
+            elif result is HoldOutcome.REMOVED:
                 stats.removed += 1
                 await context.write(_CONTINUE)
-            elif outcome is HoldOutcome.TIMEOUT:
+            elif result is HoldOutcome.TIMEOUT:
                 stats.timeouts += 1
                 log.info("request for %s timed out after %.1fs held", state.key, state.hold_budget)
                 await context.write(self._refusal(request, Refusal.TIMEOUT, state))
@@ -219,6 +242,9 @@ class ExtProcServicer:
                 await context.write(self._refusal(request, Refusal.SHUTDOWN, state))
         finally:
             traffic.in_flight -= 1
+            traffic.hold_ended(outcome, held)
+            if observer is not None:
+                observer.hold_ended(token, state, outcome, held or 0.0)
 
     def _refusal(self, request: Any, reason: Refusal, state: TargetState) -> bytes:
         headers = _headers_dict(request.request_headers.headers.headers)

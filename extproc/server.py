@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from extproc import istio
+from extproc import istio, metrics
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
 from extproc._proto import peers_pb2_grpc as peers_grpc
 from extproc.admin import AdminServer, status_document
@@ -119,7 +119,7 @@ class ZerohopServer:
         self.processor = ExtProcServicer(self.core.router, self.core.gate, retry_after=settings.retry_after)
         counts: CountSource = self.peers if self.peers is not None else LocalCounts()
         self.scaler = ScalerServicer(self.core.router, self.core.bus, counts)
-        self.admin = AdminServer(self.status, self.ready)
+        self.admin = AdminServer(self.status, self.ready, self.metrics_text)
         self.autoscaler: LocalAutoscaler | None = None
         self._ext_proc_server: grpc.aio.Server | None = None
         self._scaler_server: grpc.aio.Server | None = None
@@ -135,6 +135,10 @@ class ZerohopServer:
     def status(self) -> dict[str, Any]:
         extra = {"peers": self.peers.status()} if self.peers is not None else None
         return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls, extra)
+
+    def metrics_text(self) -> str:
+        sources = metrics.Sources(self.core, self.provider, self.processor.stats, self.scaler.calls, self.peers)
+        return metrics.render(metrics.collect(sources))
 
     def ready(self) -> bool:
         return self._started and not self.core.gate.draining and self.provider.ready()

@@ -81,19 +81,67 @@ class RateWindow:
         return round(total / valid, _RATE_PRECISION)
 
 
+HOLD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Histogram:
+    """Cumulative-bucket histogram (Prometheus style) of hold durations; updated on the cold path only."""
+
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...] = HOLD_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        index = 0
+        for bound in self.bounds:
+            if value <= bound:
+                break
+            index += 1
+        self.counts[index] += 1
+        self.count += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, observations <= bound) pairs, ending with +Inf."""
+        total = 0
+        result = []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            result.append((bound, total))
+        return result
+
+
 class TargetTraffic:
     """Live counters of one target in this process.
 
     `in_flight` counts the requests zerohop follows to their end: every held request, and every request of
     a target whose end is observed (concurrency metric, or `--in-flight=all`). `requests` only ever grows.
+    `outcomes` counts held requests by how their hold ended, `holds` their durations (cold path only).
     """
 
-    __slots__ = ("in_flight", "rate", "requests")
+    __slots__ = ("holds", "in_flight", "outcomes", "rate", "released_5xx", "requests")
 
     def __init__(self, window: float, granularity: float) -> None:
         self.in_flight = 0
         self.requests = 0
         self.rate = RateWindow(window, granularity)
+        self.outcomes: dict[str, int] = {}
+        self.holds: dict[str, Histogram] = {}
+        self.released_5xx = 0
+
+    def hold_ended(self, outcome: str, seconds: float | None) -> None:
+        """Count a cold request's outcome; `seconds` held is None when it was refused without being held."""
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if seconds is None:
+            return
+        histogram = self.holds.get(outcome)
+        if histogram is None:
+            histogram = self.holds[outcome] = Histogram()
+        histogram.observe(seconds)
 
     def snapshot(self, now: float, held: int) -> TrafficSnapshot:
         return TrafficSnapshot(self.in_flight, held, self.requests, self.rate.average(now))
