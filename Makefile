@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "zerohop needs Python 3.11+, found " + sys.version.split()[0]'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# Two steps on purpose: xds-protos (a runtime dependency) carries an old copy of the opentelemetry.proto
+	@# modules; installing the OpenTelemetry packages afterwards lets opentelemetry-proto's own files win.
+	$(PY) -m pip install --quiet -e .
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c 'import extproc.telemetry as t, sys; p = t.packaging_problem(); print(p, file=sys.stderr) if p else None; sys.exit(bool(p))'
 	@touch $@
 
 install: $(STAMP)  ## create .venv with zerohop, Envoy and the dev tools

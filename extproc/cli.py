@@ -52,10 +52,11 @@ def run(coroutine: Coroutine[Any, Any, int]) -> int:
 
 async def _serve(settings_namespace: argparse.Namespace) -> int:
     from extproc.server import ZerohopServer
+    from extproc.telemetry import Telemetry
 
     settings = from_namespace(settings_namespace)
     logs.configure(settings.log_level, settings.log_format.value)
-    server = ZerohopServer(settings)
+    server = ZerohopServer(settings, telemetry=Telemetry.from_env())
     server.install_signal_handlers()
     try:
         await server.start()

@@ -101,16 +101,29 @@ class HoldObserver(Protocol):
     def hold_ended(self, token: Any, state: TargetState, outcome: str, seconds: float) -> None: ...
 
 
+class WarmObserver(Protocol):
+    """Told of each warm request; only installed when warm requests are to be traced."""
+
+    def warm(self, context: grpc.aio.ServicerContext[Any, bytes], request: Any, state: TargetState) -> None: ...
+
+
 class ExtProcServicer:
     """Answers Envoy's ext_proc streams from the current route table and the cold gate."""
 
     def __init__(
-        self, router: Router, gate: ColdGate, *, retry_after: int, observer: HoldObserver | None = None
+        self,
+        router: Router,
+        gate: ColdGate,
+        *,
+        retry_after: int,
+        observer: HoldObserver | None = None,
+        warm_observer: WarmObserver | None = None,
     ) -> None:
         self._router = router
         self._gate = gate
         self._retry_after = retry_after
         self.observer = observer
+        self.warm_observer = warm_observer
         self.stats = ProcessorStats()
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
@@ -153,6 +166,8 @@ class ExtProcServicer:
         traffic.requests += 1
         traffic.rate.record(_monotonic())
         if state.gate.routable:
+            if self.warm_observer is not None:
+                self.warm_observer.warm(context, request, state)
             if not state.follow_end:
                 await context.write(_CONTINUE)
                 return

@@ -23,6 +23,7 @@ from extproc._proto import peers_pb2_grpc as peers_grpc
 from extproc.admin import AdminServer, status_document
 from extproc.autoscaler import LocalAutoscaler
 from extproc.core import Core, Provider
+from extproc.httpso import TargetKey
 from extproc.peers import Peers, PeerServicer
 from extproc.processor import ExtProcServicer
 from extproc.providers.kubernetes import api as kube
@@ -33,6 +34,7 @@ from extproc.providers.local.provider import LocalProvider
 from extproc.scaler import CountSource, LocalCounts, ScalerServicer
 from extproc.settings import Provider as ProviderKind
 from extproc.settings import Settings, SettingsError
+from extproc.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,15 @@ def kubernetes_provider(settings: Settings, peers: Peers, api: KubeApi | None = 
 class ZerohopServer:
     """One zerohop process. `await start()`, then `await wait()` or `await stop()`."""
 
-    def __init__(self, settings: Settings, provider: Provider | None = None, kube_api: KubeApi | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        provider: Provider | None = None,
+        kube_api: KubeApi | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.core = Core(
             hold_timeout=settings.hold_timeout,
             max_held_per_target=settings.max_held_per_target,
@@ -116,7 +125,14 @@ class ZerohopServer:
             provider = kubernetes_provider(settings, self.peers, kube_api)
         self.provider: Provider = provider or local_provider(settings)
         self.core.add_provider(self.provider)
-        self.processor = ExtProcServicer(self.core.router, self.core.gate, retry_after=settings.retry_after)
+        observer = warm = None
+        if telemetry is not None:
+            observer = telemetry.hold_observer(self._ready_replicas)
+            warm = telemetry.warm_observer() if settings.trace_warm_requests else None
+            self.core.gate.add_wake_hook(telemetry.activation_hook(self._activation_details))
+        self.processor = ExtProcServicer(
+            self.core.router, self.core.gate, retry_after=settings.retry_after, observer=observer, warm_observer=warm
+        )
         counts: CountSource = self.peers if self.peers is not None else LocalCounts()
         self.scaler = ScalerServicer(self.core.router, self.core.bus, counts)
         self.admin = AdminServer(self.status, self.ready, self.metrics_text)
@@ -136,9 +152,23 @@ class ZerohopServer:
         extra = {"peers": self.peers.status()} if self.peers is not None else None
         return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls, extra)
 
-    def metrics_text(self) -> str:
+    def _ready_replicas(self, key: TargetKey) -> int | None:
+        counts = self.provider.replicas(key)
+        return None if counts is None else counts.ready
+
+    def _activation_details(self, key: TargetKey) -> dict[str, Any]:
+        return {
+            "zerohop.keda_streams": self.core.bus.subscribers(key),
+            "zerohop.peers_told": len(self.peers.addresses) if self.peers is not None else 0,
+            "zerohop.scale_patch": self.settings.provider is ProviderKind.KUBERNETES and self.settings.scale_on_wake,
+        }
+
+    def metrics_families(self) -> list[metrics.Family]:
         sources = metrics.Sources(self.core, self.provider, self.processor.stats, self.scaler.calls, self.peers)
-        return metrics.render(metrics.collect(sources))
+        return metrics.collect(sources)
+
+    def metrics_text(self) -> str:
+        return metrics.render(self.metrics_families())
 
     def ready(self) -> bool:
         return self._started and not self.core.gate.draining and self.provider.ready()
@@ -177,6 +207,8 @@ class ZerohopServer:
                 f"{scaler_host}:{self.scaler_port}", self.provider, settings.polling_interval
             )
             await self.autoscaler.start()
+        if self.telemetry is not None:
+            self.telemetry.observe(self.metrics_families)
         self._started = True
         log.info(
             "zerohop ready: ext_proc :%d, scaler :%d, admin :%d, %d target(s)",
@@ -231,6 +263,9 @@ class ZerohopServer:
         with contextlib.suppress(Exception):
             await self.provider.stop()
         await self.admin.stop()
+        if self.telemetry is not None:
+            # Flushing exports blocks: keep the event loop free while it does.
+            await asyncio.to_thread(self.telemetry.shutdown)
         self._stopped.set()
         log.info("zerohop stopped")
 

@@ -34,6 +34,7 @@ class Provider(enum.Enum):
 class LogFormat(enum.Enum):
     TEXT = "text"
     JSON = "json"
+    LOGFMT = "logfmt"
 
 
 def _address(text: str) -> str:
@@ -341,6 +342,13 @@ class Settings:
         group="peers",
         metavar="DURATION",
     )
+    trace_warm_requests: bool = _setting(
+        False,
+        _bool,
+        "With tracing on (OTEL_* variables), also give warm requests a `zerohop.continue` span. Off by "
+        "default: a warm request costs one gRPC round trip and nothing else.",
+        group="logging",
+    )
     log_level: str = _setting(
         "info",
         str.lower,
@@ -349,7 +357,11 @@ class Settings:
         choices=["debug", "info", "warning", "error"],
     )
     log_format: LogFormat = _setting(
-        LogFormat.TEXT, LogFormat, "Log line format.", group="logging", choices=[f.value for f in LogFormat]
+        LogFormat.TEXT,
+        LogFormat,
+        "Log line format: text, json or logfmt (each carries trace_id on lines that belong to a trace).",
+        group="logging",
+        choices=[f.value for f in LogFormat],
     )
 
     @property

@@ -14,6 +14,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from extproc.httpso import TargetKey
 from extproc.server import ZerohopServer
 from extproc.settings import Settings
 from extproc.targets import TargetState
+from extproc.telemetry import Telemetry
 from tests.helpers import free_port, wait_for
 
 PYTHON = sys.executable
@@ -166,6 +168,8 @@ class Stack:
         *,
         eds_delay: float | None = None,
         gateway_check: bool = True,
+        telemetry: Telemetry | None = None,
+        gateway_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         **settings: Any,
     ) -> None:
         self.workdir = workdir
@@ -189,7 +193,8 @@ class Stack:
         }
         defaults.update(settings)
         self.settings = Settings(**defaults)
-        self.server = ZerohopServer(self.settings)
+        self.server = ZerohopServer(self.settings, telemetry=telemetry)
+        self._gateway_transform = gateway_transform
         self.envoy: EnvoyProcess | None = None
         self.session: aiohttp.ClientSession | None = None
         self.channel: grpc.aio.Channel | None = None
@@ -204,6 +209,8 @@ class Stack:
             self.envoy_xds,
             max_message_timeout=self.settings.max_message_timeout,
         )
+        if self._gateway_transform is not None:
+            bootstrap = self._gateway_transform(bootstrap)
         self.envoy = EnvoyProcess(bootstrap, self.admin_port, workdir=self.workdir / "envoy", concurrency=2)
         await self.envoy.start()
         await self._gateway_synced()
