@@ -2,8 +2,9 @@
 
 Off unless the standard variables ask for it: `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces/metrics
 specific endpoints), `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER` (`otlp`, `console`, `none`),
-`OTEL_SDK_DISABLED`; the SDK itself reads `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
-`OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_PROPAGATORS` and the exporters' own settings. OTLP is spoken over gRPC.
+`OTEL_SDK_DISABLED`, `OTEL_EXPORTER_OTLP(_TRACES|_METRICS)_PROTOCOL` (`grpc`, the default, or
+`http/protobuf`); the SDK itself reads `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+`OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_PROPAGATORS` and the exporters' own settings (endpoint, headers, ...).
 
 Envoy starts each ext_proc stream as a child of the request's span and puts `traceparent` in the stream's
 gRPC metadata; a held request's `zerohop.hold` span continues that trace (or the request's own
@@ -33,6 +34,16 @@ _REPAIR = (
     "pip install --force-reinstall --no-deps opentelemetry-proto"
 )
 _ERROR_OUTCOMES = {"timeout": "held past its budget", "over_capacity": "too many held", "shutdown": "zerohop stopping"}
+
+
+def _protocol(env: Mapping[str, str], signal: str) -> str:
+    """`grpc` or `http/protobuf`, from OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL."""
+    value = env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    value = value.strip().lower()
+    if value not in ("grpc", "http/protobuf"):
+        log.error("OTLP protocol %r is not supported (grpc or http/protobuf); using grpc", value)
+        return "grpc"
+    return value
 
 
 def _wanted(env: Mapping[str, str], signal: str) -> str | None:
@@ -86,8 +97,8 @@ class Telemetry:
         from opentelemetry.sdk.resources import Resource
 
         resource = Resource.create()
-        tracer_provider = _tracer_provider(traces, resource) if traces else None
-        meter_provider = _meter_provider(metrics, resource) if metrics else None
+        tracer_provider = _tracer_provider(traces, _protocol(env, "traces"), resource) if traces else None
+        meter_provider = _meter_provider(metrics, _protocol(env, "metrics"), resource) if metrics else None
         log.info("OpenTelemetry on: traces %s, metrics %s", traces or "off", metrics or "off")
         return cls(tracer_provider, meter_provider)
 
@@ -161,30 +172,48 @@ class Telemetry:
                     log.exception("OpenTelemetry shutdown failed")
 
 
-def _tracer_provider(exporter: str, resource: Any) -> Any:
+def _span_exporter(exporter: str, protocol: str) -> Any:
+    if exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
+
+        return HttpSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def _metric_exporter(exporter: str, protocol: str) -> Any:
+    if exporter == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        return ConsoleMetricExporter()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
+
+        return HttpMetricExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+    return OTLPMetricExporter()
+
+
+def _tracer_provider(exporter: str, protocol: str, resource: Any) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=resource)
-    if exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    provider.add_span_processor(BatchSpanProcessor(_span_exporter(exporter, protocol)))
     return provider
 
 
-def _meter_provider(exporter: str, resource: Any) -> Any:
+def _meter_provider(exporter: str, protocol: str, resource: Any) -> Any:
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-    if exporter == "console":
-        reader = PeriodicExportingMetricReader(ConsoleMetricExporter())
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    reader = PeriodicExportingMetricReader(_metric_exporter(exporter, protocol))
     return MeterProvider(resource=resource, metric_readers=[reader])
 
 

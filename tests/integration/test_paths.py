@@ -4,6 +4,7 @@ timeout, over the cap, client gone while held."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import grpc
@@ -118,3 +119,17 @@ async def test_client_gone_while_held_releases_counts(tmp_path: Path) -> None:
         await wait_for(lambda: stack.server.core.gate.held_total == 0, 5, what="holds released after abort")
         await wait_for(lambda: stack.state("sleepy").traffic.in_flight == 0, 5, what="in-flight released")
         assert stack.server.processor.stats.timeouts == 0
+
+
+async def test_warm_requests_log_nothing_even_at_debug(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with Stack(tmp_path, CONFIG) as stack:
+        await stack.warm("warm")
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="extproc"):
+            for _ in range(20):
+                assert (await stack.get("warm.test")).status == 200
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("extproc")] == []
+        with caplog.at_level(logging.INFO, logger="extproc"):
+            assert (await stack.get("cold.test")).status == 200
+        messages = [r.getMessage() for r in caplog.records if r.name.startswith("extproc")]
+        assert any(m.startswith("cold start of default/cold") for m in messages), messages

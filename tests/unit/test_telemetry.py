@@ -33,10 +33,25 @@ def test_off_unless_configured() -> None:
     assert telemetry._wanted({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "x"}, "metrics") == "otlp"
 
 
+def test_protocol_selection() -> None:
+    assert telemetry._protocol({}, "traces") == "grpc"
+    assert telemetry._protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "traces") == "http/protobuf"
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc"}
+    assert telemetry._protocol(env, "metrics") == "grpc"
+    assert telemetry._protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "traces") == "grpc"
+    assert type(telemetry._span_exporter("otlp", "http/protobuf")).__module__.startswith(
+        "opentelemetry.exporter.otlp.proto.http"
+    )
+    assert type(telemetry._span_exporter("otlp", "grpc")).__module__.startswith(
+        "opentelemetry.exporter.otlp.proto.grpc"
+    )
+
+
 def test_the_otlp_exporter_and_envoy_protos_import_together() -> None:
     code = (
         "from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter\n"
         "from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter\n"
+        "from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http\n"
         "from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor_pb2_grpc\n"
         "from envoy.config.trace.v3 import opentelemetry_pb2\n"
         "import extproc.telemetry as t\n"

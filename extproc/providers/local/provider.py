@@ -105,14 +105,14 @@ class LocalProvider:
         cwd = self.config_path.parent
         for key in [k for k in self._sets if k not in targets]:
             self._spawn(self._sets.pop(key).stop())
-        new_sets: list[ReplicaSet] = []
+        new_sets: list[tuple[ReplicaSet, ScaledTarget]] = []
         for key, target in targets.items():
             workload = config.workload_for(target)
             assert workload is not None
             existing = self._sets.get(key)
             if existing is None:
                 replica_set = self._sets[key] = self._new_set(target, workload, cwd)
-                new_sets.append(replica_set)
+                new_sets.append((replica_set, target))
             else:
                 replica_set = existing
                 if replica_set.workload != workload:
@@ -126,8 +126,10 @@ class LocalProvider:
         self.xds.write_routes(route_configuration(targets.values()))
         clusters = {target_cluster_name(t): t.key for t in targets.values()}
         self._core.apply_targets(targets.values(), clusters)
-        for replica_set in new_sets:
+        for replica_set, target in new_sets:
             replica_set.start()
+            # Like a Deployment created with replicas.min; the autoscaler takes it from there.
+            replica_set.scale(target.min_replicas)
 
     def _new_set(self, target: ScaledTarget, workload: Workload, cwd: Path) -> ReplicaSet:
         if workload.working_dir is not None and not workload.working_dir.is_absolute():
