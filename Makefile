@@ -29,9 +29,9 @@ demo: $(STAMP)  ## Envoy + zerohop + a sample app scaled from zero, with a timel
 	$(VENV)/bin/zerohop demo $(DEMO_ARGS)
 
 # Programs some tests drive, installed from Debian packages when missing (needs root, as in CI):
-# kubectl (its built-in kustomize builds manifests/).
-TOOLS := kubectl
-tools:  ## install the programs the tests drive (kubectl) with apt-get when missing
+# kubectl (its built-in kustomize builds manifests/), chromium (headless, for the status page).
+TOOLS := kubectl chromium
+tools:  ## install the programs the tests drive (kubectl, chromium) with apt-get when missing
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "make tools: install$$missing (apt-get needs root)" >&2; exit 1; fi; \

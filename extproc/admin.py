@@ -4,6 +4,7 @@
 - `GET /readyz`: 200 once targets are loaded and the gRPC servers listen; 503 while draining.
 - `GET /status`: targets with replicas, routability, counts, held requests; servicer counters.
 - `GET /metrics`: the same counters for Prometheus (text format 0.0.4).
+- `GET /` and `/ui`: a status page with live charts (extproc/webui.py).
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc import __version__
+from extproc import __version__, webui
 from extproc.core import Core, Provider
 from extproc.processor import ProcessorStats
 from extproc.targets import TargetState
+from extproc.traffic import TrafficSnapshot
 
 _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def target_status(state: TargetState, provider: Provider | None, now: float) -> dict[str, Any]:
+AllReplicas = Callable[[TargetState], tuple[TrafficSnapshot, int]]
+
+
+def target_status(
+    state: TargetState, provider: Provider | None, now: float, all_replicas: AllReplicas | None = None
+) -> dict[str, Any]:
     spec = state.spec
     snapshot = state.snapshot(now)
     replicas = provider.replicas(state.key) if provider is not None else None
@@ -50,6 +57,23 @@ def target_status(state: TargetState, provider: Provider | None, now: float) -> 
         "coldForSeconds": _round(now - state.gate.cold_since) if state.gate.cold_since is not None else None,
         "outcomes": dict(state.traffic.outcomes),
         "holdBudgetSeconds": state.hold_budget,
+        "window": spec.metric.window,
+        "granularity": spec.metric.granularity,
+        "allReplicas": _all_replicas(state, all_replicas),
+    }
+
+
+def _all_replicas(state: TargetState, all_replicas: AllReplicas | None) -> dict[str, Any] | None:
+    """What KEDA is told: this replica's counts plus the other replicas' last known ones."""
+    if all_replicas is None:
+        return None
+    totals, peers = all_replicas(state)
+    return {
+        "inFlight": totals.in_flight,
+        "held": totals.held,
+        "rate": totals.rate,
+        "metricValue": state.metric_value(totals),
+        "peersCounted": peers,
     }
 
 
@@ -69,13 +93,15 @@ def status_document(
     stats: ProcessorStats,
     scaler_calls: dict[str, int],
     extra: dict[str, Any] | None = None,
+    all_replicas: AllReplicas | None = None,
 ) -> dict[str, Any]:
     now = time.monotonic()
     return {
         **(extra or {}),
+        "serverTime": _iso(time.time()),
         "provider": provider.status() if provider is not None else None,
         "version": __version__,
-        "targets": [target_status(state, provider, now) for state in core.registry],
+        "targets": [target_status(state, provider, now, all_replicas) for state in core.registry],
         "heldTotal": core.gate.held_total,
         "draining": core.gate.draining,
         "extProc": stats.as_dict(),
@@ -104,6 +130,7 @@ class AdminServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_handler)
+        webui.add_routes(app)
         if self._metrics is not None:
             app.router.add_get("/metrics", self._metrics_handler)
         self._runner = web.AppRunner(app, access_log=None)

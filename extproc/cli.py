@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from extproc import __version__, logs
+from extproc import __version__, logs, statuscli
 from extproc.providers.local.config import ConfigError
 from extproc.settings import SettingsError, add_arguments, from_namespace
 
@@ -34,6 +34,7 @@ commands:
   demo              Envoy + zerohop + a sample app scaled from zero, with a timeline (make demo)
   envoy-bootstrap   print an Envoy bootstrap for a plain-Envoy gateway in front of zerohop
   envoyfilter       print the Istio EnvoyFilter that adds zerohop to an ingress gateway
+  status            print the targets of a running zerohop (replicas, traffic, cold starts)
   version           print the version
 
 Every serve setting can also be given as a ZEROHOP_* environment variable (see `zerohop serve --help`).
@@ -200,6 +201,15 @@ def parser() -> argparse.ArgumentParser:
         "--hold-timeout", type=parse_duration, default=60.0, help="zerohop's --hold-timeout (default 60s)"
     )
 
+    status = commands.add_parser(
+        "status",
+        help="print the targets of a running zerohop",
+        description=statuscli.DESCRIPTION,
+        epilog=statuscli.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    statuscli.add_arguments(status)
+
     commands.add_parser("version", help="print the version")
     return root
 
@@ -217,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bootstrap(args)
         if args.command == "envoyfilter":
             return _envoyfilter(args)
+        if args.command == "status":
+            return statuscli.main(args)
         if args.command == "version":
             print(__version__)
             return 0

@@ -136,16 +136,22 @@ class Peers:
     def addresses(self) -> list[str]:
         return sorted(self._peers)
 
-    async def totals(self, state: TargetState) -> TrafficSnapshot:
+    def known_totals(self, state: TargetState) -> tuple[TrafficSnapshot, int]:
+        """Ours plus each peer's last known counts (no fetch; within `stale_after`), and how many peers counted."""
         total = state.snapshot()
-        if not self._peers:
-            return total
-        await self._fresh_counts()
         now = time.monotonic()
+        counted = 0
         for peer in self._peers.values():
             if now - peer.answered_at <= self.stale_after:
                 total = total + peer.counts.get(state.key, EMPTY_SNAPSHOT)
-        return total
+                counted += 1
+        return total, counted
+
+    async def totals(self, state: TargetState) -> TrafficSnapshot:
+        if not self._peers:
+            return state.snapshot()
+        await self._fresh_counts()
+        return self.known_totals(state)[0]
 
     async def _fresh_counts(self) -> None:
         if self._fetch is None or (self._fetch.done() and time.monotonic() - self._fetched_at > _SHARE_FETCH_FOR):

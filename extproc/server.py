@@ -149,8 +149,12 @@ class ZerohopServer:
         self.peer_port = 0
 
     def status(self) -> dict[str, Any]:
-        extra = {"peers": self.peers.status()} if self.peers is not None else None
-        return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls, extra)
+        if self.peers is None:
+            return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls)
+        extra = {"peers": self.peers.status()}
+        return status_document(
+            self.core, self.provider, self.processor.stats, self.scaler.calls, extra, self.peers.known_totals
+        )
 
     def _ready_replicas(self, key: TargetKey) -> int | None:
         counts = self.provider.replicas(key)

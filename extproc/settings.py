@@ -128,7 +128,7 @@ class Settings:
     admin_address: str = _setting(
         "127.0.0.1:9091",
         _address,
-        "Listen address of the admin HTTP server (/healthz, /readyz, /status).",
+        "Listen address of the admin HTTP server (/healthz, /readyz, /status, /metrics, the status page at /).",
         group="ports",
     )
     hold_timeout: float = _setting(

@@ -117,6 +117,10 @@ async def test_keda_gets_the_sum_over_all_replicas(kube_emulator: KubeEmulator) 
                 [value] = (await stub.GetMetrics(request)).metricValues
                 assert (value.metricValue, value.metricValueFloat) == (5, 5.0), f"asked replica {index}"
                 assert (await stub.IsActive(ref())).result
+                # The status document shows what KEDA was told: this replica's counts plus its peers'.
+                [target] = servers[index].status()["targets"]
+                assert target["allReplicas"]["metricValue"] == 5
+                assert target["allReplicas"]["peersCounted"] == 2
         await first.release()
         await second.release()
         await wait_for(lambda: all(s.core.gate.held_total == 0 for s in servers), 5, what="released")
