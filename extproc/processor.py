@@ -181,14 +181,20 @@ class ExtProcServicer:
         await self._hold(request, state, context)
 
     def _lookup(self, table: RouteTable, request: Any) -> TargetState | None:
-        if table.has_clusters:
-            attributes = request.attributes.get(ATTRIBUTES_KEY)
-            if attributes is not None:
-                cluster = attributes.fields.get(CLUSTER_ATTRIBUTE)
-                if cluster is not None:
+        attributes = request.attributes.get(ATTRIBUTES_KEY)
+        if attributes is not None:
+            fields = attributes.fields
+            cluster = fields.get(CLUSTER_ATTRIBUTE)
+            if cluster is not None:
+                if table.has_clusters:
                     state = table.for_cluster(cluster.string_value)
                     if state is not None:
                         return state
+            elif not fields:
+                # The filter asked for the cluster and Envoy sent none: the gateway routes this request to no
+                # upstream (no route, or a direct response). Holding or counting it for a target whose host it
+                # names would scale a workload that never gets it.
+                return None
         headers = request.request_headers.headers.headers
         authority = b""
         for header in headers:

@@ -4,7 +4,8 @@ event loop with the local provider, and replicas as real processes.
 
 `eds_delay` puts a relay between zerohop's xDS directory and the one Envoy watches that holds endpoint
 updates back for that long, like a slow istiod push, so tests can prove held requests are released only
-once the gateway can route them.
+once the gateway can route them. `rds_delay` does the same to route updates, so a request can reach the
+gateway before the route for its host does.
 """
 
 from __future__ import annotations
@@ -110,12 +111,13 @@ class Reply:
 
 
 class XdsRelay:
-    """Copies zerohop's xDS files to Envoy's directory: routes and clusters at once, endpoints after a delay."""
+    """Copies zerohop's xDS files to Envoy's directory: clusters at once, routes and endpoints after a delay."""
 
-    def __init__(self, source: Path, target: Path, eds_delay: float) -> None:
+    def __init__(self, source: Path, target: Path, eds_delay: float, rds_delay: float = 0.0) -> None:
         self.source = source
         self.target = target
         self.delay = eds_delay
+        self.rds_delay = rds_delay
         self._seen: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
@@ -128,21 +130,23 @@ class XdsRelay:
         while True:
             for path in self.source.glob("*.json"):
                 text = path.read_text()
-                if self._seen.get(path.name) == text:
+                previous = self._seen.get(path.name)
+                if previous == text:
                     continue
                 self._seen[path.name] = text
                 # Clusters name their endpoint files by path: point them at the relayed copies.
                 text = text.replace(str(self.source), str(self.target))
-                if path.name in (CDS_FILE, RDS_FILE):
-                    self._copy(path.name, text)
-                else:
-                    task = asyncio.create_task(self._copy_later(path.name, text))
+                delay = 0.0 if path.name == CDS_FILE else self.rds_delay if path.name == RDS_FILE else self.delay
+                if delay and (previous is not None or path.name != RDS_FILE):  # Envoy starts from the first routes
+                    task = asyncio.create_task(self._copy_later(path.name, text, delay))
                     self._pending.add(task)
                     task.add_done_callback(self._pending.discard)
+                else:
+                    self._copy(path.name, text)
             await asyncio.sleep(0.002)
 
-    async def _copy_later(self, name: str, text: str) -> None:
-        await asyncio.sleep(self.delay)
+    async def _copy_later(self, name: str, text: str, delay: float) -> None:
+        await asyncio.sleep(delay)
         self._copy(name, text)
 
     def _copy(self, name: str, text: str) -> None:
@@ -167,6 +171,7 @@ class Stack:
         config: str,
         *,
         eds_delay: float | None = None,
+        rds_delay: float = 0.0,
         gateway_check: bool = True,
         telemetry: Telemetry | None = None,
         gateway_transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
@@ -178,8 +183,9 @@ class Stack:
         self.listen_port = free_port()
         self.admin_port = free_port()
         zerohop_xds = workdir / "xds"
-        self.envoy_xds = workdir / "xds-envoy" if eds_delay is not None else zerohop_xds
-        self.relay = XdsRelay(zerohop_xds, self.envoy_xds, eds_delay) if eds_delay is not None else None
+        relayed = eds_delay is not None or rds_delay > 0
+        self.envoy_xds = workdir / "xds-envoy" if relayed else zerohop_xds
+        self.relay = XdsRelay(zerohop_xds, self.envoy_xds, eds_delay or 0.0, rds_delay) if relayed else None
         defaults: dict[str, Any] = {
             "config": self.config_path,
             "state_dir": workdir,

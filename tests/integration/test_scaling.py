@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_for
-from tests.integration.stack import Stack, app, httpso
+from tests.integration.stack import Reply, Stack, app, httpso
 
 pytestmark = pytest.mark.envoy
 
@@ -87,7 +87,8 @@ async def test_config_reload_adds_a_route_the_gateway_follows(tmp_path: Path) ->
         assert (await stack.get("two.test")).status == 404
         stack.config_path.write_text(config + httpso("two", replicas="{min: 0, max: 1}") + app("two"))
         await wait_for(lambda: len(stack.server.core.registry) == 2, 10, 0.05, what="config reloaded")
-        reply = await stack.get("two.test")
+        # The gateway loads the new route a moment after zerohop reloads; until then it answers 404 itself.
+        reply = await _first_routed(stack, "two.test")
         assert reply.status == 200
         assert reply.headers.get("x-zerohop-cold-start") == "true"
         # A broken edit keeps the last good config.
@@ -95,3 +96,37 @@ async def test_config_reload_adds_a_route_the_gateway_follows(tmp_path: Path) ->
         await asyncio.sleep(1.5)
         assert len(stack.server.core.registry) == 2
         assert (await stack.get("one.test")).status == 200
+
+
+async def test_a_request_that_arrives_before_its_route_is_not_held(tmp_path: Path) -> None:
+    # Right after an HTTPScaledObject is added, zerohop knows the host before the gateway has its route. The
+    # gateway answers such a request itself ("no route", no upstream cluster): zerohop must not hold it, wake
+    # the target or count it for the target, since the target would never get it.
+    config = httpso("one", replicas="{min: 1, max: 1}") + app("one")
+    async with Stack(tmp_path, config, rds_delay=1.0) as stack:
+        stack.config_path.write_text(config + httpso("two", replicas="{min: 0, max: 1}") + app("two"))
+        await wait_for(lambda: len(stack.server.core.registry) == 2, 10, 0.005, what="config reloaded")
+        early = await stack.get("two.test")
+        assert early.status == 404
+        assert "x-zerohop-cold-start" not in early.headers
+        assert early.elapsed < 0.5
+        assert stack.state("two").traffic.requests == 0
+        assert stack.server.processor.stats.unmatched >= 1
+        assert stack.server.processor.stats.cold_requests == 0
+        # Once the gateway has the route, the same request is a cold start like any other.
+        reply = await _first_routed(stack, "two.test")
+        assert reply.status == 200
+        assert reply.headers.get("x-zerohop-cold-start") == "true"
+        assert stack.state("two").traffic.requests == 1
+
+
+async def _first_routed(stack: Stack, host: str, timeout: float = 10.0) -> Reply:
+    """GET `host` until the gateway routes it (not its own "no route" 404); zerohop holds none before that."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        reply = await stack.get(host)
+        if reply.status != 404 or "x-zerohop-cold-start" in reply.headers:
+            return reply
+        assert stack.server.processor.stats.cold_requests == 0
+        assert asyncio.get_running_loop().time() < deadline, f"the gateway never routed {host}"
+        await asyncio.sleep(0.02)

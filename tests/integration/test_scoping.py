@@ -35,13 +35,14 @@ async def test_only_managed_virtual_hosts_reach_zerohop(tmp_path: Path) -> None:
     await server.start()
     try:
         document = istio.envoyfilter(hosts=["managed.test"], hold_timeout=settings.hold_timeout)
-        listen, admin = free_port(), free_port()
+        listen, admin, upstream = free_port(), free_port(), free_port()
         bootstrap = istio_gateway_bootstrap(
             document,
             ["managed.test", "other.test"],
             ext_proc_port=server.ext_proc_port,
             listen_port=listen,
             admin_port=admin,
+            upstream_port=upstream,
         )
         async with EnvoyProcess(bootstrap, admin, workdir=tmp_path / "envoy"), aiohttp.ClientSession() as session:
 

@@ -126,6 +126,30 @@ async def test_cluster_attribute_routes_before_host(proc: Fixture) -> None:
     assert proc.servicer.stats.unmatched == 0
 
 
+async def test_a_request_the_gateway_routes_nowhere_is_unmatched_whatever_its_host(proc: Fixture) -> None:
+    # Envoy omits xds.cluster_name when the route has no upstream (no route, a direct response): the
+    # attributes arrive empty. The host names the cold target, but the gateway will not send it there.
+    request = request_headers(host("cold.test"))
+    request.attributes[ATTRIBUTES_KEY].CopyFrom(struct_pb2.Struct())
+    [answer] = await exchange(proc, request)
+    assert answer.SerializeToString() == answers.CONTINUE
+    assert proc.state(COLD).traffic.requests == 0
+    assert proc.servicer.stats.unmatched == 1
+    assert proc.servicer.stats.cold_requests == 0
+
+
+async def test_without_the_cluster_attribute_asked_for_the_host_decides(proc: Fixture) -> None:
+    # A gateway whose filter asks for other attributes only (a hand-written config): host matching as usual.
+    request = request_headers(host("warm.test"))
+    attributes = struct_pb2.Struct()
+    attributes.update({"request.path": "/"})
+    request.attributes[ATTRIBUTES_KEY].CopyFrom(attributes)
+    [answer] = await exchange(proc, request)
+    assert answer.SerializeToString() == answers.CONTINUE
+    assert proc.state(WARM).traffic.requests == 1
+    assert proc.servicer.stats.unmatched == 0
+
+
 async def test_concurrency_target_is_followed_to_its_response(proc: Fixture) -> None:
     queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
 
