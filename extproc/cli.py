@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-# Replicas are started with fork(); gRPC's fork handlers are not needed (the child execs at once) and
-# would log a warning for every replica started.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
 import argparse
 import asyncio
 import json
@@ -18,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from extproc import __version__, logs, statuscli
+from extproc import __version__, grpcenv, logs, statuscli
 from extproc.providers.local.config import ConfigError
 from extproc.settings import SettingsError, add_arguments, from_namespace
 
@@ -215,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # gRPC's core reads its settings once, when grpc is first imported: this module imports it only below.
+    grpcenv.apply()
     args = parser().parse_args(argv)
     try:
         if args.command == "serve":

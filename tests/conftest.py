@@ -1,5 +1,6 @@
-"""Shared pytest setup: gRPC fork handling off (tests spawn replica processes while gRPC runs)."""
+"""Shared pytest setup: the gRPC core settings `zerohop serve` runs with (fork handling off, as tests spawn
+replica processes while gRPC runs; the polling engine), set before any test module imports grpc."""
 
-import os
+from extproc import grpcenv
 
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+grpcenv.apply()
