@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="python -m bench",
         description="zerohop's side-by-side benchmark: plain gateway (A), gateway + zerohop (B), an extra Envoy "
-        "hop (C), bare Python ext_proc servers naive (D) and tuned (E), interleaved round by round; then "
+        "hop (C), bare Python ext_proc servers naive (D) and tuned (E), interleaved round by round; a paired "
+        "low-rate load over all of them at once; zerohop's own work per request in-process; then "
         "zerohop's cold-start overhead. Saves bench/results/<date>.json and regenerates docs/performance.md.",
     )
     root.add_argument("--rounds", type=int, default=defaults.rounds, help=f"rounds (default {defaults.rounds})")
@@ -53,7 +54,22 @@ def parser() -> argparse.ArgumentParser:
         "--pin",
         choices=["split", "loadgen", "none"],
         default=defaults.pin,
-        help="split: wrk on the last CPU, every server on the others (default); loadgen: only wrk pinned; none",
+        help="loadgen: wrk pinned to the last CPU, servers free (default); split: wrk on the last CPU, every "
+        "server on the others; none",
+    )
+    root.add_argument(
+        "--paired-rate",
+        type=int,
+        default=defaults.paired_rate,
+        help="ticks per second of the paired low-rate load, each one request to every setup in turn "
+        f"(default {defaults.paired_rate})",
+    )
+    root.add_argument(
+        "--retries",
+        type=int,
+        default=defaults.retries,
+        help="repeat a measurement up to N times when something outside the bench was busy during it "
+        f"(default {defaults.retries}; at most 15%% of all measurements are repeated)",
     )
     root.add_argument(
         "--quick",
@@ -62,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
         "stdout, leaving bench/results and docs/performance.md alone",
     )
     root.add_argument("--report-only", type=Path, metavar="JSON", help="only regenerate the report from a saved run")
+    root.add_argument(
+        "--results-dir", type=Path, default=RESULTS, help=f"where to save the run's JSON (default {RESULTS})"
+    )
     root.add_argument("--report", type=Path, default=REPORT, help=f"where to write the report (default {REPORT})")
     return root
 
@@ -80,7 +99,9 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
         cold_samples=cold,
         connections=args.connections,
         rate=args.rate,
+        paired_rate=args.paired_rate,
         pin=args.pin,
+        retries=args.retries,
         command=" ".join(["python -m bench", *argv]),
     )
     if args.quick:
@@ -93,7 +114,9 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
             cold_samples=min(cold, 3),
             connections=args.connections,
             rate=args.rate,
+            paired_rate=args.paired_rate,
             pin=args.pin,
+            retries=args.retries,
             quick=True,
             command=options.command,
         )
@@ -122,10 +145,12 @@ def _progress(message: str) -> None:
 
 
 async def _run_cancellable(options: Options) -> dict[str, Any]:
-    # SIGTERM ends the run like Ctrl-C does: the task is cancelled and every child is stopped on the way out.
+    # SIGINT (Ctrl-C) and SIGTERM cancel the run; every child is stopped on the way out. Handled here rather
+    # than left to KeyboardInterrupt, which is not raised when SIGINT was ignored at start (`nohup`, `&`).
     task = asyncio.current_task()
     assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     return await run(options, _progress)
 
 
@@ -145,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("python -m bench: interrupted; every process it started has been stopped", file=sys.stderr)
         return 130
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H-%M-%SZ")
+    stamp = datetime.datetime.fromisoformat(document["started"]).strftime("%Y-%m-%dT%H-%M-%SZ")
     if options.quick:
         json_path = Path(document["workdir"]) / f"{stamp}-quick.json"
     else:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        json_path = RESULTS / f"{stamp}.json"
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        json_path = args.results_dir / f"{stamp}.json"
     json_path.write_text(json.dumps(document, indent=1) + "\n")
     print(f"results: {_relative(json_path)}", file=sys.stderr)
     quick_destination = args.report if args.report != REPORT else None

@@ -4,7 +4,8 @@
 generated servicer, one `ProcessingResponse` built and serialised per message, the default asyncio loop,
 the stream kept until Envoy closes it.
 `--mode tuned` is the same floor with zerohop's tricks: uvloop, a generic handler whose responses are
-written pre-serialised, `context.read()` / `context.write()`, and the stream ended right after the answer.
+written pre-serialised, `context.read()` / `context.write()`, the stream ended right after the answer,
+and (the bench starts it with that environment) gRPC core's settings of `extproc.grpcenv`.
 Neither looks at the request; everything zerohop does beyond this is its own cost.
 """
 

@@ -3,10 +3,11 @@ get its response? zerohop's part of a cold start, with the app's own boot time t
 
 zerohop runs a target at zero replicas behind a gateway built by `local_bootstrap` from zerohop's xDS files,
 with `--envoy-admin` pointing at that gateway. For each sample the bench sends one request to the cold
-target and meanwhile polls the gateway's admin API (`/clusters`) back to back; "loaded" is when a poll first
-shows the new endpoint, and the overhead is the response time minus that. Between samples the autoscaler
-takes the target back to zero (concurrency metric, `scaledownPeriod: 1`, `--polling-interval 0.2s`), and
-the bench waits until zerohop, the gateway and the replica's port all say it is cold again.
+target and meanwhile polls the gateway's admin API (`/clusters`) back to back from the moment zerohop's EDS
+file holds the new endpoint; "loaded" is when a poll first shows it, and the overhead is the response time
+minus that. Between samples the autoscaler takes the target back to zero (concurrency metric,
+`scaledownPeriod: 1`, `--polling-interval 0.2s`), and the bench waits until zerohop, the gateway and the
+replica's port all say it is cold again.
 """
 
 from __future__ import annotations
@@ -84,11 +85,13 @@ def cluster_name() -> str:
     return target_cluster_name(parse_httpso(COLD_TARGET.documents(0)[0]))
 
 
-def _mtime(path: Path) -> int | None:
+def _version(path: Path) -> tuple[int, int] | None:
+    """Changes whenever zerohop replaces the file (it renames a new one into place: a new inode)."""
     try:
-        return path.stat().st_mtime_ns
+        stat = path.stat()
     except OSError:
         return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _has_endpoints(path: Path) -> bool:
@@ -103,11 +106,11 @@ async def _first_loaded(admin: EnvoyAdmin, cluster: str, eds_path: Path) -> Load
     # Envoy cannot load the endpoint before zerohop has written it to the EDS file, so the admin API is only
     # polled back to back from then on: spinning on it during the app's boot would slow the boot down on two
     # cores and inflate the total cold latency. Watching the file is a cheap stat() every EDS_WATCH seconds.
-    seen: int | None = None
+    seen: tuple[int, int] | None = None
     while True:
-        mtime = _mtime(eds_path)
-        if mtime != seen:
-            seen = mtime
+        version = _version(eds_path)
+        if version != seen:
+            seen = version
             if _has_endpoints(eds_path):
                 break
         await asyncio.sleep(EDS_WATCH)

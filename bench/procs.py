@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -38,6 +38,17 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / _CLOCK_TICKS
 
 
+def thread_cpu_seconds(pid: int) -> float:
+    """Time on CPU of a process's live threads, in nanosecond resolution (from /proc/PID/task/*/schedstat).
+
+    Finer than `cpu_seconds` (one clock tick), for short idle windows; misses threads that exit meanwhile."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 @contextlib.contextmanager
 def affinity(cpus: set[int] | None) -> Iterator[None]:
     """Run the block with this process pinned to `cpus`, so children started inside inherit the pinning."""
@@ -62,10 +73,11 @@ def taskset(cpus: set[int] | None, argv: Sequence[str]) -> list[str]:
 class Child:
     """A Python child process (zerohop, a bare ext_proc server) in its own session, logging to a file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = [sys.executable, *argv]
         self.log_path = log_path
+        self.env = {**os.environ, **env} if env else None
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -84,6 +96,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                env=self.env,
             )
 
     def log_tail(self, lines: int = 20) -> str:

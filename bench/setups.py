@@ -4,6 +4,7 @@ counters that show what each gateway really did (ext_proc streams, fail-open, ze
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -15,14 +16,18 @@ import aiohttp
 from bench.envoys import app_bootstrap, proxy_bootstrap
 from bench.procs import Child, free_port
 from bench.zerohop import Target, Zerohop
+from extproc import grpcenv
 from extproc.envoyproc import EnvoyProcess
 
 SETUPS: dict[str, tuple[str, str]] = {
     "A": ("plain gateway", "client -> gateway Envoy -> app. No ext_proc."),
     "B": (
         "gateway + zerohop (warm)",
-        "the gateway's ext_proc filter (ext_proc_http_filter) asks a real `zerohop serve` about each request; "
-        "the target is warm, so zerohop answers CONTINUE at once.",
+        "the gateway's ext_proc filter (as `ext_proc_http_filter` builds it) asks a real `zerohop serve` about "
+        "each request; the target is warm (min = max = 1 replica, requestRate metric), so zerohop answers "
+        "CONTINUE at once. The gateway routes to the shared app Envoy through a static cluster named like the "
+        "target's cluster (`outbound|8080||app.default.svc.cluster.local`), which is how zerohop recognises the "
+        "request; the target's own replica (a demo app process that keeps it warm) takes no traffic.",
     ),
     "C": (
         "gateway + extra Envoy hop",
@@ -37,7 +42,8 @@ SETUPS: dict[str, tuple[str, str]] = {
     "E": (
         "gateway + bare ext_proc, tuned",
         "same ext_proc filter, pointing at a minimal grpc.aio server with zerohop's tricks (uvloop, "
-        "pre-serialised CONTINUE, generic handler, read/write, stream ended after the answer).",
+        "pre-serialised CONTINUE, generic handler, read/write, stream ended after the answer, gRPC core on its "
+        "own polling rather than EventEngine threads: `extproc.grpcenv`).",
     ),
 }
 ALL_SETUPS = tuple(SETUPS)
@@ -169,6 +175,8 @@ async def start_setup(key: str, stack: AsyncExitStack, workdir: Path, app_port: 
         f"bare ext_proc ({mode})",
         ["-m", "bench.bare_extproc", "--mode", mode, "--port", str(ext_proc_port)],
         directory / "extproc.log",
+        # The tuned floor runs with zerohop's gRPC core settings (`zerohop serve` sets them itself).
+        env={name: os.environ.get(name, value) for name, value in grpcenv.DEFAULTS.items()} if key == "E" else None,
     )
     stack.push_async_callback(bare.stop)
     await bare.start()
