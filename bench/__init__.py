@@ -1,7 +1,8 @@
 """zerohop's side-by-side benchmark: `python -m bench` (or `make bench`).
 
-One run starts every setup against the same upstream (an Envoy answering `direct_response`), measures them
-interleaved round by round (wrk), then all at once request by request (`paired`), times zerohop's own
-handler against the bare one in-process (`hotpath`), measures zerohop's cold-start overhead, saves the raw numbers as JSON under
-`bench/results/` and regenerates `docs/performance.md` from that JSON. See `python -m bench --help`.
+One run starts every setup against the same upstream (an Envoy answering `direct_response`), measures
+them interleaved round by round (wrk), then all at once request by request (`paired`), times zerohop's
+own handler against the bare one in-process (`hotpath`), measures zerohop's cold-start overhead, saves
+the raw numbers as JSON under `bench/results/` and regenerates `docs/performance.md` from that JSON.
+See `python -m bench --help`.
 """
