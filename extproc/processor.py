@@ -124,6 +124,7 @@ class ExtProcServicer:
         self._retry_after = retry_after
         self.observer = observer
         self.warm_observer = warm_observer
+        self._warm_observer_failed = False
         self.stats = ProcessorStats()
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
@@ -167,7 +168,7 @@ class ExtProcServicer:
         traffic.rate.record(_monotonic())
         if state.gate.routable:
             if self.warm_observer is not None:
-                self.warm_observer.warm(context, request, state)
+                self._observe_warm(context, request, state)
             if not state.follow_end:
                 await context.write(_CONTINUE)
                 return
@@ -221,7 +222,7 @@ class ExtProcServicer:
         traffic = state.traffic
         traffic.in_flight += 1
         observer = self.observer
-        token = observer.hold_started(context, request, state) if observer is not None else None
+        token = self._hold_started(observer, context, request, state) if observer is not None else None
         outcome = "aborted"  # unless set below: the client went away (Envoy reset the stream)
         held: float | None = None  # stays None for requests refused without being held
         try:
@@ -265,7 +266,31 @@ class ExtProcServicer:
             traffic.in_flight -= 1
             traffic.hold_ended(outcome, held)
             if observer is not None:
-                observer.hold_ended(token, state, outcome, held or 0.0)
+                try:
+                    observer.hold_ended(token, state, outcome, held or 0.0)
+                except Exception:
+                    log.warning("hold observer failed; the request was answered", exc_info=True)
+
+    # Observers (tracing) must never keep a request from its answer: a failure there is logged and the
+    # request goes on as if no observer were installed.
+    def _observe_warm(self, context: grpc.aio.ServicerContext[Any, bytes], request: Any, state: TargetState) -> None:
+        assert self.warm_observer is not None
+        try:
+            self.warm_observer.warm(context, request, state)
+        except Exception:
+            self.stats.errors += 1
+            first, self._warm_observer_failed = not self._warm_observer_failed, True
+            log.log(logging.WARNING if first else logging.DEBUG, "warm observer failed; continuing", exc_info=True)
+
+    def _hold_started(
+        self, observer: HoldObserver, context: grpc.aio.ServicerContext[Any, bytes], request: Any, state: TargetState
+    ) -> Any:
+        try:
+            return observer.hold_started(context, request, state)
+        except Exception:
+            self.stats.errors += 1
+            log.warning("hold observer failed; holding the request untraced", exc_info=True)
+            return None
 
     def _refusal(self, request: Any, reason: Refusal, state: TargetState) -> bytes:
         headers = _headers_dict(request.request_headers.headers.headers)

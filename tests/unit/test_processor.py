@@ -192,6 +192,39 @@ async def test_cold_request_is_held_then_released_with_the_cold_header(proc: Fix
     assert proc.servicer.stats.released == 1
 
 
+class BrokenObserver:
+    """Tracing that fails on every call (a broken exporter setup, an SDK mismatch)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def warm(self, context: Any, request: Any, state: Any) -> None:
+        self.calls += 1
+        raise RuntimeError("tracing is broken")
+
+    def hold_started(self, context: Any, request: Any, state: Any) -> Any:
+        self.calls += 1
+        raise RuntimeError("tracing is broken")
+
+    def hold_ended(self, token: Any, state: Any, outcome: str, seconds: float) -> None:
+        self.calls += 1
+        raise RuntimeError("tracing is broken")
+
+
+async def test_a_failing_observer_never_keeps_a_request_from_its_answer(proc: Fixture) -> None:
+    broken = BrokenObserver()
+    proc.servicer.observer = broken
+    proc.servicer.warm_observer = broken
+    [warm] = await exchange(proc, request_headers(host("warm.test")))
+    assert warm.SerializeToString() == answers.CONTINUE
+    extend, timed_out = await exchange(proc, request_headers(host("cold.test")))  # held 300 ms, then 504
+    assert extend.HasField("override_message_timeout")
+    assert timed_out.immediate_response.status.code == 504
+    assert broken.calls == 3
+    assert proc.state(COLD).traffic.in_flight == 0
+    assert proc.state(COLD).traffic.outcomes == {"timeout": 1}
+
+
 async def test_hold_timeout_answers_504_with_retry_after(proc: Fixture) -> None:
     extend, refusal = await exchange(proc, request_headers(host("cold.test")))
     assert extend.override_message_timeout.ToMilliseconds() == 2300
