@@ -8,6 +8,12 @@ attribute), through a context whose `read()` parses it (as grpc's request deseri
 `write()` takes the answer. A handler that would wait on anything fails the measurement instead of being
 timed. The difference is zerohop's routing and counting; gRPC's own cost, the bulk of the total, is the
 same for both and is not in either number.
+
+zerohop is timed three ways: telemetry off; tracing on as `OTEL_*` would set it up (an SDK tracer provider
+with a batch span processor, spans dropped by the exporter), where a warm request must cost what it costs
+with tracing off, since it gets no span; and with `--trace-warm-requests`, a `zerohop.continue` span per
+request, which shows what that setting costs. The context carries the `traceparent` Envoy's tracer puts in
+the stream's metadata.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from extproc.core import Core
 from extproc.envoyconfig import target_cluster_name
 from extproc.httpso import parse as parse_httpso
 from extproc.processor import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, ExtProcServicer
+from extproc.telemetry import Telemetry
 
 Handler = Callable[[object, Any], Coroutine[Any, Any, None]]
 REPEATS = 7
@@ -53,6 +60,9 @@ def warm_request(host: str, cluster: str) -> bytes:
     return bytes(request.SerializeToString())
 
 
+TRACEPARENT = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
+
+
 class _Context:
     """The part of grpc.aio's ServicerContext the handlers use, answering at once."""
 
@@ -68,6 +78,9 @@ class _Context:
     async def write(self, message: bytes) -> None:
         self.written.append(message)
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return TRACEPARENT
+
 
 def _run_once(handler: Handler, context: _Context) -> None:
     coroutine = handler(None, context)
@@ -80,42 +93,110 @@ def _run_once(handler: Handler, context: _Context) -> None:
 
 
 def _per_call_us(handler: Handler, data: bytes) -> float:
-    best = float("inf")
-    for _ in range(REPEATS):
-        context = _Context(data)
-        started = time.perf_counter()
-        for _ in range(CALLS):
-            _run_once(handler, context)
-        best = min(best, (time.perf_counter() - started) / CALLS * 1e6)
-        if context.written != [answers.CONTINUE] * CALLS:
-            raise RuntimeError("the handler did not answer every request with CONTINUE")
-    return best
+    """One timed run of CALLS calls, in microseconds per call; checks that every call answered CONTINUE."""
+    context = _Context(data)
+    started = time.perf_counter()
+    for _ in range(CALLS):
+        _run_once(handler, context)
+    elapsed = time.perf_counter() - started
+    if context.written != [answers.CONTINUE] * CALLS:
+        raise RuntimeError("the handler did not answer every request with CONTINUE")
+    return elapsed / CALLS * 1e6
 
 
-def zerohop_servicer() -> tuple[ExtProcServicer, Core]:
+class _DropSpans:
+    """A span exporter that takes every batch and keeps nothing (the cost of export is not the point)."""
+
+    def export(self, spans: Any) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def _count_spans() -> Any:
+    """A span processor that counts ended spans (the batch processor may drop some when its queue is full)."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class CountSpans(SpanProcessor):  # type: ignore[misc]
+        ended = 0
+
+        def on_end(self, span: Any) -> None:
+            self.ended += 1
+
+    return CountSpans()
+
+
+def _tracing() -> tuple[Telemetry, Any]:
+    """Tracing as `Telemetry.from_env` sets it up for an OTLP endpoint, with the spans dropped."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    counter = _count_spans()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(_DropSpans()))
+    provider.add_span_processor(counter)
+    return Telemetry(provider, None), counter
+
+
+def zerohop_servicer(telemetry: Telemetry | None = None, *, trace_warm: bool = False) -> tuple[ExtProcServicer, Core]:
     """The servicer as `zerohop serve` wires it, with setup B's target warm."""
     target = parse_httpso(WARM_TARGET.documents(8080)[0])
     core = Core(hold_timeout=60.0, max_held_per_target=1000, max_held_total=10_000)
     core.apply_targets([target], {target_cluster_name(target): target.key})
     core.set_routable(target.key, True)
-    return ExtProcServicer(core.router, core.gate, retry_after=5), core
+    observer = warm = None
+    if telemetry is not None:
+        observer = telemetry.hold_observer(lambda _key: 1)
+        warm = telemetry.warm_observer() if trace_warm else None
+    servicer = ExtProcServicer(core.router, core.gate, retry_after=5, observer=observer, warm_observer=warm)
+    return servicer, core
 
 
 def measure() -> dict[str, Any]:
-    """Best-of-REPEATS microseconds per call of each handler, and the difference."""
-    servicer, core = zerohop_servicer()
+    """Microseconds per call of each handler (best of REPEATS runs, the handlers taking turns in a rotating
+    order after one untimed warm-up run each), and the differences."""
     target = parse_httpso(WARM_TARGET.documents(8080)[0])
     data = warm_request(target.hosts[0], target_cluster_name(target))
-    floor = _per_call_us(tuned_process, data)
-    zerohop = _per_call_us(servicer.process, data)
-    state = core.registry.get(target.key)
-    if state is None or state.traffic.requests != REPEATS * CALLS or servicer.stats.unmatched:
-        raise RuntimeError("zerohop did not count every request for its target")
+    telemetry, spans = _tracing()
+    plain, plain_core = zerohop_servicer()
+    traced, traced_core = zerohop_servicer(telemetry)
+    spanned, spanned_core = zerohop_servicer(telemetry, trace_warm=True)
+    handlers: dict[str, Handler] = {
+        "floor": tuned_process,
+        "zerohop": plain.process,
+        "tracing_on": traced.process,
+        "warm_spans": spanned.process,
+    }
+    best = dict.fromkeys(handlers, float("inf"))
+    order = list(handlers)
+    try:
+        for name in order:
+            _per_call_us(handlers[name], data)
+        for round_ in range(REPEATS):
+            for name in order[round_ % len(order) :] + order[: round_ % len(order)]:
+                best[name] = min(best[name], _per_call_us(handlers[name], data))
+    finally:
+        telemetry.tracer_provider.shutdown()
+    calls = (REPEATS + 1) * CALLS
+    for servicer, core in ((plain, plain_core), (traced, traced_core), (spanned, spanned_core)):
+        state = core.registry.get(target.key)
+        if state is None or state.traffic.requests != calls or servicer.stats.unmatched or servicer.stats.errors:
+            raise RuntimeError("zerohop did not count every request for its target")
+    if spans.ended != calls:  # all from --trace-warm-requests: with tracing merely on, warm requests get none
+        raise RuntimeError(f"{spans.ended} spans for the {calls} requests traced with --trace-warm-requests")
     return {
         "repeats": REPEATS,
         "calls_per_repeat": CALLS,
         "request_bytes": len(data),
-        "floor_us": round(floor, 3),
-        "zerohop_us": round(zerohop, 3),
-        "own_us": round(zerohop - floor, 3),
+        "floor_us": round(best["floor"], 3),
+        "zerohop_us": round(best["zerohop"], 3),
+        "own_us": round(best["zerohop"] - best["floor"], 3),
+        "tracing_on_us": round(best["tracing_on"], 3),
+        "warm_spans_us": round(best["warm_spans"], 3),
     }
