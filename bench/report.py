@@ -12,6 +12,7 @@ from typing import Any
 Run = dict[str, Any]
 
 TARGET_ADDED_P50_MS = 0.7
+EXT_PROC = ("B", "D", "E", "F")  # the setups with a Python ext_proc server
 TARGET_COLD_OVERHEAD_P50_MS = 20.0
 
 
@@ -204,7 +205,7 @@ def _saturation(runs: Runs) -> str:
         lines.append(
             f"| {_title(runs.document, key)} | {_fmt(runs.median(key, 'saturation', _rps), 0)} | {_ratio(ratio)} "
             f"| {_fmt(runs.median(key, 'saturation', _p50), 3)} | {_fmt(runs.median(key, 'saturation', _p99), 3)} "
-            f"| {_fmt(runs.median(key, 'saturation', _cpu('extproc')), 1) if key in ('B', 'D', 'E') else '—'} "
+            f"| {_fmt(runs.median(key, 'saturation', _cpu('extproc')), 1) if key in EXT_PROC else '—'} "
             f"| {_fmt(runs.median(key, 'saturation', _cpu('gateway')), 1)} |"
         )
     lines += ["", "req/s per round:", "", "| setup | " + " | ".join(f"round {r}" for r in runs.rounds) + " |"]
@@ -229,7 +230,7 @@ def _fixed_rate(runs: Runs) -> str:
         lines.append(
             f"| {_title(runs.document, key)} | {_fmt(runs.median(key, 'fixed_rate', _p50), 3)} "
             f"| {_fmt(runs.median(key, 'fixed_rate', _p99), 3)} | {_signed(added50, 3)} | {_signed(added99, 3)} "
-            f"| {_fmt(runs.median(key, 'fixed_rate', _cpu('extproc')), 1) if key in ('B', 'D', 'E') else '—'} |"
+            f"| {_fmt(runs.median(key, 'fixed_rate', _cpu('extproc')), 1) if key in EXT_PROC else '—'} |"
         )
     lines += ["", "p50 ms per round:", "", "| setup | " + " | ".join(f"round {r}" for r in runs.rounds) + " |"]
     lines.append("|---|" + "---:|" * len(runs.rounds))
@@ -287,13 +288,21 @@ def _paired(document: dict[str, Any], runs: Runs) -> str:
             f"| {_fmt(_paired_pooled(document, key, 0.9), 3)} | {_fmt(_paired_pooled(document, key, 0.99), 3)} "
             f"| {_signed(added, 3)} | {spread} |"
         )
-    own = [(base, *_paired_added(document, "B", base)) for base in ("E", "D") if base in keys and "B" in keys]
-    if own:
-        lines += [""] + [
-            f"B - {base}, zerohop against the bare server {base}: {_signed(added, 3)} ms p50 "
-            f"({_spread(per_round, lambda value: _signed(value, 3))})."
-            for base, added, per_round in own
-        ]
+    comparisons = [
+        (a, b, label)
+        for a, b, label in (
+            ("B", "E", "zerohop against the bare server E"),
+            ("B", "D", "zerohop against the bare server D"),
+            ("E", "F", "zerohop's gRPC settings, on the bare server"),
+        )
+        if a in keys and b in keys
+    ]
+    if comparisons:
+        lines.append("")
+        for a, b, label in comparisons:
+            added, per_round = _paired_added(document, a, b)
+            spread = _spread(per_round, lambda value: _signed(value, 3))
+            lines.append(f"{a} - {b}, {label}: {_signed(added, 3)} ms p50{f' ({spread})' if spread else ''}.")
     failed = [result for result in rounds if not result["check"]["ok"]]
     lines += [
         "",
@@ -331,7 +340,7 @@ def _normalised(run: Run) -> float:
 
 
 def _cpu_table(runs: Runs) -> str:
-    servers = [key for key in ("B", "D", "E") if key in runs.setups]
+    servers = [key for key in EXT_PROC if key in runs.setups]
     if not servers:
         return ""
     document = runs.document
@@ -348,7 +357,7 @@ def _cpu_table(runs: Runs) -> str:
             f"| {_fmt(runs.median(key, 'fixed_rate', _less_idle(document, key)), 1)} "
             f"| {_fmt(_idle(document, key), 2)} |"
         )
-    pairs = [(a, b) for a, b in (("B", "E"), ("B", "D"), ("E", "D")) if a in servers and b in servers]
+    pairs = [(a, b) for a, b in (("B", "E"), ("B", "D"), ("E", "D"), ("E", "F")) if a in servers and b in servers]
     if pairs:
         lines += [
             "",

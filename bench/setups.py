@@ -4,7 +4,6 @@ counters that show what each gateway really did (ext_proc streams, fail-open, ze
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -45,9 +44,20 @@ SETUPS: dict[str, tuple[str, str]] = {
         "pre-serialised CONTINUE, generic handler, read/write, stream ended after the answer, gRPC core on its "
         "own polling rather than EventEngine threads: `extproc.grpcenv`).",
     ),
+    "F": (
+        "gateway + bare ext_proc, tuned, gRPC defaults",
+        "E's server with gRPC core's own defaults (EventEngine threads): E against F is what zerohop's gRPC "
+        "settings (`extproc.grpcenv`) save.",
+    ),
 }
 ALL_SETUPS = tuple(SETUPS)
-EXT_PROC_SETUPS = ("B", "D", "E")
+EXT_PROC_SETUPS = ("B", "D", "E", "F")
+# gRPC core settings of the bare servers: E runs with zerohop's (`zerohop serve` sets them itself), F with
+# gRPC's own defaults, so E against F is what `extproc.grpcenv` buys; D inherits the bench's environment.
+_BARE_ENV: dict[str, dict[str, str]] = {
+    "E": grpcenv.DEFAULTS,
+    "F": {"GRPC_ENABLE_FORK_SUPPORT": "false", "GRPC_EXPERIMENTS": ""},
+}
 ENVOY_CONCURRENCY = 1
 # The warm target of setup B: one replica always up (min = max = 1), counted on request rate so zerohop
 # answers each request with a single message, as it would for most targets.
@@ -169,14 +179,13 @@ async def start_setup(key: str, stack: AsyncExitStack, workdir: Path, app_port: 
         await gateway.start()
         stack.push_async_callback(gateway.stop)
         return Setup(key, port, gateway, zerohop=zerohop)
-    mode = {"D": "naive", "E": "tuned"}[key]
+    mode = {"D": "naive", "E": "tuned", "F": "tuned"}[key]
     ext_proc_port = free_port()
     bare = Child(
         f"bare ext_proc ({mode})",
         ["-m", "bench.bare_extproc", "--mode", mode, "--port", str(ext_proc_port)],
         directory / "extproc.log",
-        # The tuned floor runs with zerohop's gRPC core settings (`zerohop serve` sets them itself).
-        env={name: os.environ.get(name, value) for name, value in grpcenv.DEFAULTS.items()} if key == "E" else None,
+        env=_BARE_ENV.get(key),
     )
     stack.push_async_callback(bare.stop)
     await bare.start()

@@ -5,9 +5,9 @@
 - `GRPC_EXPERIMENTS=-event_engine_listener,-event_engine_for_all_other_endpoints`: serve connections on gRPC
   core's own polling (iomgr) rather than its EventEngine thread pool. A warm request is one gRPC round trip,
   and with EventEngine every read or write crosses one more thread before grpc.aio's poller hands it to the
-  event loop. Measured side by side on the 2-core dev box (tuned bare server, real Envoy gateway, 3 runs):
-  CPU per request at saturation 337-352 -> 272-298 µs, throughput +25-35%, and about 0.1 ms less added
-  latency at a low rate (`python -m bench` measures zerohop with it; docs/performance.md).
+  event loop. `python -m bench` measures the same bare server both ways (setups E and F, docs/performance.md):
+  on the 2-core dev box 7% less CPU per request at saturation and 20% at a low rate, 6% more requests/s,
+  and 0.08 ms less added latency (paired, p50).
 
 Either variable, when already set, is left as it is: an operator can turn the experiments back on with
 `GRPC_EXPERIMENTS=` (empty) or any other value, should a gRPC release change them.

@@ -109,7 +109,6 @@ async def test_a_request_that_arrives_before_its_route_is_not_held(tmp_path: Pat
         early = await stack.get("two.test")
         assert early.status == 404
         assert "x-zerohop-cold-start" not in early.headers
-        assert early.elapsed < 0.5
         assert stack.state("two").traffic.requests == 0
         assert stack.server.processor.stats.unmatched >= 1
         assert stack.server.processor.stats.cold_requests == 0
