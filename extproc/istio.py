@@ -132,3 +132,38 @@ def render_gateway_api(
         namespace, hold_timeout=hold_timeout, selector=selector, name=f"{ENVOYFILTER_NAME}-{gateway_name}"
     )
     return render(document, comment)
+
+
+# --- Letting zerohop see the gateway: the stats inclusion ---------------------------------------------------
+#
+# zerohop learns whether each gateway pod can route to a target from that pod's own Envoy stats, served on
+# `POD_IP:15090/stats/prometheus` (a listener in Istio's bootstrap routed to the admin on localhost). Istio
+# keeps only a minimal stats set (its bootstrap's `stats_matcher` inclusion list); a proxy's
+# `proxyStatsMatcher` adds to it, and Istio turns each `inclusionRegexps` entry into a `safe_regex` pattern.
+# Envoy matches such a pattern against the whole stat name before tag extraction (RE2 full match: no anchors
+# needed, and a pattern matching only part of a name includes nothing), e.g.
+# `cluster.outbound|8080||app.default.svc.cluster.local.membership_healthy`; `cluster.outbound|8080|v1|...`
+# is a subset cluster. These are the only stats zerohop adds: three per outbound cluster.
+# manifests/components/gateway-stats/ and manifests/gateway-stats/ carry them, kept equal by a test.
+
+PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
+GATEWAY_STATS_PORT = 15090
+GATEWAY_STATS_PATH = "/stats/prometheus"
+GATEWAY_STATS_INCLUSION_REGEXPS: tuple[str, ...] = (
+    # can this pod route to the cluster? (ready endpoints it has loaded)
+    r"cluster\.outbound\|[0-9]+\|[^|]*\|[^|]+\.membership_healthy",
+    # requests sent to the cluster (a counter: its rate is the request rate through this pod)
+    r"cluster\.outbound\|[0-9]+\|[^|]*\|[^|]+\.upstream_rq_total",
+    # requests in flight to the cluster (a gauge)
+    r"cluster\.outbound\|[0-9]+\|[^|]*\|[^|]+\.upstream_rq_active",
+)
+
+
+def proxy_stats_matcher() -> dict[str, list[str]]:
+    """ProxyConfig's `proxyStatsMatcher` with zerohop's inclusion (mesh-wide: meshConfig.defaultConfig)."""
+    return {"inclusionRegexps": list(GATEWAY_STATS_INCLUSION_REGEXPS)}
+
+
+def proxy_config_annotation() -> str:
+    """The value of a gateway pod's `proxy.istio.io/config` annotation (ProxyConfig YAML) with the inclusion."""
+    return yaml.safe_dump({"proxyStatsMatcher": proxy_stats_matcher()}, sort_keys=False, width=1000)

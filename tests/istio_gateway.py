@@ -1,18 +1,105 @@
-"""An Envoy bootstrap shaped like an Istio gateway with zerohop's EnvoyFilter applied, for tests.
+"""Envoy bootstraps shaped like an Istio gateway with zerohop's EnvoyFilter applied, for tests.
 
 Istio applies an EnvoyFilter's patches to the config it generates; no istiod runs here, so this applies
 them by hand, exactly as their `match` says: the HTTP_FILTER value goes before the router, each
 VIRTUAL_HOST MERGE value is merged into the virtual host named `HOST:PORT`, and the ext_proc cluster is the
-outbound cluster name the filter points at. Each host's virtual host routes, as Istio's do, to an outbound
-cluster (`outbound|80||<first label>.default.svc.cluster.local`); all of them lead to a second listener of
-the same Envoy (`upstream_port`) that answers 200 with the host's name. What Envoy then does is real.
+outbound cluster name the filter points at. What Envoy then does is real.
+
+Two shapes:
+- `istio_gateway_bootstrap`: one gateway whose outbound clusters all lead to a second listener of the same
+  Envoy (`upstream_port`) that answers 200 with the host's name;
+- `istio_gateway_pod_bootstrap`: one gateway *pod* as Istio configures it, for reading its stats the way
+  zerohop does: Istio's `stats_config` (its tags, its default inclusion list, plus the `proxyStatsMatcher`
+  read from the shipped manifest), the stats listener on `POD_IP:15090` routed to the admin on localhost,
+  and outbound EDS clusters whose endpoints the test pushes as istiod would (`push_endpoints`).
+  `gateway_pod` runs one such pod.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from extproc import envoyconfig
+import yaml
+
+from extproc import envoyconfig, istio
+from extproc.envoyproc import EnvoyProcess
+from extproc.providers.local.xds_files import XdsFiles
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+# The shipped manifest whose `proxy.istio.io/config` the test gateway pods run with (not extproc/istio.py's
+# constant: a wrong manifest must fail the tests).
+SHIPPED_GATEWAY_STATS = ROOT / "manifests" / "components" / "gateway-stats" / "ingressgateway-patch.yaml"
+
+# Istio's bootstrap `stats_tags` (use_all_default_tags: false): Envoy's cluster tag becomes `cluster_name`,
+# whose regex keeps `outbound|PORT|SUBSET|NAME.NAMESPACE.svc.cluster.local` whole.
+ISTIO_STATS_TAGS: tuple[tuple[str, str], ...] = (
+    ("cluster_name", r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)"),
+    ("tcp_prefix", r"^tcp\.((.*?)\.)\w+?$"),
+    ("response_code", r"_rq(_(\d{3}))$"),
+    ("response_code_class", r"_rq(_(\dxx))$"),
+    (
+        "http_conn_manager_listener_prefix",
+        r"^listener(?=\.).*?\.http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)",
+    ),
+    ("http_conn_manager_prefix", r"^http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"),
+    ("listener_address", r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"),
+    ("mongo_prefix", r"^mongo\.(.+?)\.(collection|cmd|cx_|op_|delays_|decoding_)(.*?)$"),
+    ("cache", r"(cache\.(.+?)\.)"),
+    ("component", r"(component\.(.+?)\.)"),
+    ("tag", r"(tag\.(.+?);\.)"),
+    ("wasm_filter", r"(wasm_filter\.(.+?)\.)"),
+    ("authz_enforce_result", r"rbac(\.(allowed|denied))"),
+    ("authz_dry_run_action", r"(\.istio_dry_run_(allow|deny)_)"),
+    ("authz_dry_run_result", r"(\.shadow_(allowed|denied))"),
+)
+# What Istio always includes (pilot-agent's required patterns), around a proxy's own proxyStatsMatcher.
+ISTIO_REQUIRED_PREFIXES = ("cluster_manager", "listener_manager", "server", "cluster.xds-grpc", "wasm")
+ISTIO_REQUIRED_SUFFIXES = ("rbac.allowed", "rbac.denied", "shadow_allowed", "shadow_denied")
+ISTIO_REQUIRED_REGEXPS = (r"vhost\.*\.route\.*",)
+
+STATS_CLUSTER = "prometheus_stats"
+XDS_CLUSTER = "xds-grpc"
+ISTIOD_XDS_PORT = 15010
+
+Routes = Mapping[str, tuple[str, str, int]]
+"""Gateway host -> (Service name, namespace, port) it routes to, as a VirtualService would."""
+
+
+# --- zerohop's EnvoyFilter, applied as istiod would ----------------------------------------------------------
+
+
+def _patches(envoyfilter: Mapping[str, Any], gateway_port: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The HTTP filter value and, by virtual host name, the MERGE values for `gateway_port`."""
+    patches = envoyfilter["spec"]["configPatches"]
+    [filter_patch] = [p for p in patches if p["applyTo"] == "HTTP_FILTER"]
+    vhost_patches = {
+        p["match"]["routeConfiguration"]["vhost"]["name"]: p["patch"]["value"]
+        for p in patches
+        if p["applyTo"] == "VIRTUAL_HOST" and p["match"]["routeConfiguration"]["portNumber"] == gateway_port
+    }
+    return filter_patch["patch"]["value"], vhost_patches
+
+
+def _ext_proc_cluster_name(filter_value: Mapping[str, Any]) -> str:
+    name: str = filter_value["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    return name
+
+
+def _virtual_host(host: str, gateway_port: int, cluster: str, vhost_patches: Mapping[str, Any]) -> dict[str, Any]:
+    """Istio's virtual host for `host` (named `HOST:PORT`), routing to `cluster`, with the EnvoyFilter merged."""
+    vhost: dict[str, Any] = {
+        "name": f"{host}:{gateway_port}",
+        "domains": [host],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+    }
+    vhost.update(vhost_patches.get(vhost["name"], {}))
+    return vhost
 
 
 def istio_gateway_bootstrap(
@@ -25,23 +112,13 @@ def istio_gateway_bootstrap(
     upstream_port: int = 0,
     gateway_port: int = 80,
 ) -> dict[str, Any]:
-    patches = envoyfilter["spec"]["configPatches"]
-    [filter_patch] = [p for p in patches if p["applyTo"] == "HTTP_FILTER"]
-    vhost_patches = {
-        p["match"]["routeConfiguration"]["vhost"]["name"]: p["patch"]["value"]
-        for p in patches
-        if p["applyTo"] == "VIRTUAL_HOST" and p["match"]["routeConfiguration"]["portNumber"] == gateway_port
-    }
+    """One gateway on 127.0.0.1; each host routes to `outbound|80||<first label>.default.svc.cluster.local`,
+    a static cluster leading to this Envoy's own `upstream_port` listener, which answers 200 with the host."""
+    filter_value, vhost_patches = _patches(envoyfilter, gateway_port)
     virtual_hosts, upstream_hosts, service_clusters = [], [], []
     for host in hosts:
         service = envoyconfig.istio_cluster_name(host.split(".")[0].lstrip("*") or "wild", "default", 80)
-        vhost: dict[str, Any] = {
-            "name": f"{host}:{gateway_port}",
-            "domains": [host],
-            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": service}}],
-        }
-        vhost.update(vhost_patches.get(vhost["name"], {}))
-        virtual_hosts.append(vhost)
+        virtual_hosts.append(_virtual_host(host, gateway_port, service, vhost_patches))
         upstream_hosts.append(
             {
                 "name": host,
@@ -51,32 +128,216 @@ def istio_gateway_bootstrap(
                 ],
             }
         )
-        service_clusters.append(_static_cluster(service, upstream_port))
-    value = filter_patch["patch"]["value"]
-    cluster_name = value["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+        service_clusters.append(_static_cluster(service, "127.0.0.1", upstream_port))
     route_config = {"name": f"http.{gateway_port}", "virtual_hosts": virtual_hosts}
-    hcm = envoyconfig.http_connection_manager(route_config, [value])
+    hcm = envoyconfig.http_connection_manager(route_config, [filter_value])
     upstream = envoyconfig.http_connection_manager({"virtual_hosts": upstream_hosts}, [], stat_prefix="upstream")
     return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "admin": {"address": _address("127.0.0.1", admin_port)},
         "static_resources": {
             "listeners": [
                 envoyconfig.listener("gateway", "127.0.0.1", listen_port, hcm),
                 envoyconfig.listener("upstream", "127.0.0.1", upstream_port, upstream),
             ],
             "clusters": [
-                envoyconfig.ext_proc_cluster("127.0.0.1", ext_proc_port, name=cluster_name),
+                envoyconfig.ext_proc_cluster("127.0.0.1", ext_proc_port, name=_ext_proc_cluster_name(filter_value)),
                 *service_clusters,
             ],
         },
     }
 
 
-def _static_cluster(name: str, port: int) -> dict[str, Any]:
-    endpoint = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+def _address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    endpoint = {"endpoint": {"address": _address(host, port)}}
     return {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [endpoint]}]},
     }
+
+
+# --- Istio's stats configuration ------------------------------------------------------------------------------
+
+
+def shipped_proxy_config(manifest: Path = SHIPPED_GATEWAY_STATS) -> str:
+    """The `proxy.istio.io/config` value the shipped patch puts on the ingress gateway's pod template."""
+    documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d is not None]
+    [patch] = documents
+    value: str = patch["spec"]["template"]["metadata"]["annotations"][istio.PROXY_CONFIG_ANNOTATION]
+    return value
+
+
+def istio_stats_matcher(proxy_config: str | None) -> dict[str, Any]:
+    """The bootstrap `stats_matcher` Istio writes for a proxy whose ProxyConfig YAML is `proxy_config` (None:
+    no proxyStatsMatcher), in Istio's order: `reporter=`, prefixes, suffixes and regexps (the proxy's own
+    first, then Istio's required ones), then `component` and `istio`. Regexps become `safe_regex` patterns."""
+    matcher = (yaml.safe_load(proxy_config) or {}).get("proxyStatsMatcher", {}) if proxy_config else {}
+    prefixes = [*matcher.get("inclusionPrefixes", []), *ISTIO_REQUIRED_PREFIXES]
+    suffixes = [*matcher.get("inclusionSuffixes", []), *ISTIO_REQUIRED_SUFFIXES]
+    regexps = [*matcher.get("inclusionRegexps", []), *ISTIO_REQUIRED_REGEXPS]
+    patterns = [
+        {"prefix": "reporter="},
+        *({"prefix": p} for p in prefixes),
+        *({"suffix": s} for s in suffixes),
+        *({"safe_regex": {"regex": r}} for r in regexps),
+        {"prefix": "component"},
+        {"prefix": "istio"},
+    ]
+    return {"inclusion_list": {"patterns": patterns}}
+
+
+def istio_stats_config(proxy_config: str | None) -> dict[str, Any]:
+    """Istio's bootstrap `stats_config`: its own tags only, and its inclusion list."""
+    return {
+        "use_all_default_tags": False,
+        "stats_tags": [{"tag_name": name, "regex": regex} for name, regex in ISTIO_STATS_TAGS],
+        "stats_matcher": istio_stats_matcher(proxy_config),
+    }
+
+
+def _stats_listener(pod_ip: str, stats_port: int) -> dict[str, Any]:
+    """Istio's `:15090` listener: `/stats/prometheus` (query string and all) to the admin, nothing else."""
+    route_config = {
+        "virtual_hosts": [
+            {
+                "name": "backend",
+                "domains": ["*"],
+                "routes": [{"match": {"prefix": istio.GATEWAY_STATS_PATH}, "route": {"cluster": STATS_CLUSTER}}],
+            }
+        ]
+    }
+    hcm = envoyconfig.http_connection_manager(route_config, [], stat_prefix="stats")
+    return envoyconfig.listener(f"{pod_ip}_{stats_port}", pod_ip, stats_port, hcm)
+
+
+# --- one gateway pod --------------------------------------------------------------------------------------------
+
+
+def gateway_clusters(routes: Routes) -> list[str]:
+    """The outbound clusters a gateway with these routes has, one per Service port, sorted."""
+    return sorted({envoyconfig.istio_cluster_name(*service) for service in routes.values()})
+
+
+def push_endpoints(xds_dir: Path, cluster: str, endpoints: Iterable[tuple[str, int]]) -> None:
+    """Play istiod: give one pod's gateway the ready endpoints of `cluster` (its EDS file, read on rename)."""
+    XdsFiles(xds_dir).write_endpoints(cluster, endpoints)
+
+
+def prepare_endpoints(xds_dir: Path, routes: Routes) -> None:
+    """Every outbound cluster with no endpoints yet (targets at zero): the EDS files exist before Envoy starts."""
+    for cluster in gateway_clusters(routes):
+        push_endpoints(xds_dir, cluster, [])
+
+
+def istio_gateway_pod_bootstrap(
+    envoyfilter: Mapping[str, Any],
+    routes: Routes,
+    *,
+    pod_ip: str,
+    xds_dir: Path,
+    ext_proc_port: int,
+    admin_port: int,
+    listen_port: int,
+    stats_port: int = istio.GATEWAY_STATS_PORT,
+    gateway_port: int = 80,
+    stats_inclusion: bool = True,
+    manifest: Path = SHIPPED_GATEWAY_STATS,
+) -> dict[str, Any]:
+    """One Istio gateway pod at `pod_ip` (several can run side by side on 127.0.0.2, 127.0.0.3, ... sharing
+    `stats_port`; each needs its own `admin_port` and `xds_dir`).
+
+    - admin on 127.0.0.1:`admin_port` only, as in the pod (localhost:15000);
+    - stats listener on `pod_ip:stats_port`, `/stats/prometheus` routed to the admin (cluster `prometheus_stats`);
+    - gateway listener on `pod_ip:listen_port`: route config `http.PORT`, virtual hosts `HOST:PORT`, each host
+      to its `outbound|PORT||SVC.NS.svc.cluster.local` EDS cluster read from `xds_dir` (see `push_endpoints`;
+      call `prepare_endpoints` first), with zerohop's EnvoyFilter applied (ext_proc to 127.0.0.1:`ext_proc_port`);
+    - a static `xds-grpc` cluster (never dialled), whose stats Istio always includes;
+    - Istio's stats_config with the `proxy.istio.io/config` of `manifest`, or without it (`stats_inclusion=False`).
+    """
+    filter_value, vhost_patches = _patches(envoyfilter, gateway_port)
+    virtual_hosts = [
+        _virtual_host(host, gateway_port, envoyconfig.istio_cluster_name(*service), vhost_patches)
+        for host, service in sorted(routes.items())
+    ]
+    route_config = {"name": f"http.{gateway_port}", "virtual_hosts": virtual_hosts}
+    hcm = envoyconfig.http_connection_manager(
+        route_config, [filter_value], stat_prefix=f"outbound_0.0.0.0_{gateway_port}"
+    )
+    return {
+        # path_config_source (the EDS files) is refused unless the node has an id and a cluster.
+        "node": {"id": f"router~{pod_ip}~istio-ingressgateway.istio-system", "cluster": "istio-ingressgateway"},
+        "stats_config": istio_stats_config(shipped_proxy_config(manifest) if stats_inclusion else None),
+        "admin": {"address": _address("127.0.0.1", admin_port)},
+        "static_resources": {
+            "listeners": [
+                _stats_listener(pod_ip, stats_port),
+                envoyconfig.listener(f"0.0.0.0_{gateway_port}", pod_ip, listen_port, hcm),
+            ],
+            "clusters": [
+                _static_cluster(STATS_CLUSTER, "127.0.0.1", admin_port),
+                _static_cluster(XDS_CLUSTER, "127.0.0.1", ISTIOD_XDS_PORT),
+                envoyconfig.ext_proc_cluster("127.0.0.1", ext_proc_port, name=_ext_proc_cluster_name(filter_value)),
+                *(envoyconfig.eds_cluster(cluster, xds_dir) for cluster in gateway_clusters(routes)),
+            ],
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPod:
+    """Where one running test gateway pod listens, and where istiod (the test) pushes its endpoints."""
+
+    pod_ip: str
+    stats_port: int
+    listen_port: int
+    admin_port: int
+    xds_dir: Path
+
+    def stats_url(self, stat_filter: str | None = None) -> str:
+        """`http://POD_IP:STATS_PORT/stats/prometheus`, with `?filter=` (URL-encoded) when given."""
+        query = "" if stat_filter is None else "?filter=" + quote(stat_filter, safe="")
+        return f"http://{self.pod_ip}:{self.stats_port}{istio.GATEWAY_STATS_PATH}{query}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.pod_ip}:{self.listen_port}"
+
+    def push(self, cluster: str, endpoints: Iterable[tuple[str, int]]) -> None:
+        push_endpoints(self.xds_dir, cluster, endpoints)
+
+
+@asynccontextmanager
+async def gateway_pod(
+    envoyfilter: Mapping[str, Any],
+    routes: Routes,
+    *,
+    pod_ip: str,
+    workdir: Path,
+    ext_proc_port: int,
+    stats_port: int,
+    listen_port: int | None = None,
+    stats_inclusion: bool = True,
+    manifest: Path = SHIPPED_GATEWAY_STATS,
+) -> AsyncIterator[GatewayPod]:
+    """Run one gateway pod (`istio_gateway_pod_bootstrap`) under `workdir`, every cluster at zero endpoints."""
+    pod = GatewayPod(pod_ip, stats_port, listen_port or free_port(), free_port(), workdir / "xds")
+    prepare_endpoints(pod.xds_dir, routes)
+    bootstrap = istio_gateway_pod_bootstrap(
+        envoyfilter,
+        routes,
+        pod_ip=pod_ip,
+        xds_dir=pod.xds_dir,
+        ext_proc_port=ext_proc_port,
+        admin_port=pod.admin_port,
+        listen_port=pod.listen_port,
+        stats_port=stats_port,
+        stats_inclusion=stats_inclusion,
+        manifest=manifest,
+    )
+    async with EnvoyProcess(bootstrap, pod.admin_port, workdir=workdir / "envoy"):
+        yield pod

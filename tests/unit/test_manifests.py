@@ -5,7 +5,9 @@
 - the Deployment's args and environment are run through zerohop's own settings parser;
 - RBAC equals a frozen table of the calls the Kubernetes provider makes;
 - ports and names agree across Service, Deployment, probes, NetworkPolicies and the EnvoyFilter;
-- HTTPScaledObjects (README, docs, a full example) and zerohop's own status writes fit the CRD's schema.
+- HTTPScaledObjects (README, docs, a full example) and zerohop's own status writes fit the CRD's schema;
+- every shipped copy of the gateway stats inclusion (components/gateway-stats, gateway-stats/, the docs)
+  carries exactly extproc/istio.py's regexps, and the component puts them on the gateway's pods.
 No cluster is involved; a kustomize build runs when kustomize (or kubectl) is installed.
 """
 
@@ -45,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 RECONCILE = MANIFESTS / "components" / "envoyfilter-reconcile"
 WITHOUT_CRD = MANIFESTS / "components" / "without-crd"
+GATEWAY_STATS = MANIFESTS / "components" / "gateway-stats"
+GATEWAY_STATS_SNIPPETS = MANIFESTS / "gateway-stats"
 DOCS = ROOT / "docs" / "istio.md"
 
 Doc = dict[str, Any]
@@ -96,6 +100,14 @@ LEADER_RULES: frozenset[Rule] = frozenset(
         ("coordination.k8s.io", "leases", "get", "zerohop-leader"),
         ("coordination.k8s.io", "leases", "update", "zerohop-leader"),
         ("coordination.k8s.io", "leases", "create", None),
+    }
+)
+# Seeing the gateway (issue 8): the gateway's pods, their Ready condition and IP, in the gateway's namespace.
+GATEWAY_POD_RULES: frozenset[Rule] = frozenset(
+    {
+        ("", "pods", "get", None),
+        ("", "pods", "list", None),
+        ("", "pods", "watch", None),
     }
 )
 ENVOYFILTER_RULES: frozenset[Rule] = frozenset(
@@ -264,12 +276,12 @@ def kustomization_dirs() -> list[Path]:
 
 
 def test_the_base_and_its_components() -> None:
-    assert kustomization_dirs() == sorted([MANIFESTS, RECONCILE, WITHOUT_CRD])
+    assert kustomization_dirs() == sorted([MANIFESTS, RECONCILE, WITHOUT_CRD, GATEWAY_STATS])
     base = kustomization(MANIFESTS)
     assert (base["apiVersion"], base["kind"]) == ("kustomize.config.k8s.io/v1beta1", "Kustomization")
     # No `namespace:`: it would move the component's Role out of the gateway's namespace.
     assert "namespace" not in base
-    for component in (RECONCILE, WITHOUT_CRD):
+    for component in (RECONCILE, WITHOUT_CRD, GATEWAY_STATS):
         document = kustomization(component)
         assert (document["apiVersion"], document["kind"]) == ("kustomize.config.k8s.io/v1alpha1", "Component")
 
@@ -335,6 +347,7 @@ def test_kustomize_builds_the_base_and_each_component_as_expected(tmp_path: Path
     expected = {
         "envoyfilter-reconcile": with_component(base),
         "without-crd": [d for d in base if d["kind"] != "CustomResourceDefinition"],
+        "gateway-stats": base,  # it patches gateways only, and zerohop's base has none
     }
     for name in expected:
         overlay = tmp_path / name
@@ -496,6 +509,7 @@ def binds(binding: Doc, role: Doc) -> bool:
             {
                 ("ClusterRole", "", "zerohop"): CLUSTER_RULES,
                 ("Role", "zerohop-system", "zerohop-leader-election"): LEADER_RULES,
+                ("Role", "istio-system", "zerohop-gateway-pods"): GATEWAY_POD_RULES,
             },
         ),
         (objects(RECONCILE), {("Role", "istio-system", "zerohop-envoyfilters"): ENVOYFILTER_RULES}),
@@ -640,6 +654,191 @@ def test_network_policies_open_each_port_to_its_callers_only() -> None:
     ]
     assert sources[ports[PEER_PORT_NAME]] == [{"podSelector": pod_selector}]
     assert sources[ports["http-admin"]] is None  # any source: kubelet probes come from the node
+
+
+# --- the gateway stats inclusion (issue 8) ----------------------------------------------------------------
+
+
+def gateway_stats_files() -> list[Path]:
+    """Every shipped file that carries the inclusion: the component's patches and the plain snippets."""
+    return sorted(GATEWAY_STATS.glob("*-patch.yaml")) + sorted(GATEWAY_STATS_SNIPPETS.glob("*.yaml"))
+
+
+def inclusion_copies(node: Any) -> Iterator[tuple[str, Any]]:
+    """Each `proxy.istio.io/config` value ("annotation") and each `proxyStatsMatcher` ("matcher") in a document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == istio.PROXY_CONFIG_ANNOTATION:
+                yield "annotation", value
+            elif key == "proxyStatsMatcher":
+                yield "matcher", value
+            else:
+                yield from inclusion_copies(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from inclusion_copies(item)
+
+
+@pytest.mark.parametrize(
+    "stat",
+    [
+        "cluster.outbound|8080||app.default.svc.cluster.local.membership_healthy",
+        "cluster.outbound|8080||app.default.svc.cluster.local.upstream_rq_total",
+        "cluster.outbound|8080||app.default.svc.cluster.local.upstream_rq_active",
+        "cluster.outbound|8080|v1|app.default.svc.cluster.local.membership_healthy",  # a subset cluster
+        "cluster.outbound|443||api.example.com.upstream_rq_total",  # a ServiceEntry host
+    ],
+)
+def test_the_inclusion_takes_the_three_stats_of_outbound_clusters(stat: str) -> None:
+    # Envoy full-matches a safe_regex stats pattern against the stat name (RE2; the same as re.fullmatch here).
+    assert sum(bool(re.fullmatch(regexp, stat)) for regexp in istio.GATEWAY_STATS_INCLUSION_REGEXPS) == 1
+
+
+@pytest.mark.parametrize(
+    "stat",
+    [
+        "cluster.outbound|8080||app.default.svc.cluster.local.upstream_rq_active_overflow",
+        "cluster.outbound|8080||app.default.svc.cluster.local.upstream_rq_200",
+        "cluster.outbound|8080||app.default.svc.cluster.local.membership_total",
+        "cluster.outbound|8080||app.default.svc.cluster.local.circuit_breakers.default.rq_active",
+        "cluster.inbound|8080||.membership_healthy",
+        "cluster.xds-grpc.membership_healthy",
+        "cluster.prometheus_stats.upstream_rq_total",
+        "http.outbound_0.0.0.0_80.downstream_rq_total",
+        "listener.0.0.0.0_80.downstream_rq_active",
+    ],
+)
+def test_the_inclusion_takes_nothing_else(stat: str) -> None:
+    assert not any(re.fullmatch(regexp, stat) for regexp in istio.GATEWAY_STATS_INCLUSION_REGEXPS)
+
+
+def test_the_annotation_value_is_proxy_config_with_the_regexps() -> None:
+    parsed = yaml.safe_load(istio.proxy_config_annotation())
+    assert parsed == {"proxyStatsMatcher": {"inclusionRegexps": list(istio.GATEWAY_STATS_INCLUSION_REGEXPS)}}
+    assert istio.proxy_stats_matcher() == parsed["proxyStatsMatcher"]
+
+
+@pytest.mark.parametrize("path", gateway_stats_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_copy_carries_exactly_the_inclusion(path: Path) -> None:
+    copies = [copy for document in load_all(path) for copy in inclusion_copies(document)]
+    assert copies, f"{path.name} carries no inclusion"
+    for kind, value in copies:
+        if kind == "annotation":
+            assert value == istio.proxy_config_annotation()  # text and all: what the pod gets is what is tested
+        else:
+            assert value == istio.proxy_stats_matcher()
+
+
+def test_the_docs_carry_exactly_the_inclusion() -> None:
+    text = DOCS.read_text()
+    assert "\n".join(istio.GATEWAY_STATS_INCLUSION_REGEXPS) in text
+    copies = [copy for document in fenced_yaml(DOCS) for copy in inclusion_copies(document)]
+    assert copies == [("annotation", istio.proxy_config_annotation())]  # the Gateway API example
+    for path in [GATEWAY_STATS, *GATEWAY_STATS_SNIPPETS.glob("*.yaml")]:
+        assert str(path.relative_to(ROOT)) in text, f"docs/istio.md does not mention {path.name}"
+
+
+def test_the_component_patches_the_gateways_it_builds_and_nothing_else(tmp_path: Path) -> None:
+    pod_template = {
+        "metadata": {"labels": {"istio": "ingressgateway"}, "annotations": {"sidecar.istio.io/inject": "false"}},
+        "spec": {"containers": [{"name": "istio-proxy", "image": "istio/proxyv2"}]},
+    }
+
+    def workload(name: str) -> Doc:
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "istio-system"},
+            "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}}, "template": pod_template},
+        }
+
+    gateway: Doc = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "public", "namespace": "istio-ingress", "annotations": {"team": "web"}},
+        "spec": {
+            "gatewayClassName": "istio",
+            "infrastructure": {"labels": {"tier": "edge"}},
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+        },
+    }
+    documents = [workload("istio-ingressgateway"), workload("another-gateway"), gateway]
+    (tmp_path / "gateway.yaml").write_text(yaml.safe_dump_all(documents))
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["gateway.yaml"], "components": [os.path.relpath(GATEWAY_STATS, tmp_path)]})
+    )
+    [built] = _build_all([tmp_path])
+    keyed = _keyed(built)
+    annotations = keyed["Deployment", "istio-system", "istio-ingressgateway"]["spec"]["template"]["metadata"]
+    assert annotations["annotations"] == {
+        "sidecar.istio.io/inject": "false",
+        istio.PROXY_CONFIG_ANNOTATION: istio.proxy_config_annotation(),
+    }
+    assert keyed["Deployment", "istio-system", "another-gateway"] == documents[1]
+    patched = keyed["Gateway", "istio-ingress", "public"]
+    assert patched["metadata"] == gateway["metadata"]
+    assert patched["spec"] == {
+        **gateway["spec"],
+        "infrastructure": {
+            "labels": {"tier": "edge"},
+            "annotations": {istio.PROXY_CONFIG_ANNOTATION: istio.proxy_config_annotation()},
+        },
+    }
+
+
+def test_zerohop_may_read_the_gateway_pods_in_the_gateway_namespace_only() -> None:
+    settings = settings_of(deployment())
+    role = one(objects(), "Role", "zerohop-gateway-pods")
+    binding = one(objects(), "RoleBinding", "zerohop-gateway-pods")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == settings.gateway_namespace
+    assert rules_of(role) == GATEWAY_POD_RULES  # read-only
+    account = one(objects(), "ServiceAccount")["metadata"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "zerohop-gateway-pods",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+
+
+def docs_network_policy(namespace: str) -> Doc:
+    [policy] = [
+        d
+        for d in fenced_yaml(DOCS)
+        if isinstance(d, dict) and d.get("kind") == "NetworkPolicy" and d["metadata"]["namespace"] == namespace
+    ]
+    return policy
+
+
+def test_docs_network_policies_open_the_stats_port_from_zerohop_to_the_gateway_pods() -> None:
+    workload = deployment()
+    settings = settings_of(workload)
+    gateway_pods = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.gateway_namespace}},
+        "podSelector": {"matchLabels": istio.parse_selector(settings.gateway_selector)},
+    }
+    zerohop_pods = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": workload["metadata"]["namespace"]}},
+        "podSelector": workload["spec"]["selector"],
+    }
+    port = [{"port": istio.GATEWAY_STATS_PORT, "protocol": "TCP"}]
+    egress = docs_network_policy(workload["metadata"]["namespace"])
+    assert egress["spec"] == {
+        "podSelector": workload["spec"]["selector"],
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [gateway_pods], "ports": port}],
+    }
+    ingress = docs_network_policy(settings.gateway_namespace)
+    assert ingress["spec"] == {
+        "podSelector": gateway_pods["podSelector"],
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [zerohop_pods], "ports": port}],
+    }
+    # The same gateway pods zerohop's own ext_proc policy admits.
+    [ext_proc] = [d for d in objects() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "zerohop-ext-proc"]
+    assert ext_proc["spec"]["ingress"][0]["from"] == [gateway_pods]
 
 
 # --- the CRD ---------------------------------------------------------------------------------------------
