@@ -4,6 +4,16 @@ A request for a target that is not routable is *held*: the gate wakes the target
 providers and the scaler register), parks the request on a future and resolves it when a provider reports
 the target routable, when its hold budget runs out, or when the server drains. Caps bound how many requests
 are held per target and in total. Nothing here knows about gRPC, Envoy or Kubernetes.
+
+Who listens to a wake: the KEDA push (`ActivationBus` -> StreamIsActive), the peer relay, the provider
+(`Provider.wake`: a direct scale from zero) and tracing, each registered with `add_wake_hook`.
+
+A release can be wrong when the provider could only guess that the gateway routes (no stats, a fixed
+delay): the servicer then reports the gateway's own "no healthy upstream" answer with `release_failed`,
+which makes the target unroutable again and asks the provider to confirm once more (`add_reconfirm_hook`).
+For `watch_seconds` after each release, warm requests are watched the same way (`TargetGate.watching`).
+A provider that can only guess again may `release_one`: let a single held request go first, and release
+the rest only once it came back routed.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from extproc.httpso import TargetKey
 log = logging.getLogger(__name__)
 
 WakeHook = Callable[[TargetKey], None]
+ReconfirmHook = Callable[[TargetKey], None]
 
 
 class HoldOutcome(enum.Enum):
@@ -43,8 +54,12 @@ class TargetGate:
         "last_cold_duration",
         "last_cold_start",
         "last_wake",
+        "probing",
+        "release_failures",
         "routable",
         "wakes",
+        "watch_handle",
+        "watching",
     )
 
     def __init__(self, key: TargetKey) -> None:
@@ -58,13 +73,18 @@ class TargetGate:
         self.cold_since: float | None = None
         self.last_cold_start: float | None = None  # wall-clock time it began
         self.last_cold_duration: float | None = None
+        # Released requests that came back as the gateway's own "no healthy upstream" (a wrong release).
+        self.release_failures = 0
+        self.watching = False  # released recently: followed requests are checked for a wrong release
+        self.watch_handle: asyncio.TimerHandle | None = None
+        self.probing = False  # one held request was let go to learn whether the gateway routes
         self._waiters: set[Hold] = set()
 
 
 class Hold:
     """One held request: created by `ColdGate.try_hold`, awaited with `wait`, always ended with `close`."""
 
-    __slots__ = ("_closed", "_future", "_gate", "_owner", "_timer", "started")
+    __slots__ = ("_closed", "_future", "_gate", "_owner", "_timer", "probe", "started")
 
     def __init__(self, owner: ColdGate, gate: TargetGate, future: asyncio.Future[HoldOutcome]) -> None:
         self._owner = owner
@@ -72,6 +92,7 @@ class Hold:
         self._future = future
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self.probe = False  # released alone by `ColdGate.release_one`
         self.started = time.monotonic()
 
     async def wait(self, timeout: float) -> HoldOutcome:
@@ -116,18 +137,31 @@ class ColdGate:
         max_held_per_target: int,
         max_held_total: int,
         rewake_interval: float = 2.0,
+        watch_seconds: float = 10.0,
     ) -> None:
         self.max_held_per_target = max_held_per_target
         self.max_held_total = max_held_total
         self.rewake_interval = rewake_interval
+        self.watch_seconds = watch_seconds
         self.held_total = 0
         self.draining = False
+        self.release_failures = 0
         self._gates: dict[TargetKey, TargetGate] = {}
         self._wake_hooks: list[WakeHook] = []
+        self._reconfirm_hooks: list[ReconfirmHook] = []
+        self._watch_hooks: list[Callable[[TargetKey, bool], None]] = []
 
     def add_wake_hook(self, hook: WakeHook) -> None:
         """Call `hook(key)` when a target must wake (first cold request, then at most every rewake_interval)."""
         self._wake_hooks.append(hook)
+
+    def add_reconfirm_hook(self, hook: ReconfirmHook) -> None:
+        """Call `hook(key)` when a release proved wrong (or a probe was lost): confirm routability again."""
+        self._reconfirm_hooks.append(hook)
+
+    def add_watch_hook(self, hook: Callable[[TargetKey, bool], None]) -> None:
+        """Call `hook(key, watching)` when the watch window after a release opens and closes."""
+        self._watch_hooks.append(hook)
 
     def gate(self, key: TargetKey) -> TargetGate:
         gate = self._gates.get(key)
@@ -139,18 +173,24 @@ class ColdGate:
         """The target is gone: its held requests end with REMOVED."""
         gate = self._gates.pop(key, None)
         if gate is not None:
+            if gate.watch_handle is not None:
+                gate.watch_handle.cancel()
             for hold in list(gate._waiters):
                 hold.resolve(HoldOutcome.REMOVED)
 
-    def set_routable(self, key: TargetKey, routable: bool) -> None:
-        """A provider reports whether the gateway can now route to `key`; True releases every held request."""
+    def set_routable(self, key: TargetKey, routable: bool, *, guessed: bool = False) -> None:
+        """A provider reports whether the gateway can now route to `key`; True releases every held request.
+        `guessed`: the provider could not see the gateway (a delay passed): watch the release."""
         gate = self.gate(key)
         if gate.routable == routable:
             return
         gate.routable = routable
+        gate.probing = False
         if not routable:
             log.info("target %s is not routable", key)
+            self._watch(gate, False)
             return
+        self._watch(gate, guessed)
         waiting = len(gate._waiters)
         if gate.cold_since is not None:
             gate.last_cold_duration = time.monotonic() - gate.cold_since
@@ -165,6 +205,76 @@ class ColdGate:
             log.info("target %s is routable", key)
         for hold in list(gate._waiters):
             hold.resolve(HoldOutcome.RELEASED)
+
+    def release_one(self, key: TargetKey) -> bool:
+        """Let one held request go to learn whether the gateway routes `key`; the rest stay held until
+        `released` reports it routed. False (nothing done) when nothing is held or the target is routable."""
+        gate = self.gate(key)
+        if gate.routable:
+            return False
+        for hold in gate._waiters:
+            if not hold._future.done():
+                gate.probing = True
+                hold.probe = True
+                hold.resolve(HoldOutcome.RELEASED)
+                log.info("target %s: releasing one held request to check that the gateway routes it", key)
+                return True
+        return False
+
+    def released(self, gate: TargetGate, probe: bool, routed: bool | None) -> None:
+        """What became of a released (or, while watching, a warm followed) request: `routed` True when the
+        gateway sent it upstream, False when it answered "no healthy upstream" itself, None when unknown."""
+        if routed is False:
+            self.release_failed(gate)
+        elif probe and gate.probing:
+            if routed:
+                self.set_routable(gate.key, True, guessed=True)
+            else:
+                gate.probing = False
+                self._reconfirm(gate.key)
+
+    def release_failed(self, gate: TargetGate) -> None:
+        """The gateway could not route a request zerohop let through: hold new arrivals again and reconfirm."""
+        gate.release_failures += 1
+        self.release_failures += 1
+        if not gate.routable and not gate.probing:
+            return  # already reconfirming; this is another request of the same wrong release
+        log.warning(
+            "target %s: a released request got the gateway's own 503 (no healthy upstream): the gateway does "
+            "not have the endpoint yet; holding new requests until it is confirmed again",
+            gate.key,
+        )
+        if gate.routable:
+            gate.routable = False
+            if gate.cold_since is None:
+                gate.cold_since = time.monotonic()
+        gate.probing = False
+        self._watch(gate, False)
+        self._reconfirm(gate.key)
+
+    def _reconfirm(self, key: TargetKey) -> None:
+        for hook in self._reconfirm_hooks:
+            try:
+                hook(key)
+            except Exception:
+                log.exception("reconfirm hook %r failed for %s", hook, key)
+
+    def _watch(self, gate: TargetGate, on: bool) -> None:
+        if gate.watch_handle is not None:
+            gate.watch_handle.cancel()
+            gate.watch_handle = None
+        if on and self.watch_seconds > 0:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                on = False  # no event loop (a synchronous caller): nothing could end the window
+            else:
+                gate.watch_handle = loop.call_later(self.watch_seconds, self._watch, gate, False)
+        if gate.watching == on:
+            return
+        gate.watching = on
+        for hook in self._watch_hooks:
+            hook(gate.key, on)
 
     def try_hold(self, gate: TargetGate) -> Hold | None:
         """Admit a cold request to the waiting room, or None when a cap is reached. Wakes the target either way."""

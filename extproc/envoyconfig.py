@@ -29,6 +29,8 @@ HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.htt
 
 LOCAL_EXT_PROC_CLUSTER = "zerohop_ext_proc"
 CLUSTER_ATTRIBUTE = "xds.cluster_name"
+# Sent with response headers zerohop asked for: tells the gateway's own "no healthy upstream" from the app's 503.
+CODE_DETAILS_ATTRIBUTE = "response.code_details"
 # Warm answers take well under a millisecond; past this Envoy stops waiting (and fails open, see below).
 MESSAGE_TIMEOUT = 1.0
 # Every held request is one open stream to zerohop; zerohop's own caps must be the limit, not Envoy's 1024.
@@ -73,6 +75,7 @@ def ext_proc_config(
         "message_timeout": _seconds(message_timeout),
         "max_message_timeout": _seconds(max_message_timeout),
         "request_attributes": [CLUSTER_ATTRIBUTE],
+        "response_attributes": [CODE_DETAILS_ATTRIBUTE],
         "stat_prefix": "zerohop",
     }
 

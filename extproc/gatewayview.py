@@ -27,6 +27,11 @@ class GatewayView:
         self._admins = [EnvoyAdmin(url) for url in admin_urls]
         self._settle_delay = settle_delay
 
+    @property
+    def exact(self) -> bool:
+        """True when routability is read from the gateways themselves, False when it is a settle delay."""
+        return bool(self._admins)
+
     async def close(self) -> None:
         for admin in self._admins:
             await admin.close()

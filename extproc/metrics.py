@@ -121,7 +121,14 @@ def collect(sources: Sources) -> list[Family]:
         errors = Family("zerohop_ext_proc_errors_total", "counter", "ext_proc input zerohop could not use, by kind.")
         errors.add(stats.malformed, kind="malformed")
         errors.add(stats.errors, kind="error")
-        families += [unmatched, streams, errors]
+        not_routed = Family(
+            "zerohop_released_not_routed_total",
+            "counter",
+            "Requests zerohop let through (released, or warm while a guessed release was watched) that the "
+            "gateway answered itself with 503 no healthy upstream: it did not have the endpoint yet.",
+        )
+        not_routed.add(stats.not_routed)
+        families += [unmatched, streams, errors, not_routed]
 
     if sources.scaler_calls is not None:
         calls = Family("zerohop_scaler_requests_total", "counter", "Calls to KEDA's external scaler API, by method.")
@@ -166,7 +173,30 @@ def _kubernetes_families(status: dict[str, Any]) -> list[Family]:
         connected.add(1 if informer["connected"] else 0, resource=resource)
     leader = Family("zerohop_leader", "gauge", "1 while this replica holds the leader Lease.")
     leader.add(1 if status.get("leader") else 0)
-    return [restarts, relists, connected, leader]
+    return [restarts, relists, connected, leader, *_gateway_families(status.get("gateway") or {})]
+
+
+def _gateway_families(gateway: dict[str, Any]) -> list[Family]:
+    if gateway.get("source") != "pod-stats":
+        return []
+    readable = Family(
+        "zerohop_gateway_pod_stats_readable",
+        "gauge",
+        "1 while zerohop can read a gateway pod's Envoy stats (routability is exact for it), 0 while it "
+        "falls back to --propagation-delay for it, by pod and state (ok, unknown, unreachable, no-stats).",
+    )
+    for pod in gateway.get("pods", []):
+        readable.add(1 if pod["stats"] == "ok" else 0, pod=pod["name"], state=pod["stats"])
+    confirmations = Family(
+        "zerohop_gateway_confirmations_total",
+        "counter",
+        "Cold starts confirmed routable, by how: stats (every gateway pod had it), fallback or no_pods (a delay).",
+    )
+    for how, count in sorted(gateway.get("confirmations", {}).items()):
+        confirmations.add(count, how=how)
+    errors = Family("zerohop_gateway_stats_errors_total", "counter", "Gateway pod stats fetches that failed.")
+    errors.add(gateway.get("fetchErrors", 0))
+    return [readable, confirmations, errors]
 
 
 # --- Prometheus text format ------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
 CLUSTER_ATTRIBUTE = "xds.cluster_name"
+CODE_DETAILS_ATTRIBUTE = "response.code_details"
+# Envoy's response code details when the gateway itself could not pick an upstream host or cluster.
+NOT_ROUTED_DETAILS = frozenset({"no_healthy_upstream", "cluster_not_found"})
 # zerohop answers a timed-out hold itself this long before Envoy's own message timer would fire.
 TIMEOUT_MARGIN = 2.0
 
@@ -48,6 +51,7 @@ class ProcessorStats:
         "cold_requests",
         "errors",
         "malformed",
+        "not_routed",
         "over_capacity",
         "released",
         "released_5xx",
@@ -66,6 +70,7 @@ class ProcessorStats:
         self.cold_requests = 0
         self.released = 0
         self.released_5xx = 0
+        self.not_routed = 0  # released or watched requests the gateway answered "no healthy upstream" itself
         self.removed = 0
         self.timeouts = 0
         self.over_capacity = 0
@@ -175,9 +180,12 @@ class ExtProcServicer:
             traffic.in_flight += 1
             try:
                 await context.write(_CONTINUE_AND_FOLLOW)
-                await self._answer_response_headers(context, _CONTINUE_RESPONSE)
+                response = await self._answer_response_headers(context, _CONTINUE_RESPONSE)
             finally:
                 traffic.in_flight -= 1
+            if state.gate.watching and response is not None and _routed(response) is False:
+                self.stats.not_routed += 1
+                self._gate.release_failed(state.gate)
             return
         await self._hold(request, state, context)
 
@@ -247,11 +255,16 @@ class ExtProcServicer:
                 stats.released += 1
                 await context.write(_CONTINUE_AND_FOLLOW)
                 response = await self._answer_response_headers(context, answers.COLD_START_RESPONSE)
+                routed = _routed(response) if response is not None else None
                 status = _status(response.response_headers.headers.headers) if response is not None else b""
                 if status.startswith(b"5"):
                     stats.released_5xx += 1
                     traffic.released_5xx += 1
-                    log.warning("released cold request for %s got HTTP %s", state.key, status.decode())
+                    if routed is False:
+                        stats.not_routed += 1
+                    else:
+                        log.info("released cold request for %s got HTTP %s", state.key, status.decode())
+                self._gate.released(state.gate, hold.probe, routed)
             elif result is HoldOutcome.REMOVED:
                 stats.removed += 1
                 await context.write(_CONTINUE)
@@ -321,6 +334,22 @@ class ExtProcServicer:
                 return
             await context.write(answers.CONTINUE_FOR_KIND[kind])
             request = await context.read()
+
+
+def _routed(message: Any) -> bool | None:
+    """Did the gateway send this request upstream? False when it answered "no healthy upstream" itself.
+
+    Exact from the `response.code_details` attribute (zerohop's filter config asks for it); without it, a
+    503 that no upstream timed (`x-envoy-upstream-service-time` absent) is taken as the gateway's own."""
+    attributes = message.attributes.get(ATTRIBUTES_KEY)
+    if attributes is not None:
+        details = attributes.fields.get(CODE_DETAILS_ATTRIBUTE)
+        if details is not None:
+            return details.string_value not in NOT_ROUTED_DETAILS
+    headers = message.response_headers.headers.headers
+    if _status(headers) != b"503":
+        return True
+    return any(header.key == "x-envoy-upstream-service-time" for header in headers)
 
 
 def _status(headers: Any) -> bytes:

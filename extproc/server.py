@@ -91,6 +91,9 @@ def kubernetes_provider(settings: Settings, peers: Peers, api: KubeApi | None = 
         leader_election=settings.leader_election,
         propagation_delay=settings.propagation_delay,
         envoy_admin=settings.envoy_admin,
+        gateway_namespace=settings.gateway_namespace,
+        gateway_selector=settings.gateway_selector,
+        gateway_stats_port=settings.gateway_stats_port,
         reconcile=reconcile,
     )
     source: KubeApi | Callable[[], Coroutine[Any, Any, KubeApi]] = api or (lambda: kube.connect(settings.kubeconfig))
@@ -115,6 +118,7 @@ class ZerohopServer:
             max_held_total=settings.max_held_total,
             rewake_interval=settings.rewake_interval,
             in_flight=settings.in_flight,
+            release_watch=settings.release_watch,
         )
         self.peers: Peers | None = None
         if provider is None and settings.provider is ProviderKind.KUBERNETES:

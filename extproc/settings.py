@@ -51,6 +51,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port_or_zero(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 65536:
+        raise ValueError(f"expected a port 1..65535 or 0, got {value}")
+    return value
+
+
 def _positive_duration(text: str) -> float:
     value = parse_duration(text)
     if value <= 0:
@@ -289,9 +296,29 @@ class Settings:
     propagation_delay: float = _setting(
         0.5,
         parse_duration,
-        "Kubernetes provider without --envoy-admin: after a target's first endpoint turns ready, wait this "
-        "long for the gateway to receive it (istiod's EDS push) before releasing held requests.",
+        "Kubernetes provider: the fallback where a gateway pod's stats cannot be read (or "
+        "--gateway-stats-port is 0): release held requests this long after a target's first endpoint turns "
+        "ready, and watch the release; doubled after each release the gateway could not route.",
         group="kubernetes provider",
+        metavar="DURATION",
+    )
+    gateway_stats_port: int = _setting(
+        15090,
+        _port_or_zero,
+        "Kubernetes provider: port of each gateway pod's Envoy stats (`/stats/prometheus`; Istio serves them "
+        "on 15090). Held requests are released once every Ready pod matching --gateway-selector reports a "
+        "healthy endpoint for the target (needs zerohop's stats inclusion, docs/istio.md). 0: do not read "
+        "them, use --propagation-delay.",
+        group="kubernetes provider",
+        metavar="PORT",
+    )
+    release_watch: float = _setting(
+        10.0,
+        parse_duration,
+        "After a release zerohop could not confirm on the gateway (a delay passed instead), follow the "
+        "target's requests this long; one answered by the gateway's own 503 `no healthy upstream` makes "
+        "the target unroutable again, so new requests are held. 0 turns the watch off.",
+        group="holding",
         metavar="DURATION",
     )
     manage_envoyfilters: bool = _setting(
@@ -409,6 +436,7 @@ def _render_default(value: Any) -> str:
 _METAVARS: dict[Callable[[str], Any], str] = {
     _address: "HOST:PORT",
     _positive_int: "N",
+    _port_or_zero: "PORT",
     _bool: "{true,false}",
     _positive_duration: "DURATION",
     parse_duration: "DURATION",

@@ -28,7 +28,7 @@ class InFlightMode(enum.Enum):
 class TargetState:
     """One target as the hot path sees it: spec, counters, gate and the derived per-request choices."""
 
-    __slots__ = ("follow_end", "gate", "hold_budget", "key", "spec", "traffic")
+    __slots__ = ("follow_base", "follow_end", "gate", "hold_budget", "key", "spec", "traffic")
 
     def __init__(self, spec: ScaledTarget, gate: TargetGate, hold_budget: float, follow_end: bool) -> None:
         self.key = spec.key
@@ -36,7 +36,15 @@ class TargetState:
         self.gate = gate
         self.traffic = TargetTraffic(spec.metric.window, spec.metric.granularity)
         self.hold_budget = hold_budget
-        self.follow_end = follow_end
+        self.follow_base = follow_end
+        # What the hot path reads: follow_base, or every request while a release is being watched.
+        self.follow_end = follow_end or gate.watching
+
+    def set_follow(self, base: bool | None = None) -> None:
+        """Recompute `follow_end` after the base choice or the gate's watch window changed."""
+        if base is not None:
+            self.follow_base = base
+        self.follow_end = self.follow_base or self.gate.watching
 
     def snapshot(self, now: float | None = None) -> TrafficSnapshot:
         return self.traffic.snapshot(time.monotonic() if now is None else now, self.gate.held)
@@ -76,7 +84,7 @@ class TargetRegistry:
                 state.traffic.rate = TargetTraffic(spec.metric.window, spec.metric.granularity).rate
             state.spec = spec
             state.hold_budget = budget
-            state.follow_end = follow
+            state.set_follow(follow)
         return dict(self._states)
 
     def _budget(self, spec: ScaledTarget) -> float:

@@ -78,3 +78,18 @@ def ready_condition(emu: KubeEmulator, name: str, namespace: str = "default") ->
     obj = emu.get(HTTPSO, "HTTPScaledObject", name, namespace) or {}
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == "Ready"), None)
+
+
+def gateway_pod_object(name: str, ip: str, *, ready: bool = True) -> dict[str, Any]:
+    """A gateway Pod as the API server shows it: selected by `istio=ingressgateway`, Ready, with its IP."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "istio-system", "labels": {"istio": "ingressgateway"}},
+        "spec": {"containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2"}]},
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }

@@ -166,3 +166,80 @@ async def test_activation_bus_delivers_and_coalesces() -> None:
     assert bus.subscribers(KEY) == 1
     one.close()
     assert bus.subscribers(KEY) == 0
+
+
+async def test_a_wrong_release_makes_the_target_unroutable_and_asks_for_a_new_confirmation() -> None:
+    cold = gate()
+    asked: list[TargetKey] = []
+    cold.add_reconfirm_hook(asked.append)
+    cold.set_routable(KEY, True, guessed=True)
+    target = cold.gate(KEY)
+    assert target.watching
+    cold.released(target, probe=False, routed=False)
+    assert not target.routable
+    assert not target.watching
+    assert asked == [KEY]
+    assert cold.release_failures == 1
+    # The rest of the same wrong release is counted, but asks for no second confirmation.
+    cold.released(target, probe=False, routed=False)
+    assert asked == [KEY]
+    assert cold.release_failures == 2
+    # A new request is held again.
+    hold = cold.try_hold(target)
+    assert hold is not None
+    assert not hold._future.done()
+    hold.close()
+
+
+async def test_release_one_lets_a_single_request_go_and_the_rest_follow_when_it_was_routed() -> None:
+    cold = gate()
+    holds = [cold.try_hold(cold.gate(KEY)) for _ in range(3)]
+    assert all(hold is not None for hold in holds)
+    waits = [asyncio.create_task(hold.wait(5)) for hold in holds if hold is not None]
+    await asyncio.sleep(0)
+    assert cold.release_one(KEY)
+    await asyncio.sleep(0)
+    done = [w for w in waits if w.done()]
+    assert len(done) == 1
+    assert done[0].result() is HoldOutcome.RELEASED
+    probe = next(hold for hold in holds if hold is not None and hold.probe)
+    target = cold.gate(KEY)
+    assert target.probing
+    assert not target.routable
+    cold.released(target, probe=probe.probe, routed=True)
+    assert target.routable
+    assert [await w for w in waits] == [HoldOutcome.RELEASED] * 3
+
+
+async def test_a_probe_the_gateway_could_not_route_keeps_the_rest_held() -> None:
+    cold = gate()
+    asked: list[TargetKey] = []
+    cold.add_reconfirm_hook(asked.append)
+    first, second = cold.try_hold(cold.gate(KEY)), cold.try_hold(cold.gate(KEY))
+    assert first is not None
+    assert second is not None
+    waits = [asyncio.create_task(h.wait(5)) for h in (first, second)]
+    await asyncio.sleep(0)
+    cold.release_one(KEY)
+    await asyncio.sleep(0)
+    probe = first if first.probe else second
+    cold.released(cold.gate(KEY), probe=probe.probe, routed=False)
+    assert asked == [KEY]
+    assert sum(w.done() for w in waits) == 1
+    for w in waits:
+        w.cancel()
+
+
+async def test_a_confirmed_release_is_not_watched_and_the_watch_window_ends() -> None:
+    cold = ColdGate(max_held_per_target=10, max_held_total=100, watch_seconds=0.05)
+    seen: list[tuple[TargetKey, bool]] = []
+    cold.add_watch_hook(lambda key, on: seen.append((key, on)))
+    cold.set_routable(KEY, True)
+    assert not cold.gate(KEY).watching
+    assert seen == []
+    cold.set_routable(KEY, False)
+    cold.set_routable(KEY, True, guessed=True)
+    assert cold.gate(KEY).watching
+    await asyncio.sleep(0.1)
+    assert not cold.gate(KEY).watching
+    assert seen == [(KEY, True), (KEY, False)]

@@ -48,7 +48,13 @@ class KubernetesLikeProvider:
 
     def status(self) -> dict[str, Any]:
         informer = {"resource": "httpscaledobjects", "restarts": 0, "relists": 0, "connected": True}
-        return {"provider": "kubernetes", "leader": True, "informers": [informer]}
+        gateway = {
+            "source": "pod-stats",
+            "pods": [{"name": "istio-ingressgateway-0", "stats": "ok"}],
+            "confirmations": {"stats": 1},
+            "fetchErrors": 0,
+        }
+        return {"provider": "kubernetes", "leader": True, "informers": [informer], "gateway": gateway}
 
 
 class Peers:

@@ -310,3 +310,58 @@ async def test_an_empty_message_ends_the_stream_without_error(proc: Fixture) -> 
     # The servicer still works afterwards.
     [answer] = await exchange(proc, request_headers(host("warm.test")))
     assert answer.SerializeToString() == answers.CONTINUE
+
+
+def gateway_response(details: str, status: bytes = b"503") -> ep.ProcessingRequest:
+    message = response_headers(status)
+    attributes = struct_pb2.Struct()
+    attributes.update({"response.code_details": details})
+    message.attributes[ATTRIBUTES_KEY].CopyFrom(attributes)
+    return message
+
+
+async def release_and_answer(proc: Fixture, response: ep.ProcessingRequest) -> None:
+    """Hold one cold request, report the target routable (a guess), answer its response headers."""
+    proc.core.apply_targets([spec("cold", {"requestRate": {}})], {})
+    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
+        while (message := await queue.get()) is not None:
+            yield message
+
+    call = proc.stub.Process(requests())
+    queue.put_nowait(request_headers(host("cold.test")))
+    await call.read()
+    await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="request held")
+    proc.core.set_routable(COLD, True, guessed=True)
+    assert (await call.read()).SerializeToString() == answers.CONTINUE_AND_FOLLOW
+    queue.put_nowait(response)
+    await call.read()
+    queue.put_nowait(None)
+    await wait_for(lambda: proc.state(COLD).traffic.in_flight == 0, 2, what="in-flight back to 0")
+
+
+async def test_a_released_request_the_gateway_could_not_route_holds_new_requests_again(proc: Fixture) -> None:
+    asked: list[object] = []
+    proc.core.gate.add_reconfirm_hook(asked.append)
+    await release_and_answer(proc, gateway_response("no_healthy_upstream"))
+    assert not proc.core.gate.gate(COLD).routable
+    assert asked == [COLD]
+    assert proc.servicer.stats.not_routed == 1
+
+
+async def test_the_apps_own_503_is_not_a_wrong_release(proc: Fixture) -> None:
+    await release_and_answer(proc, gateway_response("via_upstream"))
+    assert proc.core.gate.gate(COLD).routable
+    assert proc.servicer.stats.released_5xx == 1
+    assert proc.servicer.stats.not_routed == 0
+
+
+async def test_while_a_guessed_release_is_watched_warm_requests_are_followed_and_checked(proc: Fixture) -> None:
+    proc.core.set_routable(WARM, False)
+    proc.core.set_routable(WARM, True, guessed=True)
+    assert proc.state(WARM).follow_end
+    answers_seen = await exchange(proc, request_headers(host("warm.test")), gateway_response("no_healthy_upstream"))
+    assert answers_seen[0].SerializeToString() == answers.CONTINUE_AND_FOLLOW
+    assert not proc.core.gate.gate(WARM).routable
+    assert not proc.state(WARM).follow_end  # the watch ended with the target unroutable

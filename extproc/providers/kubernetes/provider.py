@@ -2,9 +2,13 @@
 
 - Routes: every valid HTTPScaledObject (watched in all or the configured namespaces) becomes a target;
   Istio's cluster name for its Service port maps the gateway's routing choice to it.
-- Readiness: a target is routable once its Service has a ready endpoint (EndpointSlices) and the gateway
-  has had time to learn it: confirmed through the gateway's Envoy admin API when one is reachable
-  (`--envoy-admin`), else after `--propagation-delay` (the time istiod needs to push the endpoint).
+- Readiness: a target is routable once its Service has a ready endpoint (EndpointSlices) and every gateway
+  pod has loaded it: each Ready pod matching `--gateway-selector` in `--gateway-namespace` is watched and
+  its Envoy stats (`POD_IP:--gateway-stats-port`) read until it reports a healthy member in the target's
+  cluster. Where a pod's stats cannot be read, `--propagation-delay` after readiness stands in for it,
+  and the release is watched: a released request answered by the gateway's own "no healthy upstream"
+  holds new requests again, and the next release after such a failure lets one request go first.
+  Outside Istio, `--envoy-admin` reads the gateways' admin API instead.
 - Waking: besides KEDA's StreamIsActive push, the first cold request patches the target's scale
   subresource 0 -> max(1, replicas.min) with a JSON patch guarded by `test`, so it never touches a
   non-zero count and never scales down.
@@ -24,21 +28,25 @@ from typing import Any
 
 from extproc.core import Core, ReplicaCounts
 from extproc.envoyconfig import istio_cluster_name
+from extproc.gatewaystats import Confirmation, GatewayStats
 from extproc.gatewayview import GatewayView
 from extproc.httpso import ScaledTarget, TargetKey
 from extproc.providers.kubernetes import api as kube
-from extproc.providers.kubernetes.api import JsonObj, KubeApi, KubeError
+from extproc.providers.kubernetes.api import JsonObj, KubeApi
 from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
+from extproc.providers.kubernetes.gatewaypods import PODS, ready_gateway_pods
 from extproc.providers.kubernetes.informer import Informer
 from extproc.providers.kubernetes.leader import LeaderElector
 from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
-from extproc.providers.kubernetes.targets import TargetTable, build
+from extproc.providers.kubernetes.targets import Condition, TargetTable, build
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "zerohop-leader"
 PEER_PORT_NAME = "peers"
 _SYNC_TIMEOUT = 30.0
+# After wrong releases, the guessed delay doubles per failure, up to this many times.
+_MAX_DOUBLINGS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +61,9 @@ class KubernetesOptions:
     leader_election: bool = True
     propagation_delay: float = 0.5
     envoy_admin: tuple[str, ...] = ()
+    gateway_namespace: str = "istio-system"
+    gateway_selector: str = "istio=ingressgateway"
+    gateway_stats_port: int = 15090
     reconcile: ReconcileOptions | None = None
 
 
@@ -74,6 +85,12 @@ class KubernetesProvider:
         self.table = TargetTable()
         self._endpoints = ServiceEndpoints()
         self._gateway = GatewayView(options.envoy_admin, options.propagation_delay)
+        self.gateway_stats: GatewayStats | None = None
+        if not options.envoy_admin and options.gateway_stats_port:
+            self.gateway_stats = GatewayStats(options.gateway_stats_port, fallback_delay=options.propagation_delay)
+            self.gateway_stats.on_visibility_change = self._gateway_visibility_changed
+        self._gateway_pods: Informer | None = None
+        self._wrong_releases: dict[TargetKey, int] = {}
         self._informers: list[Informer] = []
         self._httpso_informers: list[Informer] = []
         self._service_informers: list[Informer] = []
@@ -116,6 +133,17 @@ class KubernetesProvider:
         self._informers += self._httpso_informers + self._service_informers + self._so_informers
         for informer in self._informers:
             informer.start()
+        if self.gateway_stats is not None:
+            # Not part of readiness: without the gateway pods (RBAC, a wrong selector) zerohop still serves,
+            # releasing on --propagation-delay, and says so in the log and /status.
+            self._gateway_pods = Informer(
+                api,
+                PODS,
+                self._on_gateway_pod,
+                namespace=self.options.gateway_namespace,
+                label_selector=self.options.gateway_selector,
+            )
+            self._gateway_pods.start()
         try:
             await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self._informers)), _SYNC_TIMEOUT)
         except TimeoutError:
@@ -128,7 +156,12 @@ class KubernetesProvider:
         self._rebuild()
         if self.options.reconcile is not None:
             self.reconciler = Reconciler(
-                api, self.options.reconcile, lambda: self.table, self._httpsos, self._scaled_objects
+                api,
+                self.options.reconcile,
+                lambda: self.table,
+                self._httpsos,
+                self._scaled_objects,
+                lambda: Condition(*self.gateway_condition()),
             )
             if self.options.leader_election:
                 self.elector = LeaderElector(api, self.options.pod_namespace, LEASE_NAME, self.identity, self._leading)
@@ -146,6 +179,11 @@ class KubernetesProvider:
         if target is not None:
             self._spawn(self._scale_from_zero(target))
 
+    def reconfirm(self, key: TargetKey) -> None:
+        self._wrong_releases[key] = self._wrong_releases.get(key, 0) + 1
+        if self._core is not None:
+            self._update_routable(key)
+
     def replicas(self, key: TargetKey) -> ReplicaCounts | None:
         service = self.table.services.get(key)
         if service is None:
@@ -161,7 +199,11 @@ class KubernetesProvider:
             task.cancel()
         for informer in self._informers:
             await informer.stop()
+        if self._gateway_pods is not None:
+            await self._gateway_pods.stop()
         await self._gateway.close()
+        if self.gateway_stats is not None:
+            await self.gateway_stats.close()
         if self.api is not None and not isinstance(self._api_source, KubeApi):
             await self.api.close()
 
@@ -173,7 +215,54 @@ class KubernetesProvider:
             "leaseHolder": self.elector.holder if self.elector is not None else None,
             "informers": [informer.status() for informer in self._informers],
             "scalePatches": self.scale_patches,
+            "gateway": self.gateway_status(),
         }
+
+    def gateway_status(self) -> dict[str, Any]:
+        """How zerohop learns that the gateway can route: from which pods' stats, or by a delay."""
+        if self.options.envoy_admin:
+            return {"source": "envoy-admin", "admin": list(self.options.envoy_admin)}
+        if self.gateway_stats is None:
+            return {"source": "delay", "propagationDelay": self.options.propagation_delay}
+        status = {"source": "pod-stats", **self.gateway_stats.status()}
+        if self._gateway_pods is not None:
+            status["podInformer"] = self._gateway_pods.status()
+        return status
+
+    def gateway_condition(self) -> tuple[bool, str, str]:
+        """(visible, reason, message) for the HTTPScaledObjects' GatewayVisible condition."""
+        if self.options.envoy_admin:
+            return True, "EnvoyAdmin", "routability read from the gateways' Envoy admin API"
+        if self.gateway_stats is None:
+            return (
+                False,
+                "StatsDisabled",
+                (
+                    f"--gateway-stats-port is 0: held requests are released {self.options.propagation_delay:g}s "
+                    "after the endpoint is ready, whether or not the gateway has it"
+                ),
+            )
+        if not self.gateway_stats.pods:
+            return (
+                False,
+                "NoGatewayPods",
+                (
+                    f"no Ready pod matches {self.options.gateway_selector} in {self.options.gateway_namespace} "
+                    f"(or zerohop may not list pods there); releasing {self.options.propagation_delay:g}s after ready"
+                ),
+            )
+        blind = self.gateway_stats.blind_pods()
+        if blind:
+            return (
+                False,
+                "GatewayStatsUnavailable",
+                (
+                    f"cannot read the Envoy stats of gateway pod(s) {', '.join(sorted(blind))} on port "
+                    f"{self.options.gateway_stats_port} (stats inclusion or NetworkPolicy, see docs/istio.md); "
+                    f"releasing {self.options.propagation_delay:g}s after ready for them"
+                ),
+            )
+        return True, "GatewayStats", f"routability read from {len(self.gateway_stats.pods)} gateway pod(s)' stats"
 
     # --- caches -> core ---------------------------------------------------------------------------
 
@@ -218,6 +307,18 @@ class KubernetesProvider:
             if service in changed:
                 self._update_routable(key)
 
+    def _gateway_visibility_changed(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.trigger()
+
+    def _on_gateway_pod(self, _kind: str, _old: JsonObj | None, _new: JsonObj | None) -> None:
+        if self.gateway_stats is None or self._gateway_pods is None:
+            return
+        before = self.gateway_condition()
+        self.gateway_stats.set_pods(ready_gateway_pods(self._gateway_pods.cache.values()))
+        if self.reconciler is not None and self.gateway_condition() != before:
+            self.reconciler.trigger()
+
     def _update_routable(self, key: TargetKey) -> None:
         assert self._core is not None
         service = self.table.services.get(key)
@@ -228,23 +329,40 @@ class KubernetesProvider:
             if pending is not None:
                 pending.cancel()
                 self._confirming.pop(key, None)
+            self._wrong_releases.pop(key, None)
             self._core.set_routable(key, False)
         elif not gate.routable and pending is None:
             self._confirming[key] = asyncio.create_task(self._confirm(key, ready), name=f"confirm {key}")
 
     async def _confirm(self, key: TargetKey, addresses: set[str]) -> None:
-        """The gateway can route once it has loaded a ready endpoint (or the propagation delay has passed)."""
+        """The gateway can route once every gateway pod has loaded a ready endpoint; where that cannot be
+        seen, once the propagation delay (doubled per wrong release) has passed."""
         try:
             port = self.table.ports.get(key)
             target_service = self.table.services.get(key)
-            if target_service is not None and port is not None:
-                cluster = istio_cluster_name(target_service[1], key.namespace, port)
-                await self._gateway.wait_any(cluster, addresses)
+            failures = self._wrong_releases.get(key, 0)
+            delay = self.options.propagation_delay * 2 ** min(failures, _MAX_DOUBLINGS)
+            if target_service is None or port is None:
+                await asyncio.sleep(delay)
+                guessed = True
             else:
-                await asyncio.sleep(self.options.propagation_delay)
+                cluster = istio_cluster_name(target_service[1], key.namespace, port)
+                if self._gateway.exact:
+                    await self._gateway.wait_any(cluster, addresses)
+                    guessed = False
+                elif self.gateway_stats is not None:
+                    guessed = await self.gateway_stats.wait_routable(cluster, delay) is not Confirmation.STATS
+                else:
+                    await asyncio.sleep(delay)
+                    guessed = True
             assert self._core is not None
-            if target_service is not None and self._endpoints.ready(target_service):
-                self._core.set_routable(key, True)
+            if target_service is None or not self._endpoints.ready(target_service):
+                return
+            if guessed and failures and self._core.gate.release_one(key):
+                return  # a guess proved wrong before: one request goes first; the gate releases the rest
+            if not guessed:
+                self._wrong_releases.pop(key, None)
+            self._core.set_routable(key, True, guessed=guessed)
         finally:
             self._confirming.pop(key, None)
 
@@ -286,19 +404,11 @@ class KubernetesProvider:
         if resource is None:
             log.debug("%s: no direct scale for %s %s; KEDA activates it", target.key, ref.api_version, ref.kind)
             return
-        patch = [
-            {"op": "test", "path": "/spec/replicas", "value": 0},
-            {"op": "replace", "path": "/spec/replicas", "value": target.activation_replicas},
-        ]
-        try:
-            await self.api.patch(
-                resource, target.key.namespace, ref.name, patch, content_type=kube.JSON_PATCH, subresource="scale"
-            )
-        except KubeError as exc:
-            if exc.code == 422:
-                return  # not at zero any more: KEDA, the HPA or another replica got there first
-            log.warning("%s: scaling %s/%s from zero failed: %s", target.key, ref.kind, ref.name, exc)
-            return
+        from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
+
+        result = await scale_from_zero(self.api, resource, target.key.namespace, ref.name, target.activation_replicas)
+        if result is not ScaleResult.SCALED:
+            return  # left alone (KEDA, the HPA or another replica got there first), or logged as failed
         self.scale_patches += 1
         log.info("%s: scaled %s/%s 0 -> %d", target.key, ref.kind, ref.name, target.activation_replicas)
 

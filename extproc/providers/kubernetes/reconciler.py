@@ -63,12 +63,14 @@ class Reconciler:
         table: Callable[[], TargetTable],
         httpsos: Callable[[], Mapping[tuple[str, str], JsonObj]],
         scaled_objects: Callable[[], Mapping[tuple[str, str], JsonObj]],
+        gateway: Callable[[], Condition | None] = lambda: None,
     ) -> None:
         self._api = api
         self.options = options
         self._table = table
         self._httpsos = httpsos
         self._scaled_objects = scaled_objects
+        self._gateway = gateway
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
@@ -106,6 +108,7 @@ class Reconciler:
         table = self._table()
         targets = {t.key: t for t in table.targets}
         scaled = self._scaled_objects()
+        gateway = self._gateway()
         for (namespace, name), document in list(self._httpsos().items()):
             key = TargetKey(namespace, name)
             condition = table.conditions.get(key) or Condition(False, "Unknown", "not processed yet")
@@ -122,7 +125,7 @@ class Reconciler:
                 )
                 if problem is not None:
                     condition = problem
-            await self._status(document, condition, table.generations.get(key, 0), target)
+            await self._status(document, condition, table.generations.get(key, 0), target, gateway)
         if self.options.manage_envoyfilters:
             await self._envoyfilter(sorted({h for t in table.targets for h in t.hosts if h != "*"}))
 
@@ -154,8 +157,10 @@ class Reconciler:
             return Condition(False, "CreateError", f"writing ScaledObject {target.key}: {exc.message or exc}")
         return None
 
-    async def _status(self, document: JsonObj, condition: Condition, generation: int, target: Any) -> None:
-        patch = scaledobjects.status_patch(document, condition, generation, target, _now())
+    async def _status(
+        self, document: JsonObj, condition: Condition, generation: int, target: Any, gateway: Condition | None
+    ) -> None:
+        patch = scaledobjects.status_patch(document, condition, generation, target, _now(), gateway)
         if patch is None:
             return
         metadata = document.get("metadata") or {}

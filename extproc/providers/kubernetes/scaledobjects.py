@@ -97,34 +97,49 @@ def drift(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> JsonObj | No
     return patch or None
 
 
-def status_patch(
-    current: Mapping[str, Any],
-    condition: Condition,
-    generation: int,
-    target: ScaledTarget | None,
-    now: str,
-) -> JsonObj | None:
-    """The `status` merge patch for an HTTPScaledObject, or None when it already says this."""
-    status = current.get("status") or {}
-    conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
-    old = next((c for c in conditions if c.get("type") == "Ready"), None)
+GATEWAY_VISIBLE = "GatewayVisible"
+
+
+def _condition(kind: str, condition: Condition, generation: int, old: Mapping[str, Any] | None, now: str) -> JsonObj:
     wanted_status = "True" if condition.ready else "False"
-    ready: JsonObj = {
-        "type": "Ready",
+    return {
+        "type": kind,
         "status": wanted_status,
         "reason": condition.reason,
         "message": condition.message,
         "observedGeneration": generation,
         "lastTransitionTime": old.get("lastTransitionTime", now) if old and old.get("status") == wanted_status else now,
     }
-    new_status: JsonObj = {"conditions": [*(c for c in conditions if c.get("type") != "Ready"), ready]}
+
+
+def _same(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    return old is not None and all(old.get(k) == new[k] for k in ("status", "reason", "message", "observedGeneration"))
+
+
+def status_patch(
+    current: Mapping[str, Any],
+    condition: Condition,
+    generation: int,
+    target: ScaledTarget | None,
+    now: str,
+    gateway: Condition | None = None,
+) -> JsonObj | None:
+    """The `status` merge patch for an HTTPScaledObject, or None when it already says this.
+
+    Conditions: `Ready` (the object is valid and served) and, with `gateway`, `GatewayVisible` (whether
+    zerohop can see that the gateway has loaded an endpoint before it releases held requests)."""
+    status = current.get("status") or {}
+    conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+    wanted = {"Ready": condition} | ({GATEWAY_VISIBLE: gateway} if gateway is not None else {})
+    old = {c.get("type"): c for c in conditions if c.get("type") in wanted}
+    written = {kind: _condition(kind, cond, generation, old.get(kind), now) for kind, cond in wanted.items()}
+    others = [c for c in conditions if c.get("type") not in wanted]
+    new_status: JsonObj = {"conditions": [*others, *written.values()]}
     if target is not None:
         ref = target.scale_target
         new_status["targetWorkload"] = f"{ref.api_version}/{ref.kind}/{ref.name}"
         new_status["targetService"] = f"{ref.service}:{ref.port if ref.port is not None else ref.port_name}"
-    unchanged = (
-        old is not None
-        and all(old.get(k) == ready[k] for k in ("status", "reason", "message", "observedGeneration"))
-        and all(status.get(k) == v for k, v in new_status.items() if k != "conditions")
+    unchanged = all(_same(old.get(kind), value) for kind, value in written.items()) and all(
+        status.get(k) == v for k, v in new_status.items() if k != "conditions"
     )
     return None if unchanged else {"status": new_status}

@@ -74,6 +74,12 @@ class LocalProvider:
         # Scaling is the autoscaler's job (it hears the same wake through StreamIsActive, as KEDA would).
         log.debug("wake %s", key)
 
+    def reconfirm(self, key: TargetKey) -> None:
+        # A release reached a gateway without the endpoint: publish again and wait until it has loaded it.
+        replica_set = self._sets.get(key)
+        if replica_set is not None:
+            self._spawn(self._publish(key, replica_set.endpoints()))
+
     def scale(self, key: TargetKey, replicas: int) -> None:
         replica_set = self._sets.get(key)
         if replica_set is None:
@@ -154,7 +160,7 @@ class LocalProvider:
         self.xds.write_endpoints(cluster, endpoints)
         await self._gateway.wait_loaded(cluster, endpoints)
         if endpoints:
-            self._core.set_routable(key, True)
+            self._core.set_routable(key, True, guessed=not self._gateway.exact)
         log.info("%s: gateway routes to %d replica(s)", key, len(endpoints))
 
     async def _watch_config(self) -> None:
