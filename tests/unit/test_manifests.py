@@ -38,6 +38,7 @@ from extproc import __version__, cli, httpso, istio
 from extproc.envoyconfig import istio_cluster_name
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.provider import LEASE_NAME, PEER_PORT_NAME
+from extproc.providers.kubernetes.gatewaypods import PODS
 from extproc.providers.kubernetes.scaledobjects import status_patch
 from extproc.providers.kubernetes.targets import Condition
 from extproc.server import kubernetes_provider
@@ -105,7 +106,6 @@ LEADER_RULES: frozenset[Rule] = frozenset(
 # Seeing the gateway (issue 8): the gateway's pods, their Ready condition and IP, in the gateway's namespace.
 GATEWAY_POD_RULES: frozenset[Rule] = frozenset(
     {
-        ("", "pods", "get", None),
         ("", "pods", "list", None),
         ("", "pods", "watch", None),
     }
@@ -534,7 +534,8 @@ def test_rbac_grants_exactly_the_frozen_table_to_zerohops_account(
 
 def test_the_rbac_table_names_what_the_code_calls() -> None:
     """The frozen table's groups, resources and names are the ones the provider's code uses."""
-    granted = {(group, resource) for group, resource, _verb, _name in CLUSTER_RULES | LEADER_RULES | ENVOYFILTER_RULES}
+    rules = CLUSTER_RULES | LEADER_RULES | ENVOYFILTER_RULES | GATEWAY_POD_RULES
+    granted = {(group, resource) for group, resource, _verb, _name in rules}
     used = {
         (kube.HTTPSCALEDOBJECTS.group, kube.HTTPSCALEDOBJECTS.plural),
         (kube.HTTPSCALEDOBJECTS.group, f"{kube.HTTPSCALEDOBJECTS.plural}/status"),
@@ -545,6 +546,7 @@ def test_the_rbac_table_names_what_the_code_calls() -> None:
         (kube.STATEFULSETS.group, f"{kube.STATEFULSETS.plural}/scale"),
         (kube.LEASES.group, kube.LEASES.plural),
         (kube.ENVOYFILTERS.group, kube.ENVOYFILTERS.plural),
+        (PODS.group, PODS.plural),
     }
     assert granted == used
     assert {name for *_, name in LEADER_RULES} == {LEASE_NAME, None}
