@@ -100,6 +100,17 @@ def host(name: str) -> list[tuple[str, bytes]]:
     return [(":authority", name.encode()), (":path", b"/"), (":method", b"GET")]
 
 
+def open_stream(fixture: Fixture) -> tuple[Any, asyncio.Queue[ep.ProcessingRequest | None]]:
+    """An ext_proc stream fed message by message through the returned queue (None half-closes it)."""
+    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
+
+    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
+        while (message := await queue.get()) is not None:
+            yield message
+
+    return fixture.stub.Process(requests()), queue
+
+
 async def exchange(fixture: Fixture, *messages: ep.ProcessingRequest) -> list[ep.ProcessingResponse]:
     """Send all messages, half-close, and collect every answer."""
 
@@ -151,13 +162,7 @@ async def test_without_the_cluster_attribute_asked_for_the_host_decides(proc: Fi
 
 
 async def test_concurrency_target_is_followed_to_its_response(proc: Fixture) -> None:
-    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
-
-    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
-        while (message := await queue.get()) is not None:
-            yield message
-
-    call = proc.stub.Process(requests())
+    call, queue = open_stream(proc)
     queue.put_nowait(request_headers(host("followed.test")))
     first = await call.read()
     assert first.SerializeToString() == answers.CONTINUE_AND_FOLLOW
@@ -171,13 +176,7 @@ async def test_concurrency_target_is_followed_to_its_response(proc: Fixture) -> 
 
 async def test_cold_request_is_held_then_released_with_the_cold_header(proc: Fixture) -> None:
     proc.core.apply_targets([spec("cold", {"requestRate": {}})], {})  # default hold budget (30 s)
-    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
-
-    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
-        while (message := await queue.get()) is not None:
-            yield message
-
-    call = proc.stub.Process(requests())
+    call, queue = open_stream(proc)
     queue.put_nowait(request_headers(host("cold.test")))
     extend = await call.read()
     assert extend.override_message_timeout.seconds == 32
@@ -253,13 +252,7 @@ async def test_over_the_cap_answers_503_at_once(proc: Fixture) -> None:
 
 
 async def test_client_gone_while_held_releases_everything(proc: Fixture) -> None:
-    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
-
-    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
-        while (message := await queue.get()) is not None:
-            yield message
-
-    call = proc.stub.Process(requests())
+    call, queue = open_stream(proc)
     queue.put_nowait(request_headers(host("cold.test")))
     await call.read()
     await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="held")
@@ -323,13 +316,7 @@ def gateway_response(details: str, status: bytes = b"503") -> ep.ProcessingReque
 async def release_and_answer(proc: Fixture, response: ep.ProcessingRequest) -> None:
     """Hold one cold request, report the target routable (a guess), answer its response headers."""
     proc.core.apply_targets([spec("cold", {"requestRate": {}})], {})
-    queue: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
-
-    async def requests() -> AsyncIterator[ep.ProcessingRequest]:
-        while (message := await queue.get()) is not None:
-            yield message
-
-    call = proc.stub.Process(requests())
+    call, queue = open_stream(proc)
     queue.put_nowait(request_headers(host("cold.test")))
     await call.read()
     await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="request held")
