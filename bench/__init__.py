@@ -2,7 +2,9 @@
 
 One run starts every setup against the same upstream (an Envoy answering `direct_response`), measures
 them interleaved round by round (wrk), then all at once request by request (`paired`), times zerohop's
-own handler against the bare one in-process (`hotpath`), measures zerohop's cold-start overhead, saves
-the raw numbers as JSON under `bench/results/` and regenerates `docs/performance.md` from that JSON.
-See `python -m bench --help`.
+own handler against the bare one in-process (`hotpath`), measures zerohop's cold-start overhead through
+the gateway's admin API (`coldstart`) and through an Istio gateway pod's stats (`coldstats`), saves the raw
+numbers as JSON under `bench/results/` and regenerates `docs/performance.md` from that JSON.
+`python -m bench --only cold --merge-into bench/results/RUN.json` measures the cold starts alone and puts them
+into a saved run. See `python -m bench --help`.
 """

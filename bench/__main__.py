@@ -17,7 +17,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 from bench import report
 from bench.procs import PROJECT_ROOT
-from bench.runner import Options, run
+from bench.runner import Options, merge_partial, run
 from bench.setups import ALL_SETUPS
 
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -31,8 +31,9 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="zerohop's side-by-side benchmark: plain gateway (A), gateway + zerohop (B), an extra Envoy "
         "hop (C), bare Python ext_proc servers naive (D) and tuned (E), interleaved round by round; a paired "
-        "low-rate load over all of them at once; zerohop's own work per request in-process; then "
-        "zerohop's cold-start overhead. Saves bench/results/<date>.json and regenerates docs/performance.md.",
+        "low-rate load over all of them at once; zerohop's own work per request in-process; then zerohop's "
+        "cold-start overhead, confirmed through the gateway's admin API and through gateway pod stats (Istio). "
+        "Saves bench/results/<date>.json and regenerates docs/performance.md.",
     )
     root.add_argument("--rounds", type=int, default=defaults.rounds, help=f"rounds (default {defaults.rounds})")
     root.add_argument(
@@ -41,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument(
         "--only",
         default=",".join([*ALL_SETUPS, COLD]),
-        help="comma-separated setups to run, of A,B,C,D,E and cold (default all)",
+        help="comma-separated setups to run, of A,B,C,D,E,F and cold (both cold-start paths; default all)",
     )
     root.add_argument(
         "--cold-samples", type=int, default=defaults.cold_samples, help=f"cold starts (default {defaults.cold_samples})"
@@ -79,6 +80,14 @@ def parser() -> argparse.ArgumentParser:
     )
     root.add_argument("--report-only", type=Path, metavar="JSON", help="only regenerate the report from a saved run")
     root.add_argument(
+        "--merge-into",
+        type=Path,
+        metavar="JSON",
+        help="with --only cold: write this run's cold-start sections into a saved run's JSON instead of a new "
+        "file (the figures they replace, the command, date and machine are kept there under `partial_runs`) "
+        "and regenerate the report from it; the rest of that run is left as it was",
+    )
+    root.add_argument(
         "--results-dir", type=Path, default=RESULTS, help=f"where to save the run's JSON (default {RESULTS})"
     )
     root.add_argument("--report", type=Path, default=REPORT, help=f"where to write the report (default {REPORT})")
@@ -89,7 +98,7 @@ def options_from(args: argparse.Namespace, argv: list[str]) -> Options:
     selected = [part.strip() for part in args.only.split(",") if part.strip()]
     unknown = [part for part in selected if part not in (*ALL_SETUPS, COLD)]
     if unknown:
-        raise SystemExit(f"python -m bench: --only: unknown {', '.join(unknown)} (use A,B,C,D,E,cold)")
+        raise SystemExit(f"python -m bench: --only: unknown {', '.join(unknown)} (use A,B,C,D,E,F,cold)")
     setups = tuple(key for key in ALL_SETUPS if key in selected)
     cold = args.cold_samples if COLD in selected else 0
     options = Options(
@@ -161,15 +170,27 @@ def main(argv: list[str] | None = None) -> int:
         document = json.loads(args.report_only.read_text())
         write_report(document, args.report_only, args.report)
         return 0
-    if shutil.which("wrk") is None:
+    options = options_from(args, argv)
+    if args.merge_into is not None and (options.setups or not options.cold_samples or options.quick):
+        print("python -m bench: --merge-into takes a cold-start run only (--only cold, no --quick)", file=sys.stderr)
+        return 2
+    if args.merge_into is not None and not args.merge_into.is_file():
+        print(f"python -m bench: --merge-into: no such file {args.merge_into}", file=sys.stderr)
+        return 2
+    if options.setups and shutil.which("wrk") is None:
         print("python -m bench: wrk is not installed (apt-get install wrk, or `make bench`)", file=sys.stderr)
         return 2
-    options = options_from(args, argv)
     try:
         document = asyncio.run(_run_cancellable(options))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("python -m bench: interrupted; every process it started has been stopped", file=sys.stderr)
         return 130
+    if args.merge_into is not None:
+        merged = merge_partial(json.loads(args.merge_into.read_text()), document)
+        args.merge_into.write_text(json.dumps(merged, indent=1) + "\n")
+        print(f"results: merged into {_relative(args.merge_into)}", file=sys.stderr)
+        write_report(merged, args.merge_into, args.report)
+        return 0
     stamp = datetime.datetime.fromisoformat(document["started"]).strftime("%Y-%m-%dT%H-%M-%SZ")
     if options.quick:
         json_path = Path(document["workdir"]) / f"{stamp}-quick.json"

@@ -13,7 +13,8 @@ import resource
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ Progress = Callable[[str], None]
 EXT_PROC_STATS = "http.gateway.ext_proc.zerohop."
 _EXT_PROC_FAILURES = ("failure_mode_allowed", "message_timeouts", "streams_failed")
 FORMAT_VERSION = 1
+# The sections of a run's JSON that `--only cold` measures (and `python -m bench --merge-into` replaces).
+COLD_SECTIONS = ("cold_start", "cold_start_stats")
 # Outside the measured processes, kernel networking, the idle setups and the bench itself take about 5-20%
 # of one CPU during a run; more means something else on the machine was busy too (other people's tests).
 DISTURBED = 0.3
@@ -406,11 +409,36 @@ async def run(options: Options, progress: Progress) -> dict[str, Any]:
     document["quiet"] = {"busy_below": QUIET_BUSY, "max_wait_s": QUIET_MAX_WAIT, "budget_s": QUIET_BUDGET}
     document["repeat_budget"] = REPEAT_BUDGET
     if options.cold_samples:
-        progress(f"cold starts: {options.cold_samples} samples")
-        document["cold_start"] = await coldstart.measure(workdir / "cold", options.cold_samples, progress)
+        progress(f"cold starts, admin-API path: {options.cold_samples} samples")
+        document["cold_start"] = await _cold_path(coldstart.measure, workdir / "cold", options.cold_samples, progress)
+        # Imported here: this path's world is built from the tests' Kubernetes API emulator and Istio gateway
+        # pod (tests.kubeemu, tests.istio_gateway), which a report-only run does not need.
+        from bench import coldstats
+
+        progress(f"cold starts, gateway-pod-stats path: {options.cold_samples} samples")
+        document["cold_start_stats"] = await _cold_path(
+            coldstats.measure, workdir / "coldstats", options.cold_samples, progress
+        )
     document["machine"]["load_average_after"] = machine.load_average()
     document["finished"] = _now()
     return document
+
+
+ColdMeasure = Callable[[Path, int, Progress], Awaitable[dict[str, Any]]]
+
+
+async def _cold_path(measure: ColdMeasure, workdir: Path, samples: int, progress: Progress) -> dict[str, Any]:
+    """One cold-start path, started once the machine is quiet (or after QUIET_MAX_WAIT): its samples, how busy
+    the machine was just before, and how long the path took in all (its processes' start and stop included)."""
+    waited = await wait_quiet(QUIET_MAX_WAIT)
+    before = {
+        "quiet_wait_s": round(waited, 2),
+        "busy_percent": await asyncio.to_thread(machine.busy_percent, QUIET_WINDOW),
+        "load_average": machine.load_average(),
+    }
+    began = time.perf_counter()
+    result = await measure(workdir, samples, progress)
+    return result | {"machine_before": before, "seconds": round(time.perf_counter() - began, 1)}
 
 
 def _paired_line(result: dict[str, Any], rounds: int) -> str:
@@ -432,3 +460,30 @@ def _line(measurement: Measurement, rounds: int) -> str:
         f"round {measurement.round}/{rounds} {measurement.setup} {measurement.kind:<10} "
         f"{load['rps']:>8.0f} req/s  p50 {load['p50_ms']:.3f} ms  p99 {load['p99_ms']:.3f} ms{cpu}{flag}"
     )
+
+
+def merge_partial(base: dict[str, Any], partial: dict[str, Any]) -> dict[str, Any]:
+    """`base` (a saved run) with the cold-start sections of `partial` (a `--only cold` run) in place of its
+    own; `partial_runs` records what came from where, and keeps every figure replaced."""
+    sections = [name for name in COLD_SECTIONS if name in partial]
+    if not sections:
+        raise ValueError("the partial run measured no cold start")
+    started = datetime.datetime.fromisoformat(partial["started"])
+    finished = datetime.datetime.fromisoformat(partial["finished"])
+    merged = dict(base)
+    merged["partial_runs"] = [
+        *base.get("partial_runs", []),
+        {
+            "command": partial["command"],
+            "started": partial["started"],
+            "finished": partial["finished"],
+            "seconds": round((finished - started).total_seconds()),
+            "machine": partial["machine"],
+            "options": partial["options"],
+            "sections": sections,
+            "replaced": {name: base.get(name) for name in sections},
+        },
+    ]
+    for name in sections:
+        merged[name] = partial[name]
+    return merged

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,101 @@ def test_hot_path_harness_refuses_a_handler_that_waits() -> None:
 
     with pytest.raises(RuntimeError, match="waited"):
         hotpath._per_call_us(waits, b"")
+
+
+def _stats_sample(overhead_ms: float) -> dict[str, object]:
+    return {
+        "status": 200,
+        "cold_header": "true",
+        "total_ms": 400.0 + overhead_ms,
+        "pushed_at_ms": 390.0,
+        "loaded_at_ms": 393.0,
+        "overhead_ms": overhead_ms,
+        "overhead_push_ms": overhead_ms + 3.0,
+        "load_ms": 3.0,
+        "poll_gap_ms": 3.0,
+        "polls": 1,
+        "warm_ms": [2.0, 2.0, 2.0],
+        "wakes": 1,
+    }
+
+
+def _cold_only_run(committed: dict[str, object]) -> dict[str, object]:
+    """What `python -m bench --only cold` returns, with made-up samples: overheads of 1..20 ms."""
+    admin = json.loads(json.dumps(committed["cold_start"]))
+    for index, sample in enumerate(admin["samples"], start=1):
+        sample["overhead_ms"] = float(index)
+    stats = {
+        "zerohop_flags": ["--hold-timeout", "30s"],
+        "ready_delay": 0.3,
+        "istiod_lag": 0.1,
+        "cluster": "outbound|8080||cold.default.svc.cluster.local",
+        "samples": [_stats_sample(float(ms)) for ms in range(1, 21)],
+        "zerohop_ext_proc": {"cold_requests": 20, "released": 20},
+        "gateway": {"confirmations": {"stats": 20}, "pods": [{"name": "istio-ingressgateway-0", "stats": "ok"}]},
+        "seconds": 15.0,
+    }
+    machine = {**committed["machine"], "cpu_model": "Another CPU"}  # type: ignore[dict-item]
+    return {
+        "command": "python -m bench --only cold --merge-into bench/results/x.json",
+        "started": "2026-12-03T10:00:00+00:00",
+        "finished": "2026-12-03T10:01:05+00:00",
+        "machine": machine,
+        "options": {"cold_samples": 20},
+        "cold_start": admin,
+        "cold_start_stats": stats,
+    }
+
+
+def _committed() -> tuple[str, dict[str, object]]:
+    found = re.search(r"--report-only (bench/results/\S+\.json)", PERFORMANCE.read_text())
+    assert found
+    return found.group(1), json.loads((ROOT / found.group(1)).read_text())
+
+
+def test_a_cold_only_run_merges_into_a_saved_run_and_says_so() -> None:
+    from bench.runner import merge_partial
+
+    source, committed = _committed()
+    before = json.dumps(committed)
+    partial = _cold_only_run(committed)
+    merged = merge_partial(committed, partial)
+    assert json.dumps(committed) == before, "the saved run itself is not modified"
+    for key in set(committed) - {"cold_start", "cold_start_stats", "partial_runs"}:
+        assert merged[key] == committed[key], key
+    assert merged["cold_start"] is partial["cold_start"]
+    assert merged["cold_start_stats"] is partial["cold_start_stats"]
+    record = merged["partial_runs"][-1]  # type: ignore[index]
+    assert record["command"] == partial["command"]
+    assert record["seconds"] == 65
+    assert record["sections"] == ["cold_start", "cold_start_stats"]
+    assert record["replaced"]["cold_start"] == committed["cold_start"]
+
+    text = report.render(merged, source)
+    # Both paths in one table: p50 (median), p90 (nearest rank: the 18th of 20), max, samples.
+    assert "| **cold start: admin API** | the gateway's admin API (`/clusters`) first shows the replica " in text
+    assert "`membership_healthy` 1 | 10.5 | 18.0 | 20.0 | 20 |" in text
+    assert "| cold start: gateway pod stats, upper bound | istiod's push: the pod's EDS file written " in text
+    assert "EDS file written | 13.5 | 21.0 | 23.0 | 20 |" in text
+    assert f"measured by `{partial['command']}` on 2026-12-03 at 10:00 UTC" in text
+    assert "not the machine of the rest of this page" in text
+    assert "| cold-start overhead p50 ≤ 20 ms, gateway pod stats | 10.5 ms (upper bound 13.5 ms; measured later" in text
+    # Everything outside the cold-start section and the notes is what the saved run alone renders.
+    alone = report.render(committed, source)
+    assert text.split("## zerohop's own work")[1].split("## Cold start")[0] in alone
+
+
+def test_merge_into_takes_a_cold_start_run_only(tmp_path: Path) -> None:
+    saved = tmp_path / "run.json"
+    saved.write_text("{}")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "A,cold", "--merge-into", str(saved)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--merge-into takes a cold-start run only" in done.stderr
+    assert saved.read_text() == "{}"
