@@ -22,12 +22,24 @@ def _namespace(obj: JsonObj) -> None:
 
 def _deployment(obj: JsonObj) -> None:
     spec = obj.setdefault("spec", {})
-    spec.setdefault("replicas", 1)
+    spec.setdefault("replicas", 1)  # *int32 `json:"replicas,omitempty"`: an explicit 0 is kept
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
     spec.setdefault(
         "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
     )
+
+
+def _statefulset(obj: JsonObj) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)  # *int32, as in DeploymentSpec
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
 
 
 def _service(obj: JsonObj) -> None:
@@ -53,6 +65,7 @@ def _service(obj: JsonObj) -> None:
 KIND_DEFAULTERS: dict[tuple[str, str], Callable[[JsonObj], None]] = {
     ("", "Namespace"): _namespace,
     ("apps", "Deployment"): _deployment,
+    ("apps", "StatefulSet"): _statefulset,
     ("", "Service"): _service,
 }
 

@@ -1,11 +1,13 @@
 """A pretend EndpointSlice controller fed by the fake kubelet's replicas.
 
-For each Service and each Deployment it selects (service `spec.selector`
-matches the pod template labels) it keeps one EndpointSlice
+For each Service and each Deployment or StatefulSet it selects (service
+`spec.selector` matches the pod template labels) it keeps one EndpointSlice
 `<service>-<stable suffix>`, labelled `kubernetes.io/service-name`, owned by
-the Service, with the Service's ports and one endpoint per replica. Slices
-it manages for pairs that no longer exist are deleted. A Service selecting
-nothing gets no slice (a real controller would keep an empty placeholder).
+the Service, with the Service's ports and one endpoint per replica. With no
+replicas the slice is the controller's placeholder, which reads back
+`"ports": null, "endpoints": null` (see `encoding`). Slices it manages for
+pairs that no longer exist are deleted. A Service selecting nothing gets no
+slice (a real controller would keep an empty placeholder).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .deferral import Coalescer
+from .encoding import ENDPOINT_SLICE, write_fields
 from .errors import ApiError
 from .history import StoreEvent
-from .kubelet import DEPLOYMENTS, DeploymentKey, FakeKubelet, Replica
+from .kubelet import DEPLOYMENTS, WORKLOADS, FakeKubelet, Replica, WorkloadKey
 from .objects import meta, stable_suffix
 from .registry import GroupResource
 from .selectors import map_selects
@@ -31,8 +34,8 @@ MANAGED_BY = "endpointslice-controller.k8s.io"
 NODE_NAME = "kubeemu-node"
 
 
-def _ports(service: JsonObj, deployment: JsonObj) -> list[JsonObj]:
-    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+def _ports(service: JsonObj, workload: JsonObj) -> list[JsonObj]:
+    containers = (((workload.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
     named = {
         p["name"]: p["containerPort"]
         for c in containers
@@ -83,13 +86,13 @@ class EndpointsController:
             self.kubelet.listeners.remove(self._on_replicas)
 
     def _on_event(self, event: StoreEvent) -> None:
-        if event.gr in (SERVICES, DEPLOYMENTS) or (
+        if event.gr in (SERVICES, *WORKLOADS) or (
             event.gr == ENDPOINTSLICES and (meta(event.obj).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
         ):
             self._mark(event.key[0])
 
-    def _on_replicas(self, key: DeploymentKey) -> None:
-        self._mark(key[0])
+    def _on_replicas(self, key: WorkloadKey) -> None:
+        self._mark(key[1])
 
     def _mark(self, namespace: str) -> None:
         self._dirty.add(namespace)
@@ -102,18 +105,22 @@ class EndpointsController:
 
     def desired(self, namespace: str) -> dict[str, JsonObj]:
         slices: dict[str, JsonObj] = {}
-        deployments = self.store.items(DEPLOYMENTS, namespace)
+        workloads = [(gr, w) for gr in WORKLOADS for w in self.store.items(gr, namespace)]
         for service in self.store.items(SERVICES, namespace):
             selector = (service.get("spec") or {}).get("selector")
             svc_name = meta(service)["name"]
-            for deployment in deployments:
-                labels = ((deployment.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels")
+            for gr, workload in workloads:
+                labels = ((workload.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels")
                 if not map_selects(selector, labels):
                     continue
-                dep_name = meta(deployment)["name"]
-                name = f"{svc_name}-{stable_suffix(f'{svc_name}/{dep_name}', 5)}"
-                replicas = self.kubelet.replicas(namespace, dep_name)
-                slices[name] = {
+                workload_name = meta(workload)["name"]
+                # Deployments keep their slice names; a same-named StatefulSet must not share one.
+                seed = (
+                    f"{svc_name}/{workload_name}" if gr == DEPLOYMENTS else f"{svc_name}/{gr.resource}/{workload_name}"
+                )
+                name = f"{svc_name}-{stable_suffix(seed, 5)}"
+                replicas = self.kubelet.replicas(namespace, workload_name, resource=gr)
+                slice_: JsonObj = {
                     "apiVersion": "discovery.k8s.io/v1",
                     "kind": "EndpointSlice",
                     "metadata": {
@@ -132,9 +139,11 @@ class EndpointsController:
                         ],
                     },
                     "addressType": "IPv4",
-                    "ports": _ports(service, deployment),
-                    "endpoints": [_endpoint(namespace, r) for r in replicas],
                 }
+                # The real controller takes ports from the pods, so with none the placeholder has no ports either.
+                ports = _ports(service, workload) if replicas else []
+                endpoints = [_endpoint(namespace, r) for r in replicas]
+                slices[name] = write_fields(slice_, {"ports": ports, "endpoints": endpoints}, ENDPOINT_SLICE)
         return slices
 
     def _sync_namespace(self, namespace: str) -> None:

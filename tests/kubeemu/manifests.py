@@ -43,6 +43,21 @@ def deployment(
     }
 
 
+def statefulset(
+    name: str,
+    namespace: str = "default",
+    *,
+    replicas: int = 1,
+    labels: dict[str, str] | None = None,
+    service_name: str | None = None,
+) -> JsonObj:
+    """A StatefulSet shaped like `deployment(...)`, governed by the Service `service_name` (default: `name`)."""
+    body = deployment(name, namespace, replicas=replicas, labels=labels)
+    body["kind"] = "StatefulSet"
+    body["spec"]["serviceName"] = service_name or name
+    return body
+
+
 def service(
     name: str, namespace: str = "default", *, selector: dict[str, str] | None = None, ports: list[JsonObj] | None = None
 ) -> JsonObj:

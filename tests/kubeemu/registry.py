@@ -129,6 +129,8 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
                  extra_fields=("addressType",)),
     ResourceType("apps", "v1", "deployments", "Deployment", status=True, scale=ScalePaths(), generation=True,
                  short_names=("deploy",)),
+    ResourceType("apps", "v1", "statefulsets", "StatefulSet", status=True, scale=ScalePaths(), generation=True,
+                 short_names=("sts",)),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease"),
     ResourceType("apiextensions.k8s.io", "v1", "customresourcedefinitions", _CRD, namespaced=False, status=True,
                  generation=True, short_names=("crd", "crds")),

@@ -73,7 +73,8 @@ def _brief(obj: JsonObj) -> str:
     return text if len(text) < 200 else text[:200] + "..."
 
 
-def _deployment(obj: JsonObj) -> list[Cause]:
+def _workload(obj: JsonObj) -> list[Cause]:
+    """Deployment and StatefulSet: replicas not negative, a selector that matches the pod template."""
     causes: list[Cause] = []
     spec = obj.get("spec") or {}
     replicas = spec.get("replicas")
@@ -115,7 +116,8 @@ def _endpointslice(obj: JsonObj) -> list[Cause]:
 
 
 KIND_VALIDATORS: dict[tuple[str, str], Callable[[JsonObj], list[Cause]]] = {
-    ("apps", "Deployment"): _deployment,
+    ("apps", "Deployment"): _workload,
+    ("apps", "StatefulSet"): _workload,
     ("", "Service"): _service,
     ("discovery.k8s.io", "EndpointSlice"): _endpointslice,
 }

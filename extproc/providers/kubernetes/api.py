@@ -226,8 +226,12 @@ class KubeApi:
     async def create(self, resource: Resource, namespace: str | None, body: JsonObj) -> JsonObj:
         return await self._json("POST", resource.path(namespace), body=body)
 
-    async def replace(self, resource: Resource, namespace: str | None, name: str, body: JsonObj) -> JsonObj:
-        return await self._json("PUT", resource.path(namespace, name), body=body)
+    async def replace(
+        self, resource: Resource, namespace: str | None, name: str, body: JsonObj, *, subresource: str | None = None
+    ) -> JsonObj:
+        """PUT `body` in place of the object (or its `subresource`); a set `metadata.resourceVersion` is a
+        precondition the server enforces with 409 Conflict."""
+        return await self._json("PUT", resource.path(namespace, name, subresource), body=body)
 
     async def patch(
         self,
