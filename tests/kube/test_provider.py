@@ -171,11 +171,11 @@ async def test_cold_request_scales_from_zero_and_is_released_when_ready(kube_emu
         hold = gate.try_hold(target)
         assert hold is not None
         waiting = asyncio.create_task(hold.wait(10))
-        # One JSON patch on the scale subresource, guarded by a `test` of 0 replicas.
+        # The Scale is read, then written back with its resourceVersion as the precondition.
         await emu.wait_until(lambda: emu.get("apps/v1", "Deployment", "app")["spec"]["replicas"] == 2)  # type: ignore[index]
-        [patch] = emu.requests_matching("PATCH", path_contains="/deployments/app/scale")
-        assert patch.content_type == "application/json-patch+json"
-        assert patch.body[0] == {"op": "test", "path": "/spec/replicas", "value": 0}
+        [put] = emu.requests_matching("PUT", path_contains="/deployments/app/scale")
+        assert put.body["spec"] == {"replicas": 2}
+        assert put.body["metadata"]["resourceVersion"]
         started = asyncio.get_running_loop().time()
         outcome = await waiting
         assert outcome.value == "released"

@@ -37,8 +37,8 @@ from kubernetes import client
 from extproc import __version__, cli, httpso, istio
 from extproc.envoyconfig import istio_cluster_name
 from extproc.providers.kubernetes import api as kube
-from extproc.providers.kubernetes.provider import LEASE_NAME, PEER_PORT_NAME
 from extproc.providers.kubernetes.gatewaypods import PODS
+from extproc.providers.kubernetes.provider import LEASE_NAME, PEER_PORT_NAME
 from extproc.providers.kubernetes.scaledobjects import status_patch
 from extproc.providers.kubernetes.targets import Condition
 from extproc.server import kubernetes_provider

@@ -9,9 +9,9 @@
   and the release is watched: a released request answered by the gateway's own "no healthy upstream"
   holds new requests again, and the next release after such a failure lets one request go first.
   Outside Istio, `--envoy-admin` reads the gateways' admin API instead.
-- Waking: besides KEDA's StreamIsActive push, the first cold request patches the target's scale
-  subresource 0 -> max(1, replicas.min) with a JSON patch guarded by `test`, so it never touches a
-  non-zero count and never scales down.
+- Waking: besides KEDA's StreamIsActive push, the first cold request scales the target's scale
+  subresource 0 -> max(1, replicas.min) (`scaling.scale_from_zero`: read, then write with the Scale's
+  resourceVersion), so it never touches a non-zero count and never scales down.
 - The Lease holder writes ScaledObjects, statuses and the scoped EnvoyFilter (reconciler).
 - Peers: zerohop's own Service's ready endpoints are the replicas to sum counts with.
 While the API server is unreachable everything keeps running on the last known state.
@@ -38,6 +38,7 @@ from extproc.providers.kubernetes.gatewaypods import PODS, ready_gateway_pods
 from extproc.providers.kubernetes.informer import Informer
 from extproc.providers.kubernetes.leader import LeaderElector
 from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
+from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
 from extproc.providers.kubernetes.targets import Condition, TargetTable, build
 
 log = logging.getLogger(__name__)
@@ -404,8 +405,6 @@ class KubernetesProvider:
         if resource is None:
             log.debug("%s: no direct scale for %s %s; KEDA activates it", target.key, ref.api_version, ref.kind)
             return
-        from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
-
         result = await scale_from_zero(self.api, resource, target.key.namespace, ref.name, target.activation_replicas)
         if result is not ScaleResult.SCALED:
             return  # left alone (KEDA, the HPA or another replica got there first), or logged as failed
