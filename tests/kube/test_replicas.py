@@ -189,8 +189,10 @@ async def test_exactly_one_replica_leads_and_writes(kube_emulator: KubeEmulator)
         await wait_for(lambda: sum(e.leading for e in electors) == 1, 10, what="one leader")
         await kube_emulator.wait_for_object(KEDA, "ScaledObject", "app")
         leader = next(i for i, e in enumerate(electors) if e.leading)
-        writes = [s.provider.reconciler.writes for s in servers]  # type: ignore[attr-defined]
-        assert writes[leader] >= 2  # the ScaledObject and the status
+        reconcilers = [s.provider.reconciler for s in servers]  # type: ignore[attr-defined]
+        # The ScaledObject and the status: the status write may land just after the ScaledObject is seen.
+        await wait_for(lambda: reconcilers[leader].writes >= 2, 5, what="the leader's status write")
+        writes = [r.writes for r in reconcilers]
         assert [w for i, w in enumerate(writes) if i != leader] == [0, 0]
         lease = kube_emulator.get("coordination.k8s.io/v1", "Lease", "zerohop-leader", NAMESPACE)
         assert lease is not None
