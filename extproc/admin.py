@@ -55,6 +55,8 @@ def target_status(
         "lastColdStart": _iso(state.gate.last_cold_start),
         "lastColdStartSeconds": _round(state.gate.last_cold_duration),
         "coldForSeconds": _round(now - state.gate.cold_since) if state.gate.cold_since is not None else None,
+        # Requests zerohop let through that the gateway answered itself with 503 "no healthy upstream".
+        "releaseFailures": state.gate.release_failures,
         "outcomes": dict(state.traffic.outcomes),
         "holdBudgetSeconds": state.hold_budget,
         "window": spec.metric.window,

@@ -9,11 +9,11 @@ Who listens to a wake: the KEDA push (`ActivationBus` -> StreamIsActive), the pe
 (`Provider.wake`: a direct scale from zero) and tracing, each registered with `add_wake_hook`.
 
 A release can be wrong when the provider could only guess that the gateway routes (no stats, a fixed
-delay): the servicer then reports the gateway's own "no healthy upstream" answer with `release_failed`,
-which makes the target unroutable again and asks the provider to confirm once more (`add_reconfirm_hook`).
-For `watch_seconds` after each release, warm requests are watched the same way (`TargetGate.watching`).
-A provider that can only guess again may `release_one`: let a single held request go first, and release
-the rest only once it came back routed.
+delay): the servicer reports what became of each released request (`released`); the gateway's own "no
+healthy upstream" makes the target unroutable again and asks the provider to confirm once more
+(`add_reconfirm_hook`). For `watch_seconds` after a guessed release, warm requests are followed and
+reported the same way (`TargetGate.watching`). Once a guess has proved wrong, the next guessed release
+lets a single held request go first and releases the rest only when that one came back routed.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class TargetGate:
         "_waiters",
         "cold_since",
         "cold_starts",
+        "failed_guesses",
         "held",
         "key",
         "last_cold_duration",
@@ -75,6 +76,8 @@ class TargetGate:
         self.last_cold_duration: float | None = None
         # Released requests that came back as the gateway's own "no healthy upstream" (a wrong release).
         self.release_failures = 0
+        # Guessed releases that proved wrong since the target was last confirmed routable or went cold.
+        self.failed_guesses = 0
         self.watching = False  # released recently: followed requests are checked for a wrong release
         self.watch_handle: asyncio.TimerHandle | None = None
         self.probing = False  # one held request was let go to learn whether the gateway routes
@@ -92,7 +95,7 @@ class Hold:
         self._future = future
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
-        self.probe = False  # released alone by `ColdGate.release_one`
+        self.probe = False  # let go alone, after a wrong guess, to learn whether the gateway routes
         self.started = time.monotonic()
 
     async def wait(self, timeout: float) -> HoldOutcome:
@@ -180,16 +183,23 @@ class ColdGate:
 
     def set_routable(self, key: TargetKey, routable: bool, *, guessed: bool = False) -> None:
         """A provider reports whether the gateway can now route to `key`; True releases every held request.
-        `guessed`: the provider could not see the gateway (a delay passed): watch the release."""
+        `guessed`: the provider could not see the gateway (a delay passed): the release is watched, and after
+        a wrong guess only one held request goes first (the rest follow once it came back routed)."""
         gate = self.gate(key)
         if gate.routable == routable:
             return
-        gate.routable = routable
-        gate.probing = False
         if not routable:
+            gate.routable = gate.probing = False
+            gate.failed_guesses = 0  # the endpoints are gone: the next start is a new episode
             log.info("target %s is not routable", key)
             self._watch(gate, False)
             return
+        if not guessed:
+            gate.failed_guesses = 0
+        elif gate.failed_guesses and (gate.probing or self._release_one(gate)):
+            return  # a probe is out (or just sent): its verdict decides
+        gate.routable = True
+        gate.probing = False
         self._watch(gate, guessed)
         waiting = len(gate._waiters)
         if gate.cold_since is not None:
@@ -206,44 +216,42 @@ class ColdGate:
         for hold in list(gate._waiters):
             hold.resolve(HoldOutcome.RELEASED)
 
-    def release_one(self, key: TargetKey) -> bool:
-        """Let one held request go to learn whether the gateway routes `key`; the rest stay held until
-        `released` reports it routed. False (nothing done) when nothing is held or the target is routable."""
-        gate = self.gate(key)
-        if gate.routable:
-            return False
+    def _release_one(self, gate: TargetGate) -> bool:
+        """Let one held request go as a probe (the target stays unroutable); False when none is held."""
         for hold in gate._waiters:
             if not hold._future.done():
                 gate.probing = True
                 hold.probe = True
                 hold.resolve(HoldOutcome.RELEASED)
-                log.info("target %s: releasing one held request to check that the gateway routes it", key)
+                log.info("target %s: releasing one held request to check that the gateway routes it", gate.key)
                 return True
         return False
 
     def released(self, gate: TargetGate, probe: bool, routed: bool | None) -> None:
-        """What became of a released (or, while watching, a warm followed) request: `routed` True when the
-        gateway sent it upstream, False when it answered "no healthy upstream" itself, None when unknown."""
+        """What became of a request zerohop let through (released, or followed while the target is watched):
+        `routed` True when the gateway sent it upstream, False when it answered "no healthy upstream"
+        itself, None when unknown (the stream ended first)."""
         if routed is False:
-            self.release_failed(gate)
+            self._release_failed(gate)
         elif probe and gate.probing:
+            gate.probing = False
             if routed:
+                gate.failed_guesses = 0
                 self.set_routable(gate.key, True, guessed=True)
             else:
-                gate.probing = False
                 self._reconfirm(gate.key)
 
-    def release_failed(self, gate: TargetGate) -> None:
-        """The gateway could not route a request zerohop let through: hold new arrivals again and reconfirm."""
+    def _release_failed(self, gate: TargetGate) -> None:
         gate.release_failures += 1
         self.release_failures += 1
         if not gate.routable and not gate.probing:
-            return  # already reconfirming; this is another request of the same wrong release
+            return  # already reconfirming: another request of the same wrong release
         log.warning(
             "target %s: a released request got the gateway's own 503 (no healthy upstream): the gateway does "
             "not have the endpoint yet; holding new requests until it is confirmed again",
             gate.key,
         )
+        gate.failed_guesses += 1
         if gate.routable:
             gate.routable = False
             if gate.cold_since is None:

@@ -128,12 +128,14 @@ class GatewayStats:
             gone = self._pods.pop(name)
             if gone.task is not None:
                 gone.task.cancel()
+            if gone.state in BLIND:
+                self._visibility_changed()
         for name, pod in wanted.items():
             if name not in self._pods:
                 state = self._pods[name] = _Pod(pod, StatsEndpoint(pod.ip, self.port, self._path))
                 log.info("gateway pod %s (%s) followed through its stats on port %d", name, pod.ip, self.port)
                 # A first look now, so a missing inclusion or a blocked port is reported before any cold start.
-                look = asyncio.create_task(self._check_inclusion(state, asyncio.get_running_loop().time()))
+                look = asyncio.create_task(self._look(state), name=f"gateway stats look {name}")
                 self._looks.add(look)
                 look.add_done_callback(self._looks.discard)
         if wanted:
@@ -242,6 +244,15 @@ class GatewayStats:
                 await self._check_inclusion(pod, sent)
             self._notify()
             await asyncio.sleep(self.poll_interval)
+
+    async def _look(self, pod: _Pod) -> None:
+        """Check a new pod's stats, then again every so often while it stays blind, so that what the
+        status says (and the GatewayVisible condition) follows a fixed NetworkPolicy or a rolled gateway."""
+        while self._pods.get(pod.pod.name) is pod:
+            await self._check_inclusion(pod, asyncio.get_running_loop().time())
+            if pod.state not in BLIND:
+                return
+            await asyncio.sleep(_INCLUSION_RECHECK)
 
     async def _check_inclusion(self, pod: _Pod, now: float) -> None:
         """A cluster is missing from the answer: is it not loaded yet, or does the pod show no outbound stats?"""

@@ -183,9 +183,11 @@ class ExtProcServicer:
                 response = await self._answer_response_headers(context, _CONTINUE_RESPONSE)
             finally:
                 traffic.in_flight -= 1
-            if state.gate.watching and response is not None and _routed(response) is False:
+            gate = state.gate
+            # Watched (a guessed release), or turned unroutable while this request was in flight.
+            if (gate.watching or not gate.routable) and response is not None and _routed(response) is False:
                 self.stats.not_routed += 1
-                self._gate.release_failed(state.gate)
+                self._gate.released(gate, False, False)
             return
         await self._hold(request, state, context)
 
@@ -253,18 +255,24 @@ class ExtProcServicer:
             outcome = result.value
             if result is HoldOutcome.RELEASED:
                 stats.released += 1
-                await context.write(_CONTINUE_AND_FOLLOW)
-                response = await self._answer_response_headers(context, answers.COLD_START_RESPONSE)
-                routed = _routed(response) if response is not None else None
-                status = _status(response.response_headers.headers.headers) if response is not None else b""
-                if status.startswith(b"5"):
-                    stats.released_5xx += 1
-                    traffic.released_5xx += 1
-                    if routed is False:
-                        stats.not_routed += 1
-                    else:
-                        log.info("released cold request for %s got HTTP %s", state.key, status.decode())
-                self._gate.released(state.gate, hold.probe, routed)
+                routed: bool | None = None
+                try:
+                    await context.write(_CONTINUE_AND_FOLLOW)
+                    response = await self._answer_response_headers(context, answers.COLD_START_RESPONSE)
+                    if response is not None:
+                        routed = _routed(response)
+                        status = _status(response.response_headers.headers.headers)
+                        if status.startswith(b"5"):
+                            stats.released_5xx += 1
+                            traffic.released_5xx += 1
+                            if routed is False:
+                                stats.not_routed += 1
+                            else:
+                                log.info("released cold request for %s got HTTP %s", state.key, status.decode())
+                finally:
+                    # Reported however the stream ends: a probe whose client went away must not leave the
+                    # gate waiting for its verdict.
+                    self._gate.released(state.gate, hold.probe, routed)
             elif result is HoldOutcome.REMOVED:
                 stats.removed += 1
                 await context.write(_CONTINUE)

@@ -191,8 +191,8 @@ class Settings:
         (),
         _urls,
         "Gateway Envoy admin URL(s), comma-separated. A target counts as routable only once every listed "
-        "Envoy has loaded a ready endpoint. Without it zerohop waits --eds-settle-delay (local) or "
-        "--propagation-delay (kubernetes) instead.",
+        "Envoy has loaded a ready endpoint. Without it the local provider waits --eds-settle-delay; the "
+        "Kubernetes provider reads the gateway pods' stats (--gateway-stats-port) instead.",
         group="general",
         metavar="URL[,URL]",
     )

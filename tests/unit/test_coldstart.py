@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from extproc.activation import ActivationBus
-from extproc.coldstart import ColdGate, HoldOutcome
+from extproc.coldstart import ColdGate, Hold, HoldOutcome
 from extproc.httpso import TargetKey
 
 KEY = TargetKey("default", "app")
@@ -191,23 +191,36 @@ async def test_a_wrong_release_makes_the_target_unroutable_and_asks_for_a_new_co
     hold.close()
 
 
-async def test_release_one_lets_a_single_request_go_and_the_rest_follow_when_it_was_routed() -> None:
-    cold = gate()
-    holds = [cold.try_hold(cold.gate(KEY)) for _ in range(3)]
-    assert all(hold is not None for hold in holds)
-    waits = [asyncio.create_task(hold.wait(5)) for hold in holds if hold is not None]
-    await asyncio.sleep(0)
-    assert cold.release_one(KEY)
-    await asyncio.sleep(0)
-    done = [w for w in waits if w.done()]
-    assert len(done) == 1
-    assert done[0].result() is HoldOutcome.RELEASED
-    probe = next(hold for hold in holds if hold is not None and hold.probe)
+async def wrong_guess(cold: ColdGate, holds: int) -> tuple[list[Hold], list[asyncio.Task[HoldOutcome]]]:
+    """A guessed release the gateway could not route, then `holds` requests held again."""
     target = cold.gate(KEY)
+    cold.set_routable(KEY, True, guessed=True)
+    cold.released(target, probe=False, routed=False)
+    assert target.failed_guesses == 1
+    held = [cold.try_hold(target) for _ in range(holds)]
+    assert all(hold is not None for hold in held)
+    waits = [asyncio.create_task(hold.wait(5)) for hold in held if hold is not None]
+    await asyncio.sleep(0)
+    return [hold for hold in held if hold is not None], waits
+
+
+async def test_after_a_wrong_guess_one_request_goes_first_and_the_rest_follow_when_it_was_routed() -> None:
+    cold = gate()
+    holds, waits = await wrong_guess(cold, 3)
+    cold.set_routable(KEY, True, guessed=True)  # the provider guesses again
+    await asyncio.sleep(0)
+    target = cold.gate(KEY)
+    assert [w.done() for w in waits].count(True) == 1
     assert target.probing
     assert not target.routable
+    # Another guess while the probe is out changes nothing: its verdict decides.
+    cold.set_routable(KEY, True, guessed=True)
+    await asyncio.sleep(0)
+    assert [w.done() for w in waits].count(True) == 1
+    [probe] = [hold for hold in holds if hold.probe]
     cold.released(target, probe=probe.probe, routed=True)
     assert target.routable
+    assert target.failed_guesses == 0
     assert [await w for w in waits] == [HoldOutcome.RELEASED] * 3
 
 
@@ -215,31 +228,52 @@ async def test_a_probe_the_gateway_could_not_route_keeps_the_rest_held() -> None
     cold = gate()
     asked: list[TargetKey] = []
     cold.add_reconfirm_hook(asked.append)
-    first, second = cold.try_hold(cold.gate(KEY)), cold.try_hold(cold.gate(KEY))
-    assert first is not None
-    assert second is not None
-    waits = [asyncio.create_task(h.wait(5)) for h in (first, second)]
+    holds, waits = await wrong_guess(cold, 2)
+    asked.clear()
+    cold.set_routable(KEY, True, guessed=True)
     await asyncio.sleep(0)
-    cold.release_one(KEY)
-    await asyncio.sleep(0)
-    probe = first if first.probe else second
+    [probe] = [hold for hold in holds if hold.probe]
     cold.released(cold.gate(KEY), probe=probe.probe, routed=False)
     assert asked == [KEY]
+    assert cold.gate(KEY).failed_guesses == 2  # the provider waits longer before its next guess
     assert sum(w.done() for w in waits) == 1
     for w in waits:
         w.cancel()
 
 
+async def test_a_lost_probe_asks_again_and_an_exact_confirmation_releases_everyone() -> None:
+    cold = gate()
+    asked: list[TargetKey] = []
+    cold.add_reconfirm_hook(asked.append)
+    holds, waits = await wrong_guess(cold, 3)
+    asked.clear()
+    cold.set_routable(KEY, True, guessed=True)
+    await asyncio.sleep(0)
+    [probe] = [hold for hold in holds if hold.probe]
+    cold.released(cold.gate(KEY), probe=probe.probe, routed=None)  # its client went away: no verdict
+    assert asked == [KEY]
+    assert not cold.gate(KEY).probing
+    cold.set_routable(KEY, True)  # the provider saw the gateway itself this time
+    assert [await w for w in waits] == [HoldOutcome.RELEASED] * 3
+
+
 async def test_a_confirmed_release_is_not_watched_and_the_watch_window_ends() -> None:
     cold = ColdGate(max_held_per_target=10, max_held_total=100, watch_seconds=0.05)
     seen: list[tuple[TargetKey, bool]] = []
-    cold.add_watch_hook(lambda key, on: seen.append((key, on)))
+    ended = asyncio.Event()
+
+    def watched(key: TargetKey, on: bool) -> None:
+        seen.append((key, on))
+        if not on:
+            ended.set()
+
+    cold.add_watch_hook(watched)
     cold.set_routable(KEY, True)
     assert not cold.gate(KEY).watching
     assert seen == []
     cold.set_routable(KEY, False)
     cold.set_routable(KEY, True, guessed=True)
     assert cold.gate(KEY).watching
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(ended.wait(), 1.0)
     assert not cold.gate(KEY).watching
     assert seen == [(KEY, True), (KEY, False)]

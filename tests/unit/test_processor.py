@@ -352,3 +352,24 @@ async def test_while_a_guessed_release_is_watched_warm_requests_are_followed_and
     assert answers_seen[0].SerializeToString() == answers.CONTINUE_AND_FOLLOW
     assert not proc.core.gate.gate(WARM).routable
     assert not proc.state(WARM).follow_end  # the watch ended with the target unroutable
+
+
+async def test_a_probe_whose_client_goes_away_leaves_no_gate_waiting(proc: Fixture) -> None:
+    proc.core.apply_targets([spec("cold", {"requestRate": {}})], {})
+    gate = proc.core.gate.gate(COLD)
+    asked: list[object] = []
+    proc.core.gate.add_reconfirm_hook(asked.append)
+    proc.core.set_routable(COLD, True, guessed=True)
+    proc.core.gate.released(gate, False, False)  # a guess proved wrong: the next release sends one request
+    asked.clear()
+    call, queue = open_stream(proc)
+    queue.put_nowait(request_headers(host("cold.test")))
+    await call.read()
+    await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="request held")
+    proc.core.set_routable(COLD, True, guessed=True)
+    assert (await call.read()).SerializeToString() == answers.CONTINUE_AND_FOLLOW
+    assert gate.probing
+    call.cancel()  # the client goes away before the response (gRPC ends the read or cancels the handler)
+    await wait_for(lambda: not gate.probing, 2, what="the lost probe reported")
+    assert asked == [COLD]
+    assert not gate.routable

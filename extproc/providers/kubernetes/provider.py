@@ -91,7 +91,6 @@ class KubernetesProvider:
             self.gateway_stats = GatewayStats(options.gateway_stats_port, fallback_delay=options.propagation_delay)
             self.gateway_stats.on_visibility_change = self._gateway_visibility_changed
         self._gateway_pods: Informer | None = None
-        self._wrong_releases: dict[TargetKey, int] = {}
         self._informers: list[Informer] = []
         self._httpso_informers: list[Informer] = []
         self._service_informers: list[Informer] = []
@@ -162,7 +161,7 @@ class KubernetesProvider:
                 lambda: self.table,
                 self._httpsos,
                 self._scaled_objects,
-                lambda: Condition(*self.gateway_condition()),
+                self.gateway_condition,
             )
             if self.options.leader_election:
                 self.elector = LeaderElector(api, self.options.pod_namespace, LEASE_NAME, self.identity, self._leading)
@@ -181,7 +180,6 @@ class KubernetesProvider:
             self._spawn(self._scale_from_zero(target))
 
     def reconfirm(self, key: TargetKey) -> None:
-        self._wrong_releases[key] = self._wrong_releases.get(key, 0) + 1
         if self._core is not None:
             self._update_routable(key)
 
@@ -230,40 +228,30 @@ class KubernetesProvider:
             status["podInformer"] = self._gateway_pods.status()
         return status
 
-    def gateway_condition(self) -> tuple[bool, str, str]:
-        """(visible, reason, message) for the HTTPScaledObjects' GatewayVisible condition."""
+    def gateway_condition(self) -> Condition:
+        """The HTTPScaledObjects' GatewayVisible condition: can zerohop see when the gateway can route?"""
+        delay = f"{self.options.propagation_delay:g}s"
         if self.options.envoy_admin:
-            return True, "EnvoyAdmin", "routability read from the gateways' Envoy admin API"
+            return Condition(True, "EnvoyAdmin", "routability read from the gateways' Envoy admin API")
         if self.gateway_stats is None:
-            return (
-                False,
-                "StatsDisabled",
-                (
-                    f"--gateway-stats-port is 0: held requests are released {self.options.propagation_delay:g}s "
-                    "after the endpoint is ready, whether or not the gateway has it"
-                ),
-            )
+            message = f"--gateway-stats-port is 0: held requests are released {delay} after the endpoint is ready"
+            return Condition(False, "StatsDisabled", message)
         if not self.gateway_stats.pods:
-            return (
-                False,
-                "NoGatewayPods",
-                (
-                    f"no Ready pod matches {self.options.gateway_selector} in {self.options.gateway_namespace} "
-                    f"(or zerohop may not list pods there); releasing {self.options.propagation_delay:g}s after ready"
-                ),
+            message = (
+                f"no Ready pod matches {self.options.gateway_selector} in {self.options.gateway_namespace} "
+                f"(or zerohop may not list pods there); releasing {delay} after the endpoint is ready"
             )
+            return Condition(False, "NoGatewayPods", message)
         blind = self.gateway_stats.blind_pods()
         if blind:
-            return (
-                False,
-                "GatewayStatsUnavailable",
-                (
-                    f"cannot read the Envoy stats of gateway pod(s) {', '.join(sorted(blind))} on port "
-                    f"{self.options.gateway_stats_port} (stats inclusion or NetworkPolicy, see docs/istio.md); "
-                    f"releasing {self.options.propagation_delay:g}s after ready for them"
-                ),
+            message = (
+                f"cannot read the Envoy stats of gateway pod(s) {', '.join(sorted(blind))} on port "
+                f"{self.options.gateway_stats_port} (stats inclusion or NetworkPolicy, see docs/istio.md); "
+                f"releasing {delay} after the endpoint is ready for them"
             )
-        return True, "GatewayStats", f"routability read from {len(self.gateway_stats.pods)} gateway pod(s)' stats"
+            return Condition(False, "GatewayStatsUnavailable", message)
+        pods = len(self.gateway_stats.pods)
+        return Condition(True, "GatewayStats", f"routability read from {pods} gateway pod(s)' Envoy stats")
 
     # --- caches -> core ---------------------------------------------------------------------------
 
@@ -330,7 +318,6 @@ class KubernetesProvider:
             if pending is not None:
                 pending.cancel()
                 self._confirming.pop(key, None)
-            self._wrong_releases.pop(key, None)
             self._core.set_routable(key, False)
         elif not gate.routable and pending is None:
             self._confirming[key] = asyncio.create_task(self._confirm(key, ready), name=f"confirm {key}")
@@ -341,7 +328,8 @@ class KubernetesProvider:
         try:
             port = self.table.ports.get(key)
             target_service = self.table.services.get(key)
-            failures = self._wrong_releases.get(key, 0)
+            assert self._core is not None
+            failures = self._core.gate.gate(key).failed_guesses
             delay = self.options.propagation_delay * 2 ** min(failures, _MAX_DOUBLINGS)
             if target_service is None or port is None:
                 await asyncio.sleep(delay)
@@ -356,14 +344,8 @@ class KubernetesProvider:
                 else:
                     await asyncio.sleep(delay)
                     guessed = True
-            assert self._core is not None
-            if target_service is None or not self._endpoints.ready(target_service):
-                return
-            if guessed and failures and self._core.gate.release_one(key):
-                return  # a guess proved wrong before: one request goes first; the gate releases the rest
-            if not guessed:
-                self._wrong_releases.pop(key, None)
-            self._core.set_routable(key, True, guessed=guessed)
+            if target_service is not None and self._endpoints.ready(target_service):
+                self._core.set_routable(key, True, guessed=guessed)
         finally:
             self._confirming.pop(key, None)
 
