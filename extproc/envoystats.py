@@ -22,6 +22,7 @@ import aiohttp
 MEMBERSHIP_HEALTHY = "envoy_cluster_membership_healthy"
 UPSTREAM_RQ_TOTAL = "envoy_cluster_upstream_rq_total"
 UPSTREAM_RQ_ACTIVE = "envoy_cluster_upstream_rq_active"
+PROMETHEUS_PATH = "/stats/prometheus"
 
 # The stat-name suffix of each family, for building `filter=` expressions.
 STAT_SUFFIX = {
@@ -97,7 +98,7 @@ class StatsEndpoint:
 
     host: str
     port: int
-    path: str = "/stats/prometheus"
+    path: str = PROMETHEUS_PATH
 
     @property
     def url(self) -> str:

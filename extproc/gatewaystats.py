@@ -25,6 +25,7 @@ from typing import Any
 
 from extproc.envoystats import (
     MEMBERSHIP_HEALTHY,
+    PROMETHEUS_PATH,
     StatsClient,
     StatsEndpoint,
     StatsError,
@@ -99,7 +100,7 @@ class GatewayStats:
         fallback_delay: float,
         client: StatsClient | None = None,
         poll_interval: float = 0.005,
-        path: str = "/stats/prometheus",
+        path: str = PROMETHEUS_PATH,
     ) -> None:
         self.port = port
         self.fallback_delay = fallback_delay

@@ -23,6 +23,7 @@ from extproc.envoyconfig import (
     ext_proc_http_filter,
     istio_cluster_name,
 )
+from extproc.envoystats import PROMETHEUS_PATH
 
 EXT_PROC_PORT = 9000
 SERVICE_NAME = "zerohop"
@@ -148,7 +149,7 @@ def render_gateway_api(
 
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
 GATEWAY_STATS_PORT = 15090
-GATEWAY_STATS_PATH = "/stats/prometheus"
+GATEWAY_STATS_PATH = PROMETHEUS_PATH
 GATEWAY_STATS_INCLUSION_REGEXPS: tuple[str, ...] = (
     # can this pod route to the cluster? (ready endpoints it has loaded)
     r"cluster\.outbound\|[0-9]+\|[^|]*\|[^|]+\.membership_healthy",

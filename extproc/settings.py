@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from extproc.durations import parse_duration
+from extproc.istio import GATEWAY_STATS_PORT
 from extproc.targets import InFlightMode
 
 ENV_PREFIX = "ZEROHOP_"
@@ -303,7 +304,7 @@ class Settings:
         metavar="DURATION",
     )
     gateway_stats_port: int = _setting(
-        15090,
+        GATEWAY_STATS_PORT,
         _port_or_zero,
         "Kubernetes provider: port of each gateway pod's Envoy stats (`/stats/prometheus`; Istio serves them "
         "on 15090). Held requests are released once every Ready pod matching --gateway-selector reports a "

@@ -31,6 +31,7 @@ from extproc.envoyconfig import istio_cluster_name
 from extproc.gatewaystats import Confirmation, GatewayStats
 from extproc.gatewayview import GatewayView
 from extproc.httpso import ScaledTarget, TargetKey
+from extproc.istio import GATEWAY_STATS_PORT
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import JsonObj, KubeApi
 from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
@@ -64,7 +65,7 @@ class KubernetesOptions:
     envoy_admin: tuple[str, ...] = ()
     gateway_namespace: str = "istio-system"
     gateway_selector: str = "istio=ingressgateway"
-    gateway_stats_port: int = 15090
+    gateway_stats_port: int = GATEWAY_STATS_PORT
     reconcile: ReconcileOptions | None = None
 
 
