@@ -18,7 +18,7 @@ COPY extproc ./extproc
 RUN python -m venv /opt/zerohop \
  && /opt/zerohop/bin/pip install --no-cache-dir . \
  && /opt/zerohop/bin/pip install --no-cache-dir '.[otel]' \
- && /opt/zerohop/bin/python -c 'import sys, extproc.telemetry as t; p = t.packaging_problem(); sys.exit(p)' 
+ && /opt/zerohop/bin/python -c 'import sys, extproc.observability.telemetry as t; p = t.packaging_problem(); sys.exit(p)' 
 
 FROM python:3.12-slim-bookworm
 COPY --from=build /opt/zerohop /opt/zerohop

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@# modules; installing the OpenTelemetry packages afterwards lets opentelemetry-proto's own files win.
 	$(PY) -m pip install --quiet -e .
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -c 'import extproc.telemetry as t, sys; p = t.packaging_problem(); print(p, file=sys.stderr) if p else None; sys.exit(bool(p))'
+	$(PY) -c 'import extproc.observability.telemetry as t, sys; p = t.packaging_problem(); print(p, file=sys.stderr) if p else None; sys.exit(bool(p))'
 	@touch $@
 
 install: $(STAMP)  ## create .venv with zerohop, Envoy and the dev tools

@@ -5,7 +5,7 @@ generated servicer, one `ProcessingResponse` built and serialised per message, t
 the stream kept until Envoy closes it.
 `--mode tuned` is the same floor with zerohop's tricks: uvloop, a generic handler whose responses are
 written pre-serialised, `context.read()` / `context.write()`, the stream ended right after the answer,
-and (the bench starts it with that environment) gRPC core's settings of `extproc.grpcenv`.
+and (the bench starts it with that environment) gRPC core's settings of `extproc.app.grpcenv`.
 Neither looks at the request; everything zerohop does beyond this is its own cost.
 """
 
@@ -25,7 +25,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
 # Same gRPC server options as `zerohop serve`, so that in the tuned floor only the handler differs.
-from extproc.server import _GRPC_OPTIONS
+from extproc.app.server import _GRPC_OPTIONS
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 CONTINUE = ep.ProcessingResponse(request_headers=ep.HeadersResponse()).SerializeToString()

@@ -25,10 +25,10 @@ import aiohttp
 
 from bench.procs import free_port
 from bench.zerohop import Target, Zerohop
-from extproc.envoyadmin import EnvoyAdmin
-from extproc.envoyconfig import GatewayPorts, eds_file_name, local_bootstrap, target_cluster_name
-from extproc.envoyproc import EnvoyProcess
-from extproc.httpso import parse as parse_httpso
+from extproc.core.httpso import parse as parse_httpso
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy.adminapi import EnvoyAdmin
+from extproc.envoy.config import GatewayPorts, eds_file_name, local_bootstrap, target_cluster_name
 from extproc.providers.local.replicas import port_is_free
 
 HOLD_TIMEOUT = 30.0

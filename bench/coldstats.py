@@ -34,10 +34,10 @@ from typing import Any
 import aiohttp
 
 from bench.procs import Child, free_port
-from extproc import istio
-from extproc.envoyconfig import istio_cluster_name
-from extproc.envoyproc import EnvoyProcess
-from extproc.envoystats import MEMBERSHIP_HEALTHY, StatsClient, StatsEndpoint, cluster_filter, parse_cluster_stats
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy import istio
+from extproc.envoy.config import istio_cluster_name
+from extproc.envoy.stats import MEMBERSHIP_HEALTHY, StatsClient, StatsEndpoint, cluster_filter, parse_cluster_stats
 from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
 from tests.istio_gateway import GatewayPod, istio_gateway_pod_bootstrap, prepare_endpoints
 from tests.kube.harness import gateway_pod_object, httpso, workload
@@ -206,7 +206,7 @@ class World:
         async with contextlib.AsyncExitStack() as stack:
             app = Child(
                 "app",
-                ["-m", "extproc.demoapp", "--port", str(self.app_port), "--startup-delay", "0"],
+                ["-m", "extproc.dev.demoapp", "--port", str(self.app_port), "--startup-delay", "0"],
                 self.workdir / "app.log",
             )
             stack.push_async_callback(app.stop)

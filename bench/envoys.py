@@ -1,11 +1,11 @@
 """Envoy bootstraps of the benchmark: the app (a `direct_response` upstream), plain proxies (gateway,
-interceptor) and the gateway with zerohop's ext_proc filter, all built from `extproc.envoyconfig`."""
+interceptor) and the gateway with zerohop's ext_proc filter, all built from `extproc.envoy.config`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from extproc.envoyconfig import (
+from extproc.envoy.config import (
     LOCAL_EXT_PROC_CLUSTER,
     ext_proc_cluster,
     ext_proc_http_filter,

@@ -27,12 +27,12 @@ from google.protobuf import struct_pb2
 
 from bench.bare_extproc import tuned_process
 from bench.setups import WARM_TARGET
-from extproc import answers
-from extproc.core import Core
-from extproc.envoyconfig import target_cluster_name
-from extproc.httpso import parse as parse_httpso
-from extproc.processor import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, ExtProcServicer
-from extproc.telemetry import Telemetry
+from extproc.core.engine import Core
+from extproc.core.httpso import parse as parse_httpso
+from extproc.envoy import answers
+from extproc.envoy.config import target_cluster_name
+from extproc.envoy.processor import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, ExtProcServicer
+from extproc.observability.telemetry import Telemetry
 
 Handler = Callable[[object, Any], Coroutine[Any, Any, None]]
 REPEATS = 7
@@ -154,7 +154,7 @@ def zerohop_servicer(telemetry: Telemetry | None = None, *, trace_warm: bool = F
     if telemetry is not None:
         observer = telemetry.hold_observer(lambda _key: 1)
         warm = telemetry.warm_observer() if trace_warm else None
-    servicer = ExtProcServicer(core.router, core.gate, retry_after=5, observer=observer, warm_observer=warm)
+    servicer = ExtProcServicer(core.router, core.cold_gate, retry_after=5, observer=observer, warm_observer=warm)
     return servicer, core
 
 

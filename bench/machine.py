@@ -10,7 +10,7 @@ import time
 from importlib import metadata
 from typing import Any
 
-from extproc.envoyproc import envoy_binary
+from extproc.dev.envoyproc import envoy_binary
 
 
 def _cpu_model() -> str:

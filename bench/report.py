@@ -500,7 +500,7 @@ def _cold_admin_text(cold: dict[str, Any]) -> str:
     return (
         f"**Admin API** (plain Envoy, the local provider): zerohop serves one target at 0 replicas (max 1, "
         f"concurrency metric, `scaledownPeriod: 1`), run as `zerohop serve ... --envoy-admin <gateway admin> "
-        f"{flags}`; its replica is `python -m extproc.demoapp --startup-delay {cold['app_startup_delay']:g}`. The "
+        f"{flags}`; its replica is `python -m extproc.dev.demoapp --startup-delay {cold['app_startup_delay']:g}`. The "
         "gateway is `local_bootstrap()` reading zerohop's xDS files. For each sample the bench waits until the "
         "target is cold everywhere (zerohop not routable with 0 replicas, the gateway with no endpoint, the "
         "replica's port free), sends one request, and polls the gateway's `/clusters` back to back from the "

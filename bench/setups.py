@@ -15,8 +15,8 @@ import aiohttp
 from bench.envoys import app_bootstrap, proxy_bootstrap
 from bench.procs import Child, free_port
 from bench.zerohop import Target, Zerohop
-from extproc import grpcenv
-from extproc.envoyproc import EnvoyProcess
+from extproc.app import grpcenv
+from extproc.dev.envoyproc import EnvoyProcess
 
 SETUPS: dict[str, tuple[str, str]] = {
     "A": ("plain gateway", "client -> gateway Envoy -> app. No ext_proc."),
@@ -42,18 +42,18 @@ SETUPS: dict[str, tuple[str, str]] = {
         "gateway + bare ext_proc, tuned",
         "same ext_proc filter, pointing at a minimal grpc.aio server with zerohop's tricks (uvloop, "
         "pre-serialised CONTINUE, generic handler, read/write, stream ended after the answer, gRPC core on its "
-        "own polling rather than EventEngine threads: `extproc.grpcenv`).",
+        "own polling rather than EventEngine threads: `extproc.app.grpcenv`).",
     ),
     "F": (
         "gateway + bare ext_proc, tuned, gRPC defaults",
         "E's server with gRPC core's own defaults (EventEngine threads): E against F is what zerohop's gRPC "
-        "settings (`extproc.grpcenv`) save.",
+        "settings (`extproc.app.grpcenv`) save.",
     ),
 }
 ALL_SETUPS = tuple(SETUPS)
 EXT_PROC_SETUPS = ("B", "D", "E", "F")
 # gRPC core settings of the bare servers: E runs with zerohop's (`zerohop serve` sets them itself), F with
-# gRPC's own defaults, so E against F is what `extproc.grpcenv` buys; D inherits the bench's environment.
+# gRPC's own defaults, so E against F is what `extproc.app.grpcenv` buys; D inherits the bench's environment.
 _BARE_ENV: dict[str, dict[str, str]] = {
     "E": grpcenv.DEFAULTS,
     "F": {"GRPC_ENABLE_FORK_SUPPORT": "false", "GRPC_EXPERIMENTS": ""},

@@ -30,7 +30,7 @@ class Target:
         command = [
             sys.executable,
             "-m",
-            "extproc.demoapp",
+            "extproc.dev.demoapp",
             "--port",
             "{port}",
             "--startup-delay",

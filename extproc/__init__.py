@@ -1,15 +1,15 @@
 """zerohop: scale HTTP workloads to and from zero from inside the Envoy / Istio gateway, with no extra hop.
 
-Package map (dependencies point inward, towards the core):
+Package map, one room per line; imports point only to the rooms listed before a room's own line
+(tests/unit/test_architecture.py enforces it):
 
-- core: `httpso` (HTTPScaledObject model), `routing`, `traffic`, `coldstart`, `activation`, `targets`, `core`
-- Envoy-facing: `processor` (ext_proc servicer), `answers` (pre-serialised responses), `envoyconfig`,
-  `istio` (EnvoyFilters, stats inclusion), what the gateway has loaded: `gatewayview` (admin API),
-  `gatewaystats` (each gateway pod's stats) over `envoystats` (Prometheus stats reader), `envoyadmin`
-- KEDA-facing: `scaler` (external scaler servicer), `autoscaler` (KEDA's part for the local provider)
-- providers: `providers.local` (config file, local processes, xDS files), `providers.kubernetes` (informers,
-  gateway pods, scale from zero, leader, reconciler)
-- process: `server` (wiring, lifecycle), `admin` (HTTP), `settings`, `cli`, `demo`
+- `core`: targets, routes, traffic counters, the cold gate, activation, the HTTPScaledObject model; stdlib only
+- `envoy`: the ext_proc servicer, its answers, Envoy and Istio config, what each gateway has loaded
+- `keda`: the external scaler servicer, the built-in autoscaler, the count exchange between replicas
+- `providers`: where targets come from and how they wake (`providers.local`, `providers.kubernetes`)
+- `observability`: /metrics, OpenTelemetry, logs, the admin HTTP server and the status page
+- `dev`: the demo, its sample app, an Envoy process runner
+- `app`: settings, server wiring and lifecycle, the `zerohop` command line
 """
 
 __version__ = "0.1.0"

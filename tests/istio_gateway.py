@@ -26,13 +26,14 @@ from urllib.parse import quote
 
 import yaml
 
-from extproc import envoyconfig, istio
-from extproc.envoyproc import EnvoyProcess
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy import config as envoyconfig
+from extproc.envoy import istio
 from extproc.providers.local.xds_files import XdsFiles
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-# The shipped manifest whose `proxy.istio.io/config` the test gateway pods run with (not extproc/istio.py's
+# The shipped manifest whose `proxy.istio.io/config` the test gateway pods run with (not extproc/envoy/istio.py's
 # constant: a wrong manifest must fail the tests).
 SHIPPED_GATEWAY_STATS = ROOT / "manifests" / "components" / "gateway-stats" / "ingressgateway-patch.yaml"
 

@@ -26,14 +26,14 @@ from multidict import CIMultiDict
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
-from extproc.envoyadmin import EnvoyAdmin
-from extproc.envoyconfig import CDS_FILE, RDS_FILE, GatewayPorts, local_bootstrap, target_cluster_name
-from extproc.envoyproc import EnvoyProcess
-from extproc.httpso import TargetKey
-from extproc.server import ZerohopServer
-from extproc.settings import Settings
-from extproc.targets import TargetState
-from extproc.telemetry import Telemetry
+from extproc.app.server import ZerohopServer
+from extproc.app.settings import Settings
+from extproc.core.httpso import TargetKey
+from extproc.core.registry import TargetState
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy.adminapi import EnvoyAdmin
+from extproc.envoy.config import CDS_FILE, RDS_FILE, GatewayPorts, local_bootstrap, target_cluster_name
+from extproc.observability.telemetry import Telemetry
 from tests.helpers import free_port, wait_for
 
 PYTHON = sys.executable
@@ -48,7 +48,7 @@ apiVersion: zerohop.dev/v1alpha1
 kind: LocalWorkload
 metadata: {{name: {name}}}
 spec:
-  command: [{PYTHON}, -m, extproc.demoapp, --port, "{{port}}", --startup-delay, "{startup_delay}", --work, "{work}"]
+  command: [{PYTHON}, -m, extproc.dev.demoapp, --port, "{{port}}", --startup-delay, "{startup_delay}", --work, "{work}"]
   portRange: {first}-{first + 3}
   readinessProbe: {{httpGet: {{path: /}}, periodSeconds: 0.02}}
 """

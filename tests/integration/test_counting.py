@@ -91,7 +91,7 @@ async def test_in_flight_returns_to_exactly_zero_after_load_with_client_aborts(t
 async def test_held_requests_count_as_concurrency(tmp_path: Path) -> None:
     async with Stack(tmp_path, CONFIG) as stack:
         held = [asyncio.create_task(stack.get("queue.test", timeout=1.5)) for _ in range(7)]
-        await wait_for(lambda: stack.server.core.gate.held_total == 7, 5, what="7 held")
+        await wait_for(lambda: stack.server.core.cold_gate.held_total == 7, 5, what="7 held")
         value = await stack.metric("queue")
         assert (value.metricValue, value.metricValueFloat) == (7, 7.0)
         assert (await stack.scaler.IsActive(stack.ref("queue"))).result  # type: ignore[union-attr]

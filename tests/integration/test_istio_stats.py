@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from extproc import istio
-from extproc.envoyconfig import istio_cluster_name
+from extproc.envoy import istio
+from extproc.envoy.config import istio_cluster_name
 from tests.helpers import free_port, wait_for
 from tests.istio_gateway import SHIPPED_GATEWAY_STATS, GatewayPod, gateway_pod
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from extproc import metrics
+from extproc.observability import metrics
 from tests.helpers import wait_for
 from tests.integration.stack import Stack, app, httpso, never_ready
 

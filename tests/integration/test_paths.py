@@ -49,7 +49,7 @@ async def test_cold_request_is_held_until_ready_then_200_with_cold_header(tmp_pa
         assert reply.elapsed >= 0.3  # the app's boot time, spent held
         stats = stack.server.processor.stats
         assert (stats.cold_requests, stats.released, stats.released_5xx) == (1, 1, 0)
-        assert stack.server.core.gate.held_total == 0
+        assert stack.server.core.cold_gate.held_total == 0
         again = await stack.get("cold.test")
         assert again.status == 200
         assert "x-zerohop-cold-start" not in again.headers
@@ -79,7 +79,7 @@ async def test_hold_timeout_is_504_with_retry_after_shaped_for_the_client(tmp_pa
         assert page.headers["content-type"].startswith("text/html")
         assert "<meta http-equiv" in page.body
         assert stack.server.processor.stats.timeouts == 2
-        assert stack.server.core.gate.held_total == 0
+        assert stack.server.core.cold_gate.held_total == 0
         await wait_for(lambda: stack.state("never").traffic.in_flight == 0, 5, what="in-flight back to 0")
 
 
@@ -100,7 +100,7 @@ async def test_grpc_client_gets_unavailable_with_retry_after(tmp_path: Path) -> 
 async def test_over_the_per_target_cap_is_503_at_once(tmp_path: Path) -> None:
     async with Stack(tmp_path, CONFIG, max_held_per_target=3) as stack:
         held = [asyncio.create_task(stack.get("never.test")) for _ in range(3)]
-        await wait_for(lambda: stack.server.core.gate.held_total == 3, 5, what="3 held")
+        await wait_for(lambda: stack.server.core.cold_gate.held_total == 3, 5, what="3 held")
         extra = await asyncio.gather(*(stack.get("never.test") for _ in range(3)))
         assert [r.status for r in extra] == [503, 503, 503]
         assert all(r.elapsed < 0.5 and r.headers["retry-after"] == "5" for r in extra)
@@ -113,10 +113,10 @@ async def test_over_the_per_target_cap_is_503_at_once(tmp_path: Path) -> None:
 async def test_client_gone_while_held_releases_counts(tmp_path: Path) -> None:
     async with Stack(tmp_path, CONFIG, hold_timeout=20.0) as stack:
         aborted = [asyncio.create_task(stack.get("sleepy.test", timeout=1.0)) for _ in range(5)]
-        await wait_for(lambda: stack.server.core.gate.held_total == 5, 5, what="5 held")
+        await wait_for(lambda: stack.server.core.cold_gate.held_total == 5, 5, what="5 held")
         results = await asyncio.gather(*aborted, return_exceptions=True)
         assert all(isinstance(r, TimeoutError) for r in results), results
-        await wait_for(lambda: stack.server.core.gate.held_total == 0, 5, what="holds released after abort")
+        await wait_for(lambda: stack.server.core.cold_gate.held_total == 0, 5, what="holds released after abort")
         await wait_for(lambda: stack.state("sleepy").traffic.in_flight == 0, 5, what="in-flight released")
         assert stack.server.processor.stats.timeouts == 0
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from extproc.envoyconfig import GatewayPorts, local_bootstrap
-from extproc.envoyproc import EnvoyProcess
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy.config import GatewayPorts, local_bootstrap
 from extproc.providers.local.xds_files import XdsFiles
 from tests.helpers import free_port, wait_for
 from tests.integration.stack import app, httpso, never_ready

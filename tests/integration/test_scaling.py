@@ -21,12 +21,12 @@ async def test_500_requests_held_at_once_are_all_released(tmp_path: Path) -> Non
         requests = [asyncio.create_task(stack.get("big.test", timeout=30)) for _ in range(500)]
         # All 500 are held together while the app boots (more than Envoy's default circuit breaker allows
         # per cluster would be 1024; the shipped ext_proc cluster raises it).
-        await wait_for(lambda: stack.server.core.gate.held_total == 500, 10, what="500 held at once")
+        await wait_for(lambda: stack.server.core.cold_gate.held_total == 500, 10, what="500 held at once")
         assert stack.state("big").traffic.in_flight == 500
         replies = await asyncio.gather(*requests)
         assert Counter(r.status for r in replies) == {200: 500}
         assert all(r.headers.get("x-zerohop-cold-start") == "true" for r in replies)
-        assert stack.server.core.gate.held_total == 0
+        assert stack.server.core.cold_gate.held_total == 0
         await wait_for(lambda: stack.state("big").traffic.in_flight == 0, 5, what="in-flight back to 0")
         stats = stack.server.processor.stats
         assert (stats.released, stats.released_5xx, stats.over_capacity, stats.errors) == (500, 0, 0, 0)

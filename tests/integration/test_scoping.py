@@ -8,10 +8,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from extproc import istio
-from extproc.envoyproc import EnvoyProcess
-from extproc.server import ZerohopServer
-from extproc.settings import Settings
+from extproc.app.server import ZerohopServer
+from extproc.app.settings import Settings
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy import istio
 from tests.helpers import free_port
 from tests.integration.stack import httpso, never_ready
 from tests.istio_gateway import istio_gateway_bootstrap

@@ -14,8 +14,8 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from extproc.envoyconfig import ext_proc_cluster
-from extproc.telemetry import Telemetry
+from extproc.envoy.config import ext_proc_cluster
+from extproc.observability.telemetry import Telemetry
 from tests.helpers import wait_for
 from tests.integration.stack import Stack, app, httpso
 

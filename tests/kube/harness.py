@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from extproc.httpso import TargetKey
+from extproc.app.server import ZerohopServer
+from extproc.app.settings import ProviderKind, Settings
+from extproc.core.httpso import TargetKey
 from extproc.providers.kubernetes.api import KubeApi
-from extproc.server import ZerohopServer
-from extproc.settings import Provider, Settings
 from tests.kubeemu import KubeEmulator
 from tests.kubeemu.manifests import deployment, service
 
@@ -42,7 +42,7 @@ def workload(emu: KubeEmulator, name: str, namespace: str = "default", *, target
 
 def settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "provider": Provider.KUBERNETES,
+        "provider": ProviderKind.KUBERNETES,
         "ext_proc_address": "127.0.0.1:0",
         "scaler_address": "127.0.0.1:0",
         "admin_address": "127.0.0.1:0",

@@ -20,9 +20,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from extproc.envoyconfig import GatewayPorts, local_bootstrap, route_configuration, target_cluster_name, target_clusters
-from extproc.envoyproc import EnvoyProcess
-from extproc.httpso import parse
+from extproc.core.httpso import parse
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy.config import (
+    GatewayPorts,
+    local_bootstrap,
+    route_configuration,
+    target_cluster_name,
+    target_clusters,
+)
 from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
 from extproc.providers.local.xds_files import XdsFiles
 from tests.helpers import free_port, wait_for
@@ -86,7 +92,7 @@ async def app_process() -> AsyncIterator[int]:
     """The app's pod: always running here; whether the gateway may use it is what EndpointSlices decide."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "extproc.demoapp", "--port", str(port), "--startup-delay", "0",
+        sys.executable, "-m", "extproc.dev.demoapp", "--port", str(port), "--startup-delay", "0",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

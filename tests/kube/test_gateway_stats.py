@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from extproc import istio
-from extproc.envoyconfig import istio_cluster_name
+from extproc.app.server import ZerohopServer
+from extproc.envoy import istio
+from extproc.envoy.config import istio_cluster_name
 from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
-from extproc.server import ZerohopServer
 from tests.helpers import free_port
 from tests.istio_gateway import GatewayPod, gateway_pod
 from tests.kube.harness import gateway_pod_object, httpso, ready_condition, workload, zerohop
@@ -202,20 +202,21 @@ async def test_the_journeys_load_through_a_cold_start_has_no_error(tmp_path: Pat
 async def test_without_the_stats_inclusion_only_the_first_release_fails(
     tmp_path: Path, kube_emulator: KubeEmulator
 ) -> None:
-    """No inclusion: zerohop falls back to --propagation-delay (0.5 s) with istiod at 0.8 s. The first
-    release meets the gateway's own 503; then new requests are held again, and the next release lets one
-    request go first."""
-    async with world(tmp_path, kube_emulator, [0.8], stats_inclusion=False) as w:
+    """No inclusion: zerohop falls back to --propagation-delay (0.5 s) with istiod at 1.0 s. The first
+    release (ready + 0.5 s) meets the gateway's own 503; then new requests are held again, and the next
+    guess waits twice as long (ready + 1.5 s) and lets one request go first. Both sides have 0.5 s of margin
+    against a busy machine."""
+    async with world(tmp_path, kube_emulator, [1.0], stats_inclusion=False) as w:
         first = await asyncio.gather(*(w.get() for _ in range(5)))
         statuses = await load(w, 1000, 50)
         failed_first = sum(status == 503 for status, _, _ in first)
-        assert failed_first == 5, first  # released at ready + 0.5 s, pushed at ready + 0.8 s
+        assert failed_first == 5, first  # released at ready + 0.5 s, pushed at ready + 1.0 s
         assert statuses == {200: 1000}, statuses
         assert w.server.processor.stats.not_routed == failed_first  # every one seen and counted
         stats = w.server.provider.gateway_stats  # type: ignore[attr-defined]
         assert stats is not None
         assert stats.blind_pods() == ["istio-ingressgateway-0"]
-        assert w.server.core.gate.release_failures >= 1
+        assert w.server.core.cold_gate.release_failures >= 1
         gateway = w.server.status()["provider"]["gateway"]
         assert gateway["pods"][0]["stats"] == "no-stats"
 

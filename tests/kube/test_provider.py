@@ -165,8 +165,8 @@ async def test_cold_request_scales_from_zero_and_is_released_when_ready(kube_emu
     workload(emu, "app")
     emu.create(httpso("app", replicas={"min": 2, "max": 5}))
     async with zerohop(emu, propagation_delay=0.1) as server:
-        gate = server.core.gate
-        target = gate.gate(key("app"))
+        gate = server.core.cold_gate
+        target = gate.for_target(key("app"))
         assert not target.routable
         hold = gate.try_hold(target)
         assert hold is not None
@@ -197,7 +197,7 @@ async def test_losing_every_ready_endpoint_makes_the_target_cold_again(kube_emul
     emu.patch("apps/v1", "Deployment", "app", {"spec": {"replicas": 1}})
     emu.create(httpso("app"))
     async with zerohop(emu) as server:
-        target = server.core.gate.gate(key("app"))
+        target = server.core.cold_gate.for_target(key("app"))
         await wait_for(lambda: target.routable, 5, what="routable")
         kubelet.set_ready("default", "app", 0, False)
         await wait_for(lambda: not target.routable, 5, what="not routable after the endpoint turned unready")

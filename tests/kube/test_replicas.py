@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
-from extproc.server import ZerohopServer
+from extproc.app.server import ZerohopServer
 from tests.helpers import free_port, wait_for
 from tests.kube.harness import KEDA, httpso, key, workload, zerohop
 from tests.kubeemu import KubeEmulator
@@ -89,13 +89,13 @@ class HeldRequests:
     async def hold(self, count: int) -> None:
         stub = ep_grpc.ExternalProcessorStub(self.channel)
         headers = base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":authority", raw_value=b"app.test")])
-        before = self.server.core.gate.held_total
+        before = self.server.core.cold_gate.held_total
         for _ in range(count):
             call = stub.Process()
             await call.write(ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=headers)))
             await call.read()  # the override_message_timeout zerohop sends when it holds a request
             self.calls.append(call)
-        await wait_for(lambda: self.server.core.gate.held_total == before + count, 5, what="held")
+        await wait_for(lambda: self.server.core.cold_gate.held_total == before + count, 5, what="held")
 
     async def release(self) -> None:
         for call in self.calls:
@@ -123,7 +123,7 @@ async def test_keda_gets_the_sum_over_all_replicas(kube_emulator: KubeEmulator) 
                 assert target["allReplicas"]["peersCounted"] == 2
         await first.release()
         await second.release()
-        await wait_for(lambda: all(s.core.gate.held_total == 0 for s in servers), 5, what="released")
+        await wait_for(lambda: all(s.core.cold_gate.held_total == 0 for s in servers), 5, what="released")
         async with scaler(servers[2]) as stub:
             await asyncio.sleep(0.15)  # past the window in which concurrent KEDA calls share one fetch
             [value] = (await stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref()))).metricValues

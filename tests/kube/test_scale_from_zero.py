@@ -14,7 +14,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
-from extproc.server import ZerohopServer
+from extproc.app.server import ZerohopServer
 from tests.helpers import wait_for
 from tests.kube.harness import httpso, workload, zerohop
 from tests.kubeemu import KubeEmulator

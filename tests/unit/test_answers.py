@@ -5,8 +5,8 @@ from __future__ import annotations
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
-from extproc import answers
-from extproc.answers import ClientKind, Refusal
+from extproc.envoy import answers
+from extproc.envoy.answers import ClientKind, Refusal
 
 
 def decode(data: bytes) -> ep.ProcessingResponse:

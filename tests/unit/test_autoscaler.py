@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from extproc.autoscaler import _TargetLoop
-from extproc.httpso import ScaledTarget, parse
+from extproc.core.httpso import ScaledTarget, parse
+from extproc.keda.autoscaler import _TargetLoop
 
 
 def target(**spec: Any) -> ScaledTarget:

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from extproc.activation import ActivationBus
-from extproc.coldstart import ColdGate, Hold, HoldOutcome
-from extproc.httpso import TargetKey
+from extproc.core.activation import ActivationBus
+from extproc.core.coldstart import ColdGate, Hold, HoldOutcome
+from extproc.core.httpso import TargetKey
 
 KEY = TargetKey("default", "app")
 
@@ -19,7 +19,7 @@ def gate(per_target: int = 10, total: int = 100, rewake: float = 2.0) -> ColdGat
 
 async def test_hold_is_released_when_routable() -> None:
     cold = gate()
-    hold = cold.try_hold(cold.gate(KEY))
+    hold = cold.try_hold(cold.for_target(KEY))
     assert hold is not None
     waiting = asyncio.create_task(hold.wait(5))
     await asyncio.sleep(0)
@@ -34,7 +34,7 @@ async def test_hold_is_released_when_routable() -> None:
 
 async def test_hold_times_out() -> None:
     cold = gate()
-    hold = cold.try_hold(cold.gate(KEY))
+    hold = cold.try_hold(cold.for_target(KEY))
     assert hold is not None
     started = asyncio.get_running_loop().time()
     assert await hold.wait(0.05) is HoldOutcome.TIMEOUT
@@ -46,7 +46,7 @@ async def test_hold_times_out() -> None:
 async def test_already_routable_resolves_at_once() -> None:
     cold = gate()
     cold.set_routable(KEY, True)
-    hold = cold.try_hold(cold.gate(KEY))
+    hold = cold.try_hold(cold.for_target(KEY))
     assert hold is not None
     assert await asyncio.wait_for(hold.wait(5), 0.1) is HoldOutcome.RELEASED
     hold.close()
@@ -54,7 +54,7 @@ async def test_already_routable_resolves_at_once() -> None:
 
 async def test_cancellation_releases_the_hold() -> None:
     cold = gate()
-    hold = cold.try_hold(cold.gate(KEY))
+    hold = cold.try_hold(cold.for_target(KEY))
     assert hold is not None
 
     async def client() -> None:
@@ -76,7 +76,7 @@ async def test_cancellation_releases_the_hold() -> None:
 
 async def test_per_target_and_global_caps() -> None:
     cold = gate(per_target=2, total=3)
-    a, b = cold.gate(KEY), cold.gate(TargetKey("default", "other"))
+    a, b = cold.for_target(KEY), cold.for_target(TargetKey("default", "other"))
     holds = [cold.try_hold(a), cold.try_hold(a)]
     assert all(holds)
     assert cold.try_hold(a) is None
@@ -92,7 +92,7 @@ async def test_wake_hooks_fire_once_per_rewake_interval() -> None:
     cold = gate(rewake=60)
     woken: list[TargetKey] = []
     cold.add_wake_hook(woken.append)
-    target = cold.gate(KEY)
+    target = cold.for_target(KEY)
     for _ in range(5):
         hold = cold.try_hold(target)
         assert hold is not None
@@ -105,9 +105,9 @@ async def test_over_cap_still_wakes() -> None:
     cold = gate(per_target=1, rewake=0)
     woken: list[TargetKey] = []
     cold.add_wake_hook(woken.append)
-    first = cold.try_hold(cold.gate(KEY))
+    first = cold.try_hold(cold.for_target(KEY))
     assert first is not None
-    assert cold.try_hold(cold.gate(KEY)) is None
+    assert cold.try_hold(cold.for_target(KEY)) is None
     assert woken == [KEY, KEY]
     first.close()
 
@@ -119,7 +119,7 @@ async def test_failing_wake_hook_does_not_break_holding() -> None:
         raise RuntimeError("provider down")
 
     cold.add_wake_hook(broken)
-    hold = cold.try_hold(cold.gate(KEY))
+    hold = cold.try_hold(cold.for_target(KEY))
     assert hold is not None
     hold.close()
 
@@ -127,8 +127,8 @@ async def test_failing_wake_hook_does_not_break_holding() -> None:
 async def test_drain_answers_everything_and_refuses_new_holds() -> None:
     cold = gate()
     warm_key = TargetKey("default", "warm")
-    cold_hold = cold.try_hold(cold.gate(KEY))
-    warm_gate = cold.gate(warm_key)
+    cold_hold = cold.try_hold(cold.for_target(KEY))
+    warm_gate = cold.for_target(warm_key)
     warm_hold = cold.try_hold(warm_gate)
     assert cold_hold is not None
     assert warm_hold is not None
@@ -137,14 +137,14 @@ async def test_drain_answers_everything_and_refuses_new_holds() -> None:
     assert cold.drain() == 2
     assert await cold_hold.wait(5) is HoldOutcome.SHUTDOWN
     assert await warm_hold.wait(5) is HoldOutcome.RELEASED
-    assert cold.try_hold(cold.gate(KEY)) is None
+    assert cold.try_hold(cold.for_target(KEY)) is None
     cold_hold.close()
     warm_hold.close()
 
 
 async def test_forget_ends_holds_with_removed() -> None:
     cold = gate()
-    hold = cold.try_hold(cold.gate(KEY))
+    hold = cold.try_hold(cold.for_target(KEY))
     assert hold is not None
     cold.forget(KEY)
     assert await hold.wait(5) is HoldOutcome.REMOVED
@@ -173,7 +173,7 @@ async def test_a_wrong_release_makes_the_target_unroutable_and_asks_for_a_new_co
     asked: list[TargetKey] = []
     cold.add_reconfirm_hook(asked.append)
     cold.set_routable(KEY, True, guessed=True)
-    target = cold.gate(KEY)
+    target = cold.for_target(KEY)
     assert target.watching
     cold.released(target, probe=False, routed=False)
     assert not target.routable
@@ -193,7 +193,7 @@ async def test_a_wrong_release_makes_the_target_unroutable_and_asks_for_a_new_co
 
 async def wrong_guess(cold: ColdGate, holds: int) -> tuple[list[Hold], list[asyncio.Task[HoldOutcome]]]:
     """A guessed release the gateway could not route, then `holds` requests held again."""
-    target = cold.gate(KEY)
+    target = cold.for_target(KEY)
     cold.set_routable(KEY, True, guessed=True)
     cold.released(target, probe=False, routed=False)
     assert target.failed_guesses == 1
@@ -209,7 +209,7 @@ async def test_after_a_wrong_guess_one_request_goes_first_and_the_rest_follow_wh
     holds, waits = await wrong_guess(cold, 3)
     cold.set_routable(KEY, True, guessed=True)  # the provider guesses again
     await asyncio.sleep(0)
-    target = cold.gate(KEY)
+    target = cold.for_target(KEY)
     assert [w.done() for w in waits].count(True) == 1
     assert target.probing
     assert not target.routable
@@ -233,9 +233,9 @@ async def test_a_probe_the_gateway_could_not_route_keeps_the_rest_held() -> None
     cold.set_routable(KEY, True, guessed=True)
     await asyncio.sleep(0)
     [probe] = [hold for hold in holds if hold.probe]
-    cold.released(cold.gate(KEY), probe=probe.probe, routed=False)
+    cold.released(cold.for_target(KEY), probe=probe.probe, routed=False)
     assert asked == [KEY]
-    assert cold.gate(KEY).failed_guesses == 2  # the provider waits longer before its next guess
+    assert cold.for_target(KEY).failed_guesses == 2  # the provider waits longer before its next guess
     assert sum(w.done() for w in waits) == 1
     for w in waits:
         w.cancel()
@@ -250,9 +250,9 @@ async def test_a_lost_probe_asks_again_and_an_exact_confirmation_releases_everyo
     cold.set_routable(KEY, True, guessed=True)
     await asyncio.sleep(0)
     [probe] = [hold for hold in holds if hold.probe]
-    cold.released(cold.gate(KEY), probe=probe.probe, routed=None)  # its client went away: no verdict
+    cold.released(cold.for_target(KEY), probe=probe.probe, routed=None)  # its client went away: no verdict
     assert asked == [KEY]
-    assert not cold.gate(KEY).probing
+    assert not cold.for_target(KEY).probing
     cold.set_routable(KEY, True)  # the provider saw the gateway itself this time
     assert [await w for w in waits] == [HoldOutcome.RELEASED] * 3
 
@@ -269,11 +269,11 @@ async def test_a_confirmed_release_is_not_watched_and_the_watch_window_ends() ->
 
     cold.add_watch_hook(watched)
     cold.set_routable(KEY, True)
-    assert not cold.gate(KEY).watching
+    assert not cold.for_target(KEY).watching
     assert seen == []
     cold.set_routable(KEY, False)
     cold.set_routable(KEY, True, guessed=True)
-    assert cold.gate(KEY).watching
+    assert cold.for_target(KEY).watching
     await asyncio.wait_for(ended.wait(), 1.0)
-    assert not cold.gate(KEY).watching
+    assert not cold.for_target(KEY).watching
     assert seen == [(KEY, True), (KEY, False)]

@@ -1,4 +1,4 @@
-"""docs/grafana-dashboard.json and the metrics table of docs/observability.md against what `extproc.metrics`
+"""docs/grafana-dashboard.json and the metrics table of docs/observability.md against what the metrics module
 really exposes: every metric and label a panel queries exists, and every family is documented.
 
 `python -m tests.unit.test_dashboard` prints the table rows for docs/observability.md.
@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from extproc import metrics
-from extproc.core import Core, ReplicaCounts
-from extproc.httpso import TargetKey, parse
-from extproc.processor import ProcessorStats
+from extproc.core.engine import Core
+from extproc.core.httpso import TargetKey, parse
+from extproc.core.provider import ReplicaCounts
+from extproc.envoy.processor import ProcessorStats
+from extproc.observability import metrics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana-dashboard.json"
@@ -159,7 +160,7 @@ def test_every_metric_and_label_a_panel_queries_exists(dashboard: dict[str, Any]
         names = set(re.findall(r"\bzerohop_\w+", expr))
         assert names, f"{title}: {expr} queries no zerohop metric"
         unknown = names - set(series)
-        assert not unknown, f"{title}: {sorted(unknown)} not exposed by extproc.metrics"
+        assert not unknown, f"{title}: {sorted(unknown)} not exposed by extproc.observability.metrics"
         labels = set().union(*(series[name][1] for name in names))
         matchers = {m for selector in re.findall(r"\{([^}]*)\}", expr) for m in re.findall(r"(\w+)\s*[=!]~?", selector)}
         groupings = {

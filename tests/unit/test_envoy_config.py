@@ -16,9 +16,10 @@ from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
-from extproc import envoyconfig, istio
-from extproc.envoyproc import validate_config
-from extproc.httpso import parse
+from extproc.core.httpso import parse
+from extproc.dev.envoyproc import validate_config
+from extproc.envoy import config as envoyconfig
+from extproc.envoy import istio
 from extproc.providers.local.xds_files import XdsFiles
 from tests.istio_gateway import istio_gateway_bootstrap
 
@@ -121,9 +122,9 @@ def test_bootstrap_with_a_bad_field_fails_envoy_validate(tmp_path: Path) -> None
 
 def test_istio_envoyfilter_patch_is_an_exact_filter_and_the_files_are_current() -> None:
     committed = (ROOT / "envoyfilter" / "ingressgateway.yaml").read_text()
-    assert committed == istio.render_envoyfilters(), "envoyfilter/ingressgateway.yaml is stale (extproc/istio.py)"
+    assert committed == istio.render_envoyfilters(), "envoyfilter/ingressgateway.yaml is stale (extproc/envoy/istio.py)"
     gateway_api = (ROOT / "envoyfilter" / "gateway-api.yaml").read_text()
-    assert gateway_api == istio.render_gateway_api(), "envoyfilter/gateway-api.yaml is stale (extproc/istio.py)"
+    assert gateway_api == istio.render_gateway_api(), "envoyfilter/gateway-api.yaml is stale (extproc/envoy/istio.py)"
     assert yaml.safe_load(gateway_api)["spec"]["workloadSelector"]["labels"] == {istio.GATEWAY_API_LABEL: "gateway"}
     document = yaml.safe_load(committed)
     [patch] = document["spec"]["configPatches"]

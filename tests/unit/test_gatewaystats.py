@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from extproc.envoystats import MEMBERSHIP_HEALTHY, UPSTREAM_RQ_TOTAL, cluster_filter, parse_cluster_stats
-from extproc.gatewaystats import Confirmation, GatewayPod, GatewayStats, PodStatsState
+from extproc.envoy.gatewaystats import Confirmation, GatewayPod, GatewayStats, PodStatsState
+from extproc.envoy.stats import MEMBERSHIP_HEALTHY, UPSTREAM_RQ_TOTAL, cluster_filter, parse_cluster_stats
 from tests.helpers import free_port
 
 APP = "outbound|8080||app.default.svc.cluster.local"

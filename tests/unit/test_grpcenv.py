@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from extproc import grpcenv
+from extproc.app import grpcenv
 
 _START_A_SERVER = """
 import asyncio, grpc
@@ -29,7 +29,7 @@ def test_defaults_fill_only_what_is_unset() -> None:
 
 
 def test_the_cli_module_loads_without_grpc_so_main_can_set_them_first() -> None:
-    code = "import sys, extproc.cli; print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))"
+    code = "import sys, extproc.app.cli; print(sorted(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from extproc.durations import format_duration, parse_duration
-from extproc.httpso import (
+from extproc.core.durations import format_duration, parse_duration
+from extproc.core.httpso import (
     InvalidSpec,
     MetricKind,
     TargetKey,

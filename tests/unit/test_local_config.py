@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.httpso import TargetKey
+from extproc.core.httpso import TargetKey
 from extproc.providers.local.config import ConfigError, load, parse
 
 GOOD = """

@@ -7,7 +7,7 @@
 - ports and names agree across Service, Deployment, probes, NetworkPolicies and the EnvoyFilter;
 - HTTPScaledObjects (README, docs, a full example) and zerohop's own status writes fit the CRD's schema;
 - every shipped copy of the gateway stats inclusion (components/gateway-stats, gateway-stats/, the docs)
-  carries exactly extproc/istio.py's regexps, and the component puts them on the gateway's pods.
+  carries exactly extproc/envoy/istio.py's regexps, and the component puts them on the gateway's pods.
 No cluster is involved; a kustomize build runs when kustomize (or kubectl) is installed.
 """
 
@@ -34,15 +34,18 @@ import pytest
 import yaml
 from kubernetes import client
 
-from extproc import __version__, cli, httpso, istio
-from extproc.envoyconfig import istio_cluster_name
+from extproc import __version__
+from extproc.app import cli
+from extproc.app.server import kubernetes_provider
+from extproc.app.settings import ProviderKind, Settings, env_var, flag, from_namespace
+from extproc.core import httpso
+from extproc.envoy import istio
+from extproc.envoy.config import istio_cluster_name
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.gatewaypods import PODS
 from extproc.providers.kubernetes.provider import LEASE_NAME, PEER_PORT_NAME
 from extproc.providers.kubernetes.scaledobjects import status_patch
 from extproc.providers.kubernetes.targets import Condition
-from extproc.server import kubernetes_provider
-from extproc.settings import Provider, Settings, env_var, flag, from_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -402,7 +405,7 @@ def port_of(address: str) -> int:
 def test_deployment_runs_the_kubernetes_provider_with_the_documented_addresses() -> None:
     workload = deployment()
     settings = settings_of(workload)
-    assert settings.provider is Provider.KUBERNETES
+    assert settings.provider is ProviderKind.KUBERNETES
     assert settings.ext_proc_address == "0.0.0.0:9000"
     assert settings.scaler_address == "0.0.0.0:9090"
     assert settings.admin_address == "0.0.0.0:9091"
@@ -433,7 +436,7 @@ def test_the_reconcile_component_turns_on_envoyfilters_in_the_gateway_namespace(
     built = with_component(objects())
     settings = settings_of(one(built, "Deployment", "zerohop"))
     assert settings.manage_envoyfilters is True
-    assert settings.provider is Provider.KUBERNETES
+    assert settings.provider is ProviderKind.KUBERNETES
     role = one(objects(RECONCILE), "Role")
     assert role["metadata"]["namespace"] == settings.gateway_namespace == "istio-system"
 
@@ -1099,7 +1102,7 @@ def test_dockerfile_runs_what_the_deployment_expects() -> None:
     assert stage["USER"] == f"{pod_security['runAsUser']}:{pod_security['runAsGroup']}"
     assert json.loads(stage["ENTRYPOINT"]) == ["zerohop"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["zerohop"] == "extproc.cli:main"
+    assert scripts["zerohop"] == "extproc.app.cli:main"
     assert json.loads(stage["CMD"]) == container(workload)["args"]
     assert {int(port) for port in stage["EXPOSE"].split()} == set(container_ports(workload).values())
     env = dict(item.split("=", 1) for item in shlex.split(stage["ENV"]))

@@ -17,10 +17,10 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from google.protobuf import struct_pb2
 
-from extproc import answers
-from extproc.core import Core
-from extproc.httpso import TargetKey, parse
-from extproc.processor import ATTRIBUTES_KEY, ExtProcServicer
+from extproc.core.engine import Core
+from extproc.core.httpso import TargetKey, parse
+from extproc.envoy import answers
+from extproc.envoy.processor import ATTRIBUTES_KEY, ExtProcServicer
 from tests.helpers import wait_for
 
 WARM = TargetKey("default", "warm")
@@ -63,7 +63,7 @@ async def proc() -> AsyncIterator[Fixture]:
     )
     core.set_routable(WARM, True)
     core.set_routable(FOLLOWED, True)
-    servicer = ExtProcServicer(core.router, core.gate, retry_after=4)
+    servicer = ExtProcServicer(core.router, core.cold_gate, retry_after=4)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((servicer.rpc_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -180,7 +180,7 @@ async def test_cold_request_is_held_then_released_with_the_cold_header(proc: Fix
     queue.put_nowait(request_headers(host("cold.test")))
     extend = await call.read()
     assert extend.override_message_timeout.seconds == 32
-    await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="request held")
+    await wait_for(lambda: proc.core.cold_gate.held(COLD) == 1, 2, what="request held")
     proc.core.set_routable(COLD, True)
     released = await call.read()
     assert released.SerializeToString() == answers.CONTINUE_AND_FOLLOW
@@ -230,7 +230,7 @@ async def test_hold_timeout_answers_504_with_retry_after(proc: Fixture) -> None:
     immediate = refusal.immediate_response
     assert immediate.status.code == 504
     assert {h.header.key: h.header.raw_value for h in immediate.headers.set_headers}["retry-after"] == b"4"
-    assert proc.core.gate.held_total == 0
+    assert proc.core.cold_gate.held_total == 0
     assert proc.state(COLD).traffic.in_flight == 0
     assert proc.servicer.stats.timeouts == 1
 
@@ -243,21 +243,21 @@ async def test_grpc_client_times_out_with_grpc_status_14(proc: Fixture) -> None:
 
 async def test_over_the_cap_answers_503_at_once(proc: Fixture) -> None:
     held = [asyncio.create_task(exchange(proc, request_headers(host("cold.test")))) for _ in range(2)]
-    await wait_for(lambda: proc.core.gate.held(COLD) == 2, 2, what="two held")
+    await wait_for(lambda: proc.core.cold_gate.held(COLD) == 2, 2, what="two held")
     [refusal] = await exchange(proc, request_headers(host("cold.test")))
     assert refusal.immediate_response.status.code == 503
     assert proc.servicer.stats.over_capacity == 1
     await asyncio.gather(*held)
-    assert proc.core.gate.held_total == 0
+    assert proc.core.cold_gate.held_total == 0
 
 
 async def test_client_gone_while_held_releases_everything(proc: Fixture) -> None:
     call, queue = open_stream(proc)
     queue.put_nowait(request_headers(host("cold.test")))
     await call.read()
-    await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="held")
+    await wait_for(lambda: proc.core.cold_gate.held(COLD) == 1, 2, what="held")
     call.cancel()  # what Envoy does when the downstream client goes away
-    await wait_for(lambda: proc.core.gate.held_total == 0, 2, what="hold released")
+    await wait_for(lambda: proc.core.cold_gate.held_total == 0, 2, what="hold released")
     await wait_for(lambda: proc.state(COLD).traffic.in_flight == 0, 2, what="in-flight released")
 
 
@@ -319,7 +319,7 @@ async def release_and_answer(proc: Fixture, response: ep.ProcessingRequest) -> N
     call, queue = open_stream(proc)
     queue.put_nowait(request_headers(host("cold.test")))
     await call.read()
-    await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="request held")
+    await wait_for(lambda: proc.core.cold_gate.held(COLD) == 1, 2, what="request held")
     proc.core.set_routable(COLD, True, guessed=True)
     assert (await call.read()).SerializeToString() == answers.CONTINUE_AND_FOLLOW
     queue.put_nowait(response)
@@ -330,16 +330,16 @@ async def release_and_answer(proc: Fixture, response: ep.ProcessingRequest) -> N
 
 async def test_a_released_request_the_gateway_could_not_route_holds_new_requests_again(proc: Fixture) -> None:
     asked: list[object] = []
-    proc.core.gate.add_reconfirm_hook(asked.append)
+    proc.core.cold_gate.add_reconfirm_hook(asked.append)
     await release_and_answer(proc, gateway_response("no_healthy_upstream"))
-    assert not proc.core.gate.gate(COLD).routable
+    assert not proc.core.cold_gate.for_target(COLD).routable
     assert asked == [COLD]
     assert proc.servicer.stats.not_routed == 1
 
 
 async def test_the_apps_own_503_is_not_a_wrong_release(proc: Fixture) -> None:
     await release_and_answer(proc, gateway_response("via_upstream"))
-    assert proc.core.gate.gate(COLD).routable
+    assert proc.core.cold_gate.for_target(COLD).routable
     assert proc.servicer.stats.released_5xx == 1
     assert proc.servicer.stats.not_routed == 0
 
@@ -350,22 +350,22 @@ async def test_while_a_guessed_release_is_watched_warm_requests_are_followed_and
     assert proc.state(WARM).follow_end
     answers_seen = await exchange(proc, request_headers(host("warm.test")), gateway_response("no_healthy_upstream"))
     assert answers_seen[0].SerializeToString() == answers.CONTINUE_AND_FOLLOW
-    assert not proc.core.gate.gate(WARM).routable
+    assert not proc.core.cold_gate.for_target(WARM).routable
     assert not proc.state(WARM).follow_end  # the watch ended with the target unroutable
 
 
 async def test_a_probe_whose_client_goes_away_leaves_no_gate_waiting(proc: Fixture) -> None:
     proc.core.apply_targets([spec("cold", {"requestRate": {}})], {})
-    gate = proc.core.gate.gate(COLD)
+    gate = proc.core.cold_gate.for_target(COLD)
     asked: list[object] = []
-    proc.core.gate.add_reconfirm_hook(asked.append)
+    proc.core.cold_gate.add_reconfirm_hook(asked.append)
     proc.core.set_routable(COLD, True, guessed=True)
-    proc.core.gate.released(gate, False, False)  # a guess proved wrong: the next release sends one request
+    proc.core.cold_gate.released(gate, False, False)  # a guess proved wrong: the next release sends one request
     asked.clear()
     call, queue = open_stream(proc)
     queue.put_nowait(request_headers(host("cold.test")))
     await call.read()
-    await wait_for(lambda: proc.core.gate.held(COLD) == 1, 2, what="request held")
+    await wait_for(lambda: proc.core.cold_gate.held(COLD) == 1, 2, what="request held")
     proc.core.set_routable(COLD, True, guessed=True)
     assert (await call.read()).SerializeToString() == answers.CONTINUE_AND_FOLLOW
     assert gate.probing

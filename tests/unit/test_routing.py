@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from extproc.coldstart import ColdGate
-from extproc.httpso import ScaledTarget, TargetKey, parse
-from extproc.routing import _HOST_CACHE_LIMIT, RouteTable
-from extproc.targets import InFlightMode, TargetRegistry, TargetState
+from extproc.core.coldstart import ColdGate
+from extproc.core.httpso import ScaledTarget, TargetKey, parse
+from extproc.core.registry import InFlightMode, TargetRegistry, TargetState
+from extproc.core.routing import _HOST_CACHE_LIMIT, RouteTable
 
 
 def target(name: str, **spec: Any) -> ScaledTarget:

@@ -12,9 +12,9 @@ import pytest
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
-from extproc.core import Core
-from extproc.httpso import TargetKey, parse
-from extproc.scaler import LocalCounts, ScalerServicer
+from extproc.core.engine import Core
+from extproc.core.httpso import TargetKey, parse
+from extproc.keda.scaler import LocalCounts, ScalerServicer
 
 RATE = TargetKey("shop", "rate")
 CONCURRENCY = TargetKey("shop", "conc")
@@ -109,7 +109,7 @@ async def test_fractional_rate_rounds_the_int_field_up(scaler: tuple[Core, Any])
 async def test_is_active_follows_metric_and_held_requests(scaler: tuple[Core, Any]) -> None:
     core, stub = scaler
     assert not (await stub.IsActive(ref(CONCURRENCY))).result
-    hold = core.gate.try_hold(core.gate.gate(CONCURRENCY))
+    hold = core.cold_gate.try_hold(core.cold_gate.for_target(CONCURRENCY))
     assert hold is not None
     assert (await stub.IsActive(ref(CONCURRENCY))).result
     hold.close()
@@ -145,7 +145,7 @@ async def test_stream_is_active_pushes_true_within_50ms_of_a_cold_request(scaler
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(received.get(), 0.2)
     started = time.monotonic()
-    hold = core.gate.try_hold(core.gate.gate(CONCURRENCY))
+    hold = core.cold_gate.try_hold(core.cold_gate.for_target(CONCURRENCY))
     at, result = await asyncio.wait_for(received.get(), 1.0)
     assert result is True
     assert at - started < 0.05, f"push took {(at - started) * 1000:.1f} ms"
@@ -159,7 +159,7 @@ async def test_stream_is_active_pushes_true_within_50ms_of_a_cold_request(scaler
 
 async def test_stream_is_active_reports_current_activity_on_connect(scaler: tuple[Core, Any]) -> None:
     core, stub = scaler
-    hold = core.gate.try_hold(core.gate.gate(RATE))
+    hold = core.cold_gate.try_hold(core.cold_gate.for_target(RATE))
     stream = stub.StreamIsActive(ref(RATE))
     first = await asyncio.wait_for(stream.read(), 1.0)
     assert first.result is True

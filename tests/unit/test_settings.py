@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from extproc.settings import LogFormat, Settings, SettingsError, reference_markdown
-from extproc.targets import InFlightMode
+from extproc.app.settings import LogFormat, Settings, SettingsError, reference_markdown
+from extproc.core.registry import InFlightMode
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from extproc import cli, statuscli
+from extproc.app import cli, statuscli
 from tests.helpers import free_port
 
 NOW = datetime.datetime(2026, 3, 4, 12, 0, 0, tzinfo=datetime.UTC)

@@ -15,9 +15,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
-from extproc import logs, metrics, telemetry
-from extproc.core import Core
-from extproc.httpso import TargetKey, parse
+from extproc.core.engine import Core
+from extproc.core.httpso import TargetKey, parse
+from extproc.observability import logs, metrics, telemetry
 
 
 def test_off_unless_configured() -> None:
@@ -54,7 +54,7 @@ def test_the_otlp_exporter_and_envoy_protos_import_together() -> None:
         "from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http\n"
         "from envoy.service.ext_proc.v3 import external_processor_pb2, external_processor_pb2_grpc\n"
         "from envoy.config.trace.v3 import opentelemetry_pb2\n"
-        "import extproc.telemetry as t\n"
+        "import extproc.observability.telemetry as t\n"
         "assert t.packaging_problem() is None, t.packaging_problem()\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
@@ -67,7 +67,7 @@ def test_a_stale_opentelemetry_proto_is_named_with_its_repair() -> None:
         "import sys, types\n"
         "name = 'opentelemetry.proto.common.v1.common_pb2'\n"
         "sys.modules[name] = types.ModuleType(name)\n"
-        "import extproc.telemetry as t\n"
+        "import extproc.observability.telemetry as t\n"
         "print(t.packaging_problem())\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extproc.traffic import RateWindow, TargetTraffic, TrafficSnapshot
+from extproc.core.traffic import RateWindow, TargetTraffic, TrafficSnapshot
 
 
 def test_empty_window_is_zero() -> None:

@@ -1,7 +1,7 @@
 """The gateway's pods, as the API server lists them: which are Ready, and at which IP their stats are served.
 
 zerohop reads each Ready gateway pod's Envoy stats to know when the gateway can route a target
-(`extproc.gatewaystats`); this module turns Pod objects into that list. A pod counts while its `Ready`
+(`extproc.envoy.gatewaystats`); this module turns Pod objects into that list. A pod counts while its `Ready`
 condition is True, it has an IP, and it is not being deleted.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from extproc.gatewaystats import GatewayPod
+from extproc.envoy.gatewaystats import GatewayPod
 from extproc.providers.kubernetes.api import Resource
 
 PODS = Resource("", "v1", "pods", "Pod")

@@ -26,12 +26,13 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from extproc.core import Core, ReplicaCounts
-from extproc.envoyconfig import istio_cluster_name
-from extproc.gatewaystats import Confirmation, GatewayStats
-from extproc.gatewayview import GatewayView
-from extproc.httpso import ScaledTarget, TargetKey
-from extproc.istio import GATEWAY_STATS_PORT
+from extproc.core.engine import Core
+from extproc.core.httpso import ScaledTarget, TargetKey
+from extproc.core.provider import ReplicaCounts
+from extproc.envoy.config import istio_cluster_name
+from extproc.envoy.gatewaystats import Confirmation, GatewayStats
+from extproc.envoy.gatewayview import GatewayView
+from extproc.envoy.istio import GATEWAY_STATS_PORT
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import JsonObj, KubeApi
 from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
@@ -313,7 +314,7 @@ class KubernetesProvider:
         assert self._core is not None
         service = self.table.services.get(key)
         ready = self._endpoints.ready(service) if service is not None else set()
-        gate = self._core.gate.gate(key)
+        gate = self._core.cold_gate.for_target(key)
         pending = self._confirming.get(key)
         if not ready:
             if pending is not None:
@@ -330,7 +331,7 @@ class KubernetesProvider:
             port = self.table.ports.get(key)
             target_service = self.table.services.get(key)
             assert self._core is not None
-            failures = self._core.gate.gate(key).failed_guesses
+            failures = self._core.cold_gate.for_target(key).failed_guesses
             delay = self.options.propagation_delay * 2 ** min(failures, _MAX_DOUBLINGS)
             if target_service is None or port is None:
                 await asyncio.sleep(delay)

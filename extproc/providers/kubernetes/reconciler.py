@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from extproc import istio
-from extproc.httpso import SKIP_SCALEDOBJECT_ANNOTATION, TargetKey
+from extproc.core.httpso import SKIP_SCALEDOBJECT_ANNOTATION, TargetKey
+from extproc.envoy import istio
 from extproc.providers.kubernetes import scaledobjects
 from extproc.providers.kubernetes.api import (
     ENVOYFILTERS,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from extproc.httpso import API_VERSION as HTTPSO_API_VERSION
-from extproc.httpso import KIND as HTTPSO_KIND
-from extproc.httpso import ORPHAN_SCALEDOBJECT_ANNOTATION, ScaledTarget
+from extproc.core.httpso import API_VERSION as HTTPSO_API_VERSION
+from extproc.core.httpso import KIND as HTTPSO_KIND
+from extproc.core.httpso import ORPHAN_SCALEDOBJECT_ANNOTATION, ScaledTarget
 from extproc.providers.kubernetes.targets import Condition
 
 JsonObj = dict[str, Any]

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc.envoyconfig import istio_cluster_name
-from extproc.httpso import InvalidSpec, ScaledTarget, TargetKey, parse
+from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey, parse
+from extproc.envoy.config import istio_cluster_name
 
 JsonObj = dict[str, Any]
 

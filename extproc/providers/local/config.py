@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from extproc import httpso
-from extproc.httpso import InvalidSpec, ScaledTarget, TargetKey
+from extproc.core import httpso
+from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey
 
 API_VERSION = "zerohop.dev/v1alpha1"
 KIND = "LocalWorkload"

@@ -16,10 +16,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from extproc.core import Core, ReplicaCounts
-from extproc.envoyconfig import route_configuration, target_cluster_name, target_clusters
-from extproc.gatewayview import GatewayView
-from extproc.httpso import ScaledTarget, TargetKey
+from extproc.core.engine import Core
+from extproc.core.httpso import ScaledTarget, TargetKey
+from extproc.core.provider import ReplicaCounts
+from extproc.envoy.config import route_configuration, target_cluster_name, target_clusters
+from extproc.envoy.gatewayview import GatewayView
 from extproc.providers.local import config as local_config
 from extproc.providers.local.config import ConfigError, LocalConfig, Workload
 from extproc.providers.local.replicas import Endpoints, ReplicaSet

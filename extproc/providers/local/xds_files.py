@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from extproc.envoyconfig import CDS_FILE, RDS_FILE, eds_file_name, route_configuration
+from extproc.envoy.config import CDS_FILE, RDS_FILE, eds_file_name, route_configuration
 
 CLA_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"

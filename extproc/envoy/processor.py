@@ -19,12 +19,12 @@ from typing import Any, Protocol
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
-from extproc import answers
-from extproc.answers import Refusal
-from extproc.coldstart import ColdGate, HoldOutcome
-from extproc.durations import format_duration
-from extproc.routing import Router, RouteTable
-from extproc.targets import TargetState
+from extproc.core.coldstart import ColdGate, HoldOutcome
+from extproc.core.durations import format_duration
+from extproc.core.registry import TargetState
+from extproc.core.routing import Router, RouteTable
+from extproc.envoy import answers
+from extproc.envoy.answers import Refusal
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from extproc.envoyadmin import EnvoyAdmin, EnvoyAdminError, LoadedHost
+from extproc.envoy.adminapi import EnvoyAdmin, EnvoyAdminError, LoadedHost
 
 log = logging.getLogger(__name__)
 

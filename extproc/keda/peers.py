@@ -23,10 +23,10 @@ import grpc
 
 from extproc._proto import peers_pb2 as pb
 from extproc._proto import peers_pb2_grpc as pb_grpc
-from extproc.activation import ActivationBus
-from extproc.httpso import TargetKey
-from extproc.targets import TargetRegistry, TargetState
-from extproc.traffic import EMPTY_SNAPSHOT, TrafficSnapshot
+from extproc.core.activation import ActivationBus
+from extproc.core.httpso import TargetKey
+from extproc.core.registry import TargetRegistry, TargetState
+from extproc.core.traffic import EMPTY_SNAPSHOT, TrafficSnapshot
 
 log = logging.getLogger(__name__)
 

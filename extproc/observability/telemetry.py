@@ -19,11 +19,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from extproc.httpso import TargetKey
+from extproc.core.httpso import TargetKey
 
 if TYPE_CHECKING:
-    from extproc.metrics import Family
-    from extproc.targets import TargetState
+    from extproc.core.registry import TargetState
+    from extproc.observability.metrics import Family
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from extproc.httpso import ScaledTarget
+from extproc.core.httpso import ScaledTarget
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from extproc.durations import parse_duration
+from extproc.core.durations import parse_duration
 
 API_GROUP = "http.keda.sh"
 API_VERSION = f"{API_GROUP}/v1alpha1"

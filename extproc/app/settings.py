@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from extproc.durations import parse_duration
-from extproc.istio import GATEWAY_STATS_PORT
-from extproc.targets import InFlightMode
+from extproc.core.durations import parse_duration
+from extproc.core.registry import InFlightMode
+from extproc.envoy.istio import GATEWAY_STATS_PORT
 
 ENV_PREFIX = "ZEROHOP_"
 
@@ -27,7 +27,7 @@ class SettingsError(ValueError):
     """A setting has a value zerohop cannot use; the message names the flag and the variable."""
 
 
-class Provider(enum.Enum):
+class ProviderKind(enum.Enum):
     LOCAL = "local"
     KUBERNETES = "kubernetes"
 
@@ -109,13 +109,13 @@ def _setting(
 class Settings:
     """Everything `zerohop serve` can be told. Build with `Settings.from_args` or `Settings(...)` in tests."""
 
-    provider: Provider = _setting(
-        Provider.LOCAL,
-        Provider,
+    provider: ProviderKind = _setting(
+        ProviderKind.LOCAL,
+        ProviderKind,
         "Where targets and their replicas come from. `kubernetes`: HTTPScaledObjects and EndpointSlices from "
         "the API server. `local`: a config file of HTTPScaledObjects and commands to run as replicas.",
         group="general",
-        choices=[p.value for p in Provider],
+        choices=[p.value for p in ProviderKind],
     )
     config: Path | None = _setting(
         None,

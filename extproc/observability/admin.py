@@ -4,7 +4,7 @@
 - `GET /readyz`: 200 once targets are loaded and the gRPC servers listen; 503 while draining.
 - `GET /status`: targets with replicas, routability, counts, held requests; servicer counters.
 - `GET /metrics`: the same counters for Prometheus (text format 0.0.4).
-- `GET /` and `/ui`: a status page with live charts (extproc/webui.py).
+- `GET /` and `/ui`: a status page with live charts (extproc/observability/statuspage.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
-from extproc import __version__, webui
-from extproc.core import Core, Provider
-from extproc.processor import ProcessorStats
-from extproc.targets import TargetState
-from extproc.traffic import TrafficSnapshot
+from extproc import __version__
+from extproc.core.engine import Core
+from extproc.core.provider import Provider
+from extproc.core.registry import TargetState
+from extproc.core.traffic import TrafficSnapshot
+from extproc.envoy.processor import ProcessorStats
+from extproc.observability import statuspage
 
 _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -104,8 +106,8 @@ def status_document(
         "provider": provider.status() if provider is not None else None,
         "version": __version__,
         "targets": [target_status(state, provider, now, all_replicas) for state in core.registry],
-        "heldTotal": core.gate.held_total,
-        "draining": core.gate.draining,
+        "heldTotal": core.cold_gate.held_total,
+        "draining": core.cold_gate.draining,
         "extProc": stats.as_dict(),
         "scalerCalls": dict(scaler_calls),
         "activations": core.bus.published,
@@ -132,7 +134,7 @@ class AdminServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_handler)
-        webui.add_routes(app)
+        statuspage.add_routes(app)
         if self._metrics is not None:
             app.router.add_get("/metrics", self._metrics_handler)
         self._runner = web.AppRunner(app, access_log=None)

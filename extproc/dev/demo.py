@@ -19,8 +19,8 @@ from pathlib import Path
 
 import aiohttp
 
-from extproc.envoyconfig import GatewayPorts, local_bootstrap
-from extproc.envoyproc import EnvoyProcess
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy.config import GatewayPorts, local_bootstrap
 from extproc.providers.local.replicas import port_is_free
 
 HOST = "demo.localhost"
@@ -53,7 +53,7 @@ metadata:
   name: demo
   namespace: default
 spec:
-  command: [{python}, -m, extproc.demoapp, --port, "{{port}}", --startup-delay, "{startup_delay}"]
+  command: [{python}, -m, extproc.dev.demoapp, --port, "{{port}}", --startup-delay, "{startup_delay}"]
   portRange: {first_port}-{last_port}
   readinessProbe: {{httpGet: {{path: /}}, periodSeconds: 0.02}}
 """
@@ -203,7 +203,7 @@ async def _scenario(
         "\nzerohop demo: a real Envoy gateway with zerohop's ext_proc filter, and a sample app at zero replicas\n\n"
         f"  gateway   {url}  (Host: {HOST})\n"
         f"  zerohop   status at http://127.0.0.1:{admin}/status\n"
-        f"  app       python -m extproc.demoapp (boots in {startup_delay:g}s), 0..{MAX_REPLICAS} replicas, "
+        f"  app       python -m extproc.dev.demoapp (boots in {startup_delay:g}s), 0..{MAX_REPLICAS} replicas, "
         f"scaled on request rate, target {TARGET_PER_REPLICA} req/s per replica\n"
         f"  files     {workdir} (config.yaml, zerohop.log, envoy/envoy.log, xds/)\n"
     )

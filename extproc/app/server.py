@@ -17,24 +17,25 @@ from typing import Any
 
 import grpc
 
-from extproc import istio, metrics
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
 from extproc._proto import peers_pb2_grpc as peers_grpc
-from extproc.admin import AdminServer, status_document
-from extproc.autoscaler import LocalAutoscaler
-from extproc.core import Core, Provider
-from extproc.httpso import TargetKey
-from extproc.peers import Peers, PeerServicer
-from extproc.processor import ExtProcServicer
+from extproc.app.settings import ProviderKind, Settings, SettingsError
+from extproc.core.engine import Core
+from extproc.core.httpso import TargetKey
+from extproc.core.provider import Provider
+from extproc.envoy import istio
+from extproc.envoy.processor import ExtProcServicer
+from extproc.keda.autoscaler import LocalAutoscaler
+from extproc.keda.peers import Peers, PeerServicer
+from extproc.keda.scaler import CountSource, LocalCounts, ScalerServicer
+from extproc.observability import metrics
+from extproc.observability.admin import AdminServer, status_document
+from extproc.observability.telemetry import Telemetry
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import KubeApi
 from extproc.providers.kubernetes.provider import KubernetesOptions, KubernetesProvider
 from extproc.providers.kubernetes.reconciler import ReconcileOptions
 from extproc.providers.local.provider import LocalProvider
-from extproc.scaler import CountSource, LocalCounts, ScalerServicer
-from extproc.settings import Provider as ProviderKind
-from extproc.settings import Settings, SettingsError
-from extproc.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,13 @@ class ZerohopServer:
         if telemetry is not None:
             observer = telemetry.hold_observer(self._ready_replicas)
             warm = telemetry.warm_observer() if settings.trace_warm_requests else None
-            self.core.gate.add_wake_hook(telemetry.activation_hook(self._activation_details))
+            self.core.cold_gate.add_wake_hook(telemetry.activation_hook(self._activation_details))
         self.processor = ExtProcServicer(
-            self.core.router, self.core.gate, retry_after=settings.retry_after, observer=observer, warm_observer=warm
+            self.core.router,
+            self.core.cold_gate,
+            retry_after=settings.retry_after,
+            observer=observer,
+            warm_observer=warm,
         )
         counts: CountSource = self.peers if self.peers is not None else LocalCounts()
         self.scaler = ScalerServicer(self.core.router, self.core.bus, counts)
@@ -179,7 +184,7 @@ class ZerohopServer:
         return metrics.render(self.metrics_families())
 
     def ready(self) -> bool:
-        return self._started and not self.core.gate.draining and self.provider.ready()
+        return self._started and not self.core.cold_gate.draining and self.provider.ready()
 
     async def start(self) -> None:
         settings = self.settings
@@ -255,7 +260,7 @@ class ZerohopServer:
             return
         if self.autoscaler is not None:
             await self.autoscaler.stop()
-        released = self.core.gate.drain()
+        released = self.core.cold_gate.drain()
         log.info("answered %d held request(s) for shutdown", released)
         grace = self.settings.drain_timeout
         stops = []

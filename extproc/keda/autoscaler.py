@@ -25,8 +25,8 @@ import grpc
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
-from extproc.core import ReplicaCounts
-from extproc.httpso import ScaledTarget, TargetKey
+from extproc.core.httpso import ScaledTarget, TargetKey
+from extproc.core.provider import ReplicaCounts
 
 log = logging.getLogger(__name__)
 

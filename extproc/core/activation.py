@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from extproc.httpso import TargetKey
+from extproc.core.httpso import TargetKey
 
 
 class Subscription:

@@ -12,9 +12,11 @@ from typing import Any
 
 import yaml
 
-from extproc import __version__, grpcenv, logs, statuscli
+from extproc import __version__
+from extproc.app import grpcenv, statuscli
+from extproc.app.settings import SettingsError, add_arguments, from_namespace
+from extproc.observability import logs
 from extproc.providers.local.config import ConfigError
-from extproc.settings import SettingsError, add_arguments, from_namespace
 
 DESCRIPTION = """\
 zerohop scales HTTP workloads to and from zero from inside an Envoy or Istio gateway, with no extra proxy
@@ -46,8 +48,8 @@ def run(coroutine: Coroutine[Any, Any, int]) -> int:
 
 
 async def _serve(settings_namespace: argparse.Namespace) -> int:
-    from extproc.server import ZerohopServer
-    from extproc.telemetry import Telemetry
+    from extproc.app.server import ZerohopServer
+    from extproc.observability.telemetry import Telemetry
 
     settings = from_namespace(settings_namespace)
     logs.configure(settings.log_level, settings.log_format.value)
@@ -63,7 +65,7 @@ async def _serve(settings_namespace: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from extproc.envoyconfig import GatewayPorts, local_bootstrap
+    from extproc.envoy.config import GatewayPorts, local_bootstrap
     from extproc.providers.local.xds_files import XdsFiles
 
     listen_host, _, listen_port = args.listen.rpartition(":")
@@ -79,8 +81,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 
 def _envoyfilter(args: argparse.Namespace) -> int:
-    from extproc import istio
-    from extproc.httpso import KIND, InvalidSpec, parse
+    from extproc.core.httpso import KIND, InvalidSpec, parse
+    from extproc.envoy import istio
 
     try:
         selector = (
@@ -120,7 +122,7 @@ def _envoyfilter(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from extproc.durations import parse_duration
+    from extproc.core.durations import parse_duration
 
     root = argparse.ArgumentParser(
         prog="zerohop",
@@ -216,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return run(_serve(args))
         if args.command == "demo":
-            from extproc.demo import run_demo
+            from extproc.dev.demo import run_demo
 
             return run(run_demo(port=args.port, keep_running=args.keep_running, startup_delay=args.startup_delay))
         if args.command == "envoy-bootstrap":

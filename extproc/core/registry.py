@@ -11,9 +11,9 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 
-from extproc.coldstart import ColdGate, TargetGate
-from extproc.httpso import MetricKind, ScaledTarget, TargetKey
-from extproc.traffic import TargetTraffic, TrafficSnapshot
+from extproc.core.coldstart import ColdGate, TargetGate
+from extproc.core.httpso import MetricKind, ScaledTarget, TargetKey
+from extproc.core.traffic import TargetTraffic, TrafficSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class TargetRegistry:
             budget = self._budget(spec)
             follow = self._in_flight is InFlightMode.ALL or spec.metric.kind is MetricKind.CONCURRENCY
             if state is None:
-                self._states[key] = TargetState(spec, self._cold_gate.gate(key), budget, follow)
+                self._states[key] = TargetState(spec, self._cold_gate.for_target(key), budget, follow)
                 log.info("target %s added", key)
                 continue
             if state.spec.metric != spec.metric:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from extproc.envoyadmin import EnvoyAdmin
+from extproc.envoy.adminapi import EnvoyAdmin
 
 ENVOY_BIN_ENV = "ZEROHOP_ENVOY_BIN"
 

@@ -19,11 +19,11 @@ import grpc
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
-from extproc.activation import ActivationBus
-from extproc.httpso import TargetKey
-from extproc.routing import Router
-from extproc.targets import TargetState
-from extproc.traffic import TrafficSnapshot
+from extproc.core.activation import ActivationBus
+from extproc.core.httpso import TargetKey
+from extproc.core.registry import TargetState
+from extproc.core.routing import Router
+from extproc.core.traffic import TrafficSnapshot
 
 log = logging.getLogger(__name__)
 

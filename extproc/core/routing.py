@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from extproc.httpso import HeaderMatch, TargetKey, normalize_host
-from extproc.targets import TargetState
+from extproc.core.httpso import HeaderMatch, TargetKey, normalize_host
+from extproc.core.registry import TargetState
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from extproc.envoystats import (
+from extproc.envoy.stats import (
     MEMBERSHIP_HEALTHY,
     PROMETHEUS_PATH,
     StatsClient,

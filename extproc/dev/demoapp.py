@@ -1,6 +1,6 @@
 """The demo's sample app: a small HTTP server that takes a moment to boot, like a real service.
 
-`python -m extproc.demoapp --port 18080 --startup-delay 0.5` answers every path with 200 and a line naming
+`python -m extproc.dev.demoapp --port 18080 --startup-delay 0.5` answers every path with 200 and a line naming
 its port, after sleeping `--startup-delay` seconds before it starts listening.
 """
 
@@ -46,7 +46,7 @@ class _Server(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m extproc.demoapp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m extproc.dev.demoapp", description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--startup-delay", type=float, default=0.5, help="seconds to sleep before listening")

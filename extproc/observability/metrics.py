@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from extproc import __version__
-from extproc.core import Core, Provider
-from extproc.processor import ProcessorStats
-from extproc.targets import TargetState
+from extproc.core.engine import Core
+from extproc.core.provider import Provider
+from extproc.core.registry import TargetState
+from extproc.envoy.processor import ProcessorStats
 
 Labels = tuple[tuple[str, str], ...]
 

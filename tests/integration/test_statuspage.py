@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from extproc import webui
+from extproc.observability import statuspage
 from tests.helpers import wait_for
 from tests.integration.stack import Stack, app, httpso, never_ready
 
@@ -223,7 +223,7 @@ async def test_status_page_in_chromium_shows_every_target_with_numbers_and_chart
             assert (await stack.get("shop.test")).status == 200
         held = asyncio.create_task(stack.get("never.test"))
         try:
-            await wait_for(lambda: stack.server.core.gate.held_total == 1, 5.0, what="one request held")
+            await wait_for(lambda: stack.server.core.cold_gate.held_total == 1, 5.0, what="one request held")
             before = await status(stack)
             admin = f"http://127.0.0.1:{stack.server.admin_port}"
             screenshot = tmp_path / "status.png"
@@ -305,7 +305,7 @@ async def test_status_page_keeps_the_last_data_marked_stale_when_status_fails(tm
         return web.json_response(document)
 
     application = web.Application(middlewares=[record])
-    webui.add_routes(application)
+    statuspage.add_routes(application)
     application.router.add_get("/status", answer)
     runner = web.AppRunner(application, access_log=None)
     await runner.setup()
@@ -330,7 +330,7 @@ async def test_status_page_keeps_the_last_data_marked_stale_when_status_fails(tm
 
 def test_the_page_is_self_contained() -> None:
     """No scripts, styles, fonts or images from anywhere: no URL with a scheme or a host, and a CSP that says so."""
-    html = webui.PAGE
+    html = statuspage.PAGE
     assert not re.search(r"https?:", html, re.IGNORECASE)
     assert not re.search(r"(?:src|href|action)\s*=\s*[\"']?(?!data:)[^\"'\s>]", html), "a src/href that is not data:"
     assert "@import" not in html

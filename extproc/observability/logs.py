@@ -67,7 +67,7 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
-    from extproc.telemetry import TraceIds
+    from extproc.observability.telemetry import TraceIds
 
     handler = logging.StreamHandler(sys.stderr)
     formatter: logging.Formatter = {"json": JsonFormatter, "logfmt": LogfmtFormatter}.get(fmt, TextFormatter)()

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from extproc.httpso import TargetKey
+from extproc.core.httpso import TargetKey
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class ColdGate:
         """Call `hook(key, watching)` when the watch window after a release opens and closes."""
         self._watch_hooks.append(hook)
 
-    def gate(self, key: TargetKey) -> TargetGate:
+    def for_target(self, key: TargetKey) -> TargetGate:
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = TargetGate(key)
@@ -185,7 +185,7 @@ class ColdGate:
         """A provider reports whether the gateway can now route to `key`; True releases every held request.
         `guessed`: the provider could not see the gateway (a delay passed): the release is watched, and after
         a wrong guess only one held request goes first (the rest follow once it came back routed)."""
-        gate = self.gate(key)
+        gate = self.for_target(key)
         if gate.routable == routable:
             return
         if not routable:

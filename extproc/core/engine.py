@@ -1,0 +1,58 @@
+"""The core wired together: `Core` owns the target registry, the route table, the cold gate and the
+activation bus of one zerohop process. Providers reach it through `extproc.core.provider.Provider`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from extproc.core.activation import ActivationBus
+from extproc.core.coldstart import ColdGate
+from extproc.core.httpso import ScaledTarget, TargetKey
+from extproc.core.provider import Provider
+from extproc.core.registry import InFlightMode, TargetRegistry
+from extproc.core.routing import Router, RouteTable
+
+
+class Core:
+    """Targets, routes, counters, the cold gate and activation fan-out of one zerohop process."""
+
+    def __init__(
+        self,
+        *,
+        hold_timeout: float,
+        max_held_per_target: int,
+        max_held_total: int,
+        rewake_interval: float = 2.0,
+        in_flight: InFlightMode = InFlightMode.CONCURRENCY,
+        release_watch: float = 10.0,
+    ) -> None:
+        self.cold_gate = ColdGate(
+            max_held_per_target=max_held_per_target,
+            max_held_total=max_held_total,
+            rewake_interval=rewake_interval,
+            watch_seconds=release_watch,
+        )
+        self.bus = ActivationBus()
+        self.registry = TargetRegistry(self.cold_gate, hold_timeout=hold_timeout, in_flight=in_flight)
+        self.router = Router()
+        self.cold_gate.add_wake_hook(self.bus.publish)
+        self.cold_gate.add_watch_hook(self._watching)
+
+    def _watching(self, key: TargetKey, _on: bool) -> None:
+        state = self.registry.get(key)
+        if state is not None:
+            state.set_follow()
+
+    def apply_targets(self, targets: Iterable[ScaledTarget], clusters: Mapping[str, TargetKey]) -> None:
+        """Replace the set of targets; `clusters` maps gateway cluster names to the target they serve."""
+        states = self.registry.sync(targets)
+        self.router.publish(RouteTable(states.values(), clusters))
+
+    def set_routable(self, key: TargetKey, routable: bool, *, guessed: bool = False) -> None:
+        """Whether the gateway can route to `key` now; `guessed` when the provider could not see the gateway
+        itself (a delay passed), so released and warm requests are watched for the gateway's own 503."""
+        self.cold_gate.set_routable(key, routable, guessed=guessed)
+
+    def add_provider(self, provider: Provider) -> None:
+        self.cold_gate.add_wake_hook(provider.wake)
+        self.cold_gate.add_reconfirm_hook(provider.reconfirm)

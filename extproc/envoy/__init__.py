@@ -1,0 +1,7 @@
+"""The Envoy side: what zerohop says to Envoy and what it reads back.
+
+- `processor`: the ext_proc servicer; `answers`: its pre-serialised responses
+- `config`: every piece of Envoy configuration zerohop writes; `istio`: the EnvoyFilters and stats inclusion
+- `adminapi`, `gatewayview`: a gateway's loaded endpoints from its admin API (local gateways)
+- `stats`, `gatewaystats`: each gateway pod's Prometheus stats (Istio gateways)
+"""
