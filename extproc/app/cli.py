@@ -205,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
         "Given HTTPScaledObject files, the filter is installed disabled and enabled only on the virtual hosts "
         "(HOST:PORT) they name, so other traffic never reaches zerohop.",
         epilog="Examples: zerohop envoyfilter > envoyfilter.yaml;  "
+        "zerohop envoyfilter examples/httpscaledobject.yaml;  "
         "zerohop envoyfilter --gateway-name public app/httpso.yaml other/httpso.yaml | kubectl apply -f -",
     )
     istio.add_argument("httpso", nargs="*", type=Path, help="YAML files with HTTPScaledObjects to scope the filter to")
