@@ -33,6 +33,7 @@ _REPAIR = (
     "copy (both ship opentelemetry/proto/...). Repair with: "
     "pip install --force-reinstall --no-deps opentelemetry-proto"
 )
+HOLD_DURATION = "zerohop.hold.duration"  # the histogram recorded as holds end (defined in metrics.collect)
 _ERROR_OUTCOMES = {"timeout": "held past its budget", "over_capacity": "too many held", "shutdown": "zerohop stopping"}
 
 
@@ -130,38 +131,45 @@ class Telemetry:
     # --- metrics ----------------------------------------------------------------------------------
 
     def observe(self, collect: Callable[[], list[Family]]) -> None:
-        """Export the families `collect` returns as observable instruments (read at each export)."""
+        """Export the families `collect` returns as OpenTelemetry instruments under their OpenTelemetry names
+        and units: counters as observable counters (integer monotonic sums), additive gauges as observable
+        up-down counters (integer sums), other gauges as observable gauges, each read at export; the
+        histogram (OpenTelemetry has no observable one) is recorded as holds end, with the family's bounds."""
         if self.meter_provider is None:
             return
         from opentelemetry.metrics import CallbackOptions, Observation
 
         meter = self.meter_provider.get_meter(TRACER_NAME)
-        self._hold_histogram = meter.create_histogram(
-            "zerohop.hold.duration", unit="s", description="How long cold requests were held, by outcome."
-        )
         cache: dict[str, Family] = {}
 
-        def reading(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def reading(name: str, integer: bool) -> Callable[[CallbackOptions], Iterable[Observation]]:
             def callback(_options: CallbackOptions) -> Iterable[Observation]:
                 # Every instrument's callback runs in one collection: collect once, on the first of them.
                 if name not in cache:
                     cache.clear()
-                    cache.update({family.name: family for family in collect()})
+                    cache.update({family.otel_name: family for family in collect()})
                 family = cache.pop(name, None)
                 if family is None:
                     return []
-                return [Observation(value, dict(labels)) for labels, value in family.samples]
+                return [Observation(int(v) if integer else v, dict(labels)) for labels, v in family.samples]
 
             return callback
 
         for family in collect():
+            name, unit, description = family.otel_name, family.unit, family.help
             if family.kind == "histogram":
-                continue  # recorded directly (zerohop.hold.duration): OpenTelemetry has no observable histogram
-            name = family.name.removesuffix("_total")
-            if family.kind == "counter":
-                meter.create_observable_counter(name, [reading(family.name)], description=family.help)
+                if name == HOLD_DURATION:
+                    self._hold_histogram = meter.create_histogram(
+                        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=family.bounds
+                    )
+            elif family.kind == "counter":
+                callbacks = [reading(name, integer=True)]
+                meter.create_observable_counter(name, callbacks, unit=unit, description=description)
+            elif family.additive:
+                callbacks = [reading(name, integer=True)]
+                meter.create_observable_up_down_counter(name, callbacks, unit=unit, description=description)
             else:
-                meter.create_observable_gauge(name, [reading(family.name)], description=family.help)
+                meter.create_observable_gauge(name, [reading(name, False)], unit=unit, description=description)
 
     def shutdown(self) -> None:
         for provider in (self.tracer_provider, self.meter_provider):
