@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from extproc.envoy.config import ext_proc_cluster
 from extproc.observability.telemetry import Telemetry
@@ -42,6 +43,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
                             "parent_id": span.parent_span_id.hex(),
+                            "kind": span.kind,
+                            "links": [link.span_id.hex() for link in span.links],
                             "attributes": {a.key: _value(a.value) for a in span.attributes},
                         }
                     )
@@ -111,6 +114,10 @@ async def test_a_cold_request_is_one_trace_from_envoy_into_zerohop(
         reply = await stack.get("cold.test")
         assert reply.status == 200
         assert reply.headers.get("x-zerohop-cold-start") == "true"
+        for _ in range(3):  # warm now: traced by Envoy, but zerohop adds no span
+            warm = await stack.get("cold.test")
+            assert warm.status == 200
+            assert warm.headers.get("x-zerohop-cold-start") is None
         # Flushing blocks until the export is done: off the event loop, where the receiver runs.
         await asyncio.to_thread(telemetry.tracer_provider.force_flush)
 
@@ -148,4 +155,19 @@ async def test_a_cold_request_is_one_trace_from_envoy_into_zerohop(
         [activate] = [s for s in trace if s["name"] == "zerohop.activate"]
         assert activate["parent_id"] == hold["span_id"]
         assert activate["attributes"]["zerohop.keda_streams"] == 1  # the built-in autoscaler's stream
-        assert all(s["name"] != "zerohop.continue" for s in spans.spans)  # warm requests get no span
+        # The server side of Envoy's ext_proc client span, so service graphs draw gateway -> zerohop.
+        assert hold["kind"] == trace_pb2.Span.SPAN_KIND_SERVER
+        assert chain[0]["kind"] == trace_pb2.Span.SPAN_KIND_CLIENT
+        assert hold["attributes"]["rpc.system"] == "grpc"
+        assert hold["attributes"]["rpc.service"] == "envoy.service.ext_proc.v3.ExternalProcessor"
+        assert hold["attributes"]["rpc.method"] == "Process"
+        assert hold["links"] == [activate["span_id"]]
+        # The warm requests were traced (Envoy exported their traces), and zerohop added no span to them.
+        await wait_for(
+            lambda: len({s["trace_id"] for s in spans.spans if s["service"] == "gateway"}) == 4,
+            10,
+            0.05,
+            what="Envoy's traces of the cold and the 3 warm requests",
+        )
+        ours = sorted(s["name"] for s in spans.spans if s["service"] == "zerohop")
+        assert ours == ["zerohop.activate", "zerohop.hold"]

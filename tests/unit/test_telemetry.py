@@ -212,3 +212,61 @@ def test_logfmt_and_text_lines() -> None:
     text, trace_id = emit("text", in_span=True).split("|")
     assert text.rstrip().endswith(f"trace_id={trace_id}")
     assert "trace_id" not in emit("text", in_span=False)
+
+
+class StreamContext:
+    """What HoldTracer reads of a gRPC servicer context: the stream's metadata (Envoy's traceparent)."""
+
+    def __init__(self, traceparent: str) -> None:
+        self.metadata = (("traceparent", traceparent),)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self.metadata
+
+
+def headers_request(host: str) -> Any:
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.ext_proc.v3 import external_processor_pb2
+
+    request = external_processor_pb2.ProcessingRequest()
+    request.request_headers.headers.headers.append(base_pb2.HeaderValue(key=":authority", raw_value=host.encode()))
+    return request
+
+
+def test_hold_spans_follow_the_conventions_and_link_to_the_wake_they_waited_for() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    otel = telemetry.Telemetry(provider, None)
+    state = one_target().registry.get(TargetKey("default", "app"))
+    assert state is not None
+    holds = otel.hold_observer(lambda _key: 0)
+    activated = otel.activation_hook(lambda _key: {})
+    # Two requests in two traces (as Envoy starts them): the first wakes the target, the second waits for
+    # that same wake and times out.
+    first = holds.hold_started(StreamContext(f"00-{'1' * 32}-{'a' * 16}-01"), headers_request("a"), state)
+    activated(state.key)
+    second = holds.hold_started(StreamContext(f"00-{'2' * 32}-{'b' * 16}-01"), headers_request("a"), state)
+    holds.hold_ended(second, state, "timeout", 5.0)
+    holds.hold_ended(first, state, "released", 0.5)
+    by_name: dict[str, list[Any]] = {}
+    for span in spans.get_finished_spans():
+        by_name.setdefault(span.name, []).append(span)
+    [activate] = by_name["zerohop.activate"]
+    released, timed_out = sorted(by_name["zerohop.hold"], key=lambda s: s.context.trace_id)
+    assert activate.parent.span_id == released.context.span_id  # the wake sits in the request that caused it
+    for hold in (released, timed_out):
+        assert hold.kind is SpanKind.SERVER  # the server side of Envoy's ext_proc client span
+        assert hold.attributes["rpc.system"] == "grpc"
+        assert hold.attributes["rpc.service"] == "envoy.service.ext_proc.v3.ExternalProcessor"
+        assert hold.attributes["rpc.method"] == "Process"
+        assert [link.context.span_id for link in hold.links] == [activate.context.span_id]
+    assert timed_out.context.trace_id != activate.context.trace_id  # the link crosses traces
+    assert timed_out.attributes["error.type"] == "timeout"
+    assert timed_out.status.status_code is StatusCode.ERROR
+    assert "error.type" not in released.attributes
+    assert released.status.status_code is StatusCode.UNSET
