@@ -20,6 +20,7 @@ import grpc
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
 from extproc._proto import peers_pb2_grpc as peers_grpc
 from extproc.app.settings import ProviderKind, Settings, SettingsError
+from extproc.core.background import BackgroundTasks
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey
 from extproc.core.provider import Provider
@@ -155,7 +156,9 @@ class ZerohopServer:
         self._peer_server: grpc.aio.Server | None = None
         self._started = False
         self._stopped = asyncio.Event()
-        self._stopping: asyncio.Task[None] | None = None
+        # Only the stop a signal requests runs here; a failing stop is then logged rather than kept in the task.
+        self._background = BackgroundTasks()
+        self._stopping: asyncio.Future[None] | None = None
         self.ext_proc_port = 0
         self.scaler_port = 0
         self.admin_port = 0
@@ -253,7 +256,7 @@ class ZerohopServer:
     def request_stop(self, reason: str = "stop requested") -> None:
         if self._stopping is None:
             log.info("%s: draining", reason)
-            self._stopping = asyncio.ensure_future(self.stop())
+            self._stopping = self._background.spawn(self.stop(), name="drain and stop")
 
     async def wait(self) -> None:
         await self._stopped.wait()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
+from extproc.core.background import BackgroundTasks
 from extproc.dev.envoyproc import EnvoyProcess
 from extproc.envoy.config import GatewayPorts, local_bootstrap
 from extproc.providers.local.replicas import port_is_free
@@ -209,7 +210,8 @@ async def _scenario(
     )
     timeline = Timeline()
     watch = ReplicaWatch(f"http://127.0.0.1:{admin}/status", timeline)
-    watcher = asyncio.create_task(watch.run(session))
+    background = BackgroundTasks()
+    background.spawn(watch.run(session), name="demo replica watch")
     try:
         await asyncio.sleep(0.2)
         timeline.say(f"-> cold request GET {url}")
@@ -264,9 +266,7 @@ async def _scenario(
             await _wait_forever()
         return 0 if codes.get(200, 0) == sum(codes.values()) and watch.last == (0, 0) else 1
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await background.close()
 
 
 async def _wait_forever() -> None:

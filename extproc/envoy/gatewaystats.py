@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from extproc.core.background import BackgroundTasks
 from extproc.envoy.stats import (
     MEMBERSHIP_HEALTHY,
     PROMETHEUS_PATH,
@@ -81,7 +82,7 @@ class _Pod:
     inclusion_checked: float = -1e18
     # cluster -> (membership_healthy, monotonic time the fetch that saw it was sent)
     seen: dict[str, tuple[float, float]] = field(default_factory=dict)
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Future[None] | None = None
 
     def set_state(self, state: PodStatsState, error: str = "") -> None:
         if state is not self.state:
@@ -112,7 +113,7 @@ class GatewayStats:
         self._waiting: dict[str, int] = {}
         self._changed = asyncio.Event()
         self._warned_no_pods = False
-        self._looks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
         # Called when a pod turns blind or readable again (the provider updates the objects' conditions).
         self.on_visibility_change: Callable[[], None] | None = None
         self.fetches = 0
@@ -136,9 +137,7 @@ class GatewayStats:
                 state = self._pods[name] = _Pod(pod, StatsEndpoint(pod.ip, self.port, self._path))
                 log.info("gateway pod %s (%s) followed through its stats on port %d", name, pod.ip, self.port)
                 # A first look now, so a missing inclusion or a blocked port is reported before any cold start.
-                look = asyncio.create_task(self._look(state), name=f"gateway stats look {name}")
-                self._looks.add(look)
-                look.add_done_callback(self._looks.discard)
+                self._tasks.spawn(self._look(state), name=f"gateway stats look {name}")
         if wanted:
             self._warned_no_pods = False
         self._start_polling()
@@ -213,7 +212,7 @@ class GatewayStats:
             return
         for pod in self._pods.values():
             if pod.task is None or pod.task.done():
-                pod.task = asyncio.create_task(self._poll(pod), name=f"gateway stats {pod.pod.name}")
+                pod.task = self._tasks.spawn(self._poll(pod), name=f"gateway stats {pod.pod.name}")
 
     async def _poll(self, pod: _Pod) -> None:
         backoff = self.poll_interval
@@ -327,8 +326,5 @@ class GatewayStats:
         }
 
     async def close(self) -> None:
-        tasks = [*self._looks, *(p.task for p in self._pods.values() if p.task is not None)]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         await self._client.close()

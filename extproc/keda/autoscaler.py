@@ -17,18 +17,18 @@ KEDA's would when a ScaledObject is updated. Only a target that disappears stops
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
+from extproc.core.background import BackgroundTasks
 from extproc.core.httpso import ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
 
@@ -78,7 +78,7 @@ class _TargetLoop:
         self._started = time.monotonic()
         self._last_active = -math.inf
         self._recommendations: deque[tuple[float, int]] = deque()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = BackgroundTasks()
         self._spec_stale = False
 
     def retarget(self, target: ScaledTarget) -> None:
@@ -89,17 +89,11 @@ class _TargetLoop:
 
     def start(self) -> None:
         name = str(self.target.key)
-        self._tasks = [
-            asyncio.create_task(self._listen(), name=f"autoscaler stream {name}"),
-            asyncio.create_task(self._poll(), name=f"autoscaler poll {name}"),
-        ]
+        self._tasks.spawn(self._listen(), name=f"autoscaler stream {name}")
+        self._tasks.spawn(self._poll(), name=f"autoscaler poll {name}")
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.close()
 
     def _activate(self, reason: str) -> None:
         self._last_active = time.monotonic()
@@ -192,13 +186,12 @@ class LocalAutoscaler:
         self._on_scale = on_scale
         self._channel: grpc.aio.Channel | None = None
         self._loops: dict[TargetKey, _TargetLoop] = {}
-        self._sync_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Future[None]] = set()
+        self._tasks = BackgroundTasks()
 
     async def start(self) -> None:
         self._channel = grpc.aio.insecure_channel(self._address)
         self._sync()
-        self._sync_task = asyncio.create_task(self._resync(), name="autoscaler sync")
+        self._tasks.spawn(self._resync(), name="autoscaler sync")
 
     def _replicas(self, key: TargetKey) -> int:
         counts = self._provider.replicas(key)
@@ -220,7 +213,7 @@ class LocalAutoscaler:
         assert self._channel is not None
         targets = self._provider.targets
         for key in [k for k in self._loops if k not in targets]:
-            self._spawn(self._loops.pop(key).stop())
+            self._tasks.spawn(self._loops.pop(key).stop(), name=f"autoscaler stop {key}", cancel_on_close=False)
         stub = pb_grpc.ExternalScalerStub(self._channel)
         for key, target in targets.items():
             existing = self._loops.get(key)
@@ -235,21 +228,13 @@ class LocalAutoscaler:
     def _counter(self, key: TargetKey) -> Callable[[], int]:
         return lambda: self._replicas(key)
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
             self._sync()
 
     async def stop(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
+        await self._tasks.close()
         await asyncio.gather(*(loop.stop() for loop in self._loops.values()))
         self._loops.clear()
         if self._channel is not None:

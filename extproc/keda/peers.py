@@ -12,7 +12,6 @@ Peer addresses come from a provider (Kubernetes: zerohop's own EndpointSlices).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ import grpc
 from extproc._proto import peers_pb2 as pb
 from extproc._proto import peers_pb2_grpc as pb_grpc
 from extproc.core.activation import ActivationBus
+from extproc.core.background import BackgroundTasks
 from extproc.core.httpso import TargetKey
 from extproc.core.registry import TargetRegistry, TargetState
 from extproc.core.traffic import EMPTY_SNAPSHOT, TrafficSnapshot
@@ -99,21 +99,17 @@ class Peers:
         self._peers: dict[str, Peer] = {}
         self._fetch: asyncio.Task[None] | None = None
         self._fetched_at = -1e18
-        self._relay: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Future[None]] = set()
+        self._tasks = BackgroundTasks()
         self.answered = 0
         self.fetch_errors = 0
         self.activations_sent = 0
 
     def start(self) -> None:
         subscription = self._bus.subscribe(local_only=True)
-        self._relay = asyncio.create_task(self._relay_wakes(subscription), name="peer activation relay")
+        self._tasks.spawn(self._relay_wakes(subscription), name="peer activation relay")
 
     async def stop(self) -> None:
-        if self._relay is not None:
-            self._relay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relay
+        await self._tasks.close()
         for peer in self._peers.values():
             await peer.channel.close()
         self._peers.clear()
@@ -123,9 +119,7 @@ class Peers:
         wanted = set(addresses)
         for address in [a for a in self._peers if a not in wanted]:
             peer = self._peers.pop(address)
-            closing = asyncio.ensure_future(peer.channel.close())
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._tasks.spawn(peer.channel.close(), name=f"peer channel close {address}", cancel_on_close=False)
         for address in sorted(wanted - set(self._peers)):
             channel = grpc.aio.insecure_channel(address)
             self._peers[address] = Peer(address, channel, pb_grpc.PeersStub(channel))

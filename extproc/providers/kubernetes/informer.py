@@ -9,12 +9,12 @@ known state. Consumers get (type, old, new) callbacks and can wait for the first
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
 from typing import Any
 
+from extproc.core.background import BackgroundTasks
 from extproc.providers.kubernetes.api import Gone, JsonObj, KubeApi, KubeError, Resource, object_key, resource_version
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Informer:
         self.last_error = ""
         self._on_change = on_change
         self._version = ""
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
 
     @property
     def name(self) -> str:
@@ -58,13 +58,10 @@ class Informer:
         return f"{self.resource.plural} ({scope}{', ' + self.label_selector if self.label_selector else ''})"
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name=f"informer {self.name}")
+        self._tasks.spawn(self.run(), name=f"informer {self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.close()
 
     async def run(self) -> None:
         backoff = _BACKOFF_FIRST

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from extproc.core.background import BackgroundTasks
 from extproc.providers.kubernetes.api import LEASES, JsonObj, KubeApi, KubeError
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,13 @@ class LeaderElector:
         self._observed: tuple[str, str] = ("", "")
         self._observed_at = time.monotonic()
         self._renewed_at = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"leader election {self.name}")
+        self._tasks.spawn(self._run(), name=f"leader election {self.name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._tasks.close()
         if self.leading:
             self._set(False)
             with contextlib.suppress(Exception):

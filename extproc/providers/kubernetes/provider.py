@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from extproc.core.background import BackgroundTasks
 from extproc.core.engine import Core
 from extproc.core.httpso import ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
@@ -97,8 +98,8 @@ class KubernetesProvider:
         self._httpso_informers: list[Informer] = []
         self._service_informers: list[Informer] = []
         self._so_informers: list[Informer] = []
-        self._confirming: dict[TargetKey, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Future[Any]] = set()
+        self._confirming: dict[TargetKey, asyncio.Future[None]] = {}
+        self._tasks = BackgroundTasks()
         self._rebuild_scheduled = False
         self.elector: LeaderElector | None = None
         self.reconciler: Reconciler | None = None
@@ -179,7 +180,7 @@ class KubernetesProvider:
             return
         target = next((t for t in self.table.targets if t.key == key), None)
         if target is not None:
-            self._spawn(self._scale_from_zero(target))
+            self._tasks.spawn(self._scale_from_zero(target), name=f"scale from zero {key}")
 
     def reconfirm(self, key: TargetKey) -> None:
         if self._core is not None:
@@ -196,8 +197,7 @@ class KubernetesProvider:
             await self.elector.stop()
         if self.reconciler is not None:
             await self.reconciler.stop()
-        for task in [*self._confirming.values(), *self._background]:
-            task.cancel()
+        await self._tasks.close()
         for informer in self._informers:
             await informer.stop()
         if self._gateway_pods is not None:
@@ -322,7 +322,7 @@ class KubernetesProvider:
                 self._confirming.pop(key, None)
             self._core.set_routable(key, False)
         elif not gate.routable and pending is None:
-            self._confirming[key] = asyncio.create_task(self._confirm(key, ready), name=f"confirm {key}")
+            self._confirming[key] = self._tasks.spawn(self._confirm(key, ready), name=f"confirm {key}")
 
     async def _confirm(self, key: TargetKey, addresses: set[str]) -> None:
         """The gateway can route once every gateway pod has loaded a ready endpoint; where that cannot be
@@ -378,7 +378,7 @@ class KubernetesProvider:
         if leading:
             self.reconciler.start()
         else:
-            self._spawn(self.reconciler.stop())
+            self._tasks.spawn(self.reconciler.stop(), name="reconciler stop", cancel_on_close=False)
 
     async def _scale_from_zero(self, target: ScaledTarget) -> None:
         assert self.api is not None
@@ -394,8 +394,3 @@ class KubernetesProvider:
             return  # left alone (KEDA, the HPA or another replica got there first), or logged as failed
         self.scale_patches += 1
         log.info("%s: scaled %s/%s 0 -> %d", target.key, ref.kind, ref.name, target.activation_replicas)
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)

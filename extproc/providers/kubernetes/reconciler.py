@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from extproc.core.background import BackgroundTasks
 from extproc.core.httpso import SKIP_SCALEDOBJECT_ANNOTATION, TargetKey
 from extproc.envoy import istio
 from extproc.providers.kubernetes import scaledobjects
@@ -72,21 +73,19 @@ class Reconciler:
         self._scaled_objects = scaled_objects
         self._gateway = gateway
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks()
         self.passes = 0
         self.writes = 0
         self._envoyfilter_hosts: tuple[str, ...] | None = None
 
     def start(self) -> None:
         self._wake.set()
-        self._task = asyncio.create_task(self._loop(), name="reconciler")
+        # A fresh owner each time: the reconciler stops when leadership is lost and starts again when regained.
+        self._tasks = BackgroundTasks()
+        self._tasks.spawn(self._loop(), name="reconciler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._tasks.close()
 
     def trigger(self) -> None:
         self._wake.set()

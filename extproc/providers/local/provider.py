@@ -9,13 +9,12 @@ from outside (`scale()`), normally from the built-in autoscaler playing KEDA's p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import tempfile
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from extproc.core.background import BackgroundTasks
 from extproc.core.engine import Core
 from extproc.core.httpso import ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
@@ -56,13 +55,7 @@ class LocalProvider:
         self._targets: dict[TargetKey, ScaledTarget] = {}
         self._mtime: float | None = None
         self._autoscaled = autoscaled
-        self._reload_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Future[None]] = set()
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._tasks = BackgroundTasks()
 
     @property
     def targets(self) -> dict[TargetKey, ScaledTarget]:
@@ -73,7 +66,7 @@ class LocalProvider:
         config = local_config.load(self.config_path)
         self._mtime = self._stat()
         self._apply(config)
-        self._reload_task = asyncio.create_task(self._watch_config(), name="config reload")
+        self._tasks.spawn(self._watch_config(), name="config reload")
 
     def wake(self, key: TargetKey) -> None:
         # Scaling is the autoscaler's job (it hears the same wake through StreamIsActive, as KEDA would).
@@ -83,7 +76,7 @@ class LocalProvider:
         # A release reached a gateway without the endpoint: publish again and wait until it has loaded it.
         replica_set = self._sets.get(key)
         if replica_set is not None:
-            self._spawn(self._publish(key, replica_set.endpoints()))
+            self._tasks.spawn(self._publish(key, replica_set.endpoints()), name=f"reconfirm {key}")
 
     def scale(self, key: TargetKey, replicas: int) -> None:
         replica_set = self._sets.get(key)
@@ -115,7 +108,7 @@ class LocalProvider:
         self._config = config
         cwd = self.config_path.parent
         for key in [k for k in self._sets if k not in targets]:
-            self._spawn(self._sets.pop(key).stop())
+            self._tasks.spawn(self._sets.pop(key).stop(), name=f"replicas stop {key}", cancel_on_close=False)
         new_sets: list[tuple[ReplicaSet, ScaledTarget]] = []
         for key, target in targets.items():
             workload = config.workload_for(target)
@@ -187,9 +180,6 @@ class LocalProvider:
             self._apply(config)
 
     async def stop(self) -> None:
-        if self._reload_task is not None:
-            self._reload_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reload_task
+        await self._tasks.close()
         await asyncio.gather(*(s.stop() for s in self._sets.values()), return_exceptions=True)
         await self._gateway.close()

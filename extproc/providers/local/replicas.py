@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from extproc.core.background import BackgroundTasks
 from extproc.providers.local.config import Workload
 
 log = logging.getLogger(__name__)
@@ -163,11 +164,12 @@ class ReplicaSet:
         self._changed = asyncio.Event()
         self._publish_lock = asyncio.Lock()
         self._published: Endpoints | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Two owners, stopped in turn: the reconcile loop first, the replicas' own tasks once they are stopped.
+        self._loop = BackgroundTasks()
+        self._workers = BackgroundTasks()
         self._backoff = 0.0
         self._last_failure = -1e18
         self._next_start = 0.0
-        self._loop_task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -176,7 +178,7 @@ class ReplicaSet:
 
     def start(self) -> None:
         self._session = aiohttp.ClientSession()
-        self._loop_task = asyncio.create_task(self._reconcile_loop(), name=f"replicas {self.workload.key}")
+        self._loop.spawn(self._reconcile_loop(), name=f"replicas {self.workload.key}")
 
     def scale(self, replicas: int) -> None:
         replicas = max(0, min(replicas, len(self.workload.ports)))
@@ -213,14 +215,14 @@ class ReplicaSet:
                     break
                 replica = Replica(self.workload, port, self._cwd, self._log_dir)
                 self.replicas.append(replica)
-                self._spawn(self._run(replica))
+                self._workers.spawn(self._run(replica), name=f"replica {self.workload.key}:{port}")
         elif len(live) > self.desired:
             # Not-yet-ready replicas go first, then the newest ready ones.
             ranked = sorted(live, key=lambda r: (r.phase is ReplicaPhase.READY, -r.started_at))
             victims = ranked[: len(live) - self.desired]
             for replica in victims:
                 replica.phase = ReplicaPhase.TERMINATING
-            self._spawn(self._retire(victims))
+            self._workers.spawn(self._retire(victims), name=f"retire replicas {self.workload.key}")
 
     def _later(self, delay: float) -> None:
         asyncio.get_running_loop().call_later(delay, self._changed.set)
@@ -231,11 +233,6 @@ class ReplicaSet:
             if port not in used and port_is_free(self.workload.host, port):
                 return port
         return None
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, replica: Replica) -> None:
         assert self._session is not None
@@ -286,10 +283,7 @@ class ReplicaSet:
 
     async def stop(self) -> None:
         """Stop every replica (endpoints first, then processes) and the reconcile loop."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await self._loop.close()
         for replica in self.replicas:
             if replica.phase is not ReplicaPhase.EXITED:
                 replica.phase = ReplicaPhase.TERMINATING
@@ -298,8 +292,6 @@ class ReplicaSet:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publish(), 1.0)
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._workers.close()
         if self._session is not None:
             await self._session.close()
