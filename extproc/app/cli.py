@@ -65,7 +65,7 @@ async def _serve(settings_namespace: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from extproc.envoy.config import GatewayPorts, local_bootstrap
+    from extproc.envoy.config import GatewayPorts, local_bootstrap, max_message_timeout_for
     from extproc.providers.local.xds_files import XdsFiles
 
     listen_host, _, listen_port = args.listen.rpartition(":")
@@ -74,7 +74,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
     xds_dir = args.xds_dir.resolve()
     # Envoy refuses to start on a missing xDS file; zerohop replaces these when it starts.
     XdsFiles(xds_dir).prepare()
-    bootstrap = local_bootstrap(ports, xds_dir, max_message_timeout=args.hold_timeout + 5.0)
+    bootstrap = local_bootstrap(ports, xds_dir, max_message_timeout=max_message_timeout_for(args.hold_timeout))
     json.dump(bootstrap, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -110,6 +110,7 @@ def _envoyfilter(args: argparse.Namespace) -> int:
             hosts.update(h for h in target.hosts if h != "*")
     document = istio.envoyfilter(
         args.namespace,
+        service_name=args.service_name,
         hold_timeout=args.hold_timeout,
         gateway_namespace=args.gateway_namespace,
         selector=selector,
@@ -122,7 +123,11 @@ def _envoyfilter(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from extproc.core.durations import parse_duration
+    from extproc.core.durations import format_duration, parse_duration
+    from extproc.envoy import istio as istio_defaults
+    from extproc.envoy.config import DEFAULT_HOLD_TIMEOUT
+
+    hold_timeout_help = f"zerohop's --hold-timeout (default {format_duration(DEFAULT_HOLD_TIMEOUT)})"
 
     root = argparse.ArgumentParser(
         prog="zerohop",
@@ -162,9 +167,7 @@ def parser() -> argparse.ArgumentParser:
         "--ext-proc", default="127.0.0.1:9000", help="zerohop's ext_proc HOST:PORT (default 127.0.0.1:9000)"
     )
     boot.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default 9901)")
-    boot.add_argument(
-        "--hold-timeout", type=parse_duration, default=60.0, help="zerohop's --hold-timeout (default 60s)"
-    )
+    boot.add_argument("--hold-timeout", type=parse_duration, default=DEFAULT_HOLD_TIMEOUT, help=hold_timeout_help)
 
     istio = commands.add_parser(
         "envoyfilter",
@@ -178,24 +181,29 @@ def parser() -> argparse.ArgumentParser:
     istio.add_argument("httpso", nargs="*", type=Path, help="YAML files with HTTPScaledObjects to scope the filter to")
     istio.add_argument(
         "--selector",
-        default="istio=ingressgateway",
-        help="gateway pod labels KEY=VALUE[,...] (default istio=ingressgateway)",
+        default=istio_defaults.format_selector(istio_defaults.INGRESS_GATEWAY_SELECTOR),
+        help="gateway pod labels KEY=VALUE[,...] (default %(default)s)",
     )
     istio.add_argument(
         "--gateway-name", help="a Gateway API gateway's name (selects gateway.networking.k8s.io/gateway-name)"
     )
     istio.add_argument(
         "--gateway-namespace",
-        default="istio-system",
-        help="namespace of the EnvoyFilter (default istio-system, the root)",
-    )
-    istio.add_argument("--ports", default="80,443", help="gateway server ports to scope to (default 80,443)")
-    istio.add_argument(
-        "--namespace", default="zerohop-system", help="namespace zerohop runs in (default zerohop-system)"
+        default=istio_defaults.GATEWAY_NAMESPACE,
+        help="namespace of the EnvoyFilter (default %(default)s, the root)",
     )
     istio.add_argument(
-        "--hold-timeout", type=parse_duration, default=60.0, help="zerohop's --hold-timeout (default 60s)"
+        "--ports",
+        default=",".join(map(str, istio_defaults.GATEWAY_PORTS)),
+        help="gateway server ports to scope to (default %(default)s)",
     )
+    istio.add_argument(
+        "--namespace", default=istio_defaults.ZEROHOP_NAMESPACE, help="namespace zerohop runs in (default %(default)s)"
+    )
+    istio.add_argument(
+        "--service-name", default=istio_defaults.SERVICE_NAME, help="zerohop's Service name (default %(default)s)"
+    )
+    istio.add_argument("--hold-timeout", type=parse_duration, default=DEFAULT_HOLD_TIMEOUT, help=hold_timeout_help)
 
     status = commands.add_parser(
         "status",

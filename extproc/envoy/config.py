@@ -35,6 +35,16 @@ CODE_DETAILS_ATTRIBUTE = "response.code_details"
 MESSAGE_TIMEOUT = 1.0
 # Every held request is one open stream to zerohop; zerohop's own caps must be the limit, not Envoy's 1024.
 EXT_PROC_MAX_STREAMS = 100_000
+# zerohop's --hold-timeout unless told otherwise; every generated config assumes it.
+DEFAULT_HOLD_TIMEOUT = 60.0
+# A held request asks Envoy to wait its hold budget plus processor.TIMEOUT_MARGIN; the filter's ceiling for that
+# ask (max_message_timeout) leaves this much more, so zerohop's own 504 always answers before Envoy gives up.
+MAX_MESSAGE_TIMEOUT_MARGIN = 5.0
+
+
+def max_message_timeout_for(hold_timeout: float) -> float:
+    """The ext_proc filter's `max_message_timeout` for a zerohop holding requests up to `hold_timeout`."""
+    return hold_timeout + MAX_MESSAGE_TIMEOUT_MARGIN
 
 
 def _seconds(value: float) -> str:
@@ -64,7 +74,8 @@ def ext_proc_config(
 
     `failure_mode_allow: true`: if zerohop is unreachable or slow, warm traffic still flows (a cold target
     then answers 503 from Envoy instead of being held) — availability over scale-from-zero.
-    `max_message_timeout` must cover the longest hold (zerohop extends each held request's wait once).
+    `max_message_timeout` must cover the longest hold (zerohop extends each held request's wait once):
+    `max_message_timeout_for(hold_timeout)`.
     """
     return {
         "@type": EXT_PROC_TYPE,
