@@ -76,7 +76,6 @@ class Reconciler:
         self._gateway = gateway
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.passes = 0
         self.writes = 0
         self._envoyfilter_hosts: tuple[str, ...] | None = None
 
@@ -107,7 +106,6 @@ class Reconciler:
                 self._wake.set()
 
     async def reconcile(self) -> None:
-        self.passes += 1
         table = self._table()
         targets = {t.key: t for t in table.targets}
         scaled = self._scaled_objects()
