@@ -283,9 +283,17 @@ def target_clusters(targets: Iterable[ScaledTarget], xds_dir: Path) -> list[dict
 
 
 def http_connection_manager(
-    routes: dict[str, Any], http_filters: list[dict[str, Any]], stat_prefix: str = "gateway"
+    routes: dict[str, Any],
+    http_filters: list[dict[str, Any]],
+    stat_prefix: str = "gateway",
+    *,
+    strip_trailing_host_dot: bool = True,
 ) -> dict[str, Any]:
-    """An HCM with `http_filters` before the router. `routes` is a RouteConfiguration, or an `rds` block."""
+    """An HCM with `http_filters` before the router. `routes` is a RouteConfiguration, or an `rds` block.
+
+    Hosts are matched without port or trailing dot (`a.example.com.:8080` is `a.example.com`), as zerohop's
+    own matching compares them; `strip_trailing_host_dot=False` only to model a gateway that keeps the dot.
+    """
     route_key = "rds" if "config_source" in routes else "route_config"
     return {
         "name": HCM_FILTER,
@@ -293,6 +301,7 @@ def http_connection_manager(
             "@type": HCM_TYPE,
             "stat_prefix": stat_prefix,
             "strip_any_host_port": True,
+            "strip_trailing_host_dot": strip_trailing_host_dot,
             route_key: routes,
             "http_filters": [*http_filters, {"name": ROUTER_FILTER, "typed_config": {"@type": ROUTER_TYPE}}],
         },
