@@ -28,7 +28,13 @@ from bench.zerohop import Target, Zerohop
 from extproc.core.httpso import parse as parse_httpso
 from extproc.dev.envoyproc import EnvoyProcess
 from extproc.envoy.adminapi import EnvoyAdmin
-from extproc.envoy.config import GatewayPorts, eds_file_name, local_bootstrap, target_cluster_name
+from extproc.envoy.config import (
+    GatewayPorts,
+    eds_file_name,
+    local_bootstrap,
+    max_message_timeout_for,
+    target_cluster_name,
+)
 from extproc.providers.local.replicas import port_is_free
 
 HOLD_TIMEOUT = 30.0
@@ -188,7 +194,7 @@ async def measure(workdir: Path, samples: int, progress: Callable[[str], None]) 
     admin_url = f"http://127.0.0.1:{gateway_admin}"
     zerohop = Zerohop(COLD_TARGET, workdir / "zerohop", extra_args=["--envoy-admin", admin_url, *ZEROHOP_FLAGS])
     ports = GatewayPorts("127.0.0.1", gateway_port, gateway_admin, "127.0.0.1", zerohop.ext_proc_port)
-    bootstrap = local_bootstrap(ports, zerohop.xds_dir, max_message_timeout=HOLD_TIMEOUT + 5)
+    bootstrap = local_bootstrap(ports, zerohop.xds_dir, max_message_timeout=max_message_timeout_for(HOLD_TIMEOUT))
     gateway = EnvoyProcess(bootstrap, gateway_admin, workdir=workdir / "gateway", concurrency=1)
     cluster = cluster_name()
     url = f"http://127.0.0.1:{gateway_port}/"

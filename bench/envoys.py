@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from extproc.envoy.config import (
+    DEFAULT_HOLD_TIMEOUT,
     LOCAL_EXT_PROC_CLUSTER,
     ext_proc_cluster,
     ext_proc_http_filter,
     http_connection_manager,
     listener,
+    max_message_timeout_for,
 )
 
 APP_BODY = "hello from the bench app\n"
@@ -55,7 +57,7 @@ def proxy_bootstrap(
     upstream_port: int,
     *,
     ext_proc_port: int | None = None,
-    max_message_timeout: float = 65.0,
+    max_message_timeout: float = max_message_timeout_for(DEFAULT_HOLD_TIMEOUT),
 ) -> dict[str, Any]:
     """listener -> route -> one static upstream cluster; with `ext_proc_port`, zerohop's ext_proc filter
     (exactly as `ext_proc_http_filter` builds it) before the router and its gRPC cluster."""

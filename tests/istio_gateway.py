@@ -3,7 +3,9 @@
 Istio applies an EnvoyFilter's patches to the config it generates; no istiod runs here, so this applies
 them by hand, exactly as their `match` says: the HTTP_FILTER value goes before the router, each
 VIRTUAL_HOST MERGE value is merged into the virtual host named `HOST:PORT`, and the ext_proc cluster is the
-outbound cluster name the filter points at. What Envoy then does is real.
+outbound cluster name the filter points at. The connection manager is Istio's, not zerohop's: it keeps a
+trailing dot in the host (Istio does not set `strip_trailing_host_dot`) unless another EnvoyFilter's
+NETWORK_FILTER MERGE says otherwise. What Envoy then does is real.
 
 Two shapes:
 - `istio_gateway_bootstrap`: one gateway whose outbound clusters all lead to a second listener of the same
@@ -87,6 +89,28 @@ def _patches(envoyfilter: Mapping[str, Any], gateway_port: int) -> tuple[dict[st
     return filter_patch["patch"]["value"], vhost_patches
 
 
+def _gateway_hcm(
+    route_config: dict[str, Any],
+    filter_value: dict[str, Any],
+    stat_prefix: str,
+    envoyfilters: Iterable[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Istio's gateway connection manager, with each NETWORK_FILTER MERGE of `envoyfilters` merged in."""
+    hcm = envoyconfig.http_connection_manager(
+        route_config, [filter_value], stat_prefix=stat_prefix, strip_trailing_host_dot=False
+    )
+    for document in envoyfilters:
+        for patch in document["spec"]["configPatches"]:
+            assert patch["applyTo"] == "NETWORK_FILTER", patch
+            assert patch["match"]["context"] == "GATEWAY", patch
+            assert patch["match"]["listener"]["filterChain"]["filter"]["name"] == envoyconfig.HCM_FILTER, patch
+            assert patch["patch"]["operation"] == "MERGE", patch
+            value = patch["patch"]["value"]["typed_config"]
+            assert value["@type"] == envoyconfig.HCM_TYPE, patch
+            hcm["typed_config"].update(value)
+    return hcm
+
+
 def _ext_proc_cluster_name(filter_value: Mapping[str, Any]) -> str:
     name: str = filter_value["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
     return name
@@ -112,9 +136,11 @@ def istio_gateway_bootstrap(
     admin_port: int = 0,
     upstream_port: int = 0,
     gateway_port: int = 80,
+    hcm_envoyfilters: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """One gateway on 127.0.0.1; each host routes to `outbound|80||<first label>.default.svc.cluster.local`,
-    a static cluster leading to this Envoy's own `upstream_port` listener, which answers 200 with the host."""
+    a static cluster leading to this Envoy's own `upstream_port` listener, which answers 200 with the host.
+    `hcm_envoyfilters`: further EnvoyFilters that MERGE into the gateway's connection manager."""
     filter_value, vhost_patches = _patches(envoyfilter, gateway_port)
     virtual_hosts, upstream_hosts, service_clusters = [], [], []
     for host in hosts:
@@ -131,7 +157,7 @@ def istio_gateway_bootstrap(
         )
         service_clusters.append(_static_cluster(service, "127.0.0.1", upstream_port))
     route_config = {"name": f"http.{gateway_port}", "virtual_hosts": virtual_hosts}
-    hcm = envoyconfig.http_connection_manager(route_config, [filter_value])
+    hcm = _gateway_hcm(route_config, filter_value, "gateway", hcm_envoyfilters)
     upstream = envoyconfig.http_connection_manager({"virtual_hosts": upstream_hosts}, [], stat_prefix="upstream")
     return {
         "admin": {"address": _address("127.0.0.1", admin_port)},
@@ -266,9 +292,7 @@ def istio_gateway_pod_bootstrap(
         for host, service in sorted(routes.items())
     ]
     route_config = {"name": f"http.{gateway_port}", "virtual_hosts": virtual_hosts}
-    hcm = envoyconfig.http_connection_manager(
-        route_config, [filter_value], stat_prefix=f"outbound_0.0.0.0_{gateway_port}"
-    )
+    hcm = _gateway_hcm(route_config, filter_value, f"outbound_0.0.0.0_{gateway_port}")
     return {
         # path_config_source (the EDS files) is refused unless the node has an id and a cluster.
         "node": {"id": f"router~{pod_ip}~istio-ingressgateway.istio-system", "cluster": "istio-ingressgateway"},

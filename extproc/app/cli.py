@@ -18,11 +18,15 @@ from extproc import __version__
 from extproc.app import grpcenv, statuscli
 from extproc.app import settings as settings_module
 from extproc.app.settings import SettingsError, add_arguments, from_namespace
+from extproc.envoy import istio as istio_defaults
+from extproc.envoy.config import DEFAULT_HOLD_TIMEOUT
 from extproc.observability import logs
 from extproc.providers.local.config import ConfigError
 
 T = TypeVar("T")
-DEFAULT_SELECTOR = "istio=ingressgateway"
+DEFAULT_SELECTOR = istio_defaults.format_selector(istio_defaults.INGRESS_GATEWAY_SELECTOR)
+DEFAULT_HOLD_TIMEOUT_TEXT = f"{DEFAULT_HOLD_TIMEOUT:g}s"
+HOLD_TIMEOUT_HELP = f"zerohop's --hold-timeout (default {DEFAULT_HOLD_TIMEOUT_TEXT})"
 
 DESCRIPTION = """\
 zerohop scales HTTP workloads to and from zero from inside an Envoy or Istio gateway, with no extra proxy
@@ -81,7 +85,7 @@ def _option(flag: str, parse: Callable[[str], T], text: str) -> T:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from extproc.envoy.config import GatewayPorts, local_bootstrap
+    from extproc.envoy.config import GatewayPorts, local_bootstrap, max_message_timeout_for
     from extproc.providers.local.xds_files import XdsFiles
 
     hold_timeout = _option("--hold-timeout", settings_module.parse_hold_timeout, args.hold_timeout)
@@ -91,7 +95,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
     xds_dir = args.xds_dir.resolve()
     # Envoy refuses to start on a missing xDS file; zerohop replaces these when it starts.
     XdsFiles(xds_dir).prepare()
-    bootstrap = local_bootstrap(ports, xds_dir, max_message_timeout=hold_timeout + 5.0, otlp=args.otlp_endpoint)
+    bootstrap = local_bootstrap(
+        ports, xds_dir, max_message_timeout=max_message_timeout_for(hold_timeout), otlp=args.otlp_endpoint
+    )
     json.dump(bootstrap, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
@@ -153,6 +159,7 @@ def _envoyfilter(args: argparse.Namespace) -> int:
         )
     document = istio.envoyfilter(
         namespace,
+        service_name=args.service_name,
         hold_timeout=hold_timeout,
         gateway_namespace=gateway_namespace,
         selector=selector,
@@ -203,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
         "--ext-proc", default="127.0.0.1:9000", help="zerohop's ext_proc HOST:PORT (default 127.0.0.1:9000)"
     )
     boot.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default 9901)")
-    boot.add_argument("--hold-timeout", default="60s", help="zerohop's --hold-timeout (default 60s)")
+    boot.add_argument("--hold-timeout", default=DEFAULT_HOLD_TIMEOUT_TEXT, help=HOLD_TIMEOUT_HELP)
     boot.add_argument(
         "--otlp-endpoint",
         type=_host_port,
@@ -233,14 +240,21 @@ def parser() -> argparse.ArgumentParser:
     )
     istio.add_argument(
         "--gateway-namespace",
-        default="istio-system",
-        help="namespace of the EnvoyFilter (default istio-system, the root)",
+        default=istio_defaults.GATEWAY_NAMESPACE,
+        help="namespace of the EnvoyFilter (default %(default)s, the root)",
     )
-    istio.add_argument("--ports", default="80,443", help="gateway server ports to scope to (default 80,443)")
     istio.add_argument(
-        "--namespace", default="zerohop-system", help="namespace zerohop runs in (default zerohop-system)"
+        "--ports",
+        default=",".join(map(str, istio_defaults.GATEWAY_PORTS)),
+        help="gateway server ports to scope to (default %(default)s)",
     )
-    istio.add_argument("--hold-timeout", default="60s", help="zerohop's --hold-timeout (default 60s)")
+    istio.add_argument(
+        "--namespace", default=istio_defaults.ZEROHOP_NAMESPACE, help="namespace zerohop runs in (default %(default)s)"
+    )
+    istio.add_argument(
+        "--service-name", default=istio_defaults.SERVICE_NAME, help="zerohop's Service name (default %(default)s)"
+    )
+    istio.add_argument("--hold-timeout", default=DEFAULT_HOLD_TIMEOUT_TEXT, help=HOLD_TIMEOUT_HELP)
     istio.add_argument(
         "--allow-empty",
         action="store_true",

@@ -81,6 +81,7 @@ def kubernetes_provider(settings: Settings, peers: Peers, api: KubeApi | None = 
         manage_scaledobjects=settings.manage_scaledobjects,
         manage_envoyfilters=settings.manage_envoyfilters,
         zerohop_namespace=settings.pod_namespace,
+        service_name=settings.service_name,
         hold_timeout=settings.hold_timeout,
         gateway_namespace=settings.gateway_namespace,
         gateway_selector=selector,

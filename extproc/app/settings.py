@@ -20,7 +20,8 @@ from typing import Any
 
 from extproc.core.durations import parse_duration
 from extproc.core.registry import InFlightMode
-from extproc.envoy.istio import GATEWAY_STATS_PORT
+from extproc.envoy import istio
+from extproc.envoy.config import DEFAULT_HOLD_TIMEOUT, MAX_MESSAGE_TIMEOUT_MARGIN, max_message_timeout_for
 
 ENV_PREFIX = "ZEROHOP_"
 # ZEROHOP_* variables other commands read (`zerohop status`, the dev tools' Envoy): not misspellings.
@@ -166,10 +167,11 @@ class Settings:
         group="ports",
     )
     hold_timeout: float = _setting(
-        60.0,
+        DEFAULT_HOLD_TIMEOUT,
         _positive_duration,
         "How long a request may be held while its target starts (per-route `timeouts.conditionWait` may "
-        "shorten it). Then 504 with Retry-After. Envoy's max_message_timeout must be at least this + 5s.",
+        "shorten it). Then 504 with Retry-After. Envoy's max_message_timeout must be at least this + "
+        f"{MAX_MESSAGE_TIMEOUT_MARGIN:g}s.",
         group="holding",
         metavar="DURATION",
     )
@@ -280,7 +282,7 @@ class Settings:
         metavar="NAME",
     )
     pod_namespace: str = _setting(
-        "zerohop-system",
+        istio.ZEROHOP_NAMESPACE,
         _namespace,
         "The namespace zerohop runs in (downward API): its Lease, Service and peers live there.",
         group="kubernetes provider",
@@ -294,7 +296,7 @@ class Settings:
         metavar="IP",
     )
     service_name: str = _setting(
-        "zerohop",
+        istio.SERVICE_NAME,
         str,
         "zerohop's own Service: ScaledObjects point KEDA at its scaler port, peers are its endpoints.",
         group="kubernetes provider",
@@ -330,7 +332,7 @@ class Settings:
         metavar="DURATION",
     )
     gateway_stats_port: int = _setting(
-        GATEWAY_STATS_PORT,
+        istio.GATEWAY_STATS_PORT,
         _port_or_zero,
         "Kubernetes provider: port of each gateway pod's Envoy stats (`/stats/prometheus`; Istio serves them "
         "on 15090). Held requests are released once every Ready pod matching --gateway-selector reports a "
@@ -355,14 +357,14 @@ class Settings:
         group="gateway scoping",
     )
     gateway_namespace: str = _setting(
-        "istio-system",
+        istio.GATEWAY_NAMESPACE,
         _namespace,
         "Namespace of the gateway and of the EnvoyFilters for it.",
         group="gateway scoping",
         metavar="NS",
     )
     gateway_selector: str = _setting(
-        "istio=ingressgateway",
+        istio.format_selector(istio.INGRESS_GATEWAY_SELECTOR),
         str,
         "Labels selecting the gateway pods (KEY=VALUE[,KEY=VALUE]); for a Gateway API gateway use "
         "gateway.networking.k8s.io/gateway-name=NAME.",
@@ -370,7 +372,7 @@ class Settings:
         metavar="LABELS",
     )
     gateway_ports: tuple[int, ...] = _setting(
-        (80, 443),
+        istio.GATEWAY_PORTS,
         _ports,
         "Gateway server ports whose virtual hosts (HOST:PORT) get the filter.",
         group="gateway scoping",
@@ -421,7 +423,7 @@ class Settings:
     @property
     def max_message_timeout(self) -> float:
         """What Envoy's ext_proc `max_message_timeout` must be for these settings."""
-        return self.hold_timeout + 5.0
+        return max_message_timeout_for(self.hold_timeout)
 
     @classmethod
     def from_args(

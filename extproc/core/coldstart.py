@@ -5,8 +5,12 @@ providers and the scaler register), parks the request on a future and resolves i
 the target routable, when its hold budget runs out, or when the server drains. Caps bound how many requests
 are held per target and in total. Nothing here knows about gRPC, Envoy or Kubernetes.
 
-Who listens to a wake: the KEDA push (`ActivationBus` -> StreamIsActive), the peer relay, the provider
-(`Provider.wake`: a direct scale from zero) and tracing, each registered with `add_wake_hook`.
+Who listens to a wake (`ColdGate.wake` calls every `add_wake_hook` hook, at most once per rewake interval):
+`Core` (core/engine.py) registers the activation bus, whose subscribers are the KEDA push (each
+StreamIsActive stream, keda/scaler.py) and the peer relay to the other zerohop replicas (keda/peers.py);
+`Core.add_provider` registers `Provider.wake`, the Kubernetes scale patch 0 -> max(1, replicas.min) (the local
+provider leaves scaling to its autoscaler, which hears the KEDA push); and `ZerohopServer` (app/server.py)
+registers tracing's `zerohop.activate` span when OpenTelemetry is on.
 
 A release can be wrong when the provider could only guess that the gateway routes (no stats, a fixed
 delay): the servicer reports what became of each released request (`released`); the gateway's own "no

@@ -38,8 +38,6 @@ def parse_duration(value: str | int | float) -> float:
         if seconds < 0:
             raise ValueError(f"duration must not be negative: {value!r}")
         return seconds
-    if text == "0":
-        return 0.0
     total = 0.0
     pos = 0
     for match in _PART.finditer(text):

@@ -128,11 +128,6 @@ class ScaledTarget:
         """Replicas to start on the first cold request: KEDA activates to max(1, min)."""
         return max(1, self.min_replicas)
 
-    def desired_replicas(self, metric_value: float) -> int:
-        """`ceil(metric / targetValue)` clamped to replicas.min..max, as the HPA computes it for one metric."""
-        wanted = math.ceil(metric_value / self.metric.target_value) if metric_value > 0 else 0
-        return max(self.min_replicas, min(self.max_replicas, wanted))
-
 
 def metric_name_for(key: TargetKey) -> str:
     def escape(match: re.Match[str]) -> str:

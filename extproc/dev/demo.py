@@ -21,7 +21,7 @@ import aiohttp
 
 from extproc.core.background import BackgroundTasks
 from extproc.dev.envoyproc import EnvoyProcess
-from extproc.envoy.config import GatewayPorts, local_bootstrap
+from extproc.envoy.config import GatewayPorts, local_bootstrap, max_message_timeout_for
 from extproc.providers.local.replicas import port_is_free
 
 HOST = "demo.localhost"
@@ -176,7 +176,7 @@ async def run_demo(port: int = 10000, keep_running: bool = False, startup_delay:
     bootstrap = local_bootstrap(
         GatewayPorts("127.0.0.1", port, envoy_admin, "127.0.0.1", ext_proc),
         xds_dir,
-        max_message_timeout=HOLD_TIMEOUT + 5,
+        max_message_timeout=max_message_timeout_for(HOLD_TIMEOUT),
     )
     envoy = EnvoyProcess(bootstrap, envoy_admin, workdir=workdir / "envoy", concurrency=2)
     timeout = aiohttp.ClientTimeout(total=HOLD_TIMEOUT + 10)

@@ -2,6 +2,6 @@
 
 - `processor`: the ext_proc servicer; `answers`: its pre-serialised responses
 - `config`: every piece of Envoy configuration zerohop writes; `istio`: the EnvoyFilters and stats inclusion
-- `adminapi`, `gatewayview`: a gateway's loaded endpoints from its admin API (local gateways)
+- `adminapi`, `gatewayview`: a gateway's loaded endpoints from its admin API (`--envoy-admin`, either provider)
 - `stats`, `gatewaystats`: each gateway pod's Prometheus stats (Istio gateways)
 """

@@ -1,7 +1,7 @@
 """A small client for Envoy's admin API: which endpoints of a cluster a running Envoy has loaded, and readiness.
 
-The local provider uses it to learn when the gateway can really route to a new replica (its EDS file has
-been read), which is when held requests may be released.
+`gatewayview` uses it, for either provider given `--envoy-admin`, to learn when each gateway can really route
+to a new endpoint, which is when held requests may be released; `dev.envoyproc` uses it to wait for Envoy.
 """
 
 from __future__ import annotations

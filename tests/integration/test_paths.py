@@ -55,6 +55,22 @@ async def test_cold_request_is_held_until_ready_then_200_with_cold_header(tmp_pa
         assert "x-zerohop-cold-start" not in again.headers
 
 
+async def test_a_host_with_a_trailing_dot_is_routed_counted_and_held_like_the_host(tmp_path: Path) -> None:
+    async with Stack(tmp_path, CONFIG) as stack:
+        await stack.warm("warm")
+        warm = await stack.get("warm.test.", "/hello")
+        assert warm.status == 200, warm.body
+        assert warm.body.startswith("hello from replica")
+        assert stack.state("warm").traffic.requests == 1
+        assert not stack.state("cold").gate.routable
+        cold = await stack.get("cold.test.:80")
+        assert cold.status == 200, cold.body
+        assert cold.headers.get("x-zerohop-cold-start") == "true"
+        stats = stack.server.processor.stats
+        assert (stats.cold_requests, stats.released, stats.unmatched) == (1, 1, 0)
+        assert stack.state("cold").traffic.requests == 1
+
+
 async def test_unknown_host_passes_through_unheld_and_only_counts_as_unmatched(tmp_path: Path) -> None:
     async with Stack(tmp_path, CONFIG) as stack:
         reply = await stack.get("nobody.example")

@@ -225,3 +225,17 @@ async def test_leader_keeps_the_scoped_envoyfilter_in_step_with_hosts(kube_emula
             return [p["match"]["routeConfiguration"]["vhost"]["name"] for p in current["spec"]["configPatches"][1:]]
 
         await emu.wait_until(lambda: hosts() == ["moved.example.com:80"])
+
+
+async def test_the_managed_envoyfilter_points_at_zerohops_own_service(kube_emulator: KubeEmulator) -> None:
+    """--service-name and --pod-namespace name the Service the gateway's ext_proc cluster reaches."""
+    emu = kube_emulator
+    workload(emu, "app")
+    emu.create(httpso("app", hosts=["app.example.com"]))
+    async with zerohop(emu, manage_envoyfilters=True, service_name="zh-edge", pod_namespace="edge"):
+        envoyfilter = await emu.wait_for_object(
+            "networking.istio.io/v1alpha3", "EnvoyFilter", "zerohop-ext-proc", "istio-system"
+        )
+        ext_proc = envoyfilter["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
+        cluster = ext_proc["grpc_service"]["envoy_grpc"]["cluster_name"]
+        assert cluster == "outbound|9000||zh-edge.edge.svc.cluster.local"

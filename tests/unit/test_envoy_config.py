@@ -16,10 +16,11 @@ from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
 
+from extproc.app import cli
 from extproc.core.httpso import parse
 from extproc.dev.envoyproc import validate_config
 from extproc.envoy import config as envoyconfig
-from extproc.envoy import istio
+from extproc.envoy import istio, processor
 from extproc.providers.local.xds_files import XdsFiles
 from tests.istio_gateway import istio_gateway_bootstrap
 
@@ -133,6 +134,21 @@ def test_istio_envoyfilter_patch_is_an_exact_filter_and_the_files_are_current() 
     body = {k: v for k, v in value["typed_config"].items() if k != "@type"}
     message = strict(ext_proc_pb2.ExternalProcessor(), body)
     assert message.grpc_service.envoy_grpc.cluster_name == "outbound|9000||zerohop.zerohop-system.svc.cluster.local"
+
+
+def test_envoyfilter_command_points_the_filter_at_the_named_service(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["envoyfilter", "--service-name", "zh-edge", "--namespace", "edge", "--hold-timeout", "30s"]) == 0
+    [patch] = yaml.safe_load(capsys.readouterr().out)["spec"]["configPatches"]
+    typed_config = patch["patch"]["value"]["typed_config"]
+    assert typed_config["grpc_service"]["envoy_grpc"]["cluster_name"] == "outbound|9000||zh-edge.edge.svc.cluster.local"
+    assert typed_config["max_message_timeout"] == "35s"
+
+
+def test_envoy_waits_longer_than_a_held_request_asks() -> None:
+    hold_timeout = 60.0
+    # A held request asks for its budget (at most the hold timeout) plus the processor's margin.
+    asked = hold_timeout + processor.TIMEOUT_MARGIN
+    assert envoyconfig.max_message_timeout_for(hold_timeout) > asked
 
 
 def test_scoped_envoyfilter_patches_are_exact_protos_and_envoy_accepts_them(tmp_path: Path) -> None:

@@ -127,11 +127,6 @@ def test_metric_name_is_escaped_like_the_add_on() -> None:
     assert metric_name_for(TargetKey("team-a", "api.v2")) == "http-team-a_002Fapi.v2"
 
 
-def test_desired_replicas_is_ceil_clamped() -> None:
-    target = parse(document(replicas={"min": 1, "max": 4}, scalingMetric={"requestRate": {"targetValue": 10}}))
-    assert [target.desired_replicas(v) for v in (0, 0.1, 10, 10.01, 35, 1000)] == [1, 1, 1, 2, 4, 4]
-
-
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [

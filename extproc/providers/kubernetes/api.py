@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 JsonObj = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,13 +245,6 @@ class KubeApi:
         return await self._json(
             "PATCH", resource.path(namespace, name, subresource), body=body, content_type=content_type
         )
-
-    async def delete(self, resource: Resource, namespace: str | None, name: str) -> None:
-        try:
-            await self._json("DELETE", resource.path(namespace, name))
-        except KubeError as exc:
-            if exc.code != 404:
-                raise
 
 
 def object_key(obj: Mapping[str, Any]) -> tuple[str, str]:

@@ -33,7 +33,6 @@ from extproc.core.provider import ReplicaCounts
 from extproc.envoy.config import istio_cluster_name
 from extproc.envoy.gatewaystats import Confirmation, GatewayStats
 from extproc.envoy.gatewayview import GatewayView
-from extproc.envoy.istio import GATEWAY_STATS_PORT
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import JsonObj, KubeApi
 from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
@@ -55,20 +54,22 @@ _MAX_DOUBLINGS = 5
 
 @dataclass(frozen=True, slots=True)
 class KubernetesOptions:
-    namespaces: tuple[str, ...] = ()
-    pod_name: str = ""
-    pod_namespace: str = "zerohop-system"
-    pod_ip: str = ""
-    service_name: str = "zerohop"
-    scaler_port: int = 9090
-    scale_on_wake: bool = True
-    leader_election: bool = True
-    propagation_delay: float = 0.5
-    envoy_admin: tuple[str, ...] = ()
-    gateway_namespace: str = "istio-system"
-    gateway_selector: str = "istio=ingressgateway"
-    gateway_stats_port: int = GATEWAY_STATS_PORT
-    reconcile: ReconcileOptions | None = None
+    """The provider's part of Settings (`app.server.kubernetes_provider` fills it; no defaults of its own)."""
+
+    namespaces: tuple[str, ...]
+    pod_name: str
+    pod_namespace: str
+    pod_ip: str
+    service_name: str
+    scaler_port: int
+    scale_on_wake: bool
+    leader_election: bool
+    propagation_delay: float
+    envoy_admin: tuple[str, ...]
+    gateway_namespace: str
+    gateway_selector: str
+    gateway_stats_port: int
+    reconcile: ReconcileOptions | None
 
 
 class KubernetesProvider:

@@ -36,14 +36,17 @@ _RESYNC = 60.0
 
 @dataclass(frozen=True, slots=True)
 class ReconcileOptions:
+    """What the leader writes and where (`app.server.kubernetes_provider` fills it from Settings)."""
+
     scaler_address: str
-    manage_scaledobjects: bool = True
-    manage_envoyfilters: bool = False
-    zerohop_namespace: str = "zerohop-system"
-    hold_timeout: float = 60.0
-    gateway_namespace: str = "istio-system"
-    gateway_selector: Mapping[str, str] | None = None
-    gateway_ports: tuple[int, ...] = (80, 443)
+    manage_scaledobjects: bool
+    manage_envoyfilters: bool
+    zerohop_namespace: str
+    service_name: str
+    hold_timeout: float
+    gateway_namespace: str
+    gateway_selector: Mapping[str, str]
+    gateway_ports: tuple[int, ...]
 
 
 def _now() -> str:
@@ -74,7 +77,6 @@ class Reconciler:
         self._gateway = gateway
         self._wake = asyncio.Event()
         self._tasks = BackgroundTasks()
-        self.passes = 0
         self.writes = 0
         self._envoyfilter_hosts: tuple[str, ...] | None = None
 
@@ -103,7 +105,6 @@ class Reconciler:
                 self._wake.set()
 
     async def reconcile(self) -> None:
-        self.passes += 1
         table = self._table()
         targets = {t.key: t for t in table.targets}
         scaled = self._scaled_objects()
@@ -180,6 +181,7 @@ class Reconciler:
         options = self.options
         wanted = istio.envoyfilter(
             options.zerohop_namespace,
+            service_name=options.service_name,
             hold_timeout=options.hold_timeout,
             gateway_namespace=options.gateway_namespace,
             selector=options.gateway_selector,

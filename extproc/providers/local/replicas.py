@@ -70,7 +70,6 @@ class Replica:
         self.port = port
         self.phase = ReplicaPhase.STARTING
         self.started_at = time.monotonic()
-        self.ready_at: float | None = None
         self._cwd = cwd
         self._log_path = log_dir / f"{workload.key.namespace}_{workload.key.name}-{port}.log"
         self.process: asyncio.subprocess.Process | None = None
@@ -109,7 +108,6 @@ class Replica:
                 if self.phase is not ReplicaPhase.STARTING:
                     return False
                 self.phase = ReplicaPhase.READY
-                self.ready_at = time.monotonic()
                 return True
             await asyncio.sleep(probe.period)
         log.warning("replica %s:%d not ready after %.0fs", self.workload.key, self.port, self.workload.startup_timeout)

@@ -56,9 +56,6 @@ class XdsFiles:
         if not (self.directory / RDS_FILE).exists():
             self.write_routes(route_configuration([]))
 
-    def endpoints_path(self, cluster: str) -> Path:
-        return self.directory / eds_file_name(cluster)
-
     def write_endpoints(self, cluster: str, endpoints: Iterable[tuple[str, int]]) -> None:
         self._write(eds_file_name(cluster), [load_assignment(cluster, endpoints)])
 
