@@ -13,6 +13,7 @@ import contextlib
 import logging
 import tempfile
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,17 @@ from extproc.providers.local.xds_files import XdsFiles
 log = logging.getLogger(__name__)
 
 _RELOAD_POLL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LocalStatus:
+    """The local provider's part of /status: where its configuration and xDS files are."""
+
+    config: Path
+    xds_dir: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"provider": "local", "config": str(self.config), "xdsDir": str(self.xds_dir)}
 
 
 class LocalProvider:
@@ -94,8 +106,8 @@ class LocalProvider:
     def ready(self) -> bool:
         return self._core is not None
 
-    def status(self) -> dict[str, Any]:
-        return {"provider": "local", "config": str(self.config_path), "xdsDir": str(self.xds.directory)}
+    def status(self) -> LocalStatus:
+        return LocalStatus(self.config_path, self.xds.directory)
 
     def _stat(self) -> float | None:
         try:
