@@ -265,13 +265,3 @@ def render(families: Iterable[Family]) -> str:
             lines.append(f"{family.name}_sum{_labels(labels)} {_number(total)}")
             lines.append(f"{family.name}_count{_labels(labels)} {count}")
     return "\n".join(lines) + "\n"
-
-
-def parse(text: str) -> dict[str, float]:
-    """Prometheus text back into {"name{labels}": value}: for tests and `zerohop status`."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values
