@@ -168,7 +168,7 @@ class ZerohopServer:
     def status(self) -> dict[str, Any]:
         if self.peers is None:
             return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls)
-        extra = {"peers": self.peers.status()}
+        extra = {"peers": self.peers.status().as_dict()}
         return status_document(
             self.core, self.provider, self.processor.stats, self.scaler.calls, extra, self.peers.known_totals
         )

@@ -23,6 +23,13 @@ class ReplicaCounts:
     ready: int
 
 
+class ProviderStatus(Protocol):
+    """A provider's state at one moment, typed for whoever reads it (metrics) and rendered for /status."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The provider's part of the status document (JSON)."""
+
+
 class Provider(Protocol):
     """Where targets come from and how they are woken."""
 
@@ -44,5 +51,5 @@ class Provider(Protocol):
     def ready(self) -> bool:
         """True once the provider has its initial state (readiness of the whole server)."""
 
-    def status(self) -> dict[str, Any]:
-        """Provider-specific state for the status document."""
+    def status(self) -> ProviderStatus:
+        """Provider-specific state for the status document and the metrics."""

@@ -91,6 +91,40 @@ class _Pod:
         self.error = error
 
 
+@dataclass(frozen=True, slots=True)
+class PodStatsStatus:
+    """One gateway pod's stats as zerohop last saw them; `since` is wall-clock seconds."""
+
+    name: str
+    ip: str
+    stats: PodStatsState
+    error: str
+    since: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ip": self.ip, "stats": self.stats.value, "error": self.error, "since": self.since}
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatsStatus:
+    """The gateway pods' stats at one moment: for /status and the gateway metrics."""
+
+    stats_port: int
+    pods: tuple[PodStatsStatus, ...]
+    fetches: int
+    fetch_errors: int
+    confirmations: tuple[tuple[Confirmation, int], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "statsPort": self.stats_port,
+            "pods": [pod.as_dict() for pod in self.pods],
+            "fetches": self.fetches,
+            "fetchErrors": self.fetch_errors,
+            "confirmations": {outcome.value: count for outcome, count in self.confirmations},
+        }
+
+
 class GatewayStats:
     """Waits until every Ready gateway pod can route to a cluster, from the pods' Prometheus stats."""
 
@@ -307,23 +341,9 @@ class GatewayStats:
 
     # --- lifecycle and views ----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "statsPort": self.port,
-            "pods": [
-                {
-                    "name": state.pod.name,
-                    "ip": state.pod.ip,
-                    "stats": state.state.value,
-                    "error": state.error,
-                    "since": state.since,
-                }
-                for state in self._pods.values()
-            ],
-            "fetches": self.fetches,
-            "fetchErrors": self.fetch_errors,
-            "confirmations": {outcome.value: count for outcome, count in self.confirmations.items()},
-        }
+    def status(self) -> GatewayStatsStatus:
+        pods = tuple(PodStatsStatus(p.pod.name, p.pod.ip, p.state, p.error, p.since) for p in self._pods.values())
+        return GatewayStatsStatus(self.port, pods, self.fetches, self.fetch_errors, tuple(self.confirmations.items()))
 
     async def close(self) -> None:
         await self._tasks.close()

@@ -81,6 +81,42 @@ class Peer:
     last_error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """One other replica as this one sees it; `last_answer_age` is None until it has answered."""
+
+    address: str
+    last_answer_age: float | None
+    failures: int
+    last_error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "lastAnswerAgeSeconds": self.last_answer_age,
+            "failures": self.failures,
+            "lastError": self.last_error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PeersStatus:
+    """The peers at one moment: for /status and the peer metrics."""
+
+    replica: str
+    peers: tuple[PeerStatus, ...]
+    answered: int
+    fetch_errors: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "replica": self.replica,
+            "peers": [peer.as_dict() for peer in self.peers],
+            "answered": self.answered,
+            "fetchErrors": self.fetch_errors,
+        }
+
+
 class Peers:
     """The other replicas: their counts summed into ours (a scaler CountSource), our wakes relayed to them."""
 
@@ -197,19 +233,15 @@ class Peers:
                 if isinstance(result, Exception):
                     log.debug("activation relay to %s failed: %r", peer.address, result)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> PeersStatus:
         now = time.monotonic()
-        return {
-            "replica": self.replica,
-            "peers": [
-                {
-                    "address": peer.address,
-                    "lastAnswerAgeSeconds": round(now - peer.answered_at, 3) if peer.answered_at > 0 else None,
-                    "failures": peer.failures,
-                    "lastError": peer.last_error,
-                }
-                for peer in self._peers.values()
-            ],
-            "answered": self.answered,
-            "fetchErrors": self.fetch_errors,
-        }
+        peers = tuple(
+            PeerStatus(
+                peer.address,
+                round(now - peer.answered_at, 3) if peer.answered_at > 0 else None,
+                peer.failures,
+                peer.last_error,
+            )
+            for peer in self._peers.values()
+        )
+        return PeersStatus(self.replica, peers, self.answered, self.fetch_errors)

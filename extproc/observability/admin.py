@@ -103,7 +103,7 @@ def status_document(
     return {
         **(extra or {}),
         "serverTime": _iso(time.time()),
-        "provider": provider.status() if provider is not None else None,
+        "provider": provider.status().as_dict() if provider is not None else None,
         "version": __version__,
         "targets": [target_status(state, provider, now, all_replicas) for state in core.registry],
         "heldTotal": core.cold_gate.held_total,

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 from extproc import __version__
 from extproc.core.engine import Core
 from extproc.core.provider import Provider
 from extproc.core.registry import TargetState
 from extproc.core.traffic import HOLD_BUCKETS
+from extproc.envoy.gatewaystats import GatewayStatsStatus, PodStatsState
 from extproc.envoy.processor import ProcessorStats
+from extproc.keda.peers import PeersStatus
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -80,7 +82,39 @@ class Sources:
     provider: Provider | None = None
     processor: ProcessorStats | None = None
     scaler_calls: dict[str, int] | None = None
-    peers: Any = None
+    peers: PeerSource | None = None
+
+
+class PeerSource(Protocol):
+    """Where the peer families come from (`keda.peers.Peers`)."""
+
+    def status(self) -> PeersStatus: ...
+
+
+class WatchStatus(Protocol):
+    """What the Kubernetes families read of one watch (`InformerStatus` has it)."""
+
+    @property
+    def resource(self) -> str: ...
+    @property
+    def restarts(self) -> int: ...
+    @property
+    def relists(self) -> int: ...
+    @property
+    def connected(self) -> bool: ...
+
+
+@runtime_checkable
+class ClusterStatus(Protocol):
+    """A provider status with watches, a leader and gateway stats (`KubernetesStatus`): the Kubernetes families
+    come from it without metrics importing the Kubernetes provider (and its client)."""
+
+    @property
+    def leader(self) -> bool: ...
+    @property
+    def informers(self) -> Sequence[WatchStatus]: ...
+    @property
+    def gateway_stats(self) -> GatewayStatsStatus | None: ...
 
 
 def _target(state: TargetState) -> dict[str, str]:
@@ -190,29 +224,28 @@ def collect(sources: Sources) -> list[Family]:
         families.append(calls)
 
     if sources.peers is not None:
-        families += _peer_families(sources.peers)
-    status = sources.provider.status() if sources.provider is not None else {}
-    families += _kubernetes_families(status)
+        families += _peer_families(sources.peers.status())
+    status = sources.provider.status() if sources.provider is not None else None
+    if isinstance(status, ClusterStatus):
+        families += _kubernetes_families(status)
     return families
 
 
-def _peer_families(peers: Any) -> list[Family]:
-    status = peers.status()
+def _peer_families(status: PeersStatus) -> list[Family]:
     known = Family("zerohop.peers", "gauge", "Other zerohop replicas, by state (known, answered last fetch).", "{peer}")
-    known.add(len(status["peers"]), state="known")
-    known.add(status["answered"], state="answered")
+    known.add(len(status.peers), state="known")
+    known.add(status.answered, state="answered")
     errors = Family("zerohop.peer.fetch_errors", "counter", "Peer count fetches that failed.", "{error}")
-    errors.add(status["fetchErrors"])
+    errors.add(status.fetch_errors)
     age = Family("zerohop.peer.last_answer_age", "gauge", "Seconds since each peer last answered.", "s")
-    for peer in status["peers"]:
-        if peer["lastAnswerAgeSeconds"] is not None:
-            age.add(peer["lastAnswerAgeSeconds"], peer=peer["address"])
+    for peer in status.peers:
+        if peer.last_answer_age is not None:
+            age.add(peer.last_answer_age, peer=peer.address)
     return [known, errors, age]
 
 
-def _kubernetes_families(status: dict[str, Any]) -> list[Family]:
-    informers = status.get("informers")
-    if not informers:
+def _kubernetes_families(status: ClusterStatus) -> list[Family]:
+    if not status.informers:
         return []
     restarts = Family(
         "zerohop.kubernetes.watch_restarts",
@@ -222,18 +255,18 @@ def _kubernetes_families(status: dict[str, Any]) -> list[Family]:
     )
     relists = Family("zerohop.kubernetes.relists", "counter", "Full lists after a 410, by resource.", "{relist}")
     connected = Family("zerohop.kubernetes.connected", "gauge", "1 while the watch of a resource is connected.")
-    for informer in informers:
-        resource = informer["resource"]
-        restarts.add(informer["restarts"], resource=resource)
-        relists.add(informer["relists"], resource=resource)
-        connected.add(1 if informer["connected"] else 0, resource=resource)
+    for informer in status.informers:
+        resource = informer.resource
+        restarts.add(informer.restarts, resource=resource)
+        relists.add(informer.relists, resource=resource)
+        connected.add(1 if informer.connected else 0, resource=resource)
     leader = Family("zerohop.leader", "gauge", "1 while this replica holds the leader Lease.")
-    leader.add(1 if status.get("leader") else 0)
-    return [restarts, relists, connected, leader, *_gateway_families(status.get("gateway") or {})]
+    leader.add(1 if status.leader else 0)
+    return [restarts, relists, connected, leader, *_gateway_families(status.gateway_stats)]
 
 
-def _gateway_families(gateway: dict[str, Any]) -> list[Family]:
-    if gateway.get("source") != "pod-stats":
+def _gateway_families(gateway: GatewayStatsStatus | None) -> list[Family]:
+    if gateway is None:
         return []
     readable = Family(
         "zerohop.gateway.pod_stats_readable",
@@ -241,18 +274,18 @@ def _gateway_families(gateway: dict[str, Any]) -> list[Family]:
         "1 while zerohop can read a gateway pod's Envoy stats (routability is exact for it), 0 while it "
         "falls back to --propagation-delay for it, by pod and state (ok, unknown, unreachable, no-stats).",
     )
-    for pod in gateway.get("pods", []):
-        readable.add(1 if pod["stats"] == "ok" else 0, pod=pod["name"], state=pod["stats"])
+    for pod in gateway.pods:
+        readable.add(1 if pod.stats is PodStatsState.OK else 0, pod=pod.name, state=pod.stats.value)
     confirmations = Family(
         "zerohop.gateway.confirmations",
         "counter",
         "Cold starts confirmed routable, by how: stats (every gateway pod had it), fallback or no_pods (a delay).",
         "{confirmation}",
     )
-    for how, count in sorted(gateway.get("confirmations", {}).items()):
+    for how, count in sorted((outcome.value, count) for outcome, count in gateway.confirmations):
         confirmations.add(count, how=how)
     errors = Family("zerohop.gateway.stats_errors", "counter", "Gateway pod stats fetches that failed.", "{error}")
-    errors.add(gateway.get("fetchErrors", 0))
+    errors.add(gateway.fetch_errors)
     return [readable, confirmations, errors]
 
 
@@ -288,13 +321,3 @@ def render(families: Iterable[Family]) -> str:
             lines.append(f"{family.name}_sum{_labels(labels)} {_number(total)}")
             lines.append(f"{family.name}_count{_labels(labels)} {count}")
     return "\n".join(lines) + "\n"
-
-
-def parse(text: str) -> dict[str, float]:
-    """Prometheus text back into {"name{labels}": value}: for tests and `zerohop status`."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            values[key] = float(value)
-    return values

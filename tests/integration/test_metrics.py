@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from extproc.observability import metrics
+from tests import promtext
 from tests.helpers import wait_for
 from tests.integration.stack import Stack, app, httpso, never_ready
 
@@ -31,7 +31,7 @@ async def scrape(stack: Stack) -> dict[str, float]:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        return metrics.parse(await response.text())
+        return promtext.parse(await response.text())
 
 
 def series(metric: str, **labels: str) -> str:

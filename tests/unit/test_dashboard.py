@@ -16,8 +16,12 @@ import pytest
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.provider import ReplicaCounts
+from extproc.envoy.gatewaystats import Confirmation, GatewayStatsStatus, PodStatsState, PodStatsStatus
 from extproc.envoy.processor import ProcessorStats
+from extproc.keda.peers import PeersStatus, PeerStatus
 from extproc.observability import metrics
+from extproc.providers.kubernetes.informer import InformerStatus
+from extproc.providers.kubernetes.provider import GatewayStatus, KubernetesStatus
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DASHBOARD = DOCS / "grafana-dashboard.json"
@@ -47,21 +51,18 @@ class KubernetesLikeProvider:
     def replicas(self, key: TargetKey) -> ReplicaCounts:
         return ReplicaCounts(desired=2, ready=1)
 
-    def status(self) -> dict[str, Any]:
-        informer = {"resource": "httpscaledobjects", "restarts": 0, "relists": 0, "connected": True}
-        gateway = {
-            "source": "pod-stats",
-            "pods": [{"name": "istio-ingressgateway-0", "stats": "ok"}],
-            "confirmations": {"stats": 1},
-            "fetchErrors": 0,
-        }
-        return {"provider": "kubernetes", "leader": True, "informers": [informer], "gateway": gateway}
+    def status(self) -> KubernetesStatus:
+        informer = InformerStatus("httpscaledobjects", True, True, 1, 0, 0, "")
+        pod = PodStatsStatus("istio-ingressgateway-0", "10.0.0.9", PodStatsState.OK, "", 0.0)
+        stats = GatewayStatsStatus(15090, (pod,), 1, 0, ((Confirmation.STATS, 1),))
+        gateway = GatewayStatus("pod-stats", stats=stats)
+        return KubernetesStatus("zerohop-0", True, "zerohop-0", (informer,), 0, gateway)
 
 
 class Peers:
-    def status(self) -> dict[str, Any]:
-        peer = {"address": "10.0.0.7:9092", "lastAnswerAgeSeconds": 0.5, "failures": 0, "lastError": None}
-        return {"replica": "10.0.0.6:9092", "peers": [peer], "answered": 1, "fetchErrors": 0}
+    def status(self) -> PeersStatus:
+        peer = PeerStatus("10.0.0.7:9092", 0.5, 0, "")
+        return PeersStatus("10.0.0.6:9092", (peer,), 1, 0)
 
 
 def every_family() -> list[metrics.Family]:

@@ -139,7 +139,7 @@ async def test_a_pod_without_the_stats_inclusion_is_blind_and_the_fallback_delay
         assert loop.time() - started >= 0.3
         assert view.blind_pods() == ["gw-1"]
         assert changes == [1]
-        assert view.status()["pods"][1]["stats"] == PodStatsState.NO_STATS.value
+        assert view.status().pods[1].stats is PodStatsState.NO_STATS
         await view.close()
 
 

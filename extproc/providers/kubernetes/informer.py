@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from extproc.core.background import BackgroundTasks
@@ -24,6 +25,30 @@ ChangeHandler = Callable[[str, JsonObj | None, JsonObj | None], None]
 _BACKOFF_FIRST = 0.2
 _BACKOFF_MAX = 30.0
 _WATCH_SECONDS = (240, 300)
+
+
+@dataclass(frozen=True, slots=True)
+class InformerStatus:
+    """One watch at one moment: its health for /status and the Kubernetes metrics."""
+
+    resource: str
+    synced: bool
+    connected: bool
+    objects: int
+    relists: int
+    restarts: int
+    last_error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "resource": self.resource,
+            "synced": self.synced,
+            "connected": self.connected,
+            "objects": self.objects,
+            "relists": self.relists,
+            "restarts": self.restarts,
+            "lastError": self.last_error,
+        }
 
 
 class Informer:
@@ -145,13 +170,13 @@ class Informer:
         except Exception:
             log.exception("%s: change handler failed", self.name)
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "resource": self.name,
-            "synced": self.synced.is_set(),
-            "connected": self.connected,
-            "objects": len(self.cache),
-            "relists": self.relists,
-            "restarts": self.restarts,
-            "lastError": self.last_error,
-        }
+    def status(self) -> InformerStatus:
+        return InformerStatus(
+            self.name,
+            self.synced.is_set(),
+            self.connected,
+            len(self.cache),
+            self.relists,
+            self.restarts,
+            self.last_error,
+        )

@@ -24,20 +24,20 @@ import logging
 import socket
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from extproc.core.background import BackgroundTasks
 from extproc.core.engine import Core
 from extproc.core.httpso import ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
 from extproc.envoy.config import istio_cluster_name
-from extproc.envoy.gatewaystats import Confirmation, GatewayStats
+from extproc.envoy.gatewaystats import Confirmation, GatewayStats, GatewayStatsStatus
 from extproc.envoy.gatewayview import GatewayView
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import JsonObj, KubeApi
 from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
 from extproc.providers.kubernetes.gatewaypods import PODS, ready_gateway_pods
-from extproc.providers.kubernetes.informer import Informer
+from extproc.providers.kubernetes.informer import Informer, InformerStatus
 from extproc.providers.kubernetes.leader import LeaderElector
 from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
 from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
@@ -70,6 +70,54 @@ class KubernetesOptions:
     gateway_selector: str
     gateway_stats_port: int
     reconcile: ReconcileOptions | None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStatus:
+    """How zerohop learns that the gateway can route (`source`), with what that source knows."""
+
+    source: Literal["envoy-admin", "delay", "pod-stats"]
+    admin: tuple[str, ...] = ()  # envoy-admin: the admin URLs
+    propagation_delay: float = 0.0  # delay: the delay after readiness
+    stats: GatewayStatsStatus | None = None  # pod-stats: the pods' stats
+    pod_informer: InformerStatus | None = None  # pod-stats: the watch of the gateway pods, once started
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.source == "envoy-admin":
+            return {"source": self.source, "admin": list(self.admin)}
+        if self.source == "delay":
+            return {"source": self.source, "propagationDelay": self.propagation_delay}
+        document: dict[str, Any] = {"source": self.source, **(self.stats.as_dict() if self.stats else {})}
+        if self.pod_informer is not None:
+            document["podInformer"] = self.pod_informer.as_dict()
+        return document
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesStatus:
+    """The Kubernetes provider at one moment: for /status and the Kubernetes metrics."""
+
+    identity: str
+    leader: bool
+    lease_holder: str | None
+    informers: tuple[InformerStatus, ...]
+    scale_patches: int
+    gateway: GatewayStatus
+
+    @property
+    def gateway_stats(self) -> GatewayStatsStatus | None:
+        return self.gateway.stats
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": "kubernetes",
+            "identity": self.identity,
+            "leader": self.leader,
+            "leaseHolder": self.lease_holder,
+            "informers": [informer.as_dict() for informer in self.informers],
+            "scalePatches": self.scale_patches,
+            "gateway": self.gateway.as_dict(),
+        }
 
 
 class KubernetesProvider:
@@ -209,27 +257,24 @@ class KubernetesProvider:
         if self.api is not None and not isinstance(self._api_source, KubeApi):
             await self.api.close()
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "provider": "kubernetes",
-            "identity": self.identity,
-            "leader": self.elector.leading if self.elector is not None else self.reconciler is not None,
-            "leaseHolder": self.elector.holder if self.elector is not None else None,
-            "informers": [informer.status() for informer in self._informers],
-            "scalePatches": self.scale_patches,
-            "gateway": self.gateway_status(),
-        }
+    def status(self) -> KubernetesStatus:
+        return KubernetesStatus(
+            identity=self.identity,
+            leader=self.elector.leading if self.elector is not None else self.reconciler is not None,
+            lease_holder=self.elector.holder if self.elector is not None else None,
+            informers=tuple(informer.status() for informer in self._informers),
+            scale_patches=self.scale_patches,
+            gateway=self.gateway_status(),
+        )
 
-    def gateway_status(self) -> dict[str, Any]:
+    def gateway_status(self) -> GatewayStatus:
         """How zerohop learns that the gateway can route: from which pods' stats, or by a delay."""
         if self.options.envoy_admin:
-            return {"source": "envoy-admin", "admin": list(self.options.envoy_admin)}
+            return GatewayStatus("envoy-admin", admin=self.options.envoy_admin)
         if self.gateway_stats is None:
-            return {"source": "delay", "propagationDelay": self.options.propagation_delay}
-        status = {"source": "pod-stats", **self.gateway_stats.status()}
-        if self._gateway_pods is not None:
-            status["podInformer"] = self._gateway_pods.status()
-        return status
+            return GatewayStatus("delay", propagation_delay=self.options.propagation_delay)
+        pod_informer = self._gateway_pods.status() if self._gateway_pods is not None else None
+        return GatewayStatus("pod-stats", stats=self.gateway_stats.status(), pod_informer=pod_informer)
 
     def gateway_condition(self) -> Condition:
         """The HTTPScaledObjects' GatewayVisible condition: can zerohop see when the gateway can route?"""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,17 @@ from extproc.providers.local.xds_files import XdsFiles
 log = logging.getLogger(__name__)
 
 _RELOAD_POLL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LocalStatus:
+    """The local provider's part of /status: where its configuration and xDS files are."""
+
+    config: Path
+    xds_dir: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"provider": "local", "config": str(self.config), "xdsDir": str(self.xds_dir)}
 
 
 class LocalProvider:
@@ -91,8 +103,8 @@ class LocalProvider:
     def ready(self) -> bool:
         return self._core is not None
 
-    def status(self) -> dict[str, Any]:
-        return {"provider": "local", "config": str(self.config_path), "xdsDir": str(self.xds.directory)}
+    def status(self) -> LocalStatus:
+        return LocalStatus(self.config_path, self.xds.directory)
 
     def _stat(self) -> float | None:
         try:
