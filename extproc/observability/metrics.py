@@ -141,6 +141,36 @@ def collect(sources: Sources) -> list[Family]:
         families += _peer_families(sources.peers)
     status = sources.provider.status() if sources.provider is not None else {}
     families += _kubernetes_families(status)
+    families += _config_families(status)
+    return families
+
+
+def _config_families(status: dict[str, Any]) -> list[Family]:
+    reload = status.get("reload")
+    if not reload:
+        return []
+    success = Family(
+        "zerohop_config_reload_success",
+        "gauge",
+        "1 when the last config (re)load applied the file as written; 0 when it failed or rejected a document.",
+    )
+    success.add(1 if reload.get("success") else 0)
+    families = [success]
+    if reload.get("lastSuccessTimestamp") is not None:
+        last = Family(
+            "zerohop_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "When the config file was last applied as written (Unix time).",
+        )
+        last.add(reload["lastSuccessTimestamp"])
+        families.append(last)
+    rejected = Family(
+        "zerohop_config_rejected_documents",
+        "gauge",
+        "Documents of the config file left out or kept at their last good version.",
+    )
+    rejected.add(sum(1 for p in status.get("problems") or [] if p.get("severity") == "error" and p.get("document")))
+    families.append(rejected)
     return families
 
 
