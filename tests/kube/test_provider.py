@@ -68,6 +68,9 @@ async def test_invalid_objects_get_a_condition_and_never_break_valid_routes(kube
         assert (nosvc["status"], nosvc["reason"]) == ("False", "ServiceNotFound")
         good = await emu.wait_until(lambda: ready_condition(emu, "good"))
         assert good["status"] == "True"
+        problems = {p["name"]: p["message"] for p in server.provider.status()["problems"]}
+        assert set(problems) == {"default/both", "default/noport"}
+        assert "set either requestRate or concurrency" in problems["default/both"]
         assert emu.get(KEDA, "ScaledObject", "both") is None
 
 
