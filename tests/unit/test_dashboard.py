@@ -55,7 +55,12 @@ class KubernetesLikeProvider:
             "confirmations": {"stats": 1},
             "fetchErrors": 0,
         }
-        return {"provider": "kubernetes", "leader": True, "informers": [informer], "gateway": gateway}
+        # The local provider's reload state, so the config families are collected too.
+        reload = {"success": True, "lastSuccessTimestamp": 1.7e9}
+        return {"provider": "kubernetes", "leader": True, "informers": [informer], "gateway": gateway} | {
+            "reload": reload,
+            "problems": [],
+        }
 
 
 class Peers:
