@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from extproc.core.durations import format_duration, parse_duration
+from extproc.core.engine import Core
 from extproc.core.httpso import (
     InvalidSpec,
     MetricKind,
@@ -233,3 +234,20 @@ def test_a_target_without_hosts_or_paths_is_a_catch_all_notice() -> None:
     target = parse(document(hosts=[]))
     assert target.catch_all
     assert target.notices() == ["shop/app: neither hosts nor pathPrefixes: it matches every host and path"]
+
+
+def test_core_logs_each_notice_once_per_object(caplog: pytest.LogCaptureFixture) -> None:
+    core = Core(hold_timeout=5, max_held_per_target=1, max_held_total=1)
+    catch_all = parse(document(hosts=[]))
+    with caplog.at_level("WARNING"):
+        core.apply_targets([catch_all], {})
+        core.apply_targets([catch_all], {})
+        core.apply_targets([parse(document(hosts=[], replicas={"max": 3}))], {})
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == ["shop/app: neither hosts nor pathPrefixes: it matches every host and path"]
+    # Fixed, then broken again: said again.
+    core.apply_targets([parse(document())], {})
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        core.apply_targets([catch_all], {})
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
