@@ -174,6 +174,7 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
     problems: list[Problem] = []
     kept: list[TargetKey] = []
     unidentified = False
+    last_good = previous.by_key if previous is not None else {}
     for index, document in enumerate(documents):
         kind, name = _identity(document)
         try:
@@ -195,8 +196,8 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
             message = str(exc)
             key = _key(document) if kind in (httpso.KIND, KIND) else None
             if previous is not None and key is not None:
-                if kind == httpso.KIND and key in previous.by_key and key not in targets:
-                    targets[key] = previous.by_key[key]
+                if kind == httpso.KIND and key in last_good and key not in targets:
+                    targets[key] = last_good[key]
                     kept.append(key)
                     message += "; keeping its last good version"
                 elif kind == KIND and key in previous.workloads and key not in workloads:
@@ -207,7 +208,7 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
             problems.append(Problem(source, index + 1, kind, name, message))
     if previous is not None and unidentified:
         # Which target the broken document was is unknown: remove nothing until the file is clean.
-        for key, target in previous.by_key.items():
+        for key, target in last_good.items():
             if key not in targets:
                 targets[key] = target
                 kept.append(key)
