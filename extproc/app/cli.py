@@ -74,10 +74,17 @@ def _bootstrap(args: argparse.Namespace) -> int:
     xds_dir = args.xds_dir.resolve()
     # Envoy refuses to start on a missing xDS file; zerohop replaces these when it starts.
     XdsFiles(xds_dir).prepare()
-    bootstrap = local_bootstrap(ports, xds_dir, max_message_timeout=args.hold_timeout + 5.0)
+    bootstrap = local_bootstrap(ports, xds_dir, max_message_timeout=args.hold_timeout + 5.0, otlp=args.otlp_endpoint)
     json.dump(bootstrap, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or "/" in value or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. otel-collector:4317), got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def _envoyfilter(args: argparse.Namespace) -> int:
@@ -164,6 +171,13 @@ def parser() -> argparse.ArgumentParser:
     boot.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default 9901)")
     boot.add_argument(
         "--hold-timeout", type=parse_duration, default=60.0, help="zerohop's --hold-timeout (default 60s)"
+    )
+    boot.add_argument(
+        "--otlp-endpoint",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="trace requests with Envoy's OpenTelemetry tracer, exporting OTLP/gRPC (plaintext) to this "
+        "collector; zerohop's hold spans join these traces (docs/observability.md)",
     )
 
     istio = commands.add_parser(
