@@ -202,24 +202,27 @@ def _config_families(status: dict[str, Any]) -> list[Family]:
     if not reload:
         return []
     success = Family(
-        "zerohop_config_reload_success",
+        "zerohop.config.reload_success",
         "gauge",
         "1 when the last config (re)load applied the file as written; 0 when it failed or rejected a document.",
     )
     success.add(1 if reload.get("success") else 0)
     families = [success]
+    # Always declared (OTLP instruments are created from the first collection), sampled once there is one.
+    last = Family(
+        "zerohop.config.last_reload_success_timestamp",
+        "gauge",
+        "When the config file was last applied as written (Unix time).",
+        "s",
+    )
     if reload.get("lastSuccessTimestamp") is not None:
-        last = Family(
-            "zerohop_config_last_reload_success_timestamp_seconds",
-            "gauge",
-            "When the config file was last applied as written (Unix time).",
-        )
         last.add(reload["lastSuccessTimestamp"])
-        families.append(last)
+    families.append(last)
     rejected = Family(
-        "zerohop_config_rejected_documents",
+        "zerohop.config.rejected_documents",
         "gauge",
         "Documents of the config file left out or kept at their last good version.",
+        "{document}",
     )
     rejected.add(sum(1 for p in status.get("problems") or [] if p.get("severity") == "error" and p.get("document")))
     families.append(rejected)
