@@ -186,10 +186,40 @@ def footer(document: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def problems(document: Mapping[str, Any], now: datetime.datetime) -> list[str]:
+    """One `!` line per configuration problem: a failed reload (the previous config stays), each rejected or
+    questionable document with its file, index, kind and name, and since when."""
+    provider = document.get("provider") or {}
+    lines: list[str] = []
+    reload = provider.get("reload") or {}
+    error = reload.get("error")
+    if isinstance(error, Mapping):
+        last = reload.get("lastSuccess")
+        good = f"; last applied {_since(last, now)}" if last else ""
+        lines.append(
+            f"! config reload failed, the previous config stays: {error.get('message')} "
+            f"(since {_since(error.get('since'), now)}{good})"
+        )
+    for problem in provider.get("problems") or []:
+        where = f"{problem['file']}: " if problem.get("file") else ""
+        if problem.get("document"):
+            where += f"document {problem['document']} "
+        if problem.get("kind") or problem.get("name"):
+            where += f"({problem.get('kind') or '?'} {problem.get('name') or '?'}) "
+        since = f" (since {_since(problem.get('since'), now)})" if problem.get("since") else ""
+        mark = "!" if problem.get("severity", "error") == "error" else "~"
+        lines.append(f"{mark} {where.strip()}: {problem.get('message')}{since}")
+    return lines
+
+
 def render(document: Mapping[str, Any], now: datetime.datetime) -> str:
-    """The table of targets and the footer line; `now` (timezone-aware) dates the last cold starts."""
+    """The table of targets, configuration problems and the footer line; `now` (timezone-aware) dates the
+    last cold starts and the problems."""
     targets = document.get("targets") or []
     lines = table([COLUMNS, *(row(t, now) for t in targets)]) if targets else ["no targets"]
+    found = problems(document, now)
+    if found:
+        lines += ["", *found]
     lines += ["", footer(document)]
     return "\n".join(lines) + "\n"
 

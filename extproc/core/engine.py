@@ -3,6 +3,7 @@ activation bus of one zerohop process. Providers reach it through `extproc.core.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 from extproc.core.activation import ActivationBus
@@ -11,6 +12,8 @@ from extproc.core.httpso import ScaledTarget, TargetKey
 from extproc.core.provider import Provider
 from extproc.core.registry import InFlightMode, TargetRegistry
 from extproc.core.routing import Router, RouteTable
+
+log = logging.getLogger(__name__)
 
 
 class Core:
@@ -37,6 +40,7 @@ class Core:
         self.router = Router()
         self.cold_gate.add_wake_hook(self.bus.publish)
         self.cold_gate.add_watch_hook(self._watching)
+        self._noticed: set[str] = set()
 
     def _watching(self, key: TargetKey, _on: bool) -> None:
         state = self.registry.get(key)
@@ -45,8 +49,18 @@ class Core:
 
     def apply_targets(self, targets: Iterable[ScaledTarget], clusters: Mapping[str, TargetKey]) -> None:
         """Replace the set of targets; `clusters` maps gateway cluster names to the target they serve."""
+        targets = list(targets)
         states = self.registry.sync(targets)
         self.router.publish(RouteTable(states.values(), clusters))
+        self._notice(targets)
+
+    def _notice(self, targets: list[ScaledTarget]) -> None:
+        # Once per object and notice, whichever provider the targets came from; a notice that goes away and
+        # comes back (the field removed, then added again) is said again.
+        current = {line for target in targets for line in target.notices()}
+        for line in sorted(current - self._noticed):
+            log.warning("%s", line)
+        self._noticed = current
 
     def set_routable(self, key: TargetKey, routable: bool, *, guessed: bool = False) -> None:
         """Whether the gateway can route to `key` now; `guessed` when the provider could not see the gateway

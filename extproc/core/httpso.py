@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from extproc.core.durations import parse_duration
+from extproc.core.fieldcheck import LEAF, Tree, UnknownField, unknown_fields
 
 API_GROUP = "http.keda.sh"
 API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -34,6 +35,54 @@ DEFAULT_FAILOVER_TIMEOUT_SECONDS = 30
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?)*$")
 _UNSAFE_METRIC_CHARS = re.compile(r"[^-.0-9A-Za-z]")
+
+
+# Every field of the add-on's v1alpha1 HTTPScaledObject (and Kubernetes' ObjectMeta): the names a document may use.
+OBJECT_META: Tree = dict.fromkeys(
+    (
+        "name",
+        "namespace",
+        "generateName",
+        "labels",
+        "annotations",
+        "uid",
+        "generation",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "finalizers",
+        "ownerReferences",
+        "managedFields",
+        "selfLink",
+    ),
+    LEAF,
+)
+_PORT_REF: Tree = {"service": LEAF, "port": LEAF, "portName": LEAF}
+SPEC_FIELDS: Tree = {
+    "hosts": LEAF,
+    "pathPrefixes": LEAF,
+    "headers": [{"name": LEAF, "value": LEAF}],
+    "scaleTargetRef": {"name": LEAF, "deployment": LEAF, "apiVersion": LEAF, "kind": LEAF, **_PORT_REF},
+    "coldStartTimeoutFailoverRef": {**_PORT_REF, "timeoutSeconds": LEAF},
+    "replicas": {"min": LEAF, "max": LEAF},
+    "targetPendingRequests": LEAF,
+    "scaledownPeriod": LEAF,
+    "initialCooldownPeriod": LEAF,
+    "scalingMetric": {
+        "concurrency": {"targetValue": LEAF},
+        "requestRate": {"targetValue": LEAF, "window": LEAF, "granularity": LEAF},
+    },
+    "timeouts": {"conditionWait": LEAF, "responseHeader": LEAF},
+    "placeholderConfig": dict.fromkeys(("enabled", "refreshInterval", "statusCode", "headers", "content"), LEAF),
+}
+FIELDS: Tree = {"apiVersion": LEAF, "kind": LEAF, "metadata": OBJECT_META, "spec": SPEC_FIELDS, "status": LEAF}
+
+# Add-on fields zerohop accepts (so manifests migrate unchanged) but does not act on, and what happens instead.
+IGNORED_FIELDS: Mapping[str, str] = {
+    "coldStartTimeoutFailoverRef": "held requests are never sent to a failover service; they wait or time out",
+    "placeholderConfig": "held browsers get zerohop's own waiting page, not this placeholder",
+}
 
 
 class InvalidSpec(ValueError):
@@ -117,6 +166,24 @@ class ScaledTarget:
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     uid: str = field(default="", compare=False)
     generation: int = field(default=0, compare=False)
+    # Fields the document has that zerohop does not know (typos), and add-on fields it accepts but ignores.
+    unknown: tuple[UnknownField, ...] = field(default=(), compare=False)
+    ignored: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def catch_all(self) -> bool:
+        """Neither hosts nor path prefixes: the target matches every request its headers allow."""
+        return not self.hosts and not self.path_prefixes
+
+    def notices(self) -> list[str]:
+        """What an operator should hear about this target once: typos, ignored add-on fields, a catch-all."""
+        lines = [f"{self.key}: {problem} (ignored)" for problem in self.unknown]
+        lines += [
+            f"{self.key}: spec.{name} is accepted but not acted on: {IGNORED_FIELDS[name]}" for name in self.ignored
+        ]
+        if self.catch_all:
+            lines.append(f"{self.key}: neither hosts nor pathPrefixes: it matches every host and path")
+        return lines
 
     @property
     def metric_name(self) -> str:
@@ -148,10 +215,16 @@ def normalize_host(host: str) -> str:
     return host.rstrip(".")
 
 
-def parse(document: Mapping[str, Any], default_namespace: str = "default") -> ScaledTarget:
-    """Validate one HTTPScaledObject document (a dict as read from YAML or the API) into a ScaledTarget."""
+def parse(document: Mapping[str, Any], default_namespace: str = "default", *, strict: bool = False) -> ScaledTarget:
+    """Validate one HTTPScaledObject document (a dict as read from YAML or the API) into a ScaledTarget.
+
+    Fields no HTTPScaledObject has are an InvalidSpec when `strict` (a config file zerohop reads itself);
+    otherwise (the API server, whose schema prunes them) they are kept in `ScaledTarget.unknown`."""
     if not isinstance(document, Mapping):
         raise InvalidSpec("document is not a mapping")
+    unknown = tuple(unknown_fields(document, FIELDS))
+    if unknown and strict:
+        raise InvalidSpec("; ".join(str(problem) for problem in unknown))
     kind = document.get("kind")
     if kind != KIND:
         raise InvalidSpec(f"kind: expected {KIND}, got {kind!r}")
@@ -181,7 +254,17 @@ def parse(document: Mapping[str, Any], default_namespace: str = "default") -> Sc
         annotations=_string_map(metadata.get("annotations"), "metadata.annotations"),
         uid=str(metadata.get("uid") or ""),
         generation=int(metadata.get("generation") or 0),
+        unknown=unknown,
+        ignored=_ignored(spec),
     )
+
+
+def _ignored(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    names = [name for name in IGNORED_FIELDS if spec.get(name) is not None]
+    placeholder = spec.get("placeholderConfig")
+    if isinstance(placeholder, Mapping) and placeholder.get("enabled") is False:
+        names.remove("placeholderConfig")  # switched off: nothing is lost by ignoring it
+    return tuple(names)
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:

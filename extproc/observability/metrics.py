@@ -117,6 +117,18 @@ class ClusterStatus(Protocol):
     def gateway_stats(self) -> GatewayStatsStatus | None: ...
 
 
+@runtime_checkable
+class ConfigStatus(Protocol):
+    """A provider status that reloads a config file (`LocalStatus`): the config families come from it."""
+
+    @property
+    def reload_success(self) -> bool: ...
+    @property
+    def last_reload_success(self) -> float | None: ...
+    @property
+    def rejected_documents(self) -> int: ...
+
+
 def _target(state: TargetState) -> dict[str, str]:
     return {"namespace": state.key.namespace, "name": state.key.name}
 
@@ -228,6 +240,37 @@ def collect(sources: Sources) -> list[Family]:
     status = sources.provider.status() if sources.provider is not None else None
     if isinstance(status, ClusterStatus):
         families += _kubernetes_families(status)
+    if isinstance(status, ConfigStatus):
+        families += _config_families(status)
+    return families
+
+
+def _config_families(status: ConfigStatus) -> list[Family]:
+    success = Family(
+        "zerohop.config.reload_success",
+        "gauge",
+        "1 when the last config (re)load applied the file as written; 0 when it failed or rejected a document.",
+    )
+    success.add(1 if status.reload_success else 0)
+    families = [success]
+    # Always declared (OTLP instruments are created from the first collection), sampled once there is one.
+    last = Family(
+        "zerohop.config.last_reload_success_timestamp",
+        "gauge",
+        "When the config file was last applied as written (Unix time).",
+        "s",
+    )
+    if status.last_reload_success is not None:
+        last.add(status.last_reload_success)
+    families.append(last)
+    rejected = Family(
+        "zerohop.config.rejected_documents",
+        "gauge",
+        "Documents of the config file left out or kept at their last good version.",
+        "{document}",
+    )
+    rejected.add(status.rejected_documents)
+    families.append(rejected)
     return families
 
 

@@ -8,7 +8,8 @@ History lives in the browser only; the server keeps no samples for it.
 Stable hooks for tests and scripts: each card is `section.card[data-target="ns/name"]` with
 `[data-field=...]` values; each chart is `svg.chart[data-series=rate|inFlight|ready]` (viewBox 300x40) carrying
 `data-points`, `data-max` and `data-span` (seconds drawn), and its `path.line` holds the points as
-`Mx,yLx,y...`, the newest at x=300, with a new `M` where polling had a gap.
+`Mx,yLx,y...`, the newest at x=300, with a new `M` where polling had a gap. Configuration problems (a failed
+reload, rejected documents) are `#problems li[data-problem=reload|error|warning]`, shown above the cards.
 """
 
 from __future__ import annotations
@@ -66,6 +67,12 @@ svg.chart[data-series="ready"] { color: var(--ready); }
 svg.chart path.line { fill: none; stroke: currentColor; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
 svg.chart path.area { fill: currentColor; stroke: none; opacity: 0.15; }
 #empty { color: var(--dim); }
+#problems { border: 1px solid var(--warn); border-radius: 8px; padding: 8px 14px; margin: 0 0 14px;
+  background: var(--card); }
+#problems h2 { color: var(--warn); }
+#problems ul { margin: 6px 0 0; padding-left: 18px; }
+#problems li { overflow-wrap: anywhere; }
+#problems li[data-problem="warning"] { color: var(--dim); }
 </style>
 </head>
 <body data-state="connecting">
@@ -75,6 +82,7 @@ svg.chart path.area { fill: currentColor; stroke: none; opacity: 0.15; }
   <span id="updated"></span>
 </header>
 <p id="summary"></p>
+<section id="problems" hidden><h2>Configuration problems</h2><ul id="problem-list"></ul></section>
 <main id="targets"></main>
 <p id="empty" hidden>No targets: no HTTPScaledObject is loaded.</p>
 <template id="card-template">
@@ -174,6 +182,36 @@ function summary(doc) {
   return parts.join("; ");
 }
 
+function problemLines(provider, now) {
+  const lines = [];
+  const since = (iso) => (iso ? ", since " + age((now - Date.parse(iso)) / 1000) : "");
+  const reload = provider.reload || {};
+  if (reload.error) {
+    const good = reload.lastSuccess ? "; last applied " + age((now - Date.parse(reload.lastSuccess)) / 1000) : "";
+    lines.push(["reload", "config reload failed, the previous config stays: " + reload.error.message
+      + since(reload.error.since) + good]);
+  }
+  for (const p of provider.problems || []) {
+    let where = p.file ? p.file + ": " : "";
+    if (p.document) where += "document " + p.document + " ";
+    if (p.kind || p.name) where += "(" + (p.kind || "?") + " " + (p.name || "?") + ") ";
+    lines.push([p.severity || "error", where.trim() + ": " + p.message + since(p.since)]);
+  }
+  return lines;
+}
+
+function renderProblems(doc, now) {
+  const list = $("problem-list");
+  list.replaceChildren();
+  for (const [kind, text] of problemLines(doc.provider || {}, now)) {
+    const item = document.createElement("li");
+    item.dataset.problem = kind;
+    item.textContent = text;
+    list.appendChild(item);
+  }
+  $("problems").hidden = list.children.length === 0;
+}
+
 function cardFor(name) {
   for (const card of $("targets").children) {
     if (card.dataset.target === name) return card;
@@ -250,6 +288,7 @@ function draw(card, samples, now) {
 function render(doc, now) {
   $("version").textContent = doc.version || "";
   $("summary").textContent = summary(doc);
+  renderProblems(doc, now);
   const seen = new Set();
   for (const target of doc.targets || []) {
     seen.add(target.name);

@@ -328,6 +328,50 @@ async def test_status_page_keeps_the_last_data_marked_stale_when_status_fails(tm
     assert requested.count("/status") >= 4
 
 
+async def test_status_page_shows_configuration_problems(tmp_path: Path) -> None:
+    """A failed reload and a rejected document are listed above the cards, with file, document and message."""
+    chromium_binary()
+    document = {
+        "version": "9.9.9",
+        "targets": [],
+        "heldTotal": 0,
+        "extProc": {"streams": 0, "unmatched": 0},
+        "provider": {
+            "provider": "local",
+            "reload": {"success": False, "lastSuccess": None, "error": {"message": "z.yaml: not valid YAML"}},
+            "problems": [
+                {"file": "z.yaml", "document": 2, "kind": "HTTPScaledObject", "name": "b", "severity": "error"}
+                | {"message": "spec.host: unknown field; did you mean hosts?", "since": None}
+            ],
+        },
+    }
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    application = web.Application()
+    statuspage.add_routes(application)
+    application.router.add_get("/status", answer)
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        dom = await chromium(tmp_path, POLLING, "--dump-dom", f"http://127.0.0.1:{port}/")
+    finally:
+        await runner.cleanup()
+
+    section = re.search(r'<section id="problems"([^>]*)>(.*?)</section>', dom, re.DOTALL)
+    assert section is not None
+    assert "hidden" not in section.group(1)
+    items = re.findall(r'<li data-problem="([^"]+)">([^<]*)</li>', section.group(2))
+    assert items == [
+        ("reload", "config reload failed, the previous config stays: z.yaml: not valid YAML"),
+        ("error", "z.yaml: document 2 (HTTPScaledObject b): spec.host: unknown field; did you mean hosts?"),
+    ]
+
+
 def test_the_page_is_self_contained() -> None:
     """No scripts, styles, fonts or images from anywhere: no URL with a scheme or a host, and a CSP that says so."""
     html = statuspage.PAGE

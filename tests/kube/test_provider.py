@@ -68,6 +68,9 @@ async def test_invalid_objects_get_a_condition_and_never_break_valid_routes(kube
         assert (nosvc["status"], nosvc["reason"]) == ("False", "ServiceNotFound")
         good = await emu.wait_until(lambda: ready_condition(emu, "good"))
         assert good["status"] == "True"
+        problems = {p["name"]: p["message"] for p in server.provider.status().as_dict()["problems"]}
+        assert set(problems) == {"default/both", "default/noport"}
+        assert "set either requestRate or concurrency" in problems["default/both"]
         assert emu.get(KEDA, "ScaledObject", "both") is None
 
 
@@ -239,3 +242,46 @@ async def test_the_managed_envoyfilter_points_at_zerohops_own_service(kube_emula
         ext_proc = envoyfilter["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
         cluster = ext_proc["grpc_service"]["envoy_grpc"]["cluster_name"]
         assert cluster == "outbound|9000||zh-edge.edge.svc.cluster.local"
+
+
+def condition_of(emu: KubeEmulator, name: str, kind: str) -> dict[str, object] | None:
+    obj = emu.get(HTTPSO, "HTTPScaledObject", name) or {}
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
+
+
+async def test_fields_zerohop_does_not_act_on_get_a_condition_and_one_warning(
+    kube_emulator: KubeEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu = kube_emulator
+    workload(emu, "app")
+    workload(emu, "typo")
+    workload(emu, "plain")
+    placeholder = {"enabled": True, "statusCode": 503, "content": "starting"}
+    emu.create(httpso("app", placeholderConfig=placeholder))
+    # The emulator keeps unknown fields (a CRD with x-kubernetes-preserve-unknown-fields would too).
+    emu.create(httpso("typo", targetPendingRequest=5))
+    emu.create(httpso("plain"))
+    with caplog.at_level("WARNING"):
+        async with zerohop(emu) as server:
+            assert target_keys(server) == {"default/app", "default/typo", "default/plain"}
+            ignored = await emu.wait_until(lambda: condition_of(emu, "app", "IgnoredFields"))
+            assert (ignored["status"], ignored["reason"]) == ("True", "NotActedOn")
+            assert "spec.placeholderConfig is not acted on" in str(ignored["message"])
+            typo = await emu.wait_until(lambda: condition_of(emu, "typo", "IgnoredFields"))
+            assert typo["reason"] == "UnknownFields"
+            assert "spec.targetPendingRequest: unknown field; did you mean targetPendingRequests?" in str(
+                typo["message"]
+            )
+            await emu.wait_until(lambda: condition_of(emu, "plain", "Ready"))
+            assert condition_of(emu, "plain", "IgnoredFields") is None
+            # Once the field is gone, so is the condition.
+            emu.patch(HTTPSO, "HTTPScaledObject", "app", {"spec": {"placeholderConfig": None}})
+            await emu.wait_until(lambda: condition_of(emu, "app", "IgnoredFields") is None)
+            # An unrelated edit does not repeat the warnings.
+            emu.patch(HTTPSO, "HTTPScaledObject", "typo", {"spec": {"replicas": {"max": 4}}})
+            await wait_for(
+                lambda: any(state.spec.max_replicas == 4 for state in server.core.registry), 10, what="edit applied"
+            )
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("spec.placeholderConfig is accepted but not acted on" in w for w in warnings) == 1
+    assert sum("spec.targetPendingRequest: unknown field" in w for w in warnings) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,38 @@ class KubernetesLikeProvider:
     def replicas(self, key: TargetKey) -> ReplicaCounts:
         return ReplicaCounts(desired=2, ready=1)
 
-    def status(self) -> KubernetesStatus:
+    def status(self) -> ClusterAndConfigStatus:
         informer = InformerStatus("httpscaledobjects", True, True, 1, 0, 0, "")
         pod = PodStatsStatus("istio-ingressgateway-0", "10.0.0.9", PodStatsState.OK, "", 0.0)
         stats = GatewayStatsStatus(15090, (pod,), 1, 0, ((Confirmation.STATS, 1),))
         gateway = GatewayStatus("pod-stats", stats=stats)
-        return KubernetesStatus("zerohop-0", True, "zerohop-0", (informer,), 0, gateway)
+        return ClusterAndConfigStatus(KubernetesStatus("zerohop-0", True, "zerohop-0", (informer,), 0, gateway, ()))
+
+
+@dataclass(frozen=True)
+class ClusterAndConfigStatus:
+    """A status with both the Kubernetes provider's watches and the local provider's reload state, so every
+    provider-sourced family is collected."""
+
+    cluster: KubernetesStatus
+    reload_success: bool = True
+    last_reload_success: float | None = 1.7e9
+    rejected_documents: int = 0
+
+    @property
+    def leader(self) -> bool:
+        return self.cluster.leader
+
+    @property
+    def informers(self) -> tuple[InformerStatus, ...]:
+        return self.cluster.informers
+
+    @property
+    def gateway_stats(self) -> GatewayStatsStatus | None:
+        return self.cluster.gateway_stats
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.cluster.as_dict()
 
 
 class Peers:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from extproc.core.durations import format_duration, parse_duration
+from extproc.core.engine import Core
 from extproc.core.httpso import (
     InvalidSpec,
     MetricKind,
@@ -157,3 +158,91 @@ def test_parse_duration_rejects(text: str) -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (0.25, 1.5, 60, 90)] == ["250ms", "1.5s", "1m", "90s"]
+
+
+@pytest.mark.parametrize(
+    ("where", "typo", "message"),
+    [
+        ("spec", {"host": ["a.example.com"]}, "spec.host: unknown field; did you mean hosts?"),
+        ("spec", {"replica": {"max": 3}}, "spec.replica: unknown field; did you mean replicas?"),
+        ("spec", {"scaledownPeriods": 30}, "spec.scaledownPeriods: unknown field; did you mean scaledownPeriod?"),
+        (
+            "spec",
+            {"scalingMetric": {"concurrency": {"targetValu": 5}}},
+            "spec.scalingMetric.concurrency.targetValu: unknown field; did you mean targetValue?",
+        ),
+        (
+            "spec",
+            {"headers": [{"name": "x", "vlaue": "y"}]},
+            "spec.headers[0].vlaue: unknown field; did you mean value?",
+        ),
+        ("top", {"specc": {}}, "specc: unknown field; did you mean spec?"),
+        ("top", {"metadata": {"name": "app", "namspace": "x"}}, "metadata.namspace: unknown field; did you mean"),
+        ("spec", {"zzzz": 1}, "spec.zzzz: unknown field"),
+    ],
+)
+def test_unknown_fields_name_path_and_nearest_valid_name(where: str, typo: dict[str, Any], message: str) -> None:
+    doc = document()
+    if where == "spec":
+        doc["spec"].update(typo)
+    else:
+        doc.update(typo)
+    with pytest.raises(InvalidSpec) as raised:
+        parse(doc, strict=True)
+    assert message in str(raised.value)
+    # Not strict (the API server's objects): parsed, the typo kept for a warning.
+    lenient = parse(doc)
+    assert [str(u) for u in lenient.unknown] == [str(raised.value)]
+
+
+def test_every_add_on_field_is_known() -> None:
+    doc = document(
+        pathPrefixes=["/a"],
+        headers=[{"name": "x", "value": "y"}],
+        scaleTargetRef={"name": "app", "apiVersion": "apps/v1", "kind": "Deployment", "service": "s", "port": 1},
+        coldStartTimeoutFailoverRef={"service": "f", "portName": "http", "timeoutSeconds": 5},
+        replicas={"min": 0, "max": 3},
+        scaledownPeriod=30,
+        initialCooldownPeriod=0,
+        scalingMetric={"requestRate": {"targetValue": 5, "window": "1m", "granularity": "1s"}},
+        timeouts={"conditionWait": "20s", "responseHeader": "5s"},
+        placeholderConfig={"enabled": True, "refreshInterval": 5, "statusCode": 503, "headers": {}, "content": "x"},
+    )
+    doc["metadata"].update(labels={"a": "b"}, annotations={}, uid="u", generation=2, resourceVersion="7")
+    doc["status"] = {"conditions": []}
+    target = parse(doc, strict=True)
+    assert target.unknown == ()
+    assert target.ignored == ("coldStartTimeoutFailoverRef", "placeholderConfig")
+    notices = target.notices()
+    assert any("spec.placeholderConfig is accepted but not acted on" in line for line in notices)
+    assert any("spec.coldStartTimeoutFailoverRef is accepted but not acted on" in line for line in notices)
+
+
+def test_placeholder_switched_off_is_not_a_notice() -> None:
+    target = parse(document(placeholderConfig={"enabled": False}))
+    assert target.ignored == ()
+    assert target.notices() == []
+
+
+def test_a_target_without_hosts_or_paths_is_a_catch_all_notice() -> None:
+    assert parse(document(hosts=[], pathPrefixes=["/api"])).notices() == []
+    target = parse(document(hosts=[]))
+    assert target.catch_all
+    assert target.notices() == ["shop/app: neither hosts nor pathPrefixes: it matches every host and path"]
+
+
+def test_core_logs_each_notice_once_per_object(caplog: pytest.LogCaptureFixture) -> None:
+    core = Core(hold_timeout=5, max_held_per_target=1, max_held_total=1)
+    catch_all = parse(document(hosts=[]))
+    with caplog.at_level("WARNING"):
+        core.apply_targets([catch_all], {})
+        core.apply_targets([catch_all], {})
+        core.apply_targets([parse(document(hosts=[], replicas={"max": 3}))], {})
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == ["shop/app: neither hosts nor pathPrefixes: it matches every host and path"]
+    # Fixed, then broken again: said again.
+    core.apply_targets([parse(document())], {})
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        core.apply_targets([catch_all], {})
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1

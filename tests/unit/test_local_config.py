@@ -39,7 +39,7 @@ def test_good_config() -> None:
     assert workload.readiness.http_path is None
     assert workload.readiness.period == 0.05
     assert workload.env == {"GREETING": "hi"}
-    assert any("replicas.max 100 exceeds the 4 port(s)" in p for p in config.problems)
+    assert any("replicas.max 100 exceeds the 4 port(s)" in str(p) for p in config.problems)
 
 
 def test_broken_yaml_names_file_line_and_column(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ spec:
     )
     config = parse(broken, "cfg.yaml")
     assert [t.key.name for t in config.targets] == ["app"]
-    problems = "\n".join(config.problems)
+    problems = "\n".join(map(str, config.problems))
     assert "cfg.yaml: document 3 (HTTPScaledObject bad): spec.scaleTargetRef: one of port or portName" in problems
     assert "document 4 (Deployment what): kind: expected HTTPScaledObject or LocalWorkload" in problems
     assert "HTTPScaledObject default/orphan: no LocalWorkload default/nothing-runs-me" in problems
@@ -106,3 +106,57 @@ def test_nothing_usable_is_an_error_with_every_reason() -> None:
         parse("kind: Nope\n---\n- a list\n")
     assert "no usable HTTPScaledObject" in str(raised.value)
     assert "document 2: expected a mapping" in str(raised.value)
+
+
+def test_unknown_fields_are_rejected_with_the_nearest_valid_name() -> None:
+    typo = GOOD.replace("hosts: [app.localhost]", "host: [app.localhost]").replace("portRange:", "portRang:")
+    with pytest.raises(ConfigError) as raised:
+        parse(typo, "cfg.yaml")
+    message = str(raised.value)
+    assert "cfg.yaml: document 1 (HTTPScaledObject app): spec.host: unknown field; did you mean hosts?" in message
+    assert "cfg.yaml: document 2 (LocalWorkload app-deploy): spec.portRang: unknown field; did you mean portRange?" in (
+        message
+    )
+
+
+def test_a_broken_document_keeps_its_last_good_version_on_reload() -> None:
+    other = GOOD.split("---")[0].replace("name: app}", "name: other}").replace("app.localhost", "other.localhost")
+    previous = parse(GOOD + "---" + other)
+    assert sorted(t.key.name for t in previous.targets) == ["app", "other"]
+    broken = other.replace("hosts: [other.localhost]", "host: [other.localhost]")
+    config = parse(GOOD + "---" + broken, "cfg.yaml", previous)
+    assert sorted(t.key.name for t in config.targets) == ["app", "other"]
+    assert config.by_key[TargetKey("default", "other")].hosts == ("other.localhost",)
+    assert config.kept == (TargetKey("default", "other"),)
+    [problem] = [p for p in config.problems if p.severity == "error"]
+    assert (problem.source, problem.document, problem.kind, problem.name) == (
+        "cfg.yaml",
+        3,
+        "HTTPScaledObject",
+        "other",
+    )
+    assert problem.message.endswith("did you mean hosts?; keeping its last good version")
+    # Without a previous version (first load) the broken target is left out.
+    assert [t.key.name for t in parse(GOOD + "---" + broken).targets] == ["app"]
+
+
+def test_a_broken_workload_keeps_its_last_good_version_on_reload() -> None:
+    previous = parse(GOOD)
+    broken = GOOD.replace("portRange: 18000-18003", "portRange: 18003-18000")
+    config = parse(broken, "cfg.yaml", previous)
+    [target] = config.targets
+    workload = config.workload_for(target)
+    assert workload is not None
+    assert list(workload.ports) == [18000, 18001, 18002, 18003]
+
+
+def test_an_unidentifiable_broken_document_removes_nothing_on_reload() -> None:
+    previous = parse(GOOD)
+    config = parse(GOOD.replace("kind: HTTPScaledObject", "kind: HTTPScaledObjct"), "cfg.yaml", previous)
+    assert [t.key.name for t in config.targets] == ["app"]
+
+
+def test_an_empty_file_says_so() -> None:
+    assert parse("").empty
+    assert parse("# nothing yet\n").empty
+    assert not parse(GOOD).empty

@@ -899,6 +899,8 @@ def schema_errors(schema: Doc, value: Any, where: str = "") -> list[str]:
                 continue  # ObjectMeta is the API server's, not the schema's
             if name in properties:
                 errors += schema_errors(properties[name], item, f"{where}.{name}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                errors += schema_errors(schema["additionalProperties"], item, f"{where}.{name}")
             elif not schema.get("x-kubernetes-preserve-unknown-fields"):
                 errors.append(f"{where}.{name}: unknown field")
     return errors
@@ -949,6 +951,21 @@ def test_crd_schema_is_structural_and_its_columns_point_into_it() -> None:
         assert node.get("type", "string") in ("string", "integer", "array", "object"), path
 
 
+def schema_tree(schema: Doc) -> Any:
+    """The field tree a schema declares, in core.fieldcheck's shape: objects with properties become trees,
+    arrays of such objects `[tree]`, everything else a leaf."""
+    if schema.get("type") == "array" and "properties" in schema.get("items", {}):
+        return [schema_tree(schema["items"])]
+    if "properties" in schema:
+        return {name: schema_tree(sub) for name, sub in schema["properties"].items()}
+    return None
+
+
+def test_crd_spec_declares_exactly_the_fields_zerohop_knows() -> None:
+    # One list of fields: what the CRD keeps (it prunes the rest) is what zerohop's field check accepts.
+    assert schema_tree(crd_schema()["properties"]["spec"]) == httpso.SPEC_FIELDS
+
+
 FULL_EXAMPLE: Doc = {
     "apiVersion": "http.keda.sh/v1alpha1",
     "kind": "HTTPScaledObject",
@@ -974,6 +991,13 @@ FULL_EXAMPLE: Doc = {
         "initialCooldownPeriod": 30,
         "coldStartTimeoutFailoverRef": {"service": "podinfo-fallback", "portName": "http", "timeoutSeconds": 30},
         "timeouts": {"conditionWait": "20s", "responseHeader": 5},
+        "placeholderConfig": {
+            "enabled": True,
+            "refreshInterval": 5,
+            "statusCode": 503,
+            "headers": {"Content-Type": "text/html"},
+            "content": "<h1>starting</h1>",
+        },
     },
 }
 CONCURRENCY_EXAMPLE: Doc = {

@@ -11,7 +11,7 @@ from extproc.core.httpso import TargetKey, parse
 from extproc.core.provider import ReplicaCounts
 from extproc.envoy.processor import ProcessorStats
 from extproc.observability import metrics
-from extproc.providers.local.provider import LocalStatus
+from extproc.providers.local.provider import LocalStatus, ReloadStatus
 from tests import promtext
 from tests.unit.test_dashboard import KubernetesLikeProvider, Peers, documented_rows, every_family
 
@@ -149,7 +149,7 @@ class LocalLikeProvider:
         return ReplicaCounts(desired=1, ready=1)
 
     def status(self) -> LocalStatus:
-        return LocalStatus(Path("zerohop.yaml"), Path("xds"))
+        return LocalStatus(Path("zerohop.yaml"), Path("xds"), ReloadStatus(True, 1.7e9, 1.7e9, None, None), ())
 
 
 def test_a_provider_without_watches_has_no_kubernetes_families() -> None:
@@ -158,6 +158,7 @@ def test_a_provider_without_watches_has_no_kubernetes_families() -> None:
     assert "zerohop_target_replicas" in text
     assert "zerohop_kubernetes" not in text
     assert "zerohop_leader" not in text
+    assert "zerohop_config_reload_success 1" in text.splitlines()
     assert "zerohop_gateway" not in text
 
 

@@ -6,6 +6,7 @@ order counts) to the document /status served before the snapshots were typed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,19 @@ def test_local_provider_status(tmp_path: Path) -> None:
     provider = LocalProvider(tmp_path / "zerohop.yaml", state_dir=tmp_path, xds_dir=tmp_path / "xds")
     same(
         provider.status(),
-        {"provider": "local", "config": str(tmp_path / "zerohop.yaml"), "xdsDir": str(tmp_path / "xds")},
+        {
+            "provider": "local",
+            "config": str(tmp_path / "zerohop.yaml"),
+            "xdsDir": str(tmp_path / "xds"),
+            "reload": {
+                "success": True,
+                "lastSuccess": None,
+                "lastSuccessTimestamp": None,
+                "lastAttempt": None,
+                "error": None,
+            },
+            "problems": [],
+        },
     )
 
 
@@ -132,7 +145,23 @@ def kubernetes(**options: Any) -> KubernetesProvider:
     async def no_api() -> kube.KubeApi:
         raise AssertionError("not started")
 
-    return KubernetesProvider(no_api, KubernetesOptions(pod_name="zerohop-0", **options))
+    base = KubernetesOptions(
+        namespaces=(),
+        pod_name="zerohop-0",
+        pod_namespace="zerohop-system",
+        pod_ip="",
+        service_name="zerohop",
+        scaler_port=9090,
+        scale_on_wake=True,
+        leader_election=True,
+        propagation_delay=0.5,
+        envoy_admin=(),
+        gateway_namespace="istio-system",
+        gateway_selector="istio=ingressgateway",
+        gateway_stats_port=15090,
+        reconcile=None,
+    )
+    return KubernetesProvider(no_api, dataclasses.replace(base, **options))
 
 
 def test_kubernetes_status_with_envoy_admin() -> None:
@@ -159,6 +188,7 @@ def test_kubernetes_status_with_envoy_admin() -> None:
             ],
             "scalePatches": 3,
             "gateway": {"source": "envoy-admin", "admin": ["127.0.0.1:15000"]},
+            "problems": [],
         },
     )
 
@@ -175,6 +205,7 @@ def test_kubernetes_status_with_a_delay() -> None:
             "informers": [],
             "scalePatches": 0,
             "gateway": {"source": "delay", "propagationDelay": 0.75},
+            "problems": [],
         },
     )
 
@@ -213,6 +244,7 @@ async def test_kubernetes_status_with_pod_stats() -> None:
                         "lastError": "",
                     },
                 },
+                "problems": [],
             },
         )
     finally:

@@ -99,6 +99,50 @@ def test_footer_names_another_leader_the_local_provider_and_draining() -> None:
     )
 
 
+def test_config_problems_are_listed_with_file_document_and_since() -> None:
+    provider = {
+        "provider": "local",
+        "reload": {
+            "success": False,
+            "lastSuccess": "2026-03-04T11:50:00+00:00",
+            "error": {
+                "message": "/etc/z.yaml:3:1: not valid YAML: found unclosed",
+                "since": "2026-03-04T11:58:00+00:00",
+            },
+        },
+        "problems": [
+            {
+                "file": "/etc/z.yaml",
+                "document": 2,
+                "kind": "HTTPScaledObject",
+                "name": "b",
+                "message": "spec.host: unknown field; did you mean hosts?; keeping its last good version",
+                "severity": "error",
+                "since": "2026-03-04T11:57:00+00:00",
+            },
+            {
+                "file": "/etc/z.yaml",
+                "document": None,
+                "kind": "HTTPScaledObject",
+                "name": "default/a",
+                "message": "replicas.max 100 exceeds the 2 port(s)",
+                "severity": "warning",
+                "since": "2026-03-04T11:00:00+00:00",
+            },
+        ],
+    }
+    document = {"provider": provider, "targets": [], "heldTotal": 0, "extProc": {}}
+    assert statuscli.render(document, NOW) == (
+        "no targets\n\n"
+        "! config reload failed, the previous config stays: /etc/z.yaml:3:1: not valid YAML: found unclosed "
+        "(since 2m ago; last applied 10m ago)\n"
+        "! /etc/z.yaml: document 2 (HTTPScaledObject b): spec.host: unknown field; did you mean hosts?; "
+        "keeping its last good version (since 3m ago)\n"
+        "~ /etc/z.yaml: (HTTPScaledObject default/a): replicas.max 100 exceeds the 2 port(s) (since 1h ago)\n"
+        "\nheld 0; ext_proc streams 0, unmatched 0; provider local\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"), [(0.0004, "0ms"), (0.612, "612ms"), (4.25, "4.2s"), (59.94, "59.9s"), (125.7, "2m05s")]
 )

@@ -41,7 +41,7 @@ from extproc.providers.kubernetes.informer import Informer, InformerStatus
 from extproc.providers.kubernetes.leader import LeaderElector
 from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
 from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
-from extproc.providers.kubernetes.targets import Condition, TargetTable, build
+from extproc.providers.kubernetes.targets import REASON_INVALID, Condition, TargetTable, build
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class KubernetesStatus:
     informers: tuple[InformerStatus, ...]
     scale_patches: int
     gateway: GatewayStatus
+    problems: tuple[dict[str, Any], ...]
 
     @property
     def gateway_stats(self) -> GatewayStatsStatus | None:
@@ -117,6 +118,7 @@ class KubernetesStatus:
             "informers": [informer.as_dict() for informer in self.informers],
             "scalePatches": self.scale_patches,
             "gateway": self.gateway.as_dict(),
+            "problems": list(self.problems),
         }
 
 
@@ -265,7 +267,24 @@ class KubernetesProvider:
             informers=tuple(informer.status() for informer in self._informers),
             scale_patches=self.scale_patches,
             gateway=self.gateway_status(),
+            problems=tuple(self.problems()),
         )
+
+    def problems(self) -> list[dict[str, Any]]:
+        """HTTPScaledObjects left out as invalid, in /status's configuration-problems shape."""
+        return [
+            {
+                "file": None,
+                "document": None,
+                "kind": "HTTPScaledObject",
+                "name": str(key),
+                "message": condition.message,
+                "severity": "error",
+                "since": None,
+            }
+            for key, condition in sorted(self.table.conditions.items())
+            if condition.reason == REASON_INVALID
+        ]
 
     def gateway_status(self) -> GatewayStatus:
         """How zerohop learns that the gateway can route: from which pods' stats, or by a delay."""

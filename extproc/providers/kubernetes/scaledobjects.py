@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from extproc.core.httpso import API_VERSION as HTTPSO_API_VERSION
+from extproc.core.httpso import IGNORED_FIELDS, ORPHAN_SCALEDOBJECT_ANNOTATION, ScaledTarget
 from extproc.core.httpso import KIND as HTTPSO_KIND
-from extproc.core.httpso import ORPHAN_SCALEDOBJECT_ANNOTATION, ScaledTarget
 from extproc.providers.kubernetes.targets import Condition
 
 JsonObj = dict[str, Any]
@@ -98,6 +98,18 @@ def drift(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> JsonObj | No
 
 
 GATEWAY_VISIBLE = "GatewayVisible"
+IGNORED = "IgnoredFields"
+
+
+def ignored_condition(target: ScaledTarget | None) -> Condition | None:
+    """The `IgnoredFields` condition: add-on fields zerohop accepts but does not act on, and fields no
+    HTTPScaledObject has (kept by a schema that does not prune them); None when there are none."""
+    if target is None or not (target.ignored or target.unknown):
+        return None
+    parts = [f"spec.{name} is not acted on: {IGNORED_FIELDS[name]}" for name in target.ignored]
+    parts += [f"{problem} (ignored)" for problem in target.unknown]
+    reason = "NotActedOn" if target.ignored else "UnknownFields"
+    return Condition(True, reason, "; ".join(parts))
 
 
 def _condition(kind: str, condition: Condition, generation: int, old: Mapping[str, Any] | None, now: str) -> JsonObj:
@@ -126,20 +138,27 @@ def status_patch(
 ) -> JsonObj | None:
     """The `status` merge patch for an HTTPScaledObject, or None when it already says this.
 
-    Conditions: `Ready` (the object is valid and served) and, with `gateway`, `GatewayVisible` (whether
-    zerohop can see that the gateway has loaded an endpoint before it releases held requests)."""
+    Conditions: `Ready` (the object is valid and served), with `gateway`, `GatewayVisible` (whether
+    zerohop can see that the gateway has loaded an endpoint before it releases held requests), and while
+    the object has fields zerohop does not act on, `IgnoredFields` (removed once they are gone)."""
     status = current.get("status") or {}
     conditions = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
     wanted = {"Ready": condition} | ({GATEWAY_VISIBLE: gateway} if gateway is not None else {})
+    ignored = ignored_condition(target)
+    if ignored is not None:
+        wanted[IGNORED] = ignored
     old = {c.get("type"): c for c in conditions if c.get("type") in wanted}
     written = {kind: _condition(kind, cond, generation, old.get(kind), now) for kind, cond in wanted.items()}
-    others = [c for c in conditions if c.get("type") not in wanted]
+    stale = ignored is None and any(c.get("type") == IGNORED for c in conditions)
+    others = [c for c in conditions if c.get("type") not in wanted and c.get("type") != IGNORED]
     new_status: JsonObj = {"conditions": [*others, *written.values()]}
     if target is not None:
         ref = target.scale_target
         new_status["targetWorkload"] = f"{ref.api_version}/{ref.kind}/{ref.name}"
         new_status["targetService"] = f"{ref.service}:{ref.port if ref.port is not None else ref.port_name}"
-    unchanged = all(_same(old.get(kind), value) for kind, value in written.items()) and all(
-        status.get(k) == v for k, v in new_status.items() if k != "conditions"
+    unchanged = (
+        not stale
+        and all(_same(old.get(kind), value) for kind, value in written.items())
+        and all(status.get(k) == v for k, v in new_status.items() if k != "conditions")
     )
     return None if unchanged else {"status": new_status}

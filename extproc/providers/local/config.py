@@ -18,7 +18,8 @@ spec:
   readinessProbe: {httpGet: {path: /}, periodSeconds: 0.05}
 ```
 
-Errors name the file, the document (index, kind and name) and the field.
+Errors name the file, the document (index, kind and name) and the field; a field neither kind has is an error
+that names the nearest valid one (`spec.host: unknown field; did you mean hosts?`).
 """
 
 from __future__ import annotations
@@ -32,10 +33,35 @@ from typing import Any
 import yaml
 
 from extproc.core import httpso
-from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey
+from extproc.core.fieldcheck import LEAF, Tree, unknown_fields
+from extproc.core.httpso import OBJECT_META, InvalidSpec, ScaledTarget, TargetKey
 
 API_VERSION = "zerohop.dev/v1alpha1"
 KIND = "LocalWorkload"
+
+_PROBE: Tree = {
+    "httpGet": {"path": LEAF},
+    "tcpSocket": {},
+    "periodSeconds": LEAF,
+    "timeoutSeconds": LEAF,
+    "initialDelaySeconds": LEAF,
+}
+WORKLOAD_FIELDS: Tree = {
+    "apiVersion": LEAF,
+    "kind": LEAF,
+    "metadata": OBJECT_META,
+    "spec": {
+        "command": LEAF,
+        "port": LEAF,
+        "portRange": LEAF,
+        "host": LEAF,
+        "env": LEAF,
+        "workingDir": LEAF,
+        "readinessProbe": _PROBE,
+        "startupTimeoutSeconds": LEAF,
+        "terminationGracePeriodSeconds": LEAF,
+    },
+}
 
 
 class ConfigError(ValueError):
@@ -71,27 +97,71 @@ class Workload:
 
 
 @dataclass(frozen=True, slots=True)
+class Problem:
+    """Something wrong in a config file: where (file, 1-based document index when one document is at fault,
+    its kind and name) and what; `error` documents are left out (or kept at their last good version)."""
+
+    source: str
+    document: int | None
+    kind: str | None
+    name: str | None
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        if self.document is None:
+            return f"{self.source}: {self.kind} {self.name}: {self.message}"
+        if self.kind is None and self.name is None:
+            return f"{self.source}: document {self.document}: {self.message}"
+        return f"{self.source}: document {self.document} ({self.kind or '?'} {self.name or '?'}): {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.source,
+            "document": self.document,
+            "kind": self.kind,
+            "name": self.name,
+            "message": self.message,
+            "severity": self.severity,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LocalConfig:
-    """The valid contents of a config file, and why each invalid document was left out."""
+    """The valid contents of a config file, and why each invalid document was left out.
+
+    `empty`: the file had no document at all; `kept`: targets whose broken document was replaced by its last
+    good version on a reload."""
 
     targets: tuple[ScaledTarget, ...]
     workloads: Mapping[TargetKey, Workload]
-    problems: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    empty: bool = False
+    kept: tuple[TargetKey, ...] = ()
+
+    @property
+    def by_key(self) -> dict[TargetKey, ScaledTarget]:
+        return {target.key: target for target in self.targets}
 
     def workload_for(self, target: ScaledTarget) -> Workload | None:
         return self.workloads.get(TargetKey(target.key.namespace, target.scale_target.name))
 
 
-def load(path: Path) -> LocalConfig:
-    """Read and validate a config file. Raises ConfigError when nothing usable is in it."""
+def load(path: Path, previous: LocalConfig | None = None) -> LocalConfig:
+    """Read and validate a config file. Raises ConfigError when nothing usable is in it.
+
+    With `previous` (a reload), a document that fails validation keeps its last good version: see `parse`."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse(text, str(path))
+    return parse(text, str(path), previous)
 
 
-def parse(text: str, source: str = "<config>") -> LocalConfig:
+def parse(text: str, source: str = "<config>", previous: LocalConfig | None = None) -> LocalConfig:
+    """Validate every document; an invalid one is reported in `problems` and left out, or, on a reload
+    (`previous` given), replaced by its last good version when the broken document still says which object
+    it is. A broken document that does not (no readable kind or name) keeps every previous target."""
     try:
         documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
@@ -101,15 +171,17 @@ def parse(text: str, source: str = "<config>") -> LocalConfig:
         raise ConfigError(f"{where}: not valid YAML: {problem}") from None
     targets: dict[TargetKey, ScaledTarget] = {}
     workloads: dict[TargetKey, Workload] = {}
-    problems: list[str] = []
+    problems: list[Problem] = []
+    kept: list[TargetKey] = []
+    unidentified = False
+    last_good = previous.by_key if previous is not None else {}
     for index, document in enumerate(documents):
-        label = _label(index, document)
+        kind, name = _identity(document)
         try:
             if not isinstance(document, Mapping):
                 raise InvalidSpec("expected a mapping with apiVersion, kind, metadata and spec")
-            kind = document.get("kind")
             if kind == httpso.KIND:
-                target = httpso.parse(document)
+                target = httpso.parse(document, strict=True)
                 if target.key in targets:
                     raise InvalidSpec(f"duplicate HTTPScaledObject {target.key}")
                 targets[target.key] = target
@@ -121,35 +193,78 @@ def parse(text: str, source: str = "<config>") -> LocalConfig:
             else:
                 raise InvalidSpec(f"kind: expected {httpso.KIND} or {KIND}, got {kind!r}")
         except InvalidSpec as exc:
-            problems.append(f"{source}: {label}: {exc}")
+            message = str(exc)
+            key = _key(document) if kind in (httpso.KIND, KIND) else None
+            if previous is not None and key is not None:
+                if kind == httpso.KIND and key in last_good and key not in targets:
+                    targets[key] = last_good[key]
+                    kept.append(key)
+                    message += "; keeping its last good version"
+                elif kind == KIND and key in previous.workloads and key not in workloads:
+                    workloads[key] = previous.workloads[key]
+                    message += "; keeping its last good version"
+            elif key is None:
+                unidentified = True
+            problems.append(Problem(source, index + 1, kind, name, message))
+    if previous is not None and unidentified:
+        # Which target the broken document was is unknown: remove nothing until the file is clean.
+        for key, target in last_good.items():
+            if key not in targets:
+                targets[key] = target
+                kept.append(key)
+        for key, workload in previous.workloads.items():
+            workloads.setdefault(key, workload)
     valid: list[ScaledTarget] = []
     for target in targets.values():
         workload_key = TargetKey(target.key.namespace, target.scale_target.name)
         found = workloads.get(workload_key)
         if found is None:
             problems.append(
-                f"{source}: HTTPScaledObject {target.key}: no LocalWorkload {workload_key} "
-                "(scaleTargetRef.name) says how to run it; left out"
+                Problem(
+                    source,
+                    None,
+                    httpso.KIND,
+                    str(target.key),
+                    f"no LocalWorkload {workload_key} (scaleTargetRef.name) says how to run it; left out",
+                )
             )
             continue
         ports = len(found.ports)
         if target.max_replicas > ports:
             problems.append(
-                f"{source}: HTTPScaledObject {target.key}: replicas.max {target.max_replicas} exceeds the "
-                f"{ports} port(s) of LocalWorkload {workload_key}; at most {ports} will run"
+                Problem(
+                    source,
+                    None,
+                    httpso.KIND,
+                    str(target.key),
+                    f"replicas.max {target.max_replicas} exceeds the {ports} port(s) of LocalWorkload "
+                    f"{workload_key}; at most {ports} will run",
+                    severity="warning",
+                )
             )
         valid.append(target)
     if not valid and documents:
-        raise ConfigError("no usable HTTPScaledObject:\n  " + "\n  ".join(problems or ["(empty)"]))
-    return LocalConfig(tuple(valid), workloads, tuple(problems))
+        raise ConfigError("no usable HTTPScaledObject:\n  " + "\n  ".join([str(p) for p in problems] or ["(empty)"]))
+    return LocalConfig(tuple(valid), workloads, tuple(problems), empty=not documents, kept=tuple(kept))
 
 
-def _label(index: int, document: Any) -> str:
-    if isinstance(document, Mapping):
-        metadata = document.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        return f"document {index + 1} ({document.get('kind', '?')} {name or '?'})"
-    return f"document {index + 1}"
+def _identity(document: Any) -> tuple[str | None, str | None]:
+    if not isinstance(document, Mapping):
+        return None, None
+    kind = document.get("kind")
+    metadata = document.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, Mapping) else None
+    return (kind if isinstance(kind, str) else None), (name if isinstance(name, str) else None)
+
+
+def _key(document: Any) -> TargetKey | None:
+    """The namespace/name a (possibly invalid) document names, when it names one."""
+    _kind, name = _identity(document)
+    if not name:
+        return None
+    metadata = document["metadata"]
+    namespace = metadata.get("namespace") or "default"
+    return TargetKey(namespace, name) if isinstance(namespace, str) else None
 
 
 def _number(value: Any, where: str, default: float, minimum: float = 0.0) -> float:
@@ -206,6 +321,9 @@ def _probe(value: Any) -> ReadinessProbe:
 
 
 def _workload(document: Mapping[str, Any]) -> Workload:
+    unknown = unknown_fields(document, WORKLOAD_FIELDS)
+    if unknown:
+        raise InvalidSpec("; ".join(str(problem) for problem in unknown))
     api_version = document.get("apiVersion")
     if api_version != API_VERSION:
         raise InvalidSpec(f"apiVersion: expected {API_VERSION}, got {api_version!r}")

@@ -9,8 +9,10 @@ from outside (`scale()`), normally from the built-in autoscaler playing KEDA's p
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,17 +31,67 @@ from extproc.providers.local.xds_files import XdsFiles
 log = logging.getLogger(__name__)
 
 _RELOAD_POLL = 1.0
+# A changed file is read once its size and mtime have not moved for this long: an editor mid-save (truncated,
+# then written) is read after it is done, not in between.
+_SETTLE = 0.5
+
+
+def _iso(wall: float | None) -> str | None:
+    if wall is None:
+        return None
+    return datetime.datetime.fromtimestamp(wall, datetime.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadStatus:
+    """The last config (re)load: applied as written or not, when, and the error that stopped it (with since when)."""
+
+    success: bool
+    last_success: float | None
+    last_attempt: float | None
+    error: str | None
+    error_since: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "lastSuccess": _iso(self.last_success),
+            "lastSuccessTimestamp": self.last_success,
+            "lastAttempt": _iso(self.last_attempt),
+            "error": None if self.error is None else {"message": self.error, "since": _iso(self.error_since)},
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class LocalStatus:
-    """The local provider's part of /status: where its configuration and xDS files are."""
+    """The local provider's part of /status: where its configuration and xDS files are, how the last reload went
+    and each current problem of the config file with when it was first seen."""
 
     config: Path
     xds_dir: Path
+    reload: ReloadStatus
+    problems: tuple[tuple[local_config.Problem, float], ...]
+
+    @property
+    def reload_success(self) -> bool:
+        return self.reload.success
+
+    @property
+    def last_reload_success(self) -> float | None:
+        return self.reload.last_success
+
+    @property
+    def rejected_documents(self) -> int:
+        return sum(1 for problem, _ in self.problems if problem.severity == "error" and problem.document)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"provider": "local", "config": str(self.config), "xdsDir": str(self.xds_dir)}
+        return {
+            "provider": "local",
+            "config": str(self.config),
+            "xdsDir": str(self.xds_dir),
+            "reload": self.reload.as_dict(),
+            "problems": [{**problem.as_dict(), "since": _iso(since)} for problem, since in self.problems],
+        }
 
 
 class LocalProvider:
@@ -65,7 +117,14 @@ class LocalProvider:
         self._config: LocalConfig | None = None
         self._sets: dict[TargetKey, ReplicaSet] = {}
         self._targets: dict[TargetKey, ScaledTarget] = {}
-        self._mtime: float | None = None
+        self._stamp: tuple[int, int] | None = None
+        # The last reload: whether the file was applied as written, when that last happened, the error that
+        # stopped a reload (the file unusable as a whole) and each current problem with when it was first seen.
+        self.reload_ok = True
+        self.last_success: float | None = None
+        self.last_attempt: float | None = None
+        self.reload_error: tuple[str, float] | None = None
+        self._problems: dict[str, tuple[local_config.Problem, float]] = {}
         self._autoscaled = autoscaled
         self._tasks = BackgroundTasks()
 
@@ -75,9 +134,10 @@ class LocalProvider:
 
     async def start(self, core: Core) -> None:
         self._core = core
+        self._stamp = self._stat()
         config = local_config.load(self.config_path)
-        self._mtime = self._stat()
         self._apply(config)
+        self._record(config)
         self._tasks.spawn(self._watch_config(), name="config reload")
 
     def wake(self, key: TargetKey) -> None:
@@ -104,18 +164,69 @@ class LocalProvider:
         return self._core is not None
 
     def status(self) -> LocalStatus:
-        return LocalStatus(self.config_path, self.xds.directory)
+        error = self.reload_error
+        return LocalStatus(
+            self.config_path,
+            self.xds.directory,
+            ReloadStatus(
+                self.reload_ok,
+                self.last_success,
+                self.last_attempt,
+                None if error is None else error[0],
+                None if error is None else error[1],
+            ),
+            tuple((problem, since) for problem, since in self._problems.values()),
+        )
 
-    def _stat(self) -> float | None:
+    def _stat(self) -> tuple[int, int] | None:
         try:
-            return self.config_path.stat().st_mtime
+            stat = self.config_path.stat()
         except OSError:
             return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def _record(self, config: LocalConfig) -> None:
+        now = time.time()
+        self.last_attempt = now
+        self.reload_error = None
+        old = self._problems
+        self._problems = {str(p): (p, old[str(p)][1] if str(p) in old else now) for p in config.problems}
+        self.reload_ok = not any(p.severity == "error" for p in config.problems)
+        if self.reload_ok:
+            self.last_success = now
+
+    def _failed(self, message: str) -> None:
+        now = time.time()
+        self.last_attempt = now
+        self.reload_ok = False
+        since = self.reload_error[1] if self.reload_error is not None and self.reload_error[0] == message else now
+        self.reload_error = (message, since)
+
+    def reload(self) -> None:
+        """Read the config file again and apply it; a file that cannot be used keeps the previous config."""
+        try:
+            config = local_config.load(self.config_path, self._config)
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the previous config: %s", exc)
+            self._failed(str(exc))
+            return
+        if config.empty and self._targets:
+            log.warning(
+                "config %s has no documents: removing all %d target(s) and stopping their replicas",
+                self.config_path,
+                len(self._targets),
+            )
+        else:
+            log.info("config %s changed; reloading", self.config_path)
+        for key in config.kept:
+            log.warning("%s: its document is invalid; keeping its last good version until it is fixed", key)
+        self._apply(config)
+        self._record(config)
 
     def _apply(self, config: LocalConfig) -> None:
         assert self._core is not None
         for problem in config.problems:
-            log.error("%s", problem)
+            log.log(logging.ERROR if problem.severity == "error" else logging.WARNING, "%s", problem)
         targets = {t.key: t for t in config.targets}
         self._config = config
         cwd = self.config_path.parent
@@ -179,17 +290,20 @@ class LocalProvider:
     async def _watch_config(self) -> None:
         while True:
             await asyncio.sleep(_RELOAD_POLL)
-            mtime = self._stat()
-            if mtime is None or mtime == self._mtime:
+            stamp = self._stat()
+            if stamp is None or stamp == self._stamp:
                 continue
-            self._mtime = mtime
-            try:
-                config = local_config.load(self.config_path)
-            except ConfigError as exc:
-                log.error("config reload failed, keeping the previous config: %s", exc)
-                continue
-            log.info("config %s changed; reloading", self.config_path)
-            self._apply(config)
+            self._stamp = await self._settled(stamp)
+            self.reload()
+
+    async def _settled(self, stamp: tuple[int, int] | None) -> tuple[int, int] | None:
+        """Wait until the file has not changed for `_SETTLE` seconds; its size and mtime then."""
+        while True:
+            await asyncio.sleep(_SETTLE)
+            now = self._stat()
+            if now == stamp:
+                return stamp
+            stamp = now
 
     async def stop(self) -> None:
         await self._tasks.close()
