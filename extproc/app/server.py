@@ -45,6 +45,9 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
+    # gRPC sets SO_REUSEPORT by default: a second zerohop on the same port (or two of zerohop's servers on one
+    # address) would start and split the connections between them. Without it, the second bind fails.
+    ("grpc.so_reuseport", 0),
 ]
 
 
