@@ -125,13 +125,18 @@ class Settings:
         metavar="FILE",
     )
     ext_proc_address: str = _setting(
-        "0.0.0.0:9000",
+        "127.0.0.1:9000",
         _address,
-        "Listen address of the ext_proc gRPC server (Envoy connects here).",
+        "Listen address of the ext_proc gRPC server (Envoy connects here). Loopback by default; a gateway on "
+        "another host needs e.g. 0.0.0.0:9000 (the Kubernetes manifests and the image set it).",
         group="ports",
     )
     scaler_address: str = _setting(
-        "0.0.0.0:9090", _address, "Listen address of KEDA's external scaler gRPC API.", group="ports"
+        "127.0.0.1:9090",
+        _address,
+        "Listen address of KEDA's external scaler gRPC API. Loopback by default (the built-in autoscaler "
+        "calls it there); KEDA in a cluster needs e.g. 0.0.0.0:9090 (the manifests and the image set it).",
+        group="ports",
     )
     admin_address: str = _setting(
         "127.0.0.1:9091",
@@ -208,7 +213,8 @@ class Settings:
     state_dir: Path | None = _setting(
         None,
         Path,
-        "Local provider: directory for xDS files and replica logs; default a new temporary directory.",
+        "Local provider: directory for xDS files and replica logs; default a new temporary directory, removed "
+        "when zerohop stops.",
         group="local provider",
         metavar="DIR",
     )

@@ -4,6 +4,7 @@ clear error, not a traceback; `zerohop demo` (what `make demo` runs) completes i
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -118,6 +119,52 @@ def test_broken_yaml_config_is_reported_with_its_position(tmp_path: Path) -> Non
     assert f"{config}:4:1: not valid YAML" in result.stderr
 
 
+def test_serve_without_state_dir_removes_its_temporary_directory_after_a_failed_start(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    result = subprocess.run(
+        [*ZEROHOP, "serve", "--config", str(tmp_path / "missing.yaml"), "--admin-address", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "TMPDIR": str(temp)},
+    )
+    assert result.returncode == 2
+    assert list(temp.iterdir()) == []
+
+
+async def test_serve_without_state_dir_removes_its_temporary_directory_when_it_stops(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    config = tmp_path / "zerohop.yaml"
+    config.write_text(httpso("a") + never_ready("a"))
+    admin = free_port()
+    process = await asyncio.create_subprocess_exec(
+        *ZEROHOP, "serve",
+        "--config", str(config),
+        "--ext-proc-address", "127.0.0.1:0",
+        "--scaler-address", "127.0.0.1:0",
+        "--admin-address", f"127.0.0.1:{admin}",
+        env={**os.environ, "TMPDIR": str(temp)},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+    async def ready() -> bool:
+        try:
+            async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{admin}/readyz") as answer:
+                return answer.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(ready, 15, 0.05, what="zerohop ready")
+    assert [p.name[:8] for p in temp.iterdir()] == ["zerohop-"]
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 15) == 0
+    assert list(temp.iterdir()) == []
+
+
 def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "zerohop.yaml"
     config.write_text(httpso("a") + never_ready("a"))
@@ -147,10 +194,17 @@ def test_help_explains_itself() -> None:
 
 
 def test_demo_runs_its_scenario_and_exits(tmp_path: Path) -> None:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
     result = subprocess.run(
-        [*ZEROHOP, "demo", "--port", str(free_port())], capture_output=True, text=True, timeout=120, check=False
+        [*ZEROHOP, "demo", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == [], "the demo removes its temporary directory"
     out = result.stdout
     assert "x-zerohop-cold-start: true" in out
     assert "<- 200 after" in out

@@ -1108,6 +1108,10 @@ def test_dockerfile_runs_what_the_deployment_expects() -> None:
     env = dict(item.split("=", 1) for item in shlex.split(stage["ENV"]))
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
+    # zerohop's defaults listen on loopback; the image itself serves other pods, with or without the manifests.
+    image = Settings.from_args(json.loads(stage["CMD"])[1:], env=env)
+    assert image.ext_proc_address == "0.0.0.0:9000"
+    assert image.scaler_address == "0.0.0.0:9090"
 
 
 def test_dockerfile_installs_runtime_dependencies_only() -> None:

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_defaults() -> None:
     settings = Settings.from_args([], env={})
     assert settings.hold_timeout == 60
-    assert settings.ext_proc_address == "0.0.0.0:9000"
+    assert settings.ext_proc_address == "127.0.0.1:9000"
+    assert settings.scaler_address == "127.0.0.1:9090"
+    assert settings.admin_address == "127.0.0.1:9091"
     assert settings.max_message_timeout == 65
     assert settings.in_flight is InFlightMode.CONCURRENCY
     assert settings.autoscale is True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
@@ -44,6 +45,8 @@ class LocalProvider:
         eds_settle_delay: float = 0.25,
     ) -> None:
         self.config_path = config_path.resolve()
+        # A state directory zerohop made itself is removed when it stops (replica logs included).
+        self._own_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="zerohop-"))
         self.xds = XdsFiles(xds_dir or self.state_dir / "xds")
         self._gateway = GatewayView(envoy_admin, eds_settle_delay)
@@ -186,3 +189,5 @@ class LocalProvider:
                 await self._reload_task
         await asyncio.gather(*(s.stop() for s in self._sets.values()), return_exceptions=True)
         await self._gateway.close()
+        if self._own_state_dir:
+            await asyncio.to_thread(shutil.rmtree, self.state_dir, True)
