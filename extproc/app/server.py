@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 
-from extproc._proto import externalscaler_pb2_grpc as pb_grpc
 from extproc._proto import peers_pb2_grpc as peers_grpc
 from extproc.app.settings import ProviderKind, Settings, SettingsError
 from extproc.core.engine import Core
@@ -202,7 +201,7 @@ class ZerohopServer:
         self._ext_proc_server.add_generic_rpc_handlers((self.processor.rpc_handler(),))
         self.ext_proc_port = self._bind(self._ext_proc_server, settings.ext_proc_address, "--ext-proc-address")
         self._scaler_server = grpc.aio.server(options=_GRPC_OPTIONS)
-        pb_grpc.add_ExternalScalerServicer_to_server(self.scaler, self._scaler_server)
+        self._scaler_server.add_generic_rpc_handlers((self.scaler.rpc_handler(),))
         self.scaler_port = self._bind(self._scaler_server, settings.scaler_address, "--scaler-address")
         await self._ext_proc_server.start()
         await self._scaler_server.start()

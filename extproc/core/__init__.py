@@ -4,4 +4,5 @@
 - `registry`: the live state of every target; `routing`: the route table, an immutable snapshot
 - `traffic`: per-target counters; `coldstart`: the cold gate and held requests; `activation`: wake fan-out
 - `provider`: the interface providers implement; `engine`: `Core`, all of the above wired together
+- `loglimit`: rate-limited log lines and clipped text, for what outside input can trigger
 """
