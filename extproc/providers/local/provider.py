@@ -24,6 +24,7 @@ from extproc.envoy.config import route_configuration, target_cluster_name, targe
 from extproc.envoy.gatewayview import GatewayView
 from extproc.providers.local import config as local_config
 from extproc.providers.local.config import ConfigError, LocalConfig, Workload
+from extproc.providers.local.records import ReplicaRecord, ReplicaRecords, StateDirLock
 from extproc.providers.local.replicas import Endpoints, ReplicaSet
 from extproc.providers.local.xds_files import XdsFiles
 
@@ -49,6 +50,10 @@ class LocalProvider:
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="zerohop-"))
         self.xds = XdsFiles(xds_dir or self.state_dir / "xds")
+        self._lock = StateDirLock(self.state_dir)
+        self._records = ReplicaRecords(self.state_dir)
+        # Replicas an earlier zerohop left running, by target, until the first config is applied.
+        self._previous: dict[str, list[ReplicaRecord]] = {}
         self._gateway = GatewayView(envoy_admin, eds_settle_delay)
         self._core: Core | None = None
         self._config: LocalConfig | None = None
@@ -69,9 +74,17 @@ class LocalProvider:
 
     async def start(self, core: Core) -> None:
         self._core = core
+        self._lock.acquire()
         config = local_config.load(self.config_path)
         self._mtime = self._stat()
+        for record in self._records.load():
+            self._previous.setdefault(record.target, []).append(record)
         self._apply(config)
+        for records in self._previous.values():
+            for record in records:
+                record.stop_leftovers()
+        self._previous = {}
+        self._records.flush()
         self._reload_task = asyncio.create_task(self._watch_config(), name="config reload")
 
     def wake(self, key: TargetKey) -> None:
@@ -115,31 +128,36 @@ class LocalProvider:
         cwd = self.config_path.parent
         for key in [k for k in self._sets if k not in targets]:
             self._spawn(self._sets.pop(key).stop())
-        new_sets: list[tuple[ReplicaSet, ScaledTarget]] = []
+        new_sets: list[tuple[ReplicaSet, ScaledTarget, int]] = []
         for key, target in targets.items():
             workload = config.workload_for(target)
             assert workload is not None
             existing = self._sets.get(key)
+            adopted = 0
             if existing is None:
                 replica_set = self._sets[key] = self._new_set(target, workload, cwd)
-                new_sets.append((replica_set, target))
+                adopted = replica_set.start()
+                new_sets.append((replica_set, target, adopted))
             else:
                 replica_set = existing
                 if replica_set.workload != workload:
                     log.info("%s: LocalWorkload changed; replicas started from now on use it", key)
                     replica_set.workload = workload
             old = self._targets.get(key)
-            if old is None or target_cluster_name(old) != target_cluster_name(target):
+            # Adopted replicas are in the endpoints file their zerohop left: the gateway keeps routing to them.
+            if (old is None and not adopted) or (
+                old is not None and target_cluster_name(old) != target_cluster_name(target)
+            ):
                 self.xds.write_endpoints(target_cluster_name(target), replica_set.endpoints())
         self._targets = targets
         self.xds.write_clusters(target_clusters(targets.values(), self.xds.directory))
         self.xds.write_routes(route_configuration(targets.values()))
         clusters = {target_cluster_name(t): t.key for t in targets.values()}
         self._core.apply_targets(targets.values(), clusters)
-        for replica_set, target in new_sets:
-            replica_set.start()
-            # Like a Deployment created with replicas.min; the autoscaler takes it from there.
-            replica_set.scale(target.min_replicas)
+        for replica_set, target, adopted in new_sets:
+            # Like a Deployment created with replicas.min (or as many as were adopted); the autoscaler takes it
+            # from there.
+            replica_set.scale(max(target.min_replicas, adopted))
 
     def _new_set(self, target: ScaledTarget, workload: Workload, cwd: Path) -> ReplicaSet:
         if workload.working_dir is not None and not workload.working_dir.is_absolute():
@@ -151,7 +169,8 @@ class LocalProvider:
         async def publish(endpoints: Endpoints) -> None:
             await self._publish(key, endpoints)
 
-        return ReplicaSet(workload, cwd, self.state_dir / "logs", publish)
+        adopt = self._previous.pop(str(key), [])
+        return ReplicaSet(workload, cwd, self.state_dir / "logs", publish, self._records, adopt)
 
     async def _publish(self, key: TargetKey, endpoints: Endpoints) -> None:
         assert self._core is not None
@@ -189,5 +208,6 @@ class LocalProvider:
                 await self._reload_task
         await asyncio.gather(*(s.stop() for s in self._sets.values()), return_exceptions=True)
         await self._gateway.close()
+        self._lock.release()
         if self._own_state_dir:
             await asyncio.to_thread(shutil.rmtree, self.state_dir, True)
