@@ -64,6 +64,7 @@ def local_provider(settings: Settings) -> LocalProvider:
         xds_dir=settings.xds_dir,
         envoy_admin=settings.envoy_admin,
         eds_settle_delay=settings.eds_settle_delay,
+        drain_timeout=settings.drain_timeout,
     )
 
 

@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 
 from extproc.dev.envoyproc import EnvoyProcess
-from extproc.envoy.config import GatewayPorts, local_bootstrap
+from extproc.envoy.adminapi import EnvoyAdmin
+from extproc.envoy.config import GatewayPorts, istio_cluster_name, local_bootstrap
 from extproc.providers.local.replicas import port_is_free
 from extproc.providers.local.xds_files import XdsFiles
 from tests.helpers import free_port, wait_for
@@ -324,6 +325,50 @@ async def test_a_crashed_zerohops_replicas_keep_serving_and_the_next_one_adopts_
     assert f"adopted (pid {record['pid']})" in output
     assert not running(record["pid"]), "a clean stop stops the replicas"
     assert second.records() == []
+
+
+async def test_sigterm_stops_replicas_only_after_their_in_flight_requests(tmp_path: Path) -> None:
+    config = tmp_path / "zerohop.yaml"
+    port = free_port()
+    # Every request takes 1.5 s (readiness probes too: the probe only connects).
+    config.write_text(
+        httpso("slow", replicas="{min: 1, max: 1}")
+        + f"""
+---
+apiVersion: zerohop.dev/v1alpha1
+kind: LocalWorkload
+metadata: {{name: slow}}
+spec:
+  command: [{sys.executable}, -m, extproc.dev.demoapp, --port, "{{port}}", --work, "1.5"]
+  port: {port}
+  readinessProbe: {{tcpSocket: {{}}, periodSeconds: 0.02}}
+"""
+    )
+    envoy_admin, listen, ext_proc = free_port(), free_port(), free_port()
+    state = tmp_path / "state"
+    XdsFiles(state / "xds").prepare()
+    bootstrap = local_bootstrap(
+        GatewayPorts("127.0.0.1", listen, envoy_admin, "127.0.0.1", ext_proc), state / "xds", max_message_timeout=65
+    )
+    gateway = ("--envoy-admin", f"http://127.0.0.1:{envoy_admin}", "--drain-timeout", "6s")
+    zerohop = await Zerohop(config, state, ext_proc, *gateway).start()
+    envoy = EnvoyProcess(bootstrap, envoy_admin, workdir=tmp_path / "envoy")
+    async with aiohttp.ClientSession() as session, envoy, EnvoyAdmin(f"http://127.0.0.1:{envoy_admin}") as admin:
+        await zerohop.wait_routable("slow")
+
+        async def get() -> int:
+            async with session.get(f"http://127.0.0.1:{listen}/", headers={"Host": "slow.test"}) as reply:
+                return reply.status
+
+        slow = [asyncio.create_task(get()) for _ in range(3)]
+        cluster = istio_cluster_name("slow", "default", 8080)  # the httpso's scaleTargetRef
+
+        async def three_in_flight() -> bool:
+            return await admin.active_requests(cluster) == 3
+
+        await wait_for(three_in_flight, 10, 0.01, what="3 requests at the replica")
+        output = await zerohop.terminate()
+        assert await asyncio.gather(*slow) == [200, 200, 200], output
 
 
 async def test_a_shell_wrapped_replica_leaves_no_orphan_holding_its_port(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ class LocalProvider:
         xds_dir: Path | None = None,
         envoy_admin: tuple[str, ...] = (),
         eds_settle_delay: float = 0.25,
+        drain_timeout: float = 0.0,
     ) -> None:
+        self._drain_timeout = drain_timeout
         self.config_path = config_path.resolve()
         # A state directory zerohop made itself is removed when it stops (replica logs included).
         self._own_state_dir = state_dir is None
@@ -186,6 +189,17 @@ class LocalProvider:
             self._core.set_routable(key, True, guessed=not self._gateway.exact)
         log.info("%s: gateway routes to %d replica(s)", key, len(endpoints))
 
+    async def _wait_idle(self, deadline: float) -> None:
+        """Until no request is in flight to a replica, as the gateway (with --envoy-admin) and zerohop's own
+        counts see it, or until `deadline`."""
+        clusters = [target_cluster_name(t) for t in self._targets.values()]
+        while time.monotonic() < deadline:
+            counts = await asyncio.gather(*(self._gateway.active_requests(c) for c in clusters))
+            followed = sum(state.traffic.in_flight for state in self._core.registry) if self._core else 0
+            if not any(counts) and not followed:
+                return
+            await asyncio.sleep(0.05)
+
     async def _watch_config(self) -> None:
         while True:
             await asyncio.sleep(_RELOAD_POLL)
@@ -202,10 +216,15 @@ class LocalProvider:
             self._apply(config)
 
     async def stop(self) -> None:
+        """Take the replicas out of the gateway, let the requests it already sent them finish (at most
+        `drain_timeout`), then stop them."""
+        deadline = time.monotonic() + self._drain_timeout
         if self._reload_task is not None:
             self._reload_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reload_task
+        await asyncio.gather(*(s.withdraw() for s in self._sets.values()), return_exceptions=True)
+        await self._wait_idle(deadline)
         await asyncio.gather(*(s.stop() for s in self._sets.values()), return_exceptions=True)
         await self._gateway.close()
         self._lock.release()

@@ -373,8 +373,9 @@ class ReplicaSet:
             await self._publish(endpoints)
             self._published = endpoints
 
-    async def stop(self) -> None:
-        """Stop every replica (endpoints first, then processes) and the reconcile loop."""
+    async def withdraw(self) -> None:
+        """Stop reconciling and take every replica out of the gateway's endpoints; the processes keep running
+        (for the requests already sent to them) until `stop()`."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -383,9 +384,13 @@ class ReplicaSet:
             if replica.phase is not ReplicaPhase.EXITED:
                 replica.phase = ReplicaPhase.TERMINATING
         if self._published:
-            # Take the replicas out of the gateway first; a gateway that does not confirm quickly is not waited for.
+            # A gateway that does not confirm quickly is not waited for.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publish(), 1.0)
+
+    async def stop(self) -> None:
+        """Stop every replica (endpoints first, then processes) and the reconcile loop."""
+        await self.withdraw()
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
