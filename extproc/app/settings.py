@@ -213,8 +213,9 @@ class Settings:
     state_dir: Path | None = _setting(
         None,
         Path,
-        "Local provider: directory for xDS files and replica logs; default a new temporary directory, removed "
-        "when zerohop stops.",
+        "Local provider: directory for xDS files, replica logs and the records of running replicas, which a "
+        "zerohop restarted on it adopts (one zerohop per directory); default a new temporary directory, "
+        "removed when zerohop stops.",
         group="local provider",
         metavar="DIR",
     )
