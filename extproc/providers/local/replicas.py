@@ -198,12 +198,12 @@ class Replica:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), self.workload.termination_grace)
             # The leader may be gone while what it started still runs (`sh -c 'app & wait'`).
-            while time.monotonic() < deadline:
-                if not _group_alive(pgid):
+            while _group_alive(pgid):
+                if time.monotonic() >= deadline:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pgid, signal.SIGKILL)
                     break
                 await asyncio.sleep(0.02)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGKILL)
             await process.wait()
             if self._records is not None:
                 self._records.remove(pgid)
