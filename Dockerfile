@@ -22,9 +22,12 @@ RUN python -m venv /opt/zerohop \
 
 FROM python:3.12-slim-bookworm
 COPY --from=build /opt/zerohop /opt/zerohop
+# zerohop's own defaults listen on loopback only; in a container the gateway and KEDA connect from other pods.
 ENV PATH=/opt/zerohop/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    ZEROHOP_EXT_PROC_ADDRESS=0.0.0.0:9000 \
+    ZEROHOP_SCALER_ADDRESS=0.0.0.0:9090
 # The same fixed non-root UID/GID as the Deployment's securityContext; no home directory, nothing writable
 # but the /tmp the Deployment mounts.
 USER 65532:65532

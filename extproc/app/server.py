@@ -17,7 +17,6 @@ from typing import Any
 
 import grpc
 
-from extproc._proto import externalscaler_pb2_grpc as pb_grpc
 from extproc._proto import peers_pb2_grpc as peers_grpc
 from extproc.app.settings import ProviderKind, Settings, SettingsError
 from extproc.core.background import BackgroundTasks
@@ -47,6 +46,9 @@ _GRPC_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
+    # gRPC sets SO_REUSEPORT by default: a second zerohop on the same port (or two of zerohop's servers on one
+    # address) would start and split the connections between them. Without it, the second bind fails.
+    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -66,6 +68,7 @@ def local_provider(settings: Settings) -> LocalProvider:
         xds_dir=settings.xds_dir,
         envoy_admin=settings.envoy_admin,
         eds_settle_delay=settings.eds_settle_delay,
+        drain_timeout=settings.drain_timeout,
         autoscaled=settings.autoscale,
     )
 
@@ -207,7 +210,7 @@ class ZerohopServer:
         self._ext_proc_server.add_generic_rpc_handlers((self.processor.rpc_handler(),))
         self.ext_proc_port = self._bind(self._ext_proc_server, settings.ext_proc_address, "--ext-proc-address")
         self._scaler_server = grpc.aio.server(options=_GRPC_OPTIONS)
-        pb_grpc.add_ExternalScalerServicer_to_server(self.scaler, self._scaler_server)
+        self._scaler_server.add_generic_rpc_handlers((self.scaler.rpc_handler(),))
         self.scaler_port = self._bind(self._scaler_server, settings.scaler_address, "--scaler-address")
         await self._ext_proc_server.start()
         await self._scaler_server.start()

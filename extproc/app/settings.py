@@ -152,13 +152,18 @@ class Settings:
         metavar="FILE",
     )
     ext_proc_address: str = _setting(
-        "0.0.0.0:9000",
+        "127.0.0.1:9000",
         _address,
-        "Listen address of the ext_proc gRPC server (Envoy connects here).",
+        "Listen address of the ext_proc gRPC server (Envoy connects here). Loopback by default; a gateway on "
+        "another host needs e.g. 0.0.0.0:9000 (the Kubernetes manifests and the image set it).",
         group="ports",
     )
     scaler_address: str = _setting(
-        "0.0.0.0:9090", _address, "Listen address of KEDA's external scaler gRPC API.", group="ports"
+        "127.0.0.1:9090",
+        _address,
+        "Listen address of KEDA's external scaler gRPC API. Loopback by default (the built-in autoscaler "
+        "calls it there); KEDA in a cluster needs e.g. 0.0.0.0:9090 (the manifests and the image set it).",
+        group="ports",
     )
     admin_address: str = _setting(
         "127.0.0.1:9091",
@@ -236,7 +241,9 @@ class Settings:
     state_dir: Path | None = _setting(
         None,
         Path,
-        "Local provider: directory for xDS files and replica logs; default a new temporary directory.",
+        "Local provider: directory for xDS files, replica logs and the records of running replicas, which a "
+        "zerohop restarted on it adopts (one zerohop per directory); default a new temporary directory, "
+        "removed when zerohop stops.",
         group="local provider",
         metavar="DIR",
     )
@@ -420,6 +427,9 @@ class Settings:
         choices=[f.value for f in LogFormat],
     )
 
+    def __post_init__(self) -> None:
+        _check_listen_addresses(self)
+
     @property
     def max_message_timeout(self) -> float:
         """What Envoy's ext_proc `max_message_timeout` must be for these settings."""
@@ -438,6 +448,34 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+_ANY_HOST = {"", "0.0.0.0", "::", "*"}
+
+
+def _listen_overlap(a: str, b: str) -> bool:
+    """Whether two HOST:PORT listen addresses would take the same socket (port 0 never does)."""
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    if port_a != port_b or port_a in ("", "0"):
+        return False
+    host_a, host_b = (h.strip("[]").replace("localhost", "127.0.0.1") for h in (host_a, host_b))
+    return host_a == host_b or host_a in _ANY_HOST or host_b in _ANY_HOST
+
+
+def _check_listen_addresses(settings: Settings) -> None:
+    """Each server needs an address of its own: two on one port would fail to start (or, with SO_REUSEPORT,
+    share the connections)."""
+    names = ["ext_proc_address", "scaler_address", "admin_address"]
+    if settings.provider is ProviderKind.KUBERNETES:
+        names.append("peer_address")
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            a, b = getattr(settings, first), getattr(settings, second)
+            if _listen_overlap(a, b):
+                raise SettingsError(
+                    f"{flag(second)} {b} and {flag(first)} {a} are the same port: each server needs its own"
+                )
 
 
 def flag(name: str) -> str:

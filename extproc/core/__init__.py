@@ -6,4 +6,5 @@
 - `traffic`: per-target counters; `coldstart`: the cold gate and held requests; `activation`: wake fan-out
 - `provider`: the interface providers implement; `engine`: `Core`, all of the above wired together
 - `background`: `BackgroundTasks`, the one owner of every long-lived object's background tasks
+- `loglimit`: rate-limited log lines and clipped text, for what outside input can trigger
 """

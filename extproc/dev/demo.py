@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import socket
 import statistics
@@ -128,13 +129,14 @@ async def _wait_ready(session: aiohttp.ClientSession, url: str, process: asyncio
     while time.monotonic() < deadline:
         if process.returncode is not None:
             tail = await asyncio.to_thread(log.read_text)
-            raise RuntimeError(f"zerohop exited with {process.returncode}; see {log}:\n{tail[-2000:]}")
+            raise RuntimeError(f"zerohop exited with {process.returncode}:\n{tail[-2000:]}")
         with contextlib.suppress(aiohttp.ClientError):
             async with session.get(url) as response:
                 if response.status == 200:
                     return
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"zerohop not ready after 20s; see {log}")
+    tail = await asyncio.to_thread(log.read_text)
+    raise TimeoutError(f"zerohop not ready after 20s:\n{tail[-2000:]}")
 
 
 async def run_demo(port: int = 10000, keep_running: bool = False, startup_delay: float = 0.5) -> int:
@@ -142,6 +144,13 @@ async def run_demo(port: int = 10000, keep_running: bool = False, startup_delay:
         print(f"zerohop demo: port {port} is in use; pick another with --port", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="zerohop-demo-"))
+    try:
+        return await _run_in(workdir, port, keep_running, startup_delay)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+
+async def _run_in(workdir: Path, port: int, keep_running: bool, startup_delay: float) -> int:
     envoy_admin, ext_proc, scaler, admin = free_port(), free_port(), free_port(), free_port()
     first_app_port = free_port_range(MAX_REPLICAS)
     config = workdir / "config.yaml"
@@ -206,7 +215,7 @@ async def _scenario(
         f"  zerohop   status at http://127.0.0.1:{admin}/status\n"
         f"  app       python -m extproc.dev.demoapp (boots in {startup_delay:g}s), 0..{MAX_REPLICAS} replicas, "
         f"scaled on request rate, target {TARGET_PER_REPLICA} req/s per replica\n"
-        f"  files     {workdir} (config.yaml, zerohop.log, envoy/envoy.log, xds/)\n"
+        f"  files     {workdir} (config.yaml, zerohop.log, envoy/envoy.log, xds/; removed at exit)\n"
     )
     timeline = Timeline()
     watch = ReplicaWatch(f"http://127.0.0.1:{admin}/status", timeline)

@@ -6,6 +6,8 @@ to a new endpoint, which is when held requests may be released; `dev.envoyproc` 
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
 
 import aiohttp
@@ -73,6 +75,17 @@ class EnvoyAdmin:
                 hosts.append(LoadedHost(socket.get("address", ""), int(socket.get("port_value", 0)), healthy))
             result[cluster.get("name", "")] = hosts
         return result
+
+    async def active_requests(self, cluster: str) -> int:
+        """Requests this Envoy has open to `cluster`'s upstreams now (`cluster.NAME.upstream_rq_active`)."""
+        pattern = "^" + re.escape(f"cluster.{cluster}.upstream_rq_active") + "$"
+        data = await self._get_json(f"/stats?format=json&filter={urllib.parse.quote(pattern, safe='')}")
+        stats = data.get("stats")
+        total = 0
+        for stat in stats if isinstance(stats, list) else []:
+            if isinstance(stat, dict):
+                total += int(stat.get("value", 0))
+        return total
 
     async def ready(self) -> bool:
         try:

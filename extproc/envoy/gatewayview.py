@@ -44,6 +44,16 @@ class GatewayView:
             return
         await asyncio.gather(*(self._wait_one(admin, cluster, set(endpoints)) for admin in self._admins))
 
+    async def active_requests(self, cluster: str) -> int | None:
+        """Requests the gateways have open to `cluster` now; None when unknown (no admin API, or it failed)."""
+        if not self._admins:
+            return None
+        try:
+            counts = await asyncio.gather(*(admin.active_requests(cluster) for admin in self._admins))
+        except EnvoyAdminError:
+            return None
+        return sum(counts)
+
     async def wait_any(self, cluster: str, addresses: set[str]) -> None:
         """Return once each Envoy has at least one healthy endpoint of `cluster` at one of `addresses`."""
         if not self._admins:

@@ -21,6 +21,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from extproc.core.coldstart import ColdGate, HoldOutcome
 from extproc.core.durations import format_duration
+from extproc.core.loglimit import LogLimiter
 from extproc.core.registry import TargetState
 from extproc.core.routing import Router, RouteTable
 from extproc.envoy import answers
@@ -131,6 +132,7 @@ class ExtProcServicer:
         self.warm_observer = warm_observer
         self._warm_observer_failed = False
         self.stats = ProcessorStats()
+        self._error_log = LogLimiter(log)
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         """The generic handler to add to a grpc.aio server; responses are written pre-serialised."""
@@ -148,7 +150,7 @@ class ExtProcServicer:
             raise
         except Exception:
             self.stats.errors += 1
-            log.debug("ext_proc stream ended with an error", exc_info=True)
+            self._error_log.log(logging.WARNING, "ext_proc stream ended with an error", traceback_once=True)
 
     async def _process(self, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
         self.stats.streams += 1

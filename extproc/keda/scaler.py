@@ -5,22 +5,26 @@
   `CountSource` knows, in both the int (ceil) and float fields;
 - IsActive = the metric is above zero or requests are held;
 - StreamIsActive pushes `true` the moment a cold request wakes the target (event-driven, no ticker).
-An unknown ScaledObjectRef is a NOT_FOUND that names what was asked.
+An unknown ScaledObjectRef is a NOT_FOUND that names what was asked (names clipped: the answer's size is
+bounded whatever the client sends). A request that is no valid message, or a ScaledObjectRef naming nothing,
+is an INVALID_ARGUMENT and at most one rate-limited log line, never a traceback per call.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
 from extproc.core.activation import ActivationBus
 from extproc.core.httpso import TargetKey
+from extproc.core.loglimit import LogLimiter, clip
 from extproc.core.registry import TargetState
 from extproc.core.routing import Router
 from extproc.core.traffic import TrafficSnapshot
@@ -28,6 +32,11 @@ from extproc.core.traffic import TrafficSnapshot
 log = logging.getLogger(__name__)
 
 HTTPSO_METADATA_KEY = "httpScaledObject"
+SERVICE_NAME = "externalscaler.ExternalScaler"
+# Kubernetes object names are at most 253 characters.
+_NAME_LIMIT = 253
+
+M = TypeVar("M", bound=Message)
 
 
 class CountSource(Protocol):
@@ -49,23 +58,66 @@ def target_key(ref: pb.ScaledObjectRef) -> TargetKey:
     return TargetKey(ref.namespace or "default", name)
 
 
+def _lenient(message: type[M]) -> Callable[[bytes], M | None]:
+    """A request deserializer that gives None for bytes that are no `message`, so the servicer can answer
+    INVALID_ARGUMENT (gRPC would answer UNKNOWN and log a traceback)."""
+
+    def parse(data: bytes) -> M | None:
+        try:
+            return message.FromString(data)
+        except DecodeError:
+            return None
+
+    return parse
+
+
 class ScalerServicer(pb_grpc.ExternalScalerServicer):
     def __init__(self, router: Router, bus: ActivationBus, counts: CountSource) -> None:
         self._router = router
         self._bus = bus
         self._counts = counts
         self.calls: dict[str, int] = {"IsActive": 0, "StreamIsActive": 0, "GetMetricSpec": 0, "GetMetrics": 0}
+        self._invalid_log = LogLimiter(log)
 
-    async def _target(self, ref: pb.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]) -> TargetState:
+    def rpc_handler(self) -> grpc.GenericRpcHandler:
+        """The handler to add to a grpc.aio server (instead of the generated `add_..._to_server`)."""
+        ref, request = _lenient(pb.ScaledObjectRef), _lenient(pb.GetMetricsRequest)
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "IsActive": grpc.unary_unary_rpc_method_handler(self.IsActive, ref, pb.IsActiveResponse.SerializeToString),
+            "StreamIsActive": grpc.unary_stream_rpc_method_handler(
+                self.StreamIsActive, ref, pb.IsActiveResponse.SerializeToString
+            ),
+            "GetMetricSpec": grpc.unary_unary_rpc_method_handler(
+                self.GetMetricSpec, ref, pb.GetMetricSpecResponse.SerializeToString
+            ),
+            "GetMetrics": grpc.unary_unary_rpc_method_handler(
+                self.GetMetrics, request, pb.GetMetricsResponse.SerializeToString
+            ),
+        }
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+    async def _invalid(self, context: grpc.aio.ServicerContext[object, object], problem: str) -> None:
+        self._invalid_log.log(logging.WARNING, "invalid scaler request from %s: %s", clip(context.peer()), problem)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    async def _target(
+        self, ref: pb.ScaledObjectRef | None, context: grpc.aio.ServicerContext[object, object]
+    ) -> TargetState:
+        if ref is None:
+            await self._invalid(context, "the request is not a valid externalscaler message")
+        assert ref is not None  # abort() above raises
+        if not (ref.name or ref.scalerMetadata.get(HTTPSO_METADATA_KEY)):
+            await self._invalid(context, "the ScaledObjectRef names no ScaledObject (name and metadata are empty)")
         key = target_key(ref)
         state = self._router.table.states.get(key)
         if state is None:
-            asked = f"ScaledObject {ref.namespace}/{ref.name}"
+            asked = f"ScaledObject {clip(ref.namespace, _NAME_LIMIT)}/{clip(ref.name, _NAME_LIMIT)}"
             if ref.scalerMetadata.get(HTTPSO_METADATA_KEY):
-                asked += f" with httpScaledObject={ref.scalerMetadata[HTTPSO_METADATA_KEY]}"
+                asked += f" with httpScaledObject={clip(ref.scalerMetadata[HTTPSO_METADATA_KEY], _NAME_LIMIT)}"
+            asked_key = f"{clip(key.namespace, _NAME_LIMIT)}/{clip(key.name, _NAME_LIMIT)}"
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"zerohop serves no HTTPScaledObject {key} (asked for {asked}); "
+                f"zerohop serves no HTTPScaledObject {asked_key} (asked for {asked}); "
                 "check that it exists and is valid (its status conditions say why not)",
             )
         return state  # abort() above raises, so state is not None here
@@ -75,14 +127,14 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
         return totals.held > 0 or state.metric_value(totals) > 0
 
     async def IsActive(
-        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
+        self, request: pb.ScaledObjectRef | None, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.IsActiveResponse:
         self.calls["IsActive"] += 1
         state = await self._target(request, context)
         return pb.IsActiveResponse(result=await self._is_active(state))
 
     async def StreamIsActive(
-        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
+        self, request: pb.ScaledObjectRef | None, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.IsActiveResponse]:
         self.calls["StreamIsActive"] += 1
         state = await self._target(request, context)
@@ -99,7 +151,7 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
             log.debug("StreamIsActive for %s closed", state.key)
 
     async def GetMetricSpec(
-        self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext[object, object]
+        self, request: pb.ScaledObjectRef | None, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetMetricSpecResponse:
         self.calls["GetMetricSpec"] += 1
         state = await self._target(request, context)
@@ -108,10 +160,11 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
         return pb.GetMetricSpecResponse(metricSpecs=[spec])
 
     async def GetMetrics(
-        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext[object, object]
+        self, request: pb.GetMetricsRequest | None, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.GetMetricsResponse:
         self.calls["GetMetrics"] += 1
-        state = await self._target(request.scaledObjectRef, context)
+        state = await self._target(None if request is None else request.scaledObjectRef, context)
+        assert request is not None
         value = state.metric_value(await self._counts.totals(state))
         name = request.metricName or state.spec.metric_name
         if name != state.spec.metric_name:

@@ -10,14 +10,17 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from extproc import __version__
 from extproc.core.engine import Core
+from extproc.core.loglimit import LogLimiter, clip
 from extproc.core.provider import Provider
 from extproc.core.registry import TargetState
 from extproc.core.traffic import TrafficSnapshot
@@ -25,6 +28,35 @@ from extproc.envoy.processor import ProcessorStats
 from extproc.observability import statuspage
 
 _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+log = logging.getLogger(__name__)
+
+
+class _ServerLog:
+    """Stands in for aiohttp's server logger, which writes a traceback for every malformed request: a
+    malformed request costs at most one rate-limited line; a failure of zerohop's own handlers is logged with
+    its traceback the first time, then rate-limited."""
+
+    def __init__(self) -> None:
+        self._malformed = LogLimiter(log)
+        self._failed = LogLimiter(log)
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        # aiohttp logs non-HTTP bytes (a TLS hello, a port scan) at DEBUG: keep that, without the traceback.
+        kwargs.pop("exc_info", None)
+        log.debug(*args, **kwargs)
+
+    def exception(self, message: str, *args: Any, exc_info: BaseException | bool = True, **_: Any) -> None:
+        remote = clip(str(args[0]), 64) if args else "?"
+        if isinstance(exc_info, HttpProcessingError):
+            problem = clip(" ".join(str(exc_info.message).split()), 200)
+            self._malformed.log(
+                logging.WARNING, "malformed HTTP request to the admin server from %s: %s", remote, problem
+            )
+        else:
+            self._failed.log(
+                logging.WARNING, "admin server: %s", clip(message % args if args else message), traceback_once=True
+            )
 
 
 AllReplicas = Callable[[TargetState], tuple[TrafficSnapshot, int]]
@@ -137,7 +169,7 @@ class AdminServer:
         statuspage.add_routes(app)
         if self._metrics is not None:
             app.router.add_get("/metrics", self._metrics_handler)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, logger=_ServerLog())
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()

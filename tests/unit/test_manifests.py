@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
 RECONCILE = MANIFESTS / "components" / "envoyfilter-reconcile"
 WITHOUT_CRD = MANIFESTS / "components" / "without-crd"
+NAMESPACED = MANIFESTS / "components" / "namespaced"
 GATEWAY_STATS = MANIFESTS / "components" / "gateway-stats"
 GATEWAY_STATS_SNIPPETS = MANIFESTS / "gateway-stats"
 DOCS = ROOT / "docs" / "istio.md"
@@ -104,6 +105,13 @@ LEADER_RULES: frozenset[Rule] = frozenset(
         ("coordination.k8s.io", "leases", "get", "zerohop-leader"),
         ("coordination.k8s.io", "leases", "update", "zerohop-leader"),
         ("coordination.k8s.io", "leases", "create", None),
+    }
+)
+# With the namespaced component: zerohop's replicas find each other through their own Service's EndpointSlices.
+PEER_RULES: frozenset[Rule] = frozenset(
+    {
+        ("discovery.k8s.io", "endpointslices", "list", None),
+        ("discovery.k8s.io", "endpointslices", "watch", None),
     }
 )
 # Seeing the gateway (issue 8): the gateway's pods, their Ready condition and IP, in the gateway's namespace.
@@ -197,6 +205,18 @@ def apply_json_patch(document: Doc, ops: list[Doc]) -> Doc:
     return result
 
 
+def namespaced(documents: list[Doc]) -> list[Doc]:
+    """The base plus the namespaced component, as kustomize builds it."""
+    entry = next(p for p in kustomization(NAMESPACED)["patches"] if "target" in p)
+    ops: list[Doc] = yaml.safe_load((NAMESPACED / entry["path"]).read_text())
+    patched = [
+        apply_json_patch(d, ops) if (d["kind"], d["metadata"]["name"]) == ("Deployment", "zerohop") else d
+        for d in documents
+        if d["kind"] != "ClusterRoleBinding"
+    ]
+    return patched + objects(NAMESPACED)
+
+
 def with_component(documents: list[Doc]) -> list[Doc]:
     """The base plus the envoyfilter-reconcile component, as kustomize builds it."""
     patched = [
@@ -231,6 +251,7 @@ def round_trips(document: Doc) -> bool:
 def all_objects() -> Iterator[tuple[str, Doc]]:
     yield from _objects(MANIFESTS)
     yield from _objects(RECONCILE)
+    yield from _objects(NAMESPACED)
 
 
 @pytest.mark.parametrize(
@@ -279,12 +300,12 @@ def kustomization_dirs() -> list[Path]:
 
 
 def test_the_base_and_its_components() -> None:
-    assert kustomization_dirs() == sorted([MANIFESTS, RECONCILE, WITHOUT_CRD, GATEWAY_STATS])
+    assert kustomization_dirs() == sorted([MANIFESTS, RECONCILE, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED])
     base = kustomization(MANIFESTS)
     assert (base["apiVersion"], base["kind"]) == ("kustomize.config.k8s.io/v1beta1", "Kustomization")
     # No `namespace:`: it would move the component's Role out of the gateway's namespace.
     assert "namespace" not in base
-    for component in (RECONCILE, WITHOUT_CRD, GATEWAY_STATS):
+    for component in (RECONCILE, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED):
         document = kustomization(component)
         assert (document["apiVersion"], document["kind"]) == ("kustomize.config.k8s.io/v1alpha1", "Component")
 
@@ -299,7 +320,7 @@ def test_kustomization_lists_every_yaml_file_in_its_directory(directory: Path) -
 
 
 def test_every_object_names_its_namespace_and_carries_the_app_label() -> None:
-    for document in objects() + objects(RECONCILE):
+    for document in objects() + objects(RECONCILE) + objects(NAMESPACED):
         metadata = document["metadata"]
         assert metadata["labels"]["app.kubernetes.io/name"] == "zerohop", metadata["name"]
         cluster_scoped = document["kind"] in (
@@ -351,6 +372,7 @@ def test_kustomize_builds_the_base_and_each_component_as_expected(tmp_path: Path
         "envoyfilter-reconcile": with_component(base),
         "without-crd": [d for d in base if d["kind"] != "CustomResourceDefinition"],
         "gateway-stats": base,  # it patches gateways only, and zerohop's base has none
+        "namespaced": namespaced(base),
     }
     for name in expected:
         overlay = tmp_path / name
@@ -535,6 +557,38 @@ def test_rbac_grants_exactly_the_frozen_table_to_zerohops_account(
         ]
 
 
+def grants(documents: list[Doc], account: Doc) -> dict[str, frozenset[Rule]]:
+    """What `account` may do, per namespace ("*": in every namespace), through the bindings in `documents`."""
+    roles = {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d for d in documents}
+    subject = {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    found: dict[str, frozenset[Rule]] = {}
+    for binding in documents:
+        if binding["kind"] not in ("ClusterRoleBinding", "RoleBinding") or subject not in binding["subjects"]:
+            continue
+        ref = binding["roleRef"]
+        # A RoleBinding grants its role, or a ClusterRole's rules, in its own namespace only.
+        scope = binding["metadata"].get("namespace", "*")
+        role = roles[(ref["kind"], "" if ref["kind"] == "ClusterRole" else scope, ref["name"])]
+        found[scope] = found.get(scope, frozenset()) | rules_of(role)
+    return found
+
+
+def test_the_namespaced_component_grants_the_rules_in_the_watched_namespaces_only(tmp_path: Path) -> None:
+    documents = namespaced(objects())
+    account = one(objects(), "ServiceAccount")["metadata"]
+    settings = settings_of(one(documents, "Deployment", "zerohop"))
+    assert settings.namespaces == ("apps",)
+    assert grants(documents, account) == {
+        **dict.fromkeys(settings.namespaces, CLUSTER_RULES),
+        settings.pod_namespace: LEADER_RULES | PEER_RULES,
+        settings.gateway_namespace: GATEWAY_POD_RULES,
+    }
+    # The base, for comparison: the same rules in every namespace.
+    assert grants(objects(), account)["*"] == CLUSTER_RULES
+    for document in objects(NAMESPACED):
+        assert document["metadata"]["labels"]["app.kubernetes.io/name"] == "zerohop"
+
+
 def test_the_rbac_table_names_what_the_code_calls() -> None:
     """The frozen table's groups, resources and names are the ones the provider's code uses."""
     rules = CLUSTER_RULES | LEADER_RULES | ENVOYFILTER_RULES | GATEWAY_POD_RULES
@@ -654,8 +708,12 @@ def test_network_policies_open_each_port_to_its_callers_only() -> None:
             "podSelector": {"matchLabels": gateway_labels},
         }
     ]
+    # KEDA's operator pods only (their label in KEDA's Helm chart and release YAML), not the whole namespace.
     assert sources[ports["grpc-scaler"]] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+            "podSelector": {"matchLabels": {"app": "keda-operator"}},
+        }
     ]
     assert sources[ports[PEER_PORT_NAME]] == [{"podSelector": pod_selector}]
     assert sources[ports["http-admin"]] is None  # any source: kubelet probes come from the node
@@ -1132,6 +1190,10 @@ def test_dockerfile_runs_what_the_deployment_expects() -> None:
     env = dict(item.split("=", 1) for item in shlex.split(stage["ENV"]))
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     assert env["PYTHONUNBUFFERED"] == "1"
+    # zerohop's defaults listen on loopback; the image itself serves other pods, with or without the manifests.
+    image = Settings.from_args(json.loads(stage["CMD"])[1:], env=env)
+    assert image.ext_proc_address == "0.0.0.0:9000"
+    assert image.scaler_address == "0.0.0.0:9090"
 
 
 def test_dockerfile_installs_runtime_dependencies_only() -> None:

@@ -7,6 +7,7 @@ gets its defined answer, and no input crashes the servicer or leaks a count.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,10 +42,11 @@ def spec(name: str, metric: dict[str, Any], **extra: Any) -> Any:
 
 
 class Fixture:
-    def __init__(self, core: Core, servicer: ExtProcServicer, stub: ep_grpc.ExternalProcessorStub) -> None:
+    def __init__(self, core: Core, servicer: ExtProcServicer, channel: grpc.aio.Channel) -> None:
         self.core = core
         self.servicer = servicer
-        self.stub = stub
+        self.channel = channel
+        self.stub = ep_grpc.ExternalProcessorStub(channel)
 
     def state(self, key: TargetKey) -> Any:
         return self.core.registry.get(key)
@@ -70,7 +72,7 @@ async def proc() -> AsyncIterator[Fixture]:
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Fixture(core, servicer, ep_grpc.ExternalProcessorStub(channel))
+        yield Fixture(core, servicer, channel)
     finally:
         await channel.close()
         await server.stop(0)
@@ -373,3 +375,18 @@ async def test_a_probe_whose_client_goes_away_leaves_no_gate_waiting(proc: Fixtu
     await wait_for(lambda: not gate.probing, 2, what="the lost probe reported")
     assert asked == [COLD]
     assert not gate.routable
+
+
+async def test_a_failing_stream_is_logged_once_with_its_traceback_then_rate_limited(
+    proc: Fixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    garbage = proc.channel.stream_stream("/envoy.service.ext_proc.v3.ExternalProcessor/Process")
+    with caplog.at_level(logging.DEBUG, "extproc.envoy.processor"):
+        for _ in range(5):
+            async for _answer in garbage(iter([b"\xff\xff\xff"])):
+                pass
+        [answer] = await exchange(proc, request_headers(host("warm.test")))
+    assert answer.SerializeToString() == answers.CONTINUE
+    assert proc.servicer.stats.errors == 5
+    lines = [r for r in caplog.records if r.name == "extproc.envoy.processor"]
+    assert [(r.levelno, bool(r.exc_info)) for r in lines] == [(logging.WARNING, True)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,21 +37,27 @@ def spec(name: str, metric: dict[str, Any]) -> Any:
 
 
 @pytest.fixture
-async def scaler() -> AsyncIterator[tuple[Core, pb_grpc.ExternalScalerAsyncStub]]:
+async def served() -> AsyncIterator[tuple[Core, grpc.aio.Channel]]:
     core = Core(hold_timeout=30, max_held_per_target=100, max_held_total=100)
     core.apply_targets(
         [spec("rate", {"requestRate": {"targetValue": 2.5}}), spec("conc", {"concurrency": {"targetValue": 7}})], {}
     )
     server = grpc.aio.server()
-    pb_grpc.add_ExternalScalerServicer_to_server(ScalerServicer(core.router, core.bus, LocalCounts()), server)
+    server.add_generic_rpc_handlers((ScalerServicer(core.router, core.bus, LocalCounts()).rpc_handler(),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield core, pb_grpc.ExternalScalerStub(channel)
+        yield core, channel
     finally:
         await channel.close()
         await server.stop(0)
+
+
+@pytest.fixture
+def scaler(served: tuple[Core, grpc.aio.Channel]) -> tuple[Core, pb_grpc.ExternalScalerAsyncStub]:
+    core, channel = served
+    return core, pb_grpc.ExternalScalerStub(channel)
 
 
 def ref(key: TargetKey, via_metadata: bool = True) -> pb.ScaledObjectRef:
@@ -125,10 +132,70 @@ async def test_unknown_object_is_not_found_naming_what_was_asked(scaler: tuple[C
     assert raised.value.code() is grpc.StatusCode.NOT_FOUND
     assert "shop/gone" in (raised.value.details() or "")
     assert "ScaledObject shop/ghost" in (raised.value.details() or "")
-    for call in (stub.IsActive(pb.ScaledObjectRef(name="x", namespace="y")), stub.GetMetrics(pb.GetMetricsRequest())):
+    unknown = pb.ScaledObjectRef(name="x", namespace="y")
+    for call in (stub.IsActive(unknown), stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=unknown))):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
         assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+METHODS = ["IsActive", "StreamIsActive", "GetMetricSpec", "GetMetrics"]
+
+
+async def call_raw(channel: grpc.aio.Channel, method: str, payload: bytes) -> grpc.aio.AioRpcError:
+    """Send `payload` as the request message, as a broken or hostile client would."""
+    path = f"/externalscaler.ExternalScaler/{method}"
+
+    async def call() -> None:
+        if method == "StreamIsActive":
+            async for _ in channel.unary_stream(path)(payload):
+                pass
+        else:
+            await channel.unary_unary(path)(payload)
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call()
+    return raised.value
+
+
+async def test_undecodable_requests_are_invalid_argument_and_one_log_line(
+    served: tuple[Core, grpc.aio.Channel], caplog: pytest.LogCaptureFixture
+) -> None:
+    _core, channel = served
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(5):
+            for method in METHODS:
+                error = await call_raw(channel, method, b"\xff\xff\xff")
+                assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, method
+                assert "not a valid externalscaler message" in (error.details() or "")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+async def test_an_empty_scaled_object_ref_is_invalid_argument(scaler: tuple[Core, Any]) -> None:
+    _core, stub = scaler
+    for call in (
+        stub.IsActive(pb.ScaledObjectRef()),
+        stub.GetMetricSpec(pb.ScaledObjectRef(namespace="shop")),
+        stub.GetMetrics(pb.GetMetricsRequest(metricName="http-shop/rate")),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "names no ScaledObject" in (raised.value.details() or "")
+
+
+async def test_a_huge_name_gets_a_bounded_not_found(scaler: tuple[Core, Any]) -> None:
+    _core, stub = scaler
+    huge = "n" * 65536
+    ref = pb.ScaledObjectRef(name=huge, namespace=huge, scalerMetadata={"httpScaledObject": huge})
+    for call in (stub.IsActive(ref), stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref))):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+        details = raised.value.details() or ""
+        assert len(details) < 2048
+        assert "(65536 characters)" in details
 
 
 async def test_stream_is_active_pushes_true_within_50ms_of_a_cold_request(scaler: tuple[Core, Any]) -> None:

@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_defaults() -> None:
     settings = Settings.from_args([], env={})
     assert settings.hold_timeout == 60
-    assert settings.ext_proc_address == "0.0.0.0:9000"
+    assert settings.ext_proc_address == "127.0.0.1:9000"
+    assert settings.scaler_address == "127.0.0.1:9090"
+    assert settings.admin_address == "127.0.0.1:9091"
     assert settings.max_message_timeout == 65
     assert settings.in_flight is InFlightMode.CONCURRENCY
     assert settings.autoscale is True
@@ -65,6 +67,28 @@ def test_errors_name_their_source(argv: list[str], env: dict[str, str], message:
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     assert reference_markdown() in readme, "README's configuration table is stale: paste reference_markdown()"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ext-proc-address", "127.0.0.1:9000", "--scaler-address", "127.0.0.1:9000"], "--scaler-address"),
+        (["--ext-proc-address", "0.0.0.0:9300", "--scaler-address", "127.0.0.1:9300"], "--ext-proc-address"),
+        (["--scaler-address", "localhost:9091"], "--admin-address"),
+        (["--provider", "kubernetes", "--ext-proc-address", "[::]:9092"], "--peer-address"),
+    ],
+)
+def test_two_servers_on_one_port_are_refused(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match="same port") as raised:
+        Settings.from_args(argv, env={})
+    assert message in str(raised.value)
+
+
+def test_distinct_or_ephemeral_ports_are_accepted() -> None:
+    Settings.from_args(["--ext-proc-address", "127.0.0.1:0", "--scaler-address", "127.0.0.1:0"], env={})
+    # The peer API only listens with the Kubernetes provider.
+    Settings.from_args(["--ext-proc-address", "127.0.0.1:9092"], env={})
+    Settings.from_args(["--ext-proc-address", "127.0.0.1:9100", "--scaler-address", "127.0.0.2:9100"], env={})
 
 
 def test_a_negative_duration_is_rejected_as_negative() -> None:

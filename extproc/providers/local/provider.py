@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from extproc.envoy.config import route_configuration, target_cluster_name, targe
 from extproc.envoy.gatewayview import GatewayView
 from extproc.providers.local import config as local_config
 from extproc.providers.local.config import ConfigError, LocalConfig, Workload
+from extproc.providers.local.records import ReplicaRecord, ReplicaRecords, StateDirLock
 from extproc.providers.local.replicas import Endpoints, ReplicaSet
 from extproc.providers.local.xds_files import XdsFiles
 
@@ -105,13 +107,21 @@ class LocalProvider:
         xds_dir: Path | None = None,
         envoy_admin: tuple[str, ...] = (),
         eds_settle_delay: float = 0.25,
+        drain_timeout: float = 0.0,
         autoscaled: bool = True,
     ) -> None:
         """`autoscaled=False`: nothing else drives replicas, so each target runs `replicas.min` replicas,
         also after an edit of `replicas.min` (with the autoscaler, the autoscaler applies it)."""
+        self._drain_timeout = drain_timeout
         self.config_path = config_path.resolve()
+        # A state directory zerohop made itself is removed when it stops (replica logs included).
+        self._own_state_dir = state_dir is None
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="zerohop-"))
         self.xds = XdsFiles(xds_dir or self.state_dir / "xds")
+        self._lock = StateDirLock(self.state_dir)
+        self._records = ReplicaRecords(self.state_dir)
+        # Replicas an earlier zerohop left running, by target, until the first config is applied.
+        self._previous: dict[str, list[ReplicaRecord]] = {}
         self._gateway = GatewayView(envoy_admin, eds_settle_delay)
         self._core: Core | None = None
         self._config: LocalConfig | None = None
@@ -134,9 +144,17 @@ class LocalProvider:
 
     async def start(self, core: Core) -> None:
         self._core = core
+        self._lock.acquire()
         self._stamp = self._stat()
         config = local_config.load(self.config_path)
+        for record in self._records.load():
+            self._previous.setdefault(record.target, []).append(record)
         self._apply(config)
+        for records in self._previous.values():
+            for record in records:
+                record.stop_leftovers()
+        self._previous = {}
+        self._records.flush()
         self._record(config)
         self._tasks.spawn(self._watch_config(), name="config reload")
 
@@ -232,21 +250,26 @@ class LocalProvider:
         cwd = self.config_path.parent
         for key in [k for k in self._sets if k not in targets]:
             self._tasks.spawn(self._sets.pop(key).stop(), name=f"replicas stop {key}", cancel_on_close=False)
-        new_sets: list[tuple[ReplicaSet, ScaledTarget]] = []
+        new_sets: list[tuple[ReplicaSet, ScaledTarget, int]] = []
         for key, target in targets.items():
             workload = config.workload_for(target)
             assert workload is not None
             existing = self._sets.get(key)
+            adopted = 0
             if existing is None:
                 replica_set = self._sets[key] = self._new_set(target, workload, cwd)
-                new_sets.append((replica_set, target))
+                adopted = replica_set.start()
+                new_sets.append((replica_set, target, adopted))
             else:
                 replica_set = existing
                 if replica_set.workload != workload:
                     log.info("%s: LocalWorkload changed; replicas started from now on use it", key)
                     replica_set.workload = workload
             old = self._targets.get(key)
-            if old is None or target_cluster_name(old) != target_cluster_name(target):
+            # Adopted replicas are in the endpoints file their zerohop left: the gateway keeps routing to them.
+            if (old is None and not adopted) or (
+                old is not None and target_cluster_name(old) != target_cluster_name(target)
+            ):
                 self.xds.write_endpoints(target_cluster_name(target), replica_set.endpoints())
             if old is not None and old.min_replicas != target.min_replicas and not self._autoscaled:
                 log.info("%s: replicas.min %d -> %d", key, old.min_replicas, target.min_replicas)
@@ -256,10 +279,10 @@ class LocalProvider:
         self.xds.write_routes(route_configuration(targets.values()))
         clusters = {target_cluster_name(t): t.key for t in targets.values()}
         self._core.apply_targets(targets.values(), clusters)
-        for replica_set, target in new_sets:
-            replica_set.start()
-            # Like a Deployment created with replicas.min; the autoscaler takes it from there.
-            replica_set.scale(target.min_replicas)
+        for replica_set, target, adopted in new_sets:
+            # Like a Deployment created with replicas.min (or as many as were adopted); the autoscaler takes it
+            # from there.
+            replica_set.scale(max(target.min_replicas, adopted))
 
     def _new_set(self, target: ScaledTarget, workload: Workload, cwd: Path) -> ReplicaSet:
         if workload.working_dir is not None and not workload.working_dir.is_absolute():
@@ -271,7 +294,8 @@ class LocalProvider:
         async def publish(endpoints: Endpoints) -> None:
             await self._publish(key, endpoints)
 
-        return ReplicaSet(workload, cwd, self.state_dir / "logs", publish)
+        adopt = self._previous.pop(str(key), [])
+        return ReplicaSet(workload, cwd, self.state_dir / "logs", publish, self._records, adopt)
 
     async def _publish(self, key: TargetKey, endpoints: Endpoints) -> None:
         assert self._core is not None
@@ -286,6 +310,17 @@ class LocalProvider:
         if endpoints:
             self._core.set_routable(key, True, guessed=not self._gateway.exact)
         log.info("%s: gateway routes to %d replica(s)", key, len(endpoints))
+
+    async def _wait_idle(self, deadline: float) -> None:
+        """Until no request is in flight to a replica, as the gateway (with --envoy-admin) and zerohop's own
+        counts see it, or until `deadline`."""
+        clusters = [target_cluster_name(t) for t in self._targets.values()]
+        while time.monotonic() < deadline:
+            counts = await asyncio.gather(*(self._gateway.active_requests(c) for c in clusters))
+            followed = sum(state.traffic.in_flight for state in self._core.registry) if self._core else 0
+            if not any(counts) and not followed:
+                return
+            await asyncio.sleep(0.05)
 
     async def _watch_config(self) -> None:
         while True:
@@ -306,6 +341,14 @@ class LocalProvider:
             stamp = now
 
     async def stop(self) -> None:
+        """Take the replicas out of the gateway, let the requests it already sent them finish (at most
+        `drain_timeout`), then stop them."""
+        deadline = time.monotonic() + self._drain_timeout
         await self._tasks.close()
+        await asyncio.gather(*(s.withdraw() for s in self._sets.values()), return_exceptions=True)
+        await self._wait_idle(deadline)
         await asyncio.gather(*(s.stop() for s in self._sets.values()), return_exceptions=True)
         await self._gateway.close()
+        self._lock.release()
+        if self._own_state_dir:
+            await asyncio.to_thread(shutil.rmtree, self.state_dir, True)

@@ -4,6 +4,9 @@
 workload's range, restarts crashed ones with backoff, and on scale-down first takes a replica out of the
 endpoints the gateway sees (awaiting `publish`) and only then stops its process, so no request is sent
 to a replica that is going away.
+
+Each replica is a process group of its own, stopped as a whole, and outlives a zerohop crash: it is
+recorded in the state dir (records.py) and adopted by the next zerohop, so warm traffic keeps flowing.
 """
 
 from __future__ import annotations
@@ -16,15 +19,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
 
 from extproc.core.background import BackgroundTasks
 from extproc.providers.local.config import Workload
+from extproc.providers.local.records import ReplicaRecord, ReplicaRecords, marker, start_time
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +46,45 @@ class ReplicaPhase(enum.Enum):
     EXITED = "exited"
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if zerohop dies without stopping its replicas (Linux only)."""
-    if sys.platform == "linux":
-        import ctypes
+class AdoptedProcess:
+    """A replica an earlier zerohop started: not this process's child, so its exit is seen through a pidfd
+    and its exit status is unknown (-1)."""
 
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[None] = loop.create_future()
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except OSError:
+            self._fd = None
+            self._done()
+            return
+        loop.add_reader(self._fd, self._done)
+
+    def _done(self) -> None:
+        if self._fd is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        self.returncode = -1
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    async def wait(self) -> int:
+        await asyncio.shield(self._exited)
+        return -1
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -65,14 +100,18 @@ def port_is_free(host: str, port: int) -> bool:
 class Replica:
     """One process listening on one port."""
 
-    def __init__(self, workload: Workload, port: int, cwd: Path, log_dir: Path) -> None:
+    def __init__(
+        self, workload: Workload, port: int, cwd: Path, log_dir: Path, records: ReplicaRecords | None = None
+    ) -> None:
         self.workload = workload
         self.port = port
         self.phase = ReplicaPhase.STARTING
         self.started_at = time.monotonic()
         self._cwd = cwd
         self._log_path = log_dir / f"{workload.key.namespace}_{workload.key.name}-{port}.log"
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: asyncio.subprocess.Process | AdoptedProcess | None = None
+        self._records = records
+        self.adopted = False
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -80,6 +119,8 @@ class Replica:
 
     async def start(self) -> None:
         env = {**os.environ, **self.workload.env, "PORT": str(self.port)}
+        name, _, value = marker(str(self.workload.key), self.port).partition("=")
+        env[name] = value
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with self._log_path.open("ab") as out:
             self.process = await asyncio.create_subprocess_exec(
@@ -89,10 +130,22 @@ class Replica:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # Its own process group (stopped as a whole); not tied to zerohop's life (adopted after a crash).
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         log.info("replica %s:%d started (pid %d)", self.workload.key, self.port, self.process.pid)
+        started = start_time(self.process.pid)
+        if self._records is not None and started is not None:
+            argv = tuple(self.workload.argv(self.port))
+            self._records.add(ReplicaRecord(str(self.workload.key), self.process.pid, self.port, argv, started))
+
+    def adopt(self, record: ReplicaRecord) -> None:
+        """Take over a replica an earlier zerohop started (it is probed for readiness like a new one)."""
+        self.process = AdoptedProcess(record.pid)
+        self.adopted = True
+        if self._records is not None:
+            self._records.add(record)
+        log.info("replica %s:%d adopted (pid %d)", self.workload.key, self.port, record.pid)
 
     async def wait_ready(self, session: aiohttp.ClientSession) -> bool:
         """Probe until ready (True), or until the process exits or the startup timeout passes (False)."""
@@ -133,18 +186,26 @@ class Replica:
         return self.process is None or self.process.returncode is not None
 
     async def stop(self) -> None:
-        """SIGTERM the replica's process group, SIGKILL after the grace period."""
+        """SIGTERM the replica's process group; SIGKILL what is left of it after the grace period."""
         self.phase = ReplicaPhase.TERMINATING
         process = self.process
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
+        if process is not None:
+            pgid = process.pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + self.workload.termination_grace
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), self.workload.termination_grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
+            # The leader may be gone while what it started still runs (`sh -c 'app & wait'`).
+            while _group_alive(pgid):
+                if time.monotonic() >= deadline:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pgid, signal.SIGKILL)
+                    break
+                await asyncio.sleep(0.02)
+            await process.wait()
+            if self._records is not None:
+                self._records.remove(pgid)
         self.phase = ReplicaPhase.EXITED
         log.info("replica %s:%d stopped", self.workload.key, self.port)
 
@@ -152,8 +213,18 @@ class Replica:
 class ReplicaSet:
     """Keeps `desired` replicas of one workload running and the gateway's endpoints in step with them."""
 
-    def __init__(self, workload: Workload, cwd: Path, log_dir: Path, publish: Publish) -> None:
+    def __init__(
+        self,
+        workload: Workload,
+        cwd: Path,
+        log_dir: Path,
+        publish: Publish,
+        records: ReplicaRecords | None = None,
+        adopt: Sequence[ReplicaRecord] = (),
+    ) -> None:
         self.workload = workload
+        self._records = records
+        self._adopt = list(adopt)
         self._cwd = cwd
         self._log_dir = log_dir
         self._publish = publish
@@ -174,9 +245,21 @@ class ReplicaSet:
     def ready(self) -> int:
         return sum(1 for r in self.replicas if r.phase is ReplicaPhase.READY)
 
-    def start(self) -> None:
+    def start(self) -> int:
+        """Start reconciling; returns how many replicas of an earlier zerohop it adopted."""
         self._session = aiohttp.ClientSession()
+        for record in self._adopt:
+            argv = tuple(self.workload.argv(record.port))
+            if record.port in self.workload.ports and record.argv == argv and record.is_running():
+                replica = Replica(self.workload, record.port, self._cwd, self._log_dir, self._records)
+                replica.adopt(record)
+                self.replicas.append(replica)
+                self._workers.spawn(self._run(replica), name=f"replica {self.workload.key}:{record.port}")
+            elif stopped := record.stop_leftovers():
+                log.info("%s: stopped %d leftover process(es) of an earlier replica", self.workload.key, stopped)
+        self._adopt = []
         self._loop.spawn(self._reconcile_loop(), name=f"replicas {self.workload.key}")
+        return len(self.replicas)
 
     def scale(self, replicas: int) -> None:
         replicas = max(0, min(replicas, len(self.workload.ports)))
@@ -211,7 +294,7 @@ class ReplicaSet:
                     log.warning("%s: no free port in %s for another replica", self.workload.key, self.workload.ports)
                     self._later(1.0)
                     break
-                replica = Replica(self.workload, port, self._cwd, self._log_dir)
+                replica = Replica(self.workload, port, self._cwd, self._log_dir, self._records)
                 self.replicas.append(replica)
                 self._workers.spawn(self._run(replica), name=f"replica {self.workload.key}:{port}")
         elif len(live) > self.desired:
@@ -235,7 +318,8 @@ class ReplicaSet:
     async def _run(self, replica: Replica) -> None:
         assert self._session is not None
         try:
-            await replica.start()
+            if not replica.adopted:
+                await replica.start()
         except OSError as exc:
             log.error("%s: cannot start %s: %s", self.workload.key, " ".join(self.workload.argv(replica.port)), exc)
             replica.phase = ReplicaPhase.EXITED
@@ -252,6 +336,11 @@ class ReplicaSet:
         if replica.phase is ReplicaPhase.READY:
             log.warning("%s: replica on port %d exited with %s", self.workload.key, replica.port, code)
             replica.phase = ReplicaPhase.EXITED
+            # What it started may still hold the port (`sh -c 'app & wait'` with the shell gone).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(replica.process.pid, signal.SIGKILL)
+            if self._records is not None:
+                self._records.remove(replica.process.pid)
             self._failed()
             await self.publish()
 
@@ -279,16 +368,21 @@ class ReplicaSet:
             await self._publish(endpoints)
             self._published = endpoints
 
-    async def stop(self) -> None:
-        """Stop every replica (endpoints first, then processes) and the reconcile loop."""
+    async def withdraw(self) -> None:
+        """Stop reconciling and take every replica out of the gateway's endpoints; the processes keep running
+        (for the requests already sent to them) until `stop()`."""
         await self._loop.close()
         for replica in self.replicas:
             if replica.phase is not ReplicaPhase.EXITED:
                 replica.phase = ReplicaPhase.TERMINATING
         if self._published:
-            # Take the replicas out of the gateway first; a gateway that does not confirm quickly is not waited for.
+            # A gateway that does not confirm quickly is not waited for.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.publish(), 1.0)
+
+    async def stop(self) -> None:
+        """Stop every replica (endpoints first, then processes) and the reconcile loop."""
+        await self.withdraw()
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
         await self._workers.close()
         if self._session is not None:
