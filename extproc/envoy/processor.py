@@ -103,7 +103,7 @@ class HoldObserver(Protocol):
 
     def hold_started(self, context: grpc.aio.ServicerContext[Any, bytes], request: Any, state: TargetState) -> Any: ...
 
-    def hold_ended(self, token: Any, state: TargetState, outcome: str, seconds: float) -> None: ...
+    def hold_ended(self, token: Any, state: TargetState, outcome: HoldOutcome, seconds: float) -> None: ...
 
 
 class WarmObserver(Protocol):
@@ -233,16 +233,16 @@ class ExtProcServicer:
         traffic.in_flight += 1
         observer = self.observer
         token = self._hold_started(observer, context, request, state) if observer is not None else None
-        outcome = "aborted"  # unless set below: the client went away (Envoy reset the stream)
+        outcome = HoldOutcome.ABORTED  # unless set below: the client went away (Envoy reset the stream)
         held: float | None = None  # stays None for requests refused without being held
         try:
             hold = self._gate.try_hold(state.gate)
             if hold is None:
                 if self._gate.draining:
-                    outcome, reason = "shutdown", Refusal.SHUTDOWN
+                    outcome, reason = HoldOutcome.SHUTDOWN, Refusal.SHUTDOWN
                     stats.shutdown_refusals += 1
                 else:
-                    outcome, reason = "over_capacity", Refusal.OVER_CAPACITY
+                    outcome, reason = HoldOutcome.OVER_CAPACITY, Refusal.OVER_CAPACITY
                     stats.over_capacity += 1
                 await context.write(self._refusal(request, reason, state))
                 return
@@ -252,7 +252,7 @@ class ExtProcServicer:
             finally:
                 held = hold.duration
                 hold.close()
-            outcome = result.value
+            outcome = result
             if result is HoldOutcome.RELEASED:
                 stats.released += 1
                 routed: bool | None = None

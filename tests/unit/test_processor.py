@@ -17,6 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from google.protobuf import struct_pb2
 
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.envoy import answers
@@ -205,7 +206,7 @@ class BrokenObserver:
         self.calls += 1
         raise RuntimeError("tracing is broken")
 
-    def hold_ended(self, token: Any, state: Any, outcome: str, seconds: float) -> None:
+    def hold_ended(self, token: Any, state: Any, outcome: HoldOutcome, seconds: float) -> None:
         self.calls += 1
         raise RuntimeError("tracing is broken")
 
@@ -221,7 +222,7 @@ async def test_a_failing_observer_never_keeps_a_request_from_its_answer(proc: Fi
     assert timed_out.immediate_response.status.code == 504
     assert broken.calls == 3
     assert proc.state(COLD).traffic.in_flight == 0
-    assert proc.state(COLD).traffic.outcomes == {"timeout": 1}
+    assert proc.state(COLD).traffic.outcomes == {HoldOutcome.TIMEOUT: 1}
 
 
 async def test_hold_timeout_answers_504_with_retry_after(proc: Fixture) -> None:
@@ -248,6 +249,7 @@ async def test_over_the_cap_answers_503_at_once(proc: Fixture) -> None:
     assert refusal.immediate_response.status.code == 503
     assert proc.servicer.stats.over_capacity == 1
     await asyncio.gather(*held)
+    assert proc.state(COLD).traffic.outcomes == {HoldOutcome.OVER_CAPACITY: 1, HoldOutcome.TIMEOUT: 2}
     assert proc.core.cold_gate.held_total == 0
 
 
@@ -259,6 +261,7 @@ async def test_client_gone_while_held_releases_everything(proc: Fixture) -> None
     call.cancel()  # what Envoy does when the downstream client goes away
     await wait_for(lambda: proc.core.cold_gate.held_total == 0, 2, what="hold released")
     await wait_for(lambda: proc.state(COLD).traffic.in_flight == 0, 2, what="in-flight released")
+    assert proc.state(COLD).traffic.outcomes == {HoldOutcome.ABORTED: 1}
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.observability import logs, metrics, telemetry
@@ -94,7 +95,7 @@ def test_metrics_reach_opentelemetry_with_the_same_values() -> None:
     reader = InMemoryMetricReader()
     otel = telemetry.Telemetry(None, MeterProvider(metric_readers=[reader]))
     otel.observe(lambda: metrics.collect(metrics.Sources(core)))
-    otel.record_hold(state, "released", 0.4)
+    otel.record_hold(state, HoldOutcome.RELEASED, 0.4)
     data = reader.get_metrics_data()
     points: dict[str, Any] = {}
     for resource in data.resource_metrics:
@@ -107,6 +108,7 @@ def test_metrics_reach_opentelemetry_with_the_same_values() -> None:
     assert points["zerohop_in_flight_requests"][0].value == 2
     [hold] = points["zerohop.hold.duration"]
     assert (hold.count, hold.sum) == (1, 0.4)
+    assert type(dict(hold.attributes)["outcome"]) is str
     assert dict(hold.attributes)["outcome"] == "released"
 
 
