@@ -22,7 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from extproc.core.coldstart import ColdGate, HoldOutcome
 from extproc.core.durations import format_duration
 from extproc.core.registry import TargetState
-from extproc.core.routing import Router, RouteTable
+from extproc.core.routing import NO_UPSTREAM, NoUpstream, Router
 from extproc.envoy import answers
 from extproc.envoy.answers import Refusal
 
@@ -94,6 +94,44 @@ def _headers_dict(headers: Any) -> dict[str, str]:
     return found
 
 
+class _ExtProcReader:
+    """The route table's `RequestReader` over a request-headers `ProcessingRequest`; stateless, one for all."""
+
+    __slots__ = ()
+
+    def cluster(self, request: Any) -> str | NoUpstream | None:
+        attributes = request.attributes.get(ATTRIBUTES_KEY)
+        if attributes is None:
+            return None
+        fields = attributes.fields
+        cluster = fields.get(CLUSTER_ATTRIBUTE)
+        if cluster is not None:
+            name: str = cluster.string_value
+            return name
+        # zerohop's filter asks for the cluster; an attribute set without it means Envoy had none to send.
+        return None if fields else NO_UPSTREAM
+
+    def authority(self, request: Any) -> bytes:
+        headers = request.request_headers.headers.headers
+        for header in headers:
+            if header.key == ":authority":
+                return _header_value(header)
+        log.debug("request headers without :authority (%d headers); treated as unmatched", len(headers))
+        return b""
+
+    def path(self, request: Any) -> str:
+        for header in request.request_headers.headers.headers:
+            if header.key == ":path":
+                return _header_value(header).decode("latin-1")
+        return "/"
+
+    def headers(self, request: Any) -> dict[str, str]:
+        return _headers_dict(request.request_headers.headers.headers)
+
+
+_READER = _ExtProcReader()
+
+
 class HoldObserver(Protocol):
     """Told when a cold request starts and stops being held (tracing, histograms); never on the warm path.
 
@@ -159,7 +197,7 @@ class ExtProcServicer:
             await self._unexpected(request, context)
             return
         try:
-            state = self._lookup(self._router.table, request)
+            state = self._router.table.lookup(request, _READER)
         except Exception:
             self.stats.malformed += 1
             log.debug("could not route ext_proc request headers; continuing", exc_info=True)
@@ -190,41 +228,6 @@ class ExtProcServicer:
                 self._gate.released(gate, False, False)
             return
         await self._hold(request, state, context)
-
-    def _lookup(self, table: RouteTable, request: Any) -> TargetState | None:
-        attributes = request.attributes.get(ATTRIBUTES_KEY)
-        if attributes is not None:
-            fields = attributes.fields
-            cluster = fields.get(CLUSTER_ATTRIBUTE)
-            if cluster is not None:
-                if table.has_clusters:
-                    state = table.for_cluster(cluster.string_value)
-                    if state is not None:
-                        return state
-            elif not fields:
-                # The filter asked for the cluster and Envoy sent none: the gateway routes this request to no
-                # upstream (no route, or a direct response). Holding or counting it for a target whose host it
-                # names would scale a workload that never gets it.
-                return None
-        headers = request.request_headers.headers.headers
-        authority = b""
-        for header in headers:
-            if header.key == ":authority":
-                authority = _header_value(header)
-                break
-        else:
-            log.debug("request headers without :authority (%d headers); treated as unmatched", len(headers))
-        routes = table.for_host(authority)
-        if routes is None:
-            return None
-        if routes.only is not None:
-            return routes.only
-        path = "/"
-        for header in headers:
-            if header.key == ":path":
-                path = _header_value(header).decode("latin-1")
-                break
-        return routes.match(path, _headers_dict(headers) if routes.needs_headers else None)
 
     async def _hold(self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
         stats = self.stats

@@ -20,8 +20,9 @@ from google.protobuf import struct_pb2
 from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
+from extproc.core.routing import NO_UPSTREAM
 from extproc.envoy import answers
-from extproc.envoy.processor import ATTRIBUTES_KEY, ExtProcServicer
+from extproc.envoy.processor import ATTRIBUTES_KEY, ExtProcServicer, _ExtProcReader
 from tests.helpers import wait_for
 
 WARM = TargetKey("default", "warm")
@@ -160,6 +161,22 @@ async def test_without_the_cluster_attribute_asked_for_the_host_decides(proc: Fi
     assert answer.SerializeToString() == answers.CONTINUE
     assert proc.state(WARM).traffic.requests == 1
     assert proc.servicer.stats.unmatched == 0
+
+
+def test_the_reader_gives_the_route_table_what_envoy_sent() -> None:
+    reader = _ExtProcReader()
+    plain = request_headers([(":authority", b"A.test:80"), (":path", b"/x?y"), ("X-Tenant", b"a"), ("x-tenant", b"b")])
+    assert reader.cluster(plain) is None  # no attributes: the cluster was not asked for
+    assert reader.authority(plain) == b"A.test:80"
+    assert reader.path(plain) == "/x?y"
+    assert reader.headers(plain) == {":authority": "A.test:80", ":path": "/x?y", "x-tenant": "a"}
+    assert reader.cluster(request_headers([], cluster="outbound|80||a")) == "outbound|80||a"
+    empty = request_headers([(":method", b"GET")])
+    empty.attributes[ATTRIBUTES_KEY].CopyFrom(struct_pb2.Struct())
+    assert reader.cluster(empty) is NO_UPSTREAM
+    assert reader.authority(empty) == b""
+    assert reader.path(empty) == "/"
+    assert reader.authority(request_headers(host("v.test"), raw=False)) == b"v.test"
 
 
 async def test_concurrency_target_is_followed_to_its_response(proc: Fixture) -> None:

@@ -1,14 +1,59 @@
-"""Route table: cluster mapping first, then exact host, wildcards (most specific first), catch-all,
-longest path prefix and header matches; immutable snapshots that keep live state across rebuilds."""
+"""Route table: cluster mapping first (no cluster named: unmatched), then exact host, wildcards (most specific
+first), catch-all, longest path prefix and header matches; immutable snapshots that keep live state across
+rebuilds. Every rule is reached through `RouteTable.lookup`, the one entry the servicer uses."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from extproc.core.coldstart import ColdGate
 from extproc.core.httpso import ScaledTarget, TargetKey, parse
 from extproc.core.registry import InFlightMode, TargetRegistry, TargetState
-from extproc.core.routing import _HOST_CACHE_LIMIT, RouteTable
+from extproc.core.routing import _HOST_CACHE_LIMIT, NO_UPSTREAM, NoUpstream, RouteTable
+
+
+@dataclass
+class Request:
+    """A request as plain values; `reads` records which parts the route table asked for."""
+
+    authority: bytes = b""
+    path: str = "/"
+    headers: dict[str, str] = field(default_factory=dict)
+    cluster: str | NoUpstream | None = None
+    reads: list[str] = field(default_factory=list)
+
+
+class Reader:
+    def cluster(self, request: Request) -> str | NoUpstream | None:
+        request.reads.append("cluster")
+        return request.cluster
+
+    def authority(self, request: Request) -> bytes:
+        request.reads.append("authority")
+        return request.authority
+
+    def path(self, request: Request) -> str:
+        request.reads.append("path")
+        return request.path
+
+    def headers(self, request: Request) -> Mapping[str, str]:
+        request.reads.append("headers")
+        return request.headers
+
+
+READER = Reader()
+
+
+def route(
+    table: RouteTable,
+    authority: bytes,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+    cluster: str | NoUpstream | None = None,
+) -> TargetState | None:
+    return table.lookup(Request(authority, path, headers or {}, cluster), READER)
 
 
 def target(name: str, **spec: Any) -> ScaledTarget:
@@ -36,29 +81,29 @@ def test_exact_host_beats_wildcard_and_catch_all() -> None:
         target("wild", hosts=["*.example.com"]),
         target("any", hosts=[]),
     )
-    assert name(routes.match(b"api.example.com")) == "exact"
-    assert name(routes.match(b"www.example.com")) == "wild"
-    assert name(routes.match(b"deep.www.example.com")) == "wild"
-    assert name(routes.match(b"example.com")) == "any"
-    assert name(routes.match(b"other.org")) == "any"
+    assert name(route(routes, b"api.example.com")) == "exact"
+    assert name(route(routes, b"www.example.com")) == "wild"
+    assert name(route(routes, b"deep.www.example.com")) == "wild"
+    assert name(route(routes, b"example.com")) == "any"
+    assert name(route(routes, b"other.org")) == "any"
 
 
 def test_most_specific_wildcard_wins() -> None:
     routes = table(target("broad", hosts=["*.example.com"]), target("narrow", hosts=["*.eu.example.com"]))
-    assert name(routes.match(b"shop.eu.example.com")) == "narrow"
-    assert name(routes.match(b"shop.us.example.com")) == "broad"
+    assert name(route(routes, b"shop.eu.example.com")) == "narrow"
+    assert name(route(routes, b"shop.us.example.com")) == "broad"
 
 
 def test_unknown_host_without_catch_all_is_unmatched() -> None:
     routes = table(target("a", hosts=["a.example.com"]))
-    assert routes.match(b"b.example.com") is None
-    assert routes.match(b"") is None
+    assert route(routes, b"b.example.com") is None
+    assert route(routes, b"") is None
 
 
 def test_host_is_normalised_at_request_time() -> None:
     routes = table(target("a", hosts=["a.example.com"]))
-    assert name(routes.match(b"A.Example.Com:8080")) == "a"
-    assert name(routes.match(b"a.example.com.")) == "a"
+    assert name(route(routes, b"A.Example.Com:8080")) == "a"
+    assert name(route(routes, b"a.example.com.")) == "a"
 
 
 def test_longest_prefix_wins_then_falls_through_to_less_specific_hosts() -> None:
@@ -67,10 +112,10 @@ def test_longest_prefix_wins_then_falls_through_to_less_specific_hosts() -> None
         target("api-v2", hosts=["shop.example.com"], pathPrefixes=["/api/v2"]),
         target("wild", hosts=["*.example.com"]),
     )
-    assert name(routes.match(b"shop.example.com", "/api/v2/items?x=1")) == "api-v2"
-    assert name(routes.match(b"shop.example.com", "/api/v1")) == "api"
+    assert name(route(routes, b"shop.example.com", "/api/v2/items?x=1")) == "api-v2"
+    assert name(route(routes, b"shop.example.com", "/api/v1")) == "api"
     # No route of the exact host matches "/", so the wildcard host's route takes it.
-    assert name(routes.match(b"shop.example.com", "/")) == "wild"
+    assert name(route(routes, b"shop.example.com", "/")) == "wild"
 
 
 def test_headers_all_must_match_and_no_value_means_present() -> None:
@@ -78,40 +123,53 @@ def test_headers_all_must_match_and_no_value_means_present() -> None:
         target("tenant-a", hosts=["h"], headers=[{"name": "X-Tenant", "value": "a"}, {"name": "x-beta"}]),
         target("plain", hosts=["h"]),
     )
-    host = routes.for_host(b"h")
-    assert host is not None
-    assert host.needs_headers
-    assert host.only is None
-    assert name(host.match("/", {"x-tenant": "a", "x-beta": ""})) == "tenant-a"
-    assert name(host.match("/", {"x-tenant": "a"})) == "plain"
-    assert name(host.match("/", {"x-tenant": "b", "x-beta": "1"})) == "plain"
+    assert name(route(routes, b"h", "/", {"x-tenant": "a", "x-beta": ""})) == "tenant-a"
+    assert name(route(routes, b"h", "/", {"x-tenant": "a"})) == "plain"
+    assert name(route(routes, b"h", "/", {"x-tenant": "b", "x-beta": "1"})) == "plain"
 
 
-def test_single_route_host_needs_no_path() -> None:
-    routes = table(target("a", hosts=["a"]))
-    host = routes.for_host(b"a")
-    assert host is not None
-    assert name(host.only) == "a"
-
-
-def test_cluster_mapping() -> None:
+def test_only_what_a_rule_needs_is_read() -> None:
     a = target("a", hosts=["a"])
-    routes = table(a, clusters={"outbound|80||a.default.svc.cluster.local": a.key, "ghost": TargetKey("x", "y")})
-    assert name(routes.for_cluster("outbound|80||a.default.svc.cluster.local")) == "a"
-    assert routes.for_cluster("ghost") is None
-    assert routes.has_clusters
+    routes = table(a, target("b", hosts=["b"], pathPrefixes=["/x"]), clusters={"cluster-a": a.key})
+    by_cluster = Request(b"a", cluster="cluster-a")
+    assert name(routes.lookup(by_cluster, READER)) == "a"
+    assert by_cluster.reads == ["cluster"]  # a cluster hit decodes no header
+    single = Request(b"a")
+    assert name(routes.lookup(single, READER)) == "a"
+    assert single.reads == ["cluster", "authority"]  # one route for every path: no path read
+    prefixed = Request(b"b", "/x/y")
+    assert name(routes.lookup(prefixed, READER)) == "b"
+    assert prefixed.reads == ["cluster", "authority", "path"]  # no header rule: no headers read
+
+
+def test_cluster_first_then_host() -> None:
+    a = target("a", hosts=["a"])
+    b = target("b", hosts=["b"])
+    routes = table(a, b, clusters={"outbound|80||a.default.svc.cluster.local": a.key, "ghost": TargetKey("x", "y")})
+    assert name(route(routes, b"b", cluster="outbound|80||a.default.svc.cluster.local")) == "a"
+    # A cluster zerohop does not know (or a target since removed) leaves it to the host.
+    assert name(route(routes, b"b", cluster="ghost")) == "b"
+    assert name(route(routes, b"b", cluster="outbound|80||other")) == "b"
+    assert route(routes, b"nobody", cluster="ghost") is None
+
+
+def test_no_upstream_named_is_unmatched_whatever_the_host() -> None:
+    routes = table(target("a", hosts=["a"]), target("any", hosts=[]))
+    assert route(routes, b"a", cluster=NO_UPSTREAM) is None
+    assert route(routes, b"elsewhere", cluster=NO_UPSTREAM) is None
+    assert name(route(routes, b"a", cluster=None)) == "a"
 
 
 def test_non_utf8_and_garbage_authority_do_not_raise() -> None:
     routes = table(target("a", hosts=["a.example.com"]))
-    assert routes.match(b"\xff\xfe\x00bad") is None
-    assert routes.match(b"a.example.com\xff") is None
+    assert route(routes, b"\xff\xfe\x00bad") is None
+    assert route(routes, b"a.example.com\xff") is None
 
 
 def test_host_memo_is_bounded() -> None:
     routes = table(target("a", hosts=["a"]))
     for i in range(_HOST_CACHE_LIMIT * 3):
-        routes.for_host(f"random-{i}.example".encode())
+        route(routes, f"random-{i}.example".encode())
     assert len(routes._by_host) <= _HOST_CACHE_LIMIT
 
 
@@ -121,7 +179,7 @@ def test_rebuild_keeps_live_state() -> None:
     first = registry.sync([target("a", hosts=["a"])])
     first[TargetKey("default", "a")].traffic.requests = 41
     second = registry.sync([target("a", hosts=["a", "b"]), target("c", hosts=["c"])])
-    state = RouteTable(second.values()).match(b"b")
+    state = route(RouteTable(second.values()), b"b")
     assert state is not None
     assert state.traffic.requests == 41
     assert second[TargetKey("default", "a")] is first[TargetKey("default", "a")]
