@@ -28,6 +28,9 @@ HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 LOCAL_EXT_PROC_CLUSTER = "zerohop_ext_proc"
+# The attributes zerohop's filter asks for arrive in ProcessingRequest.attributes under the filter's name.
+ATTRIBUTES_KEY = EXT_PROC_FILTER
+# Asked for with request headers: the upstream cluster the gateway chose (the route table's first rule).
 CLUSTER_ATTRIBUTE = "xds.cluster_name"
 # Sent with response headers zerohop asked for: tells the gateway's own "no healthy upstream" from the app's 503.
 CODE_DETAILS_ATTRIBUTE = "response.code_details"

@@ -25,13 +25,11 @@ from extproc.core.registry import TargetState
 from extproc.core.routing import NO_UPSTREAM, NoUpstream, Router
 from extproc.envoy import answers
 from extproc.envoy.answers import Refusal
+from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
-ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
-CLUSTER_ATTRIBUTE = "xds.cluster_name"
-CODE_DETAILS_ATTRIBUTE = "response.code_details"
 # Envoy's response code details when the gateway itself could not pick an upstream host or cluster.
 NOT_ROUTED_DETAILS = frozenset({"no_healthy_upstream", "cluster_not_found"})
 # zerohop answers a timed-out hold itself this long before Envoy's own message timer would fire.

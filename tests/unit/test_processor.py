@@ -22,7 +22,8 @@ from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.routing import NO_UPSTREAM
 from extproc.envoy import answers
-from extproc.envoy.processor import ATTRIBUTES_KEY, ExtProcServicer, _ExtProcReader
+from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE
+from extproc.envoy.processor import ExtProcServicer, _ExtProcReader
 from tests.helpers import wait_for
 
 WARM = TargetKey("default", "warm")
@@ -88,7 +89,7 @@ def request_headers(
     request = ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=base_pb2.HeaderMap(headers=values)))
     if cluster is not None:
         attributes = struct_pb2.Struct()
-        attributes.update({"xds.cluster_name": cluster})
+        attributes.update({CLUSTER_ATTRIBUTE: cluster})
         request.attributes[ATTRIBUTES_KEY].CopyFrom(attributes)
     return request
 
@@ -328,7 +329,7 @@ async def test_an_empty_message_ends_the_stream_without_error(proc: Fixture) -> 
 def gateway_response(details: str, status: bytes = b"503") -> ep.ProcessingRequest:
     message = response_headers(status)
     attributes = struct_pb2.Struct()
-    attributes.update({"response.code_details": details})
+    attributes.update({CODE_DETAILS_ATTRIBUTE: details})
     message.attributes[ATTRIBUTES_KEY].CopyFrom(attributes)
     return message
 
