@@ -5,7 +5,8 @@
    `outbound|8080||app.ns.svc.cluster.local`), so zerohop never disagrees with the gateway's routing;
    when the gateway was asked for the cluster and names none, it routes the request nowhere: unmatched;
 2. the KEDA HTTP add-on's matching: host (exact, then `*.suffix` wildcards most specific first, then a
-   catch-all), then the longest path prefix, then headers (all must match; no value = present).
+   catch-all), then the longest path prefix on whole segments, then headers (all must match; no value =
+   present).
 
 The request is read through a `RequestReader`, one part at a time and only when a rule needs it, so a
 cluster hit decodes no header and a single-route host reads no path.
@@ -67,7 +68,13 @@ class _Route:
         self.state = state
 
     def matches(self, path: str, headers: Mapping[str, str] | None) -> bool:
-        if not path.startswith(self.prefix):
+        # Whole segments only: `/api` takes `/api`, `/api/v1` and `/api?q`, never `/apix` (prefixes are
+        # parsed without a trailing slash, `/` aside).
+        prefix = self.prefix
+        if not path.startswith(prefix):
+            return False
+        end = len(prefix)
+        if len(path) > end and end > 1 and path[end] not in "/?#":
             return False
         if not self.headers:
             return True

@@ -207,7 +207,9 @@ def target_routes(targets: Iterable[ScaledTarget]) -> list[RouteSpec]:
 
 
 def _route(spec: RouteSpec) -> dict[str, Any]:
-    match: dict[str, Any] = {"prefix": spec.prefix}
+    # Whole path segments, as zerohop's own matcher (`/api` is not `/apix`); Envoy rejects a
+    # path_separated_prefix ending in `/`, and `/` is every path anyway.
+    match: dict[str, Any] = {"path_separated_prefix": spec.prefix} if spec.prefix != "/" else {"prefix": "/"}
     if spec.headers:
         match["headers"] = [
             {"name": name, "string_match": {"exact": value}}

@@ -118,6 +118,27 @@ def test_longest_prefix_wins_then_falls_through_to_less_specific_hosts() -> None
     assert name(route(routes, b"shop.example.com", "/")) == "wild"
 
 
+def test_path_prefixes_match_whole_segments_only() -> None:
+    routes = table(
+        target("api", hosts=["h"], pathPrefixes=["/api"]), target("slash", hosts=["s"], pathPrefixes=["/v1/"])
+    )
+    for path in ("/api", "/api/", "/api/v1/x", "/api?q=1", "/api#top", "/api//x"):
+        assert name(route(routes, b"h", path)) == "api", path
+    for path in ("/apix", "/api-v2", "/ap", "/", "", "/API", "*"):
+        assert route(routes, b"h", path) is None, path
+    # A trailing slash in pathPrefixes changes nothing, as in the add-on: "/v1/" is "/v1".
+    for path in ("/v1", "/v1/", "/v1/items", "/v1?x"):
+        assert name(route(routes, b"s", path)) == "slash", path
+    assert route(routes, b"s", "/v1x") is None
+
+
+def test_root_prefix_takes_every_path_and_more_specific_prefixes_win() -> None:
+    routes = table(target("root", hosts=["h"], pathPrefixes=["/"]), target("api", hosts=["h"], pathPrefixes=["/api"]))
+    assert name(route(routes, b"h", "/apix")) == "root"
+    assert name(route(routes, b"h", "/api/x")) == "api"
+    assert name(route(routes, b"h", "/?q")) == "root"
+
+
 def test_headers_all_must_match_and_no_value_means_present() -> None:
     routes = table(
         target("tenant-a", hosts=["h"], headers=[{"name": "X-Tenant", "value": "a"}, {"name": "x-beta"}]),
