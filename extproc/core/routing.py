@@ -24,7 +24,11 @@ from extproc.core.registry import TargetState
 
 log = logging.getLogger(__name__)
 
+# Hosts that match a route are remembered per snapshot (unmatched ones are not: distinct unknown hosts must
+# cost no memory). An authority longer than a DNS name (253), its trailing dot and a port names no
+# configured host, so it is never remembered either: the memo is at most this many keys of that many bytes.
 _HOST_CACHE_LIMIT = 4096
+_MAX_AUTHORITY = 253 + len(".:65535")
 
 Request = TypeVar("Request", contravariant=True)
 
@@ -118,7 +122,7 @@ def _sort_key(route: _Route) -> tuple[int, int]:
 class RouteTable:
     """An immutable routing snapshot over live TargetStates. Build a new one to change anything."""
 
-    __slots__ = ("_by_host", "_catch_all", "_clusters", "_exact", "_wildcards", "states")
+    __slots__ = ("_by_host", "_catch_all", "_catch_all_only", "_clusters", "_exact", "_wildcards", "states")
 
     def __init__(
         self,
@@ -145,12 +149,14 @@ class RouteTable:
         self._exact = exact
         self._wildcards = sorted(wildcards.items(), key=lambda item: -len(item[0]))
         self._catch_all = catch_all
+        # Shared by every host only the catch-all takes, so remembering one costs its key alone.
+        self._catch_all_only = _HostRoutes(catch_all) if catch_all else None
         self._clusters: dict[str, TargetState] = {}
         for cluster, key in (clusters or {}).items():
             mapped = self.states.get(key)
             if mapped is not None:
                 self._clusters[cluster] = mapped
-        self._by_host: dict[bytes, _HostRoutes | None] = {}
+        self._by_host: dict[bytes, _HostRoutes] = {}
 
     def lookup(self, request: Request, reader: RequestReader[Request]) -> TargetState | None:
         """The target this request belongs to, or None (unmatched: zerohop lets it through untouched)."""
@@ -173,15 +179,18 @@ class RouteTable:
 
     def _for_host(self, authority: bytes) -> _HostRoutes | None:
         """Routes for a raw `:authority` value (any bytes, port included); memoised per snapshot."""
-        routes = self._by_host.get(authority, False)
-        if routes is False:
+        routes = self._by_host.get(authority)
+        if routes is None:
+            if len(authority) > _MAX_AUTHORITY:
+                return self._catch_all_only  # neither decoded nor remembered
             if not authority.isascii():
                 log.debug("non-ASCII :authority %r; matched as latin-1 text", authority[:100])
             routes = self._resolve_host(normalize_host(authority.decode("latin-1")))
-            if len(self._by_host) >= _HOST_CACHE_LIMIT:
-                self._by_host.clear()
-            self._by_host[authority] = routes
-        return routes  # type: ignore[return-value]
+            if routes is not None:
+                if len(self._by_host) >= _HOST_CACHE_LIMIT:
+                    self._by_host.clear()
+                self._by_host[authority] = routes
+        return routes
 
     def _resolve_host(self, host: str) -> _HostRoutes | None:
         candidates: list[_Route] = []
@@ -189,8 +198,10 @@ class RouteTable:
         for suffix, routes in self._wildcards:
             if host.endswith(suffix) and len(host) > len(suffix):
                 candidates.extend(routes)
+        if not candidates:
+            return self._catch_all_only
         candidates.extend(self._catch_all)
-        return _HostRoutes(candidates) if candidates else None
+        return _HostRoutes(candidates)
 
 
 class Router:

@@ -4,14 +4,16 @@ rebuilds. Every rule is reached through `RouteTable.lookup`, the one entry the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+import tracemalloc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from extproc.core.coldstart import ColdGate
 from extproc.core.httpso import ScaledTarget, TargetKey, parse
 from extproc.core.registry import InFlightMode, TargetRegistry, TargetState
-from extproc.core.routing import _HOST_CACHE_LIMIT, NO_UPSTREAM, NoUpstream, RouteTable
+from extproc.core.routing import _HOST_CACHE_LIMIT, _MAX_AUTHORITY, NO_UPSTREAM, NoUpstream, RouteTable
 
 
 @dataclass
@@ -188,10 +190,62 @@ def test_non_utf8_and_garbage_authority_do_not_raise() -> None:
 
 
 def test_host_memo_is_bounded() -> None:
-    routes = table(target("a", hosts=["a"]))
+    routes = table(target("a", hosts=["a"]), target("any", hosts=[]))
     for i in range(_HOST_CACHE_LIMIT * 3):
-        route(routes, f"random-{i}.example".encode())
+        assert name(route(routes, f"random-{i}.example".encode())) == "any"
     assert len(routes._by_host) <= _HOST_CACHE_LIMIT
+
+
+def grown_by(lookups: Callable[[], None]) -> int:
+    """Bytes still allocated after `lookups` ran (what the route table kept)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        lookups()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_distinct_unknown_hosts_are_not_remembered() -> None:
+    routes = table(target("a", hosts=["a.example"]), target("w", hosts=["*.wild.example"]))
+
+    def lookups() -> None:
+        for i in range(300):
+            assert route(routes, b"%d." % i + b"x" * 100_000) is None  # 30 MB of distinct authorities
+            assert route(routes, b"h%d.example" % i) is None
+
+    assert grown_by(lookups) < 64 * 1024
+    assert routes._by_host == {}
+
+
+def test_overlong_authorities_cost_no_memory_even_with_a_catch_all() -> None:
+    routes = table(target("a", hosts=["a.example"]), target("any", hosts=[]))
+
+    def lookups() -> None:
+        for i in range(300):
+            # Longer than any DNS name with a port: it names no configured host, only the catch-all takes it.
+            assert name(route(routes, b"a.example:%d" % i + b"0" * 100_000)) == "any"
+            assert name(route(routes, b"%d" % i + b"a" * 300)) == "any"
+
+    assert grown_by(lookups) < 64 * 1024
+    assert routes._by_host == {}
+
+
+def test_remembered_hosts_are_bounded_in_bytes() -> None:
+    routes = table(target("a", hosts=["a.example"]), target("any", hosts=[]))
+    longest = b"a" * (_MAX_AUTHORITY - 8)
+
+    def lookups() -> None:
+        for i in range(_HOST_CACHE_LIMIT * 2):
+            assert name(route(routes, b"%08d" % i + longest)) == "any"
+
+    # Each remembered host costs its key (at most _MAX_AUTHORITY bytes) and a dict slot; the routes are shared.
+    assert grown_by(lookups) < _HOST_CACHE_LIMIT * (_MAX_AUTHORITY + 150)
+    assert name(route(routes, b"A.example:8080")) == "a"
+    assert name(route(routes, b"a" * (_MAX_AUTHORITY - 5) + b":8080")) == "any"
 
 
 def test_rebuild_keeps_live_state() -> None:
