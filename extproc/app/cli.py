@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from extproc import __version__
 from extproc.app import grpcenv, statuscli
+from extproc.app import settings as settings_module
 from extproc.app.settings import SettingsError, add_arguments, from_namespace
 from extproc.observability import logs
 from extproc.providers.local.config import ConfigError
+
+T = TypeVar("T")
+DEFAULT_SELECTOR = "istio=ingressgateway"
 
 DESCRIPTION = """\
 zerohop scales HTTP workloads to and from zero from inside an Envoy or Istio gateway, with no extra proxy
@@ -53,6 +59,8 @@ async def _serve(settings_namespace: argparse.Namespace) -> int:
 
     settings = from_namespace(settings_namespace)
     logs.configure(settings.log_level, settings.log_format.value)
+    for warning in settings_module.misspelled_variables(os.environ):
+        logging.getLogger("extproc.app.cli").warning("%s", warning)
     server = ZerohopServer(settings, telemetry=Telemetry.from_env())
     server.install_signal_handlers()
     try:
@@ -64,34 +72,54 @@ async def _serve(settings_namespace: argparse.Namespace) -> int:
     return 0
 
 
+def _option(flag: str, parse: Callable[[str], T], text: str) -> T:
+    """A command's option parsed as `serve` parses the same setting; errors name the flag."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise SettingsError(f"{flag}: {exc}") from None
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
     from extproc.envoy.config import GatewayPorts, local_bootstrap
     from extproc.providers.local.xds_files import XdsFiles
 
+    hold_timeout = _option("--hold-timeout", settings_module.parse_hold_timeout, args.hold_timeout)
     listen_host, _, listen_port = args.listen.rpartition(":")
     ext_host, _, ext_port = args.ext_proc.rpartition(":")
     ports = GatewayPorts(listen_host, int(listen_port), args.admin_port, ext_host, int(ext_port))
     xds_dir = args.xds_dir.resolve()
     # Envoy refuses to start on a missing xDS file; zerohop replaces these when it starts.
     XdsFiles(xds_dir).prepare()
-    bootstrap = local_bootstrap(ports, xds_dir, max_message_timeout=args.hold_timeout + 5.0)
+    bootstrap = local_bootstrap(ports, xds_dir, max_message_timeout=hold_timeout + 5.0, otlp=args.otlp_endpoint)
     json.dump(bootstrap, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or "/" in value or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT (e.g. otel-collector:4317), got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def _envoyfilter(args: argparse.Namespace) -> int:
     from extproc.core.httpso import KIND, InvalidSpec, parse
     from extproc.envoy import istio
 
-    try:
-        selector = (
-            {istio.GATEWAY_API_LABEL: args.gateway_name} if args.gateway_name else istio.parse_selector(args.selector)
-        )
-        ports = tuple(int(p) for p in args.ports.split(",") if p.strip())
-    except ValueError as exc:
-        raise SettingsError(f"envoyfilter: {exc}") from None
+    if args.gateway_name and args.selector is not None:
+        raise SettingsError("envoyfilter: --gateway-name and --selector both select the gateway pods; give one")
+    if args.gateway_name:
+        selector = {istio.GATEWAY_API_LABEL: args.gateway_name}
+    else:
+        selector = _option("--selector", istio.parse_selector, args.selector or DEFAULT_SELECTOR)
+    ports = _option("--ports", settings_module.parse_ports, args.ports)
+    namespace = _option("--namespace", settings_module.parse_namespace, args.namespace)
+    gateway_namespace = _option("--gateway-namespace", settings_module.parse_namespace, args.gateway_namespace)
+    hold_timeout = _option("--hold-timeout", settings_module.parse_hold_timeout, args.hold_timeout)
     hosts: set[str] | None = None
+    targets = 0
     for path in args.httpso:
         hosts = hosts if hosts is not None else set()
         try:
@@ -107,11 +135,26 @@ def _envoyfilter(args: argparse.Namespace) -> int:
                 raise SettingsError(
                     f"{path}: HTTPScaledObject {document.get('metadata', {}).get('name')}: {exc}"
                 ) from None
-            hosts.update(h for h in target.hosts if h != "*")
+            targets += 1
+            named = [h for h in target.hosts if h != "*"]
+            if not named:
+                print(
+                    f"zerohop envoyfilter: warning: {path}: HTTPScaledObject {target.key} names no host "
+                    "(a catch-all): the scoped filter does not enable it",
+                    file=sys.stderr,
+                )
+            hosts.update(named)
+    if hosts is not None and not hosts and not args.allow_empty:
+        files = ", ".join(str(p) for p in args.httpso)
+        raise SettingsError(
+            f"envoyfilter: no host found in {files} ({targets} HTTPScaledObject(s)): the filter would be "
+            "disabled on every host, turning zerohop off. Check `spec.hosts`, or pass --allow-empty to print "
+            "it anyway."
+        )
     document = istio.envoyfilter(
-        args.namespace,
-        hold_timeout=args.hold_timeout,
-        gateway_namespace=args.gateway_namespace,
+        namespace,
+        hold_timeout=hold_timeout,
+        gateway_namespace=gateway_namespace,
         selector=selector,
         hosts=sorted(hosts) if hosts is not None else None,
         ports=ports,
@@ -122,8 +165,6 @@ def _envoyfilter(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from extproc.core.durations import parse_duration
-
     root = argparse.ArgumentParser(
         prog="zerohop",
         description=DESCRIPTION,
@@ -162,8 +203,13 @@ def parser() -> argparse.ArgumentParser:
         "--ext-proc", default="127.0.0.1:9000", help="zerohop's ext_proc HOST:PORT (default 127.0.0.1:9000)"
     )
     boot.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port on 127.0.0.1 (default 9901)")
+    boot.add_argument("--hold-timeout", default="60s", help="zerohop's --hold-timeout (default 60s)")
     boot.add_argument(
-        "--hold-timeout", type=parse_duration, default=60.0, help="zerohop's --hold-timeout (default 60s)"
+        "--otlp-endpoint",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="trace requests with Envoy's OpenTelemetry tracer, exporting OTLP/gRPC (plaintext) to this "
+        "collector; zerohop's hold spans join these traces (docs/observability.md)",
     )
 
     istio = commands.add_parser(
@@ -173,16 +219,17 @@ def parser() -> argparse.ArgumentParser:
         "Given HTTPScaledObject files, the filter is installed disabled and enabled only on the virtual hosts "
         "(HOST:PORT) they name, so other traffic never reaches zerohop.",
         epilog="Examples: zerohop envoyfilter > envoyfilter.yaml;  "
+        "zerohop envoyfilter examples/httpscaledobject.yaml;  "
         "zerohop envoyfilter --gateway-name public app/httpso.yaml other/httpso.yaml | kubectl apply -f -",
     )
     istio.add_argument("httpso", nargs="*", type=Path, help="YAML files with HTTPScaledObjects to scope the filter to")
     istio.add_argument(
         "--selector",
-        default="istio=ingressgateway",
-        help="gateway pod labels KEY=VALUE[,...] (default istio=ingressgateway)",
+        help=f"gateway pod labels KEY=VALUE[,...] (default {DEFAULT_SELECTOR})",
     )
     istio.add_argument(
-        "--gateway-name", help="a Gateway API gateway's name (selects gateway.networking.k8s.io/gateway-name)"
+        "--gateway-name",
+        help="a Gateway API gateway's name (selects gateway.networking.k8s.io/gateway-name; not with --selector)",
     )
     istio.add_argument(
         "--gateway-namespace",
@@ -193,8 +240,11 @@ def parser() -> argparse.ArgumentParser:
     istio.add_argument(
         "--namespace", default="zerohop-system", help="namespace zerohop runs in (default zerohop-system)"
     )
+    istio.add_argument("--hold-timeout", default="60s", help="zerohop's --hold-timeout (default 60s)")
     istio.add_argument(
-        "--hold-timeout", type=parse_duration, default=60.0, help="zerohop's --hold-timeout (default 60s)"
+        "--allow-empty",
+        action="store_true",
+        help="print the filter even when the files name no host (it is then disabled on every host)",
     )
 
     status = commands.add_parser(
@@ -213,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # gRPC's core reads its settings once, when grpc is first imported: this module imports it only below.
     grpcenv.apply()
-    args = parser().parse_args(argv)
+    args = parser().parse_args(settings_module.attach_dash_values(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "serve":
             return run(_serve(args))

@@ -35,6 +35,7 @@ from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import KubeApi
 from extproc.providers.kubernetes.provider import KubernetesOptions, KubernetesProvider
 from extproc.providers.kubernetes.reconciler import ReconcileOptions
+from extproc.providers.local import config as local_config
 from extproc.providers.local.provider import LocalProvider
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,15 @@ def _split(address: str) -> tuple[str, int]:
 def local_provider(settings: Settings) -> LocalProvider:
     if settings.config is None:
         raise SettingsError("--config (ZEROHOP_CONFIG) is required with --provider local")
+    # Read it before anything listens or starts: a missing or broken file is then the only thing reported.
+    local_config.load(settings.config)
     return LocalProvider(
         settings.config,
         state_dir=settings.state_dir,
         xds_dir=settings.xds_dir,
         envoy_admin=settings.envoy_admin,
         eds_settle_delay=settings.eds_settle_delay,
+        autoscaled=settings.autoscale,
     )
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import enum
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,6 +23,8 @@ from extproc.core.registry import InFlightMode
 from extproc.envoy.istio import GATEWAY_STATS_PORT
 
 ENV_PREFIX = "ZEROHOP_"
+# ZEROHOP_* variables other commands read (`zerohop status`, the dev tools' Envoy): not misspellings.
+OTHER_VARIABLES = ("ZEROHOP_ADMIN_URL", "ZEROHOP_ENVOY_BIN")
 
 
 class SettingsError(ValueError):
@@ -45,21 +49,30 @@ def _address(text: str) -> str:
     return text
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise ValueError(f"must be >= 1, got {value}")
     return value
 
 
 def _port_or_zero(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 <= value < 65536:
         raise ValueError(f"expected a port 1..65535 or 0, got {value}")
     return value
 
 
 def _positive_duration(text: str) -> float:
+    if text.strip().startswith("-"):
+        raise ValueError(f"must be > 0, got {text.strip()!r}")
     value = parse_duration(text)
     if value <= 0:
         raise ValueError(f"must be > 0, got {text!r}")
@@ -80,10 +93,23 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _ports(text: str) -> tuple[int, ...]:
-    ports = tuple(int(part) for part in _names(text))
-    if not ports or not all(0 < port < 65536 for port in ports):
-        raise ValueError(f"expected ports 1..65535, got {text!r}")
-    return ports
+    parts = _names(text)
+    if not parts or not all(part.isdigit() and 0 < int(part) < 65536 for part in parts):
+        raise ValueError(f"expected ports 1..65535, comma-separated, got {text!r}")
+    return tuple(int(part) for part in parts)
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _namespace(text: str) -> str:
+    if not _DNS_LABEL.fullmatch(text):
+        raise ValueError(f"expected a Kubernetes namespace (lower-case letters, digits, '-'), got {text!r}")
+    return text
+
+
+def _namespaces(text: str) -> tuple[str, ...]:
+    return tuple(_namespace(name) for name in _names(text))
 
 
 def _urls(text: str) -> tuple[str, ...]:
@@ -241,7 +267,7 @@ class Settings:
     )
     namespaces: tuple[str, ...] = _setting(
         (),
-        _names,
+        _namespaces,
         "Kubernetes provider: namespaces to watch for HTTPScaledObjects, comma-separated; default all.",
         group="kubernetes provider",
         metavar="NS[,NS]",
@@ -255,7 +281,7 @@ class Settings:
     )
     pod_namespace: str = _setting(
         "zerohop-system",
-        str,
+        _namespace,
         "The namespace zerohop runs in (downward API): its Lease, Service and peers live there.",
         group="kubernetes provider",
         metavar="NS",
@@ -330,7 +356,7 @@ class Settings:
     )
     gateway_namespace: str = _setting(
         "istio-system",
-        str,
+        _namespace,
         "Namespace of the gateway and of the EnvoyFilters for it.",
         group="gateway scoping",
         metavar="NS",
@@ -406,7 +432,7 @@ class Settings:
     ) -> Settings:
         parser = argparse.ArgumentParser(prog=prog)
         add_arguments(parser)
-        return from_namespace(parser.parse_args(argv), env)
+        return from_namespace(parser.parse_args(attach_dash_values(argv)), env)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -499,3 +525,38 @@ def reference_markdown() -> str:
         default = _render_default(spec.default)
         lines.append(f"| `{flag(spec.name)}` | `{env_var(spec.name)}` | `{default}` | {meaning} |")
     return "\n".join(lines)
+
+
+# The parsers `zerohop serve` uses, shared with the other commands that take the same values.
+parse_ports = _ports
+parse_namespace = _namespace
+parse_hold_timeout = _positive_duration
+
+
+def attach_dash_values(argv: Sequence[str] | None) -> list[str] | None:
+    """`--flag -5s` as `--flag=-5s`: argparse takes a value starting with '-' for a flag, so a negative
+    value would get "expected one argument" instead of the setting's own message."""
+    if argv is None:
+        return None
+    out: list[str] = []
+    for token in argv:
+        if out and re.fullmatch(r"-\.?\d.*", token) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def misspelled_variables(env: Mapping[str, str]) -> list[str]:
+    """One warning per ZEROHOP_* variable zerohop does not read, naming the nearest one it does."""
+    known = [env_var(spec.name) for spec in fields(Settings)] + list(OTHER_VARIABLES)
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        # Compared without the prefix every name shares, so the prefix alone makes no match.
+        suffixes = [k.removeprefix(ENV_PREFIX) for k in known]
+        nearest = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.6)
+        hint = f"; did you mean {ENV_PREFIX}{nearest[0]}?" if nearest else ""
+        warnings.append(f"{name} is not a zerohop setting and is ignored{hint}")
+    return warnings

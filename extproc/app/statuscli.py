@@ -62,9 +62,12 @@ class StatusError(Exception):
 
 
 def admin_url(given: str | None, environ: Mapping[str, str] = os.environ) -> str:
-    """The base admin URL: `given`, else the environment, else the default; a bare HOST:PORT gets http://."""
+    """The base admin URL: `given`, else the environment, else the default; a bare HOST:PORT gets http://,
+    a bare PORT (or :PORT) means 127.0.0.1:PORT."""
     url = (given or environ.get(ADMIN_URL_ENV) or DEFAULT_ADMIN_URL).strip().rstrip("/")
     url = url.removesuffix("/status")
+    if url.removeprefix(":").isdigit():
+        url = f"127.0.0.1:{url.removeprefix(':')}"
     return url if "://" in url else f"http://{url}"
 
 
@@ -208,7 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin",
         metavar="URL",
-        help=f"zerohop's admin URL (default ${ADMIN_URL_ENV}, else {DEFAULT_ADMIN_URL}); HOST:PORT is enough",
+        help=f"zerohop's admin URL (default ${ADMIN_URL_ENV}, else {DEFAULT_ADMIN_URL}); HOST:PORT or PORT is enough",
     )
     parser.add_argument(
         "--watch",

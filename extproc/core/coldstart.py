@@ -63,6 +63,7 @@ class TargetGate:
         "last_wake",
         "probing",
         "release_failures",
+        "rewake_handle",
         "routable",
         "wakes",
         "watch_handle",
@@ -87,6 +88,8 @@ class TargetGate:
         self.watching = False  # released recently: followed requests are checked for a wrong release
         self.watch_handle: asyncio.TimerHandle | None = None
         self.probing = False  # one held request was let go to learn whether the gateway routes
+        # While requests are held for an unroutable target: the next re-wake, so a missed push is repeated.
+        self.rewake_handle: asyncio.TimerHandle | None = None
         self._waiters: set[Hold] = set()
 
 
@@ -130,6 +133,14 @@ class Hold:
         self._gate._waiters.discard(self)
         self._gate.held -= 1
         self._owner.held_total -= 1
+        if not self._gate.held:
+            _cancel_rewake(self._gate)
+
+
+def _cancel_rewake(gate: TargetGate) -> None:
+    if gate.rewake_handle is not None:
+        gate.rewake_handle.cancel()
+        gate.rewake_handle = None
 
 
 def _resolve(future: asyncio.Future[HoldOutcome], outcome: HoldOutcome) -> None:
@@ -161,7 +172,8 @@ class ColdGate:
         self._watch_hooks: list[Callable[[TargetKey, bool], None]] = []
 
     def add_wake_hook(self, hook: WakeHook) -> None:
-        """Call `hook(key)` when a target must wake (first cold request, then at most every rewake_interval)."""
+        """Call `hook(key)` when a target must wake: at its first cold request, then every rewake_interval
+        while requests stay held for it (a timer, so a missed push is repeated without new arrivals)."""
         self._wake_hooks.append(hook)
 
     def add_reconfirm_hook(self, hook: ReconfirmHook) -> None:
@@ -184,6 +196,7 @@ class ColdGate:
         if gate is not None:
             if gate.watch_handle is not None:
                 gate.watch_handle.cancel()
+            _cancel_rewake(gate)
             for hold in list(gate._waiters):
                 hold.resolve(HoldOutcome.REMOVED)
 
@@ -309,13 +322,31 @@ class ColdGate:
         self.held_total += 1
         if gate.routable:
             hold.resolve(HoldOutcome.RELEASED)
+        elif gate.rewake_handle is None:
+            self._schedule_rewake(gate)
         return hold
 
-    def wake(self, gate: TargetGate) -> None:
-        now = time.monotonic()
-        if now - gate.last_wake < self.rewake_interval:
+    def _schedule_rewake(self, gate: TargetGate) -> None:
+        if self.rewake_interval > 0:
+            delay = max(0.0, gate.last_wake + self.rewake_interval - time.monotonic())
+            gate.rewake_handle = asyncio.get_running_loop().call_later(delay, self._rewake, gate)
+
+    def _rewake(self, gate: TargetGate) -> None:
+        """The re-wake timer: wake again while anything is held for a target that is still not routable,
+        whether or not new requests arrive (they alone would leave a missed push unrepeated)."""
+        gate.rewake_handle = None
+        if not gate.held or gate.routable or self.draining or self._gates.get(gate.key) is not gate:
             return
-        gate.last_wake = now
+        if time.monotonic() - gate.last_wake >= self.rewake_interval * 0.99:  # timers may fire a hair early
+            self._wake_now(gate)
+        self._schedule_rewake(gate)
+
+    def wake(self, gate: TargetGate) -> None:
+        if time.monotonic() - gate.last_wake >= self.rewake_interval:
+            self._wake_now(gate)
+
+    def _wake_now(self, gate: TargetGate) -> None:
+        gate.last_wake = time.monotonic()
         gate.wakes += 1
         for hook in self._wake_hooks:
             try:

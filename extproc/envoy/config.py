@@ -27,7 +27,11 @@ ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Route
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 HTTP_PROTOCOL_OPTIONS_TYPE = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
+OTEL_TRACER = "envoy.tracers.opentelemetry"
+OTEL_TRACER_TYPE = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig"
+
 LOCAL_EXT_PROC_CLUSTER = "zerohop_ext_proc"
+LOCAL_OTLP_CLUSTER = "zerohop_otlp"
 # The attributes zerohop's filter asks for arrive in ProcessingRequest.attributes under the filter's name.
 ATTRIBUTES_KEY = EXT_PROC_FILTER
 # Asked for with request headers: the upstream cluster the gateway chose (the route table's first rule).
@@ -142,6 +146,36 @@ def ext_proc_cluster(host: str, port: int, name: str = LOCAL_EXT_PROC_CLUSTER) -
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
         },
+    }
+
+
+def otlp_cluster(host: str, port: int, name: str = LOCAL_OTLP_CLUSTER) -> dict[str, Any]:
+    """A cluster for an OpenTelemetry collector's OTLP/gRPC port (HTTP/2, plaintext), for Envoy's tracer."""
+    return {
+        "name": name,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": http2_protocol_options(),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}],
+        },
+    }
+
+
+def otel_tracing(cluster_name: str = LOCAL_OTLP_CLUSTER, service_name: str = "gateway") -> dict[str, Any]:
+    """The connection manager's `tracing`: Envoy's OpenTelemetry tracer, exporting OTLP/gRPC through
+    `cluster_name`. Envoy then traces each request (100% unless the client's traceparent says otherwise)
+    and sends `traceparent` to zerohop in the ext_proc stream's metadata, so held requests' spans join."""
+    return {
+        "provider": {
+            "name": OTEL_TRACER,
+            "typed_config": {
+                "@type": OTEL_TRACER_TYPE,
+                "grpc_service": {"envoy_grpc": {"cluster_name": cluster_name}},
+                "service_name": service_name,
+            },
+        }
     }
 
 
@@ -308,13 +342,20 @@ class GatewayPorts:
     ext_proc_port: int
 
 
-def local_bootstrap(ports: GatewayPorts, xds_dir: Path, *, max_message_timeout: float) -> dict[str, Any]:
+def local_bootstrap(
+    ports: GatewayPorts, xds_dir: Path, *, max_message_timeout: float, otlp: tuple[str, int] | None = None
+) -> dict[str, Any]:
     """A complete plain-Envoy gateway for the local provider: one listener with the ext_proc filter before
     the router; routes (RDS), target clusters (CDS) and their endpoints (EDS) all read from the files the
-    local provider keeps up to date in `xds_dir`, so config reloads and scaling reach Envoy without restart."""
+    local provider keeps up to date in `xds_dir`, so config reloads and scaling reach Envoy without restart.
+    With `otlp` (a collector's OTLP/gRPC host and port): Envoy's OpenTelemetry tracer and its cluster."""
     rds = {"route_config_name": ROUTE_CONFIG_NAME, "config_source": file_source(xds_dir / RDS_FILE)}
     filters = [ext_proc_http_filter(LOCAL_EXT_PROC_CLUSTER, max_message_timeout=max_message_timeout)]
     hcm = http_connection_manager(rds, filters)
+    clusters = [ext_proc_cluster(ports.ext_proc_host, ports.ext_proc_port)]
+    if otlp is not None:
+        hcm["typed_config"]["tracing"] = otel_tracing()
+        clusters.append(otlp_cluster(*otlp))
     return {
         # path_config_source is refused unless the node has an id and a cluster.
         "node": {"id": "zerohop-gateway", "cluster": "zerohop-gateway"},
@@ -322,6 +363,6 @@ def local_bootstrap(ports: GatewayPorts, xds_dir: Path, *, max_message_timeout: 
         "dynamic_resources": {"cds_config": file_source(xds_dir / CDS_FILE)},
         "static_resources": {
             "listeners": [listener("gateway", ports.listen_host, ports.listen_port, hcm)],
-            "clusters": [ext_proc_cluster(ports.ext_proc_host, ports.ext_proc_port)],
+            "clusters": clusters,
         },
     }

@@ -8,6 +8,10 @@ target at once. Its decisions:
   recommendation of the last `scaledownPeriod` seconds agrees (the HPA's stabilization window);
 - not active for `scaledownPeriod` seconds (and past `initialCooldownPeriod`): scale to replicas.min;
 - never below replicas.min.
+
+A target edited in place (same namespace/name, another `targetValue`, `replicas`, `scaledownPeriod`...) keeps
+its loop: the loop is retargeted, so its activity, recommendations and the replicas it set carry over, as
+KEDA's would when a ScaledObject is updated. Only a target that disappears stops its loop.
 """
 
 from __future__ import annotations
@@ -75,6 +79,13 @@ class _TargetLoop:
         self._last_active = -math.inf
         self._recommendations: deque[tuple[float, int]] = deque()
         self._tasks: list[asyncio.Task[None]] = []
+        self._spec_stale = False
+
+    def retarget(self, target: ScaledTarget) -> None:
+        """Follow an edited target: same identity, new spec; activity and recommendations are kept."""
+        assert target.key == self.target.key
+        self.target = target
+        self._spec_stale = True
 
     def start(self) -> None:
         name = str(self.target.key)
@@ -112,7 +123,8 @@ class _TargetLoop:
         metric_name = ""
         while True:
             try:
-                if not metric_name:
+                if not metric_name or self._spec_stale:
+                    self._spec_stale = False
                     spec = await self._stub.GetMetricSpec(self._ref, timeout=5)
                     metric_name = spec.metricSpecs[0].metricName
                 await self._tick(metric_name)
@@ -207,11 +219,15 @@ class LocalAutoscaler:
     def _sync(self) -> None:
         assert self._channel is not None
         targets = self._provider.targets
-        for key in [k for k in self._loops if k not in targets or self._loops[k].target != targets[k]]:
+        for key in [k for k in self._loops if k not in targets]:
             self._spawn(self._loops.pop(key).stop())
         stub = pb_grpc.ExternalScalerStub(self._channel)
         for key, target in targets.items():
-            if key not in self._loops:
+            existing = self._loops.get(key)
+            if existing is not None:
+                if existing.target != target:
+                    existing.retarget(target)
+            else:
                 loop = _TargetLoop(target, stub, self._address, self._setter(key), self._counter(key), self._interval)
                 self._loops[key] = loop
                 loop.start()

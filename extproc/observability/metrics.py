@@ -1,9 +1,9 @@
 """zerohop's metrics: every family is read from the live counters when scraped, never on the hot path.
 
-One definition serves both exporters: `/metrics` on the admin port (Prometheus text format 0.0.4) and
-OpenTelemetry's observable instruments (OTLP, see `telemetry`). Labels are bounded: a target's namespace
-and name, an outcome, a method; never a raw host or path from a request (requests that match no target
-are one series).
+One definition serves both exporters: OpenTelemetry's instruments (OTLP, see `telemetry`), named by its
+conventions, and `/metrics` on the admin port (Prometheus text format 0.0.4), whose names `prometheus_name`
+derives from them. Labels are bounded: a target's namespace and name, an outcome, a method; never a raw
+host or path from a request (requests that match no target are one series).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.provider import Provider
 from extproc.core.registry import TargetState
+from extproc.core.traffic import HOLD_BUCKETS
 from extproc.envoy.processor import ProcessorStats
 
 Labels = tuple[tuple[str, str], ...]
@@ -26,16 +27,47 @@ Labels = tuple[tuple[str, str], ...]
 HOLD_OUTCOMES = tuple(HoldOutcome)
 
 
+_UNIT_SUFFIXES = {"": "", "s": "seconds", "By": "bytes"}
+
+
+def prometheus_name(otel_name: str, unit: str, kind: str) -> str:
+    """The Prometheus name of an OpenTelemetry metric, by OpenTelemetry's Prometheus compatibility rules:
+    dots become underscores, the unit becomes a suffix (`s` adds `_seconds`; an annotation such as
+    `{request}` adds nothing), and a counter ends in `_total`. A suffix the name already has is not repeated."""
+    name = otel_name.replace(".", "_")
+    if unit.startswith("{") and unit.endswith("}"):
+        suffix = ""
+    elif unit in _UNIT_SUFFIXES:
+        suffix = _UNIT_SUFFIXES[unit]
+    else:
+        raise ValueError(f"{otel_name}: no Prometheus suffix known for unit {unit!r}")
+    if suffix and not name.endswith(f"_{suffix}"):
+        name = f"{name}_{suffix}"
+    if kind == "counter" and not name.endswith("_total"):
+        name += "_total"
+    return name
+
+
 @dataclass(slots=True)
 class Family:
-    """One metric: name, type (counter, gauge or histogram), help, and its samples at collection time."""
+    """One metric: its OpenTelemetry name (dotted, `zerohop.` first) and unit (UCUM, or a `{thing}`
+    annotation), type (counter, gauge or histogram), help, and its samples at collection time. `name` is its
+    Prometheus name, derived by `prometheus_name`. Counters count things: integers. `additive` gauges mean
+    something summed over zerohop replicas (OpenTelemetry: an UpDownCounter); `bounds` are a histogram's."""
 
-    name: str
+    otel_name: str
     kind: str
     help: str
+    unit: str = ""
+    additive: bool = False
+    bounds: tuple[float, ...] = ()
     samples: list[tuple[Labels, float]] = field(default_factory=list)
     # histograms: per label set, the cumulative buckets, sum and count
     histograms: list[tuple[Labels, list[tuple[float, int]], float, int]] = field(default_factory=list)
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.name = prometheus_name(self.otel_name, self.unit, self.kind)
 
     def add(self, value: float, **labels: str) -> None:
         self.samples.append((tuple(labels.items()), float(value)))
@@ -62,24 +94,39 @@ def collect(sources: Sources) -> list[Family]:
     core = sources.core
     states = list(core.registry)
 
-    requests = Family("zerohop_requests_total", "counter", "Requests matched to a target (warm and cold).")
-    cold = Family("zerohop_cold_requests_total", "counter", "Requests that found their target cold, by outcome.")
+    requests = Family("zerohop.requests", "counter", "Requests matched to a target (warm and cold).", "{request}")
+    cold = Family("zerohop.cold_requests", "counter", "Requests that found their target cold, by outcome.", "{request}")
     released_5xx = Family(
-        "zerohop_released_errors_total", "counter", "Released cold requests whose response was a 5xx."
+        "zerohop.released_errors", "counter", "Released cold requests whose response was a 5xx.", "{request}"
     )
-    in_flight = Family("zerohop_in_flight_requests", "gauge", "Requests in flight (held ones included).")
-    held = Family("zerohop_held_requests", "gauge", "Requests held right now while their target starts.")
-    rate = Family("zerohop_request_rate", "gauge", "Requests per granularity, averaged over the window.")
-    routable = Family("zerohop_target_routable", "gauge", "1 when the gateway can route to the target.")
-    replicas = Family("zerohop_target_replicas", "gauge", "Replicas of the target, by state (desired, ready).")
-    cold_starts = Family("zerohop_cold_starts_total", "counter", "Cold starts: first request held while cold.")
+    in_flight = Family(
+        "zerohop.in_flight_requests", "gauge", "Requests in flight (held ones included).", "{request}", additive=True
+    )
+    held = Family(
+        "zerohop.held_requests",
+        "gauge",
+        "Requests held right now while their target starts.",
+        "{request}",
+        additive=True,
+    )
+    rate = Family("zerohop.request_rate", "gauge", "Requests per granularity, averaged over the window.", "{request}")
+    routable = Family("zerohop.target.routable", "gauge", "1 when the gateway can route to the target.")
+    replicas = Family(
+        "zerohop.target.replicas", "gauge", "Replicas of the target, by state (desired, ready).", "{replica}"
+    )
+    cold_starts = Family(
+        "zerohop.cold_starts", "counter", "Cold starts: first request held while cold.", "{cold_start}"
+    )
     activations = Family(
-        "zerohop_activations_total", "counter", "Wakes sent (KEDA push, scale patch): cold starts and re-wakes."
+        "zerohop.activations",
+        "counter",
+        "Wakes sent (KEDA push, scale patch): cold starts and re-wakes.",
+        "{activation}",
     )
-    last_cold = Family(
-        "zerohop_last_cold_start_duration_seconds", "gauge", "How long the last cold start held requests."
+    last_cold = Family("zerohop.last_cold_start.duration", "gauge", "How long the last cold start held requests.", "s")
+    hold = Family(
+        "zerohop.hold.duration", "histogram", "How long cold requests were held, by outcome.", "s", bounds=HOLD_BUCKETS
     )
-    hold = Family("zerohop_hold_duration_seconds", "histogram", "How long cold requests were held, by outcome.")
     for state in states:
         labels = _target(state)
         traffic = state.traffic
@@ -108,32 +155,37 @@ def collect(sources: Sources) -> list[Family]:
     families = [requests, cold, released_5xx, in_flight, held, rate, routable, replicas, cold_starts]
     families += [activations, last_cold, hold]
 
-    info = Family("zerohop_info", "gauge", "zerohop's version.")
+    info = Family("zerohop.info", "gauge", "zerohop's version.")
     info.add(1, version=__version__)
     families.append(info)
 
     if sources.processor is not None:
         stats = sources.processor
         unmatched = Family(
-            "zerohop_unmatched_requests_total", "counter", "Requests whose host and cluster match no target."
+            "zerohop.unmatched_requests", "counter", "Requests whose host and cluster match no target.", "{request}"
         )
         unmatched.add(stats.unmatched)
-        streams = Family("zerohop_ext_proc_streams_total", "counter", "ext_proc streams Envoy opened.")
+        streams = Family("zerohop.ext_proc.streams", "counter", "ext_proc streams Envoy opened.", "{stream}")
         streams.add(stats.streams)
-        errors = Family("zerohop_ext_proc_errors_total", "counter", "ext_proc input zerohop could not use, by kind.")
+        errors = Family(
+            "zerohop.ext_proc.errors", "counter", "ext_proc input zerohop could not use, by kind.", "{error}"
+        )
         errors.add(stats.malformed, kind="malformed")
         errors.add(stats.errors, kind="error")
         not_routed = Family(
-            "zerohop_released_not_routed_total",
+            "zerohop.released_not_routed",
             "counter",
             "Requests zerohop let through (released, or warm while a guessed release was watched) that the "
             "gateway answered itself with 503 no healthy upstream: it did not have the endpoint yet.",
+            "{request}",
         )
         not_routed.add(stats.not_routed)
         families += [unmatched, streams, errors, not_routed]
 
     if sources.scaler_calls is not None:
-        calls = Family("zerohop_scaler_requests_total", "counter", "Calls to KEDA's external scaler API, by method.")
+        calls = Family(
+            "zerohop.scaler.requests", "counter", "Calls to KEDA's external scaler API, by method.", "{call}"
+        )
         for method, count in sorted(sources.scaler_calls.items()):
             calls.add(count, method=method)
         families.append(calls)
@@ -147,12 +199,12 @@ def collect(sources: Sources) -> list[Family]:
 
 def _peer_families(peers: Any) -> list[Family]:
     status = peers.status()
-    known = Family("zerohop_peers", "gauge", "Other zerohop replicas, by state (known, answered last fetch).")
+    known = Family("zerohop.peers", "gauge", "Other zerohop replicas, by state (known, answered last fetch).", "{peer}")
     known.add(len(status["peers"]), state="known")
     known.add(status["answered"], state="answered")
-    errors = Family("zerohop_peer_fetch_errors_total", "counter", "Peer count fetches that failed.")
+    errors = Family("zerohop.peer.fetch_errors", "counter", "Peer count fetches that failed.", "{error}")
     errors.add(status["fetchErrors"])
-    age = Family("zerohop_peer_last_answer_age_seconds", "gauge", "Seconds since each peer last answered.")
+    age = Family("zerohop.peer.last_answer_age", "gauge", "Seconds since each peer last answered.", "s")
     for peer in status["peers"]:
         if peer["lastAnswerAgeSeconds"] is not None:
             age.add(peer["lastAnswerAgeSeconds"], peer=peer["address"])
@@ -164,16 +216,19 @@ def _kubernetes_families(status: dict[str, Any]) -> list[Family]:
     if not informers:
         return []
     restarts = Family(
-        "zerohop_kubernetes_watch_restarts_total", "counter", "Watches that failed and were restarted, by resource."
+        "zerohop.kubernetes.watch_restarts",
+        "counter",
+        "Watches that failed and were restarted, by resource.",
+        "{restart}",
     )
-    relists = Family("zerohop_kubernetes_relists_total", "counter", "Full lists after a 410, by resource.")
-    connected = Family("zerohop_kubernetes_connected", "gauge", "1 while the watch of a resource is connected.")
+    relists = Family("zerohop.kubernetes.relists", "counter", "Full lists after a 410, by resource.", "{relist}")
+    connected = Family("zerohop.kubernetes.connected", "gauge", "1 while the watch of a resource is connected.")
     for informer in informers:
         resource = informer["resource"]
         restarts.add(informer["restarts"], resource=resource)
         relists.add(informer["relists"], resource=resource)
         connected.add(1 if informer["connected"] else 0, resource=resource)
-    leader = Family("zerohop_leader", "gauge", "1 while this replica holds the leader Lease.")
+    leader = Family("zerohop.leader", "gauge", "1 while this replica holds the leader Lease.")
     leader.add(1 if status.get("leader") else 0)
     return [restarts, relists, connected, leader, *_gateway_families(status.get("gateway") or {})]
 
@@ -182,7 +237,7 @@ def _gateway_families(gateway: dict[str, Any]) -> list[Family]:
     if gateway.get("source") != "pod-stats":
         return []
     readable = Family(
-        "zerohop_gateway_pod_stats_readable",
+        "zerohop.gateway.pod_stats_readable",
         "gauge",
         "1 while zerohop can read a gateway pod's Envoy stats (routability is exact for it), 0 while it "
         "falls back to --propagation-delay for it, by pod and state (ok, unknown, unreachable, no-stats).",
@@ -190,13 +245,14 @@ def _gateway_families(gateway: dict[str, Any]) -> list[Family]:
     for pod in gateway.get("pods", []):
         readable.add(1 if pod["stats"] == "ok" else 0, pod=pod["name"], state=pod["stats"])
     confirmations = Family(
-        "zerohop_gateway_confirmations_total",
+        "zerohop.gateway.confirmations",
         "counter",
         "Cold starts confirmed routable, by how: stats (every gateway pod had it), fallback or no_pods (a delay).",
+        "{confirmation}",
     )
     for how, count in sorted(gateway.get("confirmations", {}).items()):
         confirmations.add(count, how=how)
-    errors = Family("zerohop_gateway_stats_errors_total", "counter", "Gateway pod stats fetches that failed.")
+    errors = Family("zerohop.gateway.stats_errors", "counter", "Gateway pod stats fetches that failed.", "{error}")
     errors.add(gateway.get("fetchErrors", 0))
     return [readable, confirmations, errors]
 

@@ -8,8 +8,9 @@ specific endpoints), `OTEL_TRACES_EXPORTER` / `OTEL_METRICS_EXPORTER` (`otlp`, `
 
 Envoy starts each ext_proc stream as a child of the request's span and puts `traceparent` in the stream's
 gRPC metadata; a held request's `zerohop.hold` span continues that trace (or the request's own
-`traceparent` header when the metadata has none), and the target's wake is a `zerohop.activate` span
-inside it. Warm requests get no span unless `--trace-warm-requests` asks for it. Needs the `otel` extra.
+`traceparent` header when the metadata has none) as the SERVER side of that call, and the target's wake is
+a `zerohop.activate` span inside it, linked from every hold that waited for it. Warm requests get no span
+unless `--trace-warm-requests` asks for it. Needs the `otel` extra.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ _REPAIR = (
     "copy (both ship opentelemetry/proto/...). Repair with: "
     "pip install --force-reinstall --no-deps opentelemetry-proto"
 )
+# The ext_proc call a hold or warm span serves, as OpenTelemetry's RPC conventions name it: with the SERVER
+# kind, service graphs draw the gateway's ext_proc client span -> zerohop.
+RPC_ATTRIBUTES = {
+    "rpc.system": "grpc",
+    "rpc.service": "envoy.service.ext_proc.v3.ExternalProcessor",
+    "rpc.method": "Process",
+}
+HOLD_DURATION = "zerohop.hold.duration"  # the histogram recorded as holds end (defined in metrics.collect)
 _ERROR_OUTCOMES = {
     HoldOutcome.TIMEOUT: "held past its budget",
     HoldOutcome.OVER_CAPACITY: "too many held",
@@ -87,6 +96,8 @@ class Telemetry:
         self.meter_provider = meter_provider
         self.tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider is not None else None
         self._hold_histogram: Any = None
+        # Per target, the span context of its latest `zerohop.activate`: the wake a held request waited for.
+        self.activations: dict[TargetKey, Any] = {}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Telemetry | None:
@@ -123,50 +134,60 @@ class Telemetry:
     def activation_hook(self, details: Callable[[TargetKey], dict[str, Any]]) -> Callable[[TargetKey], None]:
         """A wake hook recording a `zerohop.activate` span (inside the hold span that caused the wake)."""
         tracer = self.tracer
+        activations = self.activations
 
         def activated(key: TargetKey) -> None:
             if tracer is None:
                 return
             attributes = {"zerohop.target": str(key), **details(key)}
-            tracer.start_span("zerohop.activate", attributes=attributes).end()
+            span = tracer.start_span("zerohop.activate", attributes=attributes)
+            span.end()
+            activations[key] = span.get_span_context()
 
         return activated
 
     # --- metrics ----------------------------------------------------------------------------------
 
     def observe(self, collect: Callable[[], list[Family]]) -> None:
-        """Export the families `collect` returns as observable instruments (read at each export)."""
+        """Export the families `collect` returns as OpenTelemetry instruments under their OpenTelemetry names
+        and units: counters as observable counters (integer monotonic sums), additive gauges as observable
+        up-down counters (integer sums), other gauges as observable gauges, each read at export; the
+        histogram (OpenTelemetry has no observable one) is recorded as holds end, with the family's bounds."""
         if self.meter_provider is None:
             return
         from opentelemetry.metrics import CallbackOptions, Observation
 
         meter = self.meter_provider.get_meter(TRACER_NAME)
-        self._hold_histogram = meter.create_histogram(
-            "zerohop.hold.duration", unit="s", description="How long cold requests were held, by outcome."
-        )
         cache: dict[str, Family] = {}
 
-        def reading(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def reading(name: str, integer: bool) -> Callable[[CallbackOptions], Iterable[Observation]]:
             def callback(_options: CallbackOptions) -> Iterable[Observation]:
                 # Every instrument's callback runs in one collection: collect once, on the first of them.
                 if name not in cache:
                     cache.clear()
-                    cache.update({family.name: family for family in collect()})
+                    cache.update({family.otel_name: family for family in collect()})
                 family = cache.pop(name, None)
                 if family is None:
                     return []
-                return [Observation(value, dict(labels)) for labels, value in family.samples]
+                return [Observation(int(v) if integer else v, dict(labels)) for labels, v in family.samples]
 
             return callback
 
         for family in collect():
+            name, unit, description = family.otel_name, family.unit, family.help
             if family.kind == "histogram":
-                continue  # recorded directly (zerohop.hold.duration): OpenTelemetry has no observable histogram
-            name = family.name.removesuffix("_total")
-            if family.kind == "counter":
-                meter.create_observable_counter(name, [reading(family.name)], description=family.help)
+                if name == HOLD_DURATION:
+                    self._hold_histogram = meter.create_histogram(
+                        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=family.bounds
+                    )
+            elif family.kind == "counter":
+                callbacks = [reading(name, integer=True)]
+                meter.create_observable_counter(name, callbacks, unit=unit, description=description)
+            elif family.additive:
+                callbacks = [reading(name, integer=True)]
+                meter.create_observable_up_down_counter(name, callbacks, unit=unit, description=description)
             else:
-                meter.create_observable_gauge(name, [reading(family.name)], description=family.help)
+                meter.create_observable_gauge(name, [reading(name, False)], unit=unit, description=description)
 
     def shutdown(self) -> None:
         for provider in (self.tracer_provider, self.meter_provider):
@@ -250,18 +271,25 @@ class WarmTracer:
         self._tracer = tracer
 
     def warm(self, context: Any, request: Any, state: TargetState) -> None:
-        attributes = {"zerohop.target": str(state.key)}
-        self._tracer.start_span("zerohop.continue", context=_parent(context, request), attributes=attributes).end()
+        from opentelemetry.trace import SpanKind
+
+        attributes = {**RPC_ATTRIBUTES, "zerohop.target": str(state.key)}
+        parent = _parent(context, request)
+        self._tracer.start_span("zerohop.continue", context=parent, kind=SpanKind.SERVER, attributes=attributes).end()
 
 
 class HoldTracer:
     """The processor's HoldObserver: a `zerohop.hold` span per held request (when tracing), and the hold
-    duration histogram (when exporting metrics)."""
+    duration histogram (when exporting metrics). The span is the SERVER side of Envoy's ext_proc call
+    (`rpc.*` attributes), has `error.type` when the hold ends in an error, and links to the
+    `zerohop.activate` span of the target's latest wake: the one the request waited for, which may be in
+    another request's trace."""
 
     def __init__(self, tracer: Any, replicas: Callable[[TargetKey], int | None], telemetry: Telemetry) -> None:
         from opentelemetry import context as otel_context
         from opentelemetry import trace
 
+        self._server = trace.SpanKind.SERVER
         self._tracer = tracer
         self._replicas = replicas
         self._telemetry = telemetry
@@ -272,14 +300,14 @@ class HoldTracer:
         if self._tracer is None:
             return None
         parent = _parent(context, request)
-        attributes: dict[str, Any] = {"zerohop.target": str(state.key)}
+        attributes: dict[str, Any] = {**RPC_ATTRIBUTES, "zerohop.target": str(state.key)}
         host = _header(request, ":authority")
         if host:
             attributes["server.address"] = host
         ready = self._replicas(state.key)
         if ready is not None:
             attributes["zerohop.replicas_at_start"] = ready
-        span = self._tracer.start_span("zerohop.hold", context=parent, attributes=attributes)
+        span = self._tracer.start_span("zerohop.hold", context=parent, kind=self._server, attributes=attributes)
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
         return span, token
 
@@ -290,9 +318,13 @@ class HoldTracer:
         span, token = handle
         span.set_attribute("zerohop.outcome", outcome.value)
         span.set_attribute("zerohop.held_seconds", round(seconds, 6))
+        activation = self._telemetry.activations.get(state.key)
+        if activation is not None:
+            span.add_link(activation, {"zerohop.link": "activation"})
         if outcome in _ERROR_OUTCOMES:
             from opentelemetry.trace import Status, StatusCode
 
+            span.set_attribute("error.type", outcome.value)
             span.set_status(Status(StatusCode.ERROR, _ERROR_OUTCOMES[outcome]))
         span.end()
         self._context.detach(token)

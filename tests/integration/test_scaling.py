@@ -132,3 +132,35 @@ async def _first_routed(stack: Stack, host: str, timeout: float = 10.0) -> Reply
             return reply
         assert asyncio.get_running_loop().time() < deadline, f"the gateway never routed {host}"
         await asyncio.sleep(0.02)
+
+
+async def test_editing_a_target_keeps_its_replicas_through_scaledown_period(tmp_path: Path) -> None:
+    def config(target_value: int) -> str:
+        metric = f"requestRate: {{targetValue: {target_value}, window: 1s, granularity: 1s}}"
+        return httpso("edit", replicas="{min: 0, max: 2}", metric=metric, extra="  scaledownPeriod: 60\n")
+
+    workload = app("edit")
+    async with Stack(tmp_path, config(10) + workload) as stack:
+        assert (await stack.get("edit.test")).status == 200
+        key = stack.state("edit").key
+        calls = stack.server.scaler.calls
+
+        async def inactive() -> bool:
+            return not (await stack.scaler.IsActive(stack.ref("edit"))).result  # type: ignore[union-attr]
+
+        await wait_for(inactive, 10, 0.1, what="the request rate's window passed")
+        specs = calls["GetMetricSpec"]
+        stack.config_path.write_text(config(20) + workload)
+        await wait_for(
+            lambda: stack.server.provider.targets[key].metric.target_value == 20,  # type: ignore[attr-defined]
+            10,
+            0.05,
+            what="config reloaded",
+        )
+        # The autoscaler re-reads the metric spec after the edit, then polls twice more.
+        await wait_for(lambda: calls["GetMetricSpec"] > specs, 10, 0.05, what="metric spec re-read")
+        polls = calls["IsActive"]
+        await wait_for(lambda: calls["IsActive"] >= polls + 2, 10, 0.05, what="two polls after the edit")
+        counts = stack.server.provider.replicas(key)
+        assert counts is not None
+        assert counts.desired == 1  # inactive, but for far less than scaledownPeriod

@@ -13,10 +13,11 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 
-from extproc.envoy.config import ext_proc_cluster
+from extproc.envoy.config import otel_tracing, otlp_cluster
 from extproc.observability.telemetry import Telemetry
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 from tests.integration.stack import Stack, app, httpso
 
 pytestmark = pytest.mark.envoy
@@ -42,6 +43,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
                             "parent_id": span.parent_span_id.hex(),
+                            "kind": span.kind,
+                            "links": [link.span_id.hex() for link in span.links],
                             "attributes": {a.key: _value(a.value) for a in span.attributes},
                         }
                     )
@@ -68,18 +71,8 @@ def traced_gateway(bootstrap: dict[str, Any], otlp_port: int) -> dict[str, Any]:
     """The test gateway plus Envoy's OpenTelemetry tracer, sampling everything and flushing at once."""
     bootstrap = copy.deepcopy(bootstrap)
     hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    hcm["tracing"] = {
-        "random_sampling": {"value": 100},
-        "provider": {
-            "name": "envoy.tracers.opentelemetry",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-                "grpc_service": {"envoy_grpc": {"cluster_name": "otlp"}},
-                "service_name": "gateway",
-            },
-        },
-    }
-    bootstrap["static_resources"]["clusters"].append(ext_proc_cluster("127.0.0.1", otlp_port, name="otlp"))
+    hcm["tracing"] = otel_tracing()  # what `zerohop envoy-bootstrap --otlp-endpoint` writes
+    bootstrap["static_resources"]["clusters"].append(otlp_cluster("127.0.0.1", otlp_port))
     bootstrap["layered_runtime"] = {
         "layers": [
             {
@@ -111,6 +104,10 @@ async def test_a_cold_request_is_one_trace_from_envoy_into_zerohop(
         reply = await stack.get("cold.test")
         assert reply.status == 200
         assert reply.headers.get("x-zerohop-cold-start") == "true"
+        for _ in range(3):  # warm now: traced by Envoy, but zerohop adds no span
+            warm = await stack.get("cold.test")
+            assert warm.status == 200
+            assert warm.headers.get("x-zerohop-cold-start") is None
         # Flushing blocks until the export is done: off the event loop, where the receiver runs.
         await asyncio.to_thread(telemetry.tracer_provider.force_flush)
 
@@ -148,4 +145,47 @@ async def test_a_cold_request_is_one_trace_from_envoy_into_zerohop(
         [activate] = [s for s in trace if s["name"] == "zerohop.activate"]
         assert activate["parent_id"] == hold["span_id"]
         assert activate["attributes"]["zerohop.keda_streams"] == 1  # the built-in autoscaler's stream
-        assert all(s["name"] != "zerohop.continue" for s in spans.spans)  # warm requests get no span
+        # The server side of Envoy's ext_proc client span, so service graphs draw gateway -> zerohop.
+        assert hold["kind"] == trace_pb2.Span.SPAN_KIND_SERVER
+        assert chain[0]["kind"] == trace_pb2.Span.SPAN_KIND_CLIENT
+        assert hold["attributes"]["rpc.system"] == "grpc"
+        assert hold["attributes"]["rpc.service"] == "envoy.service.ext_proc.v3.ExternalProcessor"
+        assert hold["attributes"]["rpc.method"] == "Process"
+        assert hold["links"] == [activate["span_id"]]
+        # The warm requests were traced (Envoy exported their traces), and zerohop added no span to them.
+        await wait_for(
+            lambda: len({s["trace_id"] for s in spans.spans if s["service"] == "gateway"}) == 4,
+            10,
+            0.05,
+            what="Envoy's traces of the cold and the 3 warm requests",
+        )
+        ours = sorted(s["name"] for s in spans.spans if s["service"] == "zerohop")
+        assert ours == ["zerohop.activate", "zerohop.hold"]
+
+
+async def test_a_collector_that_is_down_costs_no_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Envoy's tracer and zerohop both export to a port where nothing listens: requests are answered as
+    # without tracing, the spans are dropped, and zerohop's shutdown waits at most the exporter's timeout.
+    dead = free_port()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{dead}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    telemetry = Telemetry.from_env()
+    assert telemetry is not None
+    config = httpso("cold", replicas="{min: 0, max: 1}") + app("cold", startup_delay=0.3)
+    stack = Stack(tmp_path, config, telemetry=telemetry, gateway_transform=lambda b: traced_gateway(b, dead))
+    loop = asyncio.get_running_loop()
+    async with stack:
+        reply = await stack.get("cold.test")
+        assert reply.status == 200
+        assert reply.headers.get("x-zerohop-cold-start") == "true"
+        for _ in range(3):
+            warm = await stack.get("cold.test")
+            assert warm.status == 200
+            assert warm.elapsed < 1.0
+        stopping = loop.time()
+    # zerohop's exporter was retrying the hold span when shutdown began: the stop waits for that, bounded by
+    # OTEL_EXPORTER_OTLP_TIMEOUT (2 s here, 10 s by default), then drops it.
+    assert loop.time() - stopping < 2 + 3

@@ -1,13 +1,15 @@
-"""The built-in autoscaler's decisions (KEDA activation + HPA math + cooldown), without I/O."""
+"""The built-in autoscaler's decisions (KEDA activation + HPA math + cooldown) and how it follows edits."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
-from extproc.core.httpso import ScaledTarget, parse
-from extproc.keda.autoscaler import _TargetLoop
+from extproc.core.httpso import ScaledTarget, TargetKey, parse
+from extproc.core.provider import ReplicaCounts
+from extproc.keda.autoscaler import LocalAutoscaler, _TargetLoop
 
 
 def target(**spec: Any) -> ScaledTarget:
@@ -104,3 +106,55 @@ def test_initial_cooldown_delays_the_first_scale_to_zero() -> None:
     assert replicas.current == 1
     control.decide(metric=0, active=False, now=started + 61)
     assert replicas.current == 0
+
+
+class Provider:
+    """What LocalAutoscaler drives: targets to follow and a replica count per target."""
+
+    def __init__(self, spec: ScaledTarget, current: int = 0) -> None:
+        self.specs = {spec.key: spec}
+        self.current = current
+
+    @property
+    def targets(self) -> dict[TargetKey, ScaledTarget]:
+        return dict(self.specs)
+
+    def scale(self, key: TargetKey, replicas: int) -> None:
+        self.current = replicas
+
+    def replicas(self, key: TargetKey) -> ReplicaCounts | None:
+        return ReplicaCounts(self.current, self.current)
+
+
+async def test_an_edited_target_keeps_its_activity_and_replicas() -> None:
+    # Nothing listens on the address: the loops' own scaler calls fail, decide() is driven by hand.
+    first = target(scaledownPeriod=60)
+    provider = Provider(first)
+    autoscaler = LocalAutoscaler("127.0.0.1:1", provider, polling_interval=3600)
+    await autoscaler.start()
+    try:
+        t0 = time.monotonic()
+        autoscaler._loops[first.key].decide(metric=5, active=True, now=t0)
+        assert provider.current == 1
+        provider.specs = {first.key: target(scaledownPeriod=60, scalingMetric={"requestRate": {"targetValue": 20}})}
+        autoscaler._sync()
+        control = autoscaler._loops[first.key]
+        assert control.target.metric.target_value == 20
+        control.decide(metric=0, active=False, now=t0 + 20)
+        assert provider.current == 1  # 20 s after the last request, inside scaledownPeriod 60
+        control.decide(metric=0, active=False, now=t0 + 61)
+        assert provider.current == 0
+    finally:
+        await autoscaler.stop()
+
+
+async def test_a_removed_target_stops_its_loop() -> None:
+    provider = Provider(target())
+    autoscaler = LocalAutoscaler("127.0.0.1:1", provider, polling_interval=3600)
+    await autoscaler.start()
+    try:
+        provider.specs = {}
+        autoscaler._sync()
+        assert autoscaler._loops == {}
+    finally:
+        await autoscaler.stop()

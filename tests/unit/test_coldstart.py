@@ -277,3 +277,48 @@ async def test_a_confirmed_release_is_not_watched_and_the_watch_window_ends() ->
     await asyncio.wait_for(ended.wait(), 1.0)
     assert not cold.for_target(KEY).watching
     assert seen == [(KEY, True), (KEY, False)]
+
+
+async def test_a_held_request_wakes_its_target_again_every_rewake_interval_without_new_arrivals() -> None:
+    # If KEDA missed the first push (restarting, its stream reconnecting), only a re-wake brings the target up.
+    cold = gate(rewake=0.05)
+    woken: list[float] = []
+    again = asyncio.Event()
+
+    def wake(_key: TargetKey) -> None:
+        woken.append(asyncio.get_running_loop().time())
+        if len(woken) == 3:
+            again.set()
+
+    cold.add_wake_hook(wake)
+    target = cold.for_target(KEY)
+    hold = cold.try_hold(target)
+    assert hold is not None
+    await asyncio.wait_for(again.wait(), 5)
+    assert woken[1] - woken[0] >= 0.05 - 0.002
+    assert woken[2] - woken[1] >= 0.05 - 0.002
+    assert target.wakes == 3
+    hold.close()
+    assert target.rewake_handle is None  # nothing held: no timer left behind
+
+
+async def test_re_waking_stops_once_the_target_is_routable_or_forgotten() -> None:
+    cold = gate(rewake=0.05)
+    woken: list[TargetKey] = []
+    cold.add_wake_hook(woken.append)
+    target = cold.for_target(KEY)
+    hold = cold.try_hold(target)
+    assert hold is not None
+    assert target.rewake_handle is not None
+    cold.set_routable(KEY, True)
+    assert await hold.wait(5) is HoldOutcome.RELEASED
+    hold.close()
+    assert target.rewake_handle is None
+    other = cold.for_target(TargetKey("default", "other"))
+    held = cold.try_hold(other)
+    assert held is not None
+    assert other.rewake_handle is not None
+    cold.forget(other.key)
+    assert other.rewake_handle is None
+    held.close()
+    assert woken == [KEY, other.key]

@@ -113,7 +113,7 @@ def test_outcome_label_values_are_the_documented_strings() -> None:
     values = [value for labels, _ in cold.samples for name, value in labels if name == "outcome"]
     assert values == ["released", "timeout", "over_capacity", "shutdown", "removed", "aborted"]
     assert all(type(value) is str for value in values)
-    assert 'outcome="released"' in metrics.render([cold])
+    assert 'zerohop_cold_requests_total{namespace="default",name="shop",outcome="released"} 1' in metrics.render([cold])
 
 
 def test_every_family_has_samples_so_its_labels_are_known() -> None:
@@ -224,7 +224,38 @@ def test_the_doc_lists_every_family_with_its_type_and_labels() -> None:
     assert not stale, f"{OBSERVABILITY.name} documents metrics zerohop does not expose: {sorted(stale)}"
 
 
+def instrument(family: metrics.Family) -> str:
+    """The OpenTelemetry instrument a family is exported as (see `Telemetry.observe`)."""
+    if family.kind == "counter":
+        return "Counter (integer sum)"
+    if family.kind == "histogram":
+        return "Histogram"
+    return "UpDownCounter (integer sum)" if family.additive else "Gauge"
+
+
+def otlp_rows() -> list[tuple[str, str, str, str]]:
+    """(OTLP name, unit, instrument, Prometheus name) of every family, as the doc's OTLP table lists them."""
+    return [
+        (f"`{f.otel_name}`", f"`{f.unit}`" if f.unit else "-", instrument(f), f"`{f.name}`") for f in every_family()
+    ]
+
+
+def test_the_doc_lists_every_otlp_instrument_with_its_unit_and_prometheus_name() -> None:
+    text = OBSERVABILITY.read_text()
+    documented = {
+        cells[0]: tuple(cells[1:])
+        for line in text.splitlines()
+        if len(cells := [cell.strip() for cell in line.strip().strip("|").split("|")]) == 4
+        and cells[0].startswith("`zerohop.")
+    }
+    expected = {row[0]: row[1:] for row in otlp_rows()}
+    assert documented == expected, f"the OTLP table of {OBSERVABILITY.name} differs from metrics.py"
+
+
 if __name__ == "__main__":
     print("| name | type | labels | meaning |\n|---|---|---|---|")
     for row in reference_rows():
+        print("| " + " | ".join(row) + " |")
+    print("\n| OTLP name | unit | instrument | Prometheus name |\n|---|---|---|---|")
+    for row in otlp_rows():
         print("| " + " | ".join(row) + " |")

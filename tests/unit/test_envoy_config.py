@@ -157,3 +157,54 @@ def test_scoped_envoyfilter_patches_are_exact_protos_and_envoy_accepts_them(tmp_
     bootstrap = istio_gateway_bootstrap(document, ["managed.test", "other.test"], ext_proc_port=9000)
     result = validate_config(bootstrap, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_envoy_bootstrap_with_an_otlp_endpoint_adds_envoys_tracer_and_passes_envoy_validate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import envoy.config.trace.v3.opentelemetry_pb2  # noqa: F401  (the tracer's Any type)
+
+    from extproc.app import cli
+
+    argv = ["envoy-bootstrap", "--xds-dir", str(tmp_path / "xds"), "--otlp-endpoint", "otel-collector.test:4317"]
+    assert cli.main(argv) == 0
+    bootstrap = json.loads(capsys.readouterr().out)
+    message = strict(bootstrap_pb2.Bootstrap(), bootstrap)
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    provider = hcm["tracing"]["provider"]
+    assert provider["name"] == "envoy.tracers.opentelemetry"
+    assert provider["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == envoyconfig.LOCAL_OTLP_CLUSTER
+    [collector] = [c for c in message.static_resources.clusters if c.name == envoyconfig.LOCAL_OTLP_CLUSTER]
+    address = collector.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+    assert (address.address, address.port_value) == ("otel-collector.test", 4317)
+    assert "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" in collector.typed_extension_protocol_options
+    result = validate_config(bootstrap, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Without the option: no tracer, no collector cluster.
+    assert cli.main(["envoy-bootstrap", "--xds-dir", str(tmp_path / "xds")]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert "tracing" not in plain["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [c["name"] for c in plain["static_resources"]["clusters"]] == [envoyconfig.LOCAL_EXT_PROC_CLUSTER]
+
+
+@pytest.mark.parametrize("endpoint", ["otel-collector", "http://otel-collector:4317", "collector:0", ":4317"])
+def test_envoy_bootstrap_refuses_an_otlp_endpoint_that_is_not_host_port(
+    tmp_path: Path, endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from extproc.app import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["envoy-bootstrap", "--xds-dir", str(tmp_path), "--otlp-endpoint", endpoint])
+    assert exit_info.value.code == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
+
+
+def test_the_documented_envoy_tracing_snippet_is_what_zerohop_writes() -> None:
+    text = (ROOT / "docs" / "observability.md").read_text()
+    start = text.index("# in the listener's envoy.filters.network.http_connection_manager typed_config:")
+    block = text[start : text.index("```", start)]
+    hcm_part, cluster_part = block.split("# in static_resources.clusters:")
+    tracing = yaml.safe_load(hcm_part)["tracing"]
+    assert tracing.pop("random_sampling") == {"value": 100}
+    assert tracing == envoyconfig.otel_tracing()
+    assert yaml.safe_load(cluster_part) == [envoyconfig.otlp_cluster("otel-collector", 4317)]

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from extproc.app.settings import LogFormat, Settings, SettingsError, reference_markdown
+from extproc.app.settings import (
+    OTHER_VARIABLES,
+    LogFormat,
+    Settings,
+    SettingsError,
+    misspelled_variables,
+    reference_markdown,
+)
 from extproc.core.registry import InFlightMode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,3 +65,31 @@ def test_errors_name_their_source(argv: list[str], env: dict[str, str], message:
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     assert reference_markdown() in readme, "README's configuration table is stale: paste reference_markdown()"
+
+
+def test_a_negative_duration_is_rejected_as_negative() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_args(["--hold-timeout", "-5s"], env={})
+    assert str(raised.value) == "--hold-timeout: must be > 0, got '-5s'"
+
+
+def test_misspelled_variables_are_named_with_the_nearest_setting() -> None:
+    env = {
+        "ZEROHOP_HOLD_TIMOUT": "5s",
+        "ZEROHOP_HOLD_TIMEOUT": "5s",
+        "ZEROHOP_ADMIN_URL": "http://127.0.0.1:9091",
+        "ZEROHOP_ENVOY_BIN": "/usr/bin/envoy",
+        "ZEROHOP_XYZZY": "1",
+        "HOME": "/root",
+    }
+    assert misspelled_variables(env) == [
+        "ZEROHOP_HOLD_TIMOUT is not a zerohop setting and is ignored; did you mean ZEROHOP_HOLD_TIMEOUT?",
+        "ZEROHOP_XYZZY is not a zerohop setting and is ignored",
+    ]
+
+
+def test_the_other_known_variables_are_the_ones_their_commands_read() -> None:
+    from extproc.app.statuscli import ADMIN_URL_ENV
+    from extproc.dev.envoyproc import ENVOY_BIN_ENV
+
+    assert set(OTHER_VARIABLES) == {ADMIN_URL_ENV, ENVOY_BIN_ENV}

@@ -293,3 +293,11 @@ def test_watch_fails_at_once_when_the_first_read_fails(monkeypatch: pytest.Monke
     code, sleeps, err = watch(monkeypatch, ["--admin", url, "--watch"], 1, io.StringIO())
     assert (code, sleeps) == (1, [])
     assert err == f"zerohop status: cannot reach {url}/status: Connection refused\n"
+
+
+def test_a_bare_port_means_the_local_admin_server(admin: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert statuscli.admin_url("9091", {}) == "http://127.0.0.1:9091"
+    assert statuscli.admin_url(":9091", {}) == "http://127.0.0.1:9091"
+    code, out, _ = run(capsys, "--admin", admin.rsplit(":", 1)[1], "--json")
+    assert code == 0
+    assert json.loads(out) == DOCUMENT

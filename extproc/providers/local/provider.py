@@ -42,7 +42,10 @@ class LocalProvider:
         xds_dir: Path | None = None,
         envoy_admin: tuple[str, ...] = (),
         eds_settle_delay: float = 0.25,
+        autoscaled: bool = True,
     ) -> None:
+        """`autoscaled=False`: nothing else drives replicas, so each target runs `replicas.min` replicas,
+        also after an edit of `replicas.min` (with the autoscaler, the autoscaler applies it)."""
         self.config_path = config_path.resolve()
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="zerohop-"))
         self.xds = XdsFiles(xds_dir or self.state_dir / "xds")
@@ -52,6 +55,7 @@ class LocalProvider:
         self._sets: dict[TargetKey, ReplicaSet] = {}
         self._targets: dict[TargetKey, ScaledTarget] = {}
         self._mtime: float | None = None
+        self._autoscaled = autoscaled
         self._reload_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Future[None]] = set()
 
@@ -128,6 +132,9 @@ class LocalProvider:
             old = self._targets.get(key)
             if old is None or target_cluster_name(old) != target_cluster_name(target):
                 self.xds.write_endpoints(target_cluster_name(target), replica_set.endpoints())
+            if old is not None and old.min_replicas != target.min_replicas and not self._autoscaled:
+                log.info("%s: replicas.min %d -> %d", key, old.min_replicas, target.min_replicas)
+                replica_set.scale(target.min_replicas)
         self._targets = targets
         self.xds.write_clusters(target_clusters(targets.values(), self.xds.directory))
         self.xds.write_routes(route_configuration(targets.values()))
