@@ -6,56 +6,14 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from extproc.core.coldstart import ColdGate
 from extproc.core.httpso import ScaledTarget, TargetKey, parse
 from extproc.core.registry import InFlightMode, TargetRegistry, TargetState
-from extproc.core.routing import _HOST_CACHE_LIMIT, _MAX_AUTHORITY, NO_UPSTREAM, NoUpstream, RouteTable
-
-
-@dataclass
-class Request:
-    """A request as plain values; `reads` records which parts the route table asked for."""
-
-    authority: bytes = b""
-    path: str = "/"
-    headers: dict[str, str] = field(default_factory=dict)
-    cluster: str | NoUpstream | None = None
-    reads: list[str] = field(default_factory=list)
-
-
-class Reader:
-    def cluster(self, request: Request) -> str | NoUpstream | None:
-        request.reads.append("cluster")
-        return request.cluster
-
-    def authority(self, request: Request) -> bytes:
-        request.reads.append("authority")
-        return request.authority
-
-    def path(self, request: Request) -> str:
-        request.reads.append("path")
-        return request.path
-
-    def headers(self, request: Request) -> Mapping[str, str]:
-        request.reads.append("headers")
-        return request.headers
-
-
-READER = Reader()
-
-
-def route(
-    table: RouteTable,
-    authority: bytes,
-    path: str = "/",
-    headers: dict[str, str] | None = None,
-    cluster: str | NoUpstream | None = None,
-) -> TargetState | None:
-    return table.lookup(Request(authority, path, headers or {}, cluster), READER)
+from extproc.core.routing import _HOST_CACHE_LIMIT, _MAX_AUTHORITY, NO_UPSTREAM, RouteTable
+from tests.helpers import READER, Request, route
 
 
 def target(name: str, **spec: Any) -> ScaledTarget:
