@@ -30,8 +30,8 @@ from bench.setups import WARM_TARGET
 from extproc.core.engine import Core
 from extproc.core.httpso import parse as parse_httpso
 from extproc.envoy import answers
-from extproc.envoy.config import target_cluster_name
-from extproc.envoy.processor import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, ExtProcServicer
+from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, target_cluster_name
+from extproc.envoy.processor import ExtProcServicer
 from extproc.observability.telemetry import Telemetry
 
 Handler = Callable[[object, Any], Coroutine[Any, Any, None]]

@@ -1,11 +1,16 @@
-"""Small helpers shared by the tests: free ports and waiting for a condition without fixed sleeps."""
+"""Small helpers shared by the tests: free ports, waiting for a condition without fixed sleeps, and routing
+a request given as plain values through a route table."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from extproc.core.registry import TargetState
+from extproc.core.routing import NoUpstream, RouteTable
 
 
 def free_port() -> int:
@@ -29,3 +34,45 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         await asyncio.sleep(interval)
+
+
+@dataclass
+class Request:
+    """A request as plain values; `reads` records which parts the route table asked for."""
+
+    authority: bytes = b""
+    path: str = "/"
+    headers: dict[str, str] = field(default_factory=dict)
+    cluster: str | NoUpstream | None = None
+    reads: list[str] = field(default_factory=list)
+
+
+class Reader:
+    def cluster(self, request: Request) -> str | NoUpstream | None:
+        request.reads.append("cluster")
+        return request.cluster
+
+    def authority(self, request: Request) -> bytes:
+        request.reads.append("authority")
+        return request.authority
+
+    def path(self, request: Request) -> str:
+        request.reads.append("path")
+        return request.path
+
+    def headers(self, request: Request) -> Mapping[str, str]:
+        request.reads.append("headers")
+        return request.headers
+
+
+READER = Reader()
+
+
+def route(
+    table: RouteTable,
+    authority: bytes,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+    cluster: str | NoUpstream | None = None,
+) -> TargetState | None:
+    return table.lookup(Request(authority, path, headers or {}, cluster), READER)

@@ -36,14 +36,20 @@ WakeHook = Callable[[TargetKey], None]
 ReconfirmHook = Callable[[TargetKey], None]
 
 
-class HoldOutcome(enum.Enum):
-    """How a held request ended."""
+class HoldOutcome(enum.StrEnum):
+    """How a cold request ended: the one vocabulary of the servicer, traffic counters, metrics and spans.
+
+    The gate resolves a hold with RELEASED, TIMEOUT, SHUTDOWN or REMOVED; the servicer adds OVER_CAPACITY and
+    SHUTDOWN for a request refused without being held, and ABORTED when the client went away while held. The
+    values are metric label values and span attributes: changing one changes what operators query.
+    """
 
     RELEASED = "released"
     TIMEOUT = "timeout"
     OVER_CAPACITY = "over_capacity"
     SHUTDOWN = "shutdown"
     REMOVED = "removed"
+    ABORTED = "aborted"
 
 
 class TargetGate:

@@ -337,12 +337,17 @@ def _hosts(value: Any) -> tuple[str, ...]:
 
 
 def _path_prefixes(value: Any) -> tuple[str, ...]:
+    """Each prefix as whole path segments: `/api`, `/api/` and `/api//` are one prefix, `/api` (the add-on
+    trims slashes off its keys too); `/` is every path. Envoy's segment-separated prefixes reject `?` and `#`."""
     prefixes: list[str] = []
     for i, item in enumerate(_list(value, "spec.pathPrefixes")):
         if not isinstance(item, str) or not item.startswith("/"):
             raise InvalidSpec(f"spec.pathPrefixes[{i}]: must start with '/', got {item!r}")
-        if item not in prefixes:
-            prefixes.append(item)
+        if "?" in item or "#" in item:
+            raise InvalidSpec(f"spec.pathPrefixes[{i}]: a path prefix has no query or fragment, got {item!r}")
+        prefix = "/" + item.strip("/")
+        if prefix not in prefixes:
+            prefixes.append(prefix)
     return tuple(prefixes)
 
 

@@ -1,23 +1,66 @@
 """The route table: which target a request belongs to, as an immutable snapshot swapped atomically.
 
-Two ways in, tried in this order:
+`RouteTable.lookup` holds every rule the ext_proc servicer applies, in this order:
 1. the upstream cluster the gateway already chose (`xds.cluster_name`, e.g. Istio's
    `outbound|8080||app.ns.svc.cluster.local`), so zerohop never disagrees with the gateway's routing;
+   when the gateway was asked for the cluster and names none, it routes the request nowhere: unmatched;
 2. the KEDA HTTP add-on's matching: host (exact, then `*.suffix` wildcards most specific first, then a
-   catch-all), then the longest path prefix, then headers (all must match; no value = present).
+   catch-all), then the longest path prefix on whole segments, then headers (all must match; no value =
+   present).
+
+The request is read through a `RequestReader`, one part at a time and only when a rule needs it, so a
+cluster hit decodes no header and a single-route host reads no path.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Final, Protocol, TypeVar
 
 from extproc.core.httpso import HeaderMatch, TargetKey, normalize_host
 from extproc.core.registry import TargetState
 
 log = logging.getLogger(__name__)
 
+# Hosts that match a route are remembered per snapshot (unmatched ones are not: distinct unknown hosts must
+# cost no memory). An authority longer than a DNS name (253), its trailing dot and a port names no
+# configured host, so it is never remembered either: the memo is at most this many keys of that many bytes.
 _HOST_CACHE_LIMIT = 4096
+_MAX_AUTHORITY = 253 + len(".:65535")
+
+Request = TypeVar("Request", contravariant=True)
+
+
+class NoUpstream(enum.Enum):
+    """The gateway was asked for the request's upstream cluster and sent none: no route, or a direct response."""
+
+    NO_UPSTREAM = "no upstream"
+
+
+NO_UPSTREAM: Final = NoUpstream.NO_UPSTREAM
+
+
+class RequestReader(Protocol[Request]):
+    """Reads the parts of one request the route table asks for (the servicer reads Envoy's ext_proc messages)."""
+
+    def cluster(self, request: Request) -> str | NoUpstream | None:
+        """The upstream cluster the gateway chose; NO_UPSTREAM when it was asked and named none; None when
+        it was not asked (no attributes sent)."""
+        ...
+
+    def authority(self, request: Request) -> bytes:
+        """The raw `:authority` (port included); empty when the request has none."""
+        ...
+
+    def path(self, request: Request) -> str:
+        """The `:path`, query included; "/" when the request has none."""
+        ...
+
+    def headers(self, request: Request) -> Mapping[str, str]:
+        """Every header by lower-case name (the first value of a repeated one)."""
+        ...
 
 
 class _Route:
@@ -29,7 +72,13 @@ class _Route:
         self.state = state
 
     def matches(self, path: str, headers: Mapping[str, str] | None) -> bool:
-        if not path.startswith(self.prefix):
+        # Whole segments only: `/api` takes `/api`, `/api/v1` and `/api?q`, never `/apix` (prefixes are
+        # parsed without a trailing slash, `/` aside).
+        prefix = self.prefix
+        if not path.startswith(prefix):
+            return False
+        end = len(prefix)
+        if len(path) > end and end > 1 and path[end] not in "/?#":
             return False
         if not self.headers:
             return True
@@ -42,7 +91,7 @@ class _Route:
         return True
 
 
-class HostRoutes:
+class _HostRoutes:
     """The routes a request to one host can take, most specific first.
 
     `only` is set when the host has exactly one route that matches every path and header, so the hot path
@@ -73,7 +122,7 @@ def _sort_key(route: _Route) -> tuple[int, int]:
 class RouteTable:
     """An immutable routing snapshot over live TargetStates. Build a new one to change anything."""
 
-    __slots__ = ("_by_host", "_catch_all", "_clusters", "_exact", "_wildcards", "states")
+    __slots__ = ("_by_host", "_catch_all", "_catch_all_only", "_clusters", "_exact", "_wildcards", "states")
 
     def __init__(
         self,
@@ -100,59 +149,68 @@ class RouteTable:
         self._exact = exact
         self._wildcards = sorted(wildcards.items(), key=lambda item: -len(item[0]))
         self._catch_all = catch_all
+        # Shared by every host only the catch-all takes, so remembering one costs its key alone.
+        self._catch_all_only = _HostRoutes(catch_all) if catch_all else None
         self._clusters: dict[str, TargetState] = {}
         for cluster, key in (clusters or {}).items():
             mapped = self.states.get(key)
             if mapped is not None:
                 self._clusters[cluster] = mapped
-        self._by_host: dict[bytes, HostRoutes | None] = {}
+        self._by_host: dict[bytes, _HostRoutes] = {}
 
-    def for_cluster(self, cluster: str) -> TargetState | None:
-        """The target whose Service the gateway's chosen cluster points at, if any."""
-        return self._clusters.get(cluster)
+    def lookup(self, request: Request, reader: RequestReader[Request]) -> TargetState | None:
+        """The target this request belongs to, or None (unmatched: zerohop lets it through untouched)."""
+        cluster = reader.cluster(request)
+        if cluster is not None:
+            if cluster is NO_UPSTREAM:
+                # Holding or counting it for a target whose host it names would scale a workload that
+                # never gets the request.
+                return None
+            state = self._clusters.get(cluster)
+            if state is not None:
+                return state
+        routes = self._for_host(reader.authority(request))
+        if routes is None:
+            return None
+        only = routes.only
+        if only is not None:
+            return only
+        return routes.match(reader.path(request), reader.headers(request) if routes.needs_headers else None)
 
-    @property
-    def has_clusters(self) -> bool:
-        return bool(self._clusters)
-
-    def for_host(self, authority: bytes) -> HostRoutes | None:
+    def _for_host(self, authority: bytes) -> _HostRoutes | None:
         """Routes for a raw `:authority` value (any bytes, port included); memoised per snapshot."""
-        routes = self._by_host.get(authority, False)
-        if routes is False:
+        routes = self._by_host.get(authority)
+        if routes is None:
+            if len(authority) > _MAX_AUTHORITY:
+                return self._catch_all_only  # neither decoded nor remembered
             if not authority.isascii():
                 log.debug("non-ASCII :authority %r; matched as latin-1 text", authority[:100])
             routes = self._resolve_host(normalize_host(authority.decode("latin-1")))
-            if len(self._by_host) >= _HOST_CACHE_LIMIT:
-                self._by_host.clear()
-            self._by_host[authority] = routes
-        return routes  # type: ignore[return-value]
+            if routes is not None:
+                if len(self._by_host) >= _HOST_CACHE_LIMIT:
+                    self._by_host.clear()
+                self._by_host[authority] = routes
+        return routes
 
-    def _resolve_host(self, host: str) -> HostRoutes | None:
+    def _resolve_host(self, host: str) -> _HostRoutes | None:
         candidates: list[_Route] = []
         candidates.extend(self._exact.get(host, ()))
         for suffix, routes in self._wildcards:
             if host.endswith(suffix) and len(host) > len(suffix):
                 candidates.extend(routes)
+        if not candidates:
+            return self._catch_all_only
         candidates.extend(self._catch_all)
-        return HostRoutes(candidates) if candidates else None
-
-    def match(self, authority: bytes, path: str = "/", headers: Mapping[str, str] | None = None) -> TargetState | None:
-        """Host/path/header matching in one call (tests, status tools); the hot path uses `for_host`."""
-        routes = self.for_host(authority)
-        if routes is None:
-            return None
-        return routes.only or routes.match(path, headers)
+        return _HostRoutes(candidates)
 
 
 class Router:
     """Holds the current RouteTable; readers take `router.table` once per request."""
 
-    __slots__ = ("table", "version")
+    __slots__ = ("table",)
 
     def __init__(self) -> None:
         self.table = RouteTable()
-        self.version = 0
 
     def publish(self, table: RouteTable) -> None:
         self.table = table
-        self.version += 1

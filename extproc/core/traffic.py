@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from extproc.core.coldstart import HoldOutcome
+
 _RATE_PRECISION = 3
 
 
@@ -129,11 +131,11 @@ class TargetTraffic:
         self.in_flight = 0
         self.requests = 0
         self.rate = RateWindow(window, granularity)
-        self.outcomes: dict[str, int] = {}
-        self.holds: dict[str, Histogram] = {}
+        self.outcomes: dict[HoldOutcome, int] = {}
+        self.holds: dict[HoldOutcome, Histogram] = {}
         self.released_5xx = 0
 
-    def hold_ended(self, outcome: str, seconds: float | None) -> None:
+    def hold_ended(self, outcome: HoldOutcome, seconds: float | None) -> None:
         """Count a cold request's outcome; `seconds` held is None when it was refused without being held."""
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if seconds is None:

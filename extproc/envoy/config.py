@@ -32,6 +32,9 @@ OTEL_TRACER_TYPE = "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfi
 
 LOCAL_EXT_PROC_CLUSTER = "zerohop_ext_proc"
 LOCAL_OTLP_CLUSTER = "zerohop_otlp"
+# The attributes zerohop's filter asks for arrive in ProcessingRequest.attributes under the filter's name.
+ATTRIBUTES_KEY = EXT_PROC_FILTER
+# Asked for with request headers: the upstream cluster the gateway chose (the route table's first rule).
 CLUSTER_ATTRIBUTE = "xds.cluster_name"
 # Sent with response headers zerohop asked for: tells the gateway's own "no healthy upstream" from the app's 503.
 CODE_DETAILS_ATTRIBUTE = "response.code_details"
@@ -249,7 +252,9 @@ def target_routes(targets: Iterable[ScaledTarget]) -> list[RouteSpec]:
 
 
 def _route(spec: RouteSpec) -> dict[str, Any]:
-    match: dict[str, Any] = {"prefix": spec.prefix}
+    # Whole path segments, as zerohop's own matcher (`/api` is not `/apix`); Envoy rejects a
+    # path_separated_prefix ending in `/`, and `/` is every path anyway.
+    match: dict[str, Any] = {"path_separated_prefix": spec.prefix} if spec.prefix != "/" else {"prefix": "/"}
     if spec.headers:
         match["headers"] = [
             {"name": name, "string_match": {"exact": value}}

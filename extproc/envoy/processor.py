@@ -23,16 +23,14 @@ from extproc.core.coldstart import ColdGate, HoldOutcome
 from extproc.core.durations import format_duration
 from extproc.core.loglimit import LogLimiter
 from extproc.core.registry import TargetState
-from extproc.core.routing import Router, RouteTable
+from extproc.core.routing import NO_UPSTREAM, NoUpstream, Router
 from extproc.envoy import answers
 from extproc.envoy.answers import Refusal
+from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
-ATTRIBUTES_KEY = "envoy.filters.http.ext_proc"
-CLUSTER_ATTRIBUTE = "xds.cluster_name"
-CODE_DETAILS_ATTRIBUTE = "response.code_details"
 # Envoy's response code details when the gateway itself could not pick an upstream host or cluster.
 NOT_ROUTED_DETAILS = frozenset({"no_healthy_upstream", "cluster_not_found"})
 # zerohop answers a timed-out hold itself this long before Envoy's own message timer would fire.
@@ -95,6 +93,44 @@ def _headers_dict(headers: Any) -> dict[str, str]:
     return found
 
 
+class _ExtProcReader:
+    """The route table's `RequestReader` over a request-headers `ProcessingRequest`; stateless, one for all."""
+
+    __slots__ = ()
+
+    def cluster(self, request: Any) -> str | NoUpstream | None:
+        attributes = request.attributes.get(ATTRIBUTES_KEY)
+        if attributes is None:
+            return None
+        fields = attributes.fields
+        cluster = fields.get(CLUSTER_ATTRIBUTE)
+        if cluster is not None:
+            name: str = cluster.string_value
+            return name
+        # zerohop's filter asks for the cluster; an attribute set without it means Envoy had none to send.
+        return None if fields else NO_UPSTREAM
+
+    def authority(self, request: Any) -> bytes:
+        headers = request.request_headers.headers.headers
+        for header in headers:
+            if header.key == ":authority":
+                return _header_value(header)
+        log.debug("request headers without :authority (%d headers); treated as unmatched", len(headers))
+        return b""
+
+    def path(self, request: Any) -> str:
+        for header in request.request_headers.headers.headers:
+            if header.key == ":path":
+                return _header_value(header).decode("latin-1")
+        return "/"
+
+    def headers(self, request: Any) -> dict[str, str]:
+        return _headers_dict(request.request_headers.headers.headers)
+
+
+_READER = _ExtProcReader()
+
+
 class HoldObserver(Protocol):
     """Told when a cold request starts and stops being held (tracing, histograms); never on the warm path.
 
@@ -104,7 +140,7 @@ class HoldObserver(Protocol):
 
     def hold_started(self, context: grpc.aio.ServicerContext[Any, bytes], request: Any, state: TargetState) -> Any: ...
 
-    def hold_ended(self, token: Any, state: TargetState, outcome: str, seconds: float) -> None: ...
+    def hold_ended(self, token: Any, state: TargetState, outcome: HoldOutcome, seconds: float) -> None: ...
 
 
 class WarmObserver(Protocol):
@@ -161,7 +197,7 @@ class ExtProcServicer:
             await self._unexpected(request, context)
             return
         try:
-            state = self._lookup(self._router.table, request)
+            state = self._router.table.lookup(request, _READER)
         except Exception:
             self.stats.malformed += 1
             log.debug("could not route ext_proc request headers; continuing", exc_info=True)
@@ -193,41 +229,6 @@ class ExtProcServicer:
             return
         await self._hold(request, state, context)
 
-    def _lookup(self, table: RouteTable, request: Any) -> TargetState | None:
-        attributes = request.attributes.get(ATTRIBUTES_KEY)
-        if attributes is not None:
-            fields = attributes.fields
-            cluster = fields.get(CLUSTER_ATTRIBUTE)
-            if cluster is not None:
-                if table.has_clusters:
-                    state = table.for_cluster(cluster.string_value)
-                    if state is not None:
-                        return state
-            elif not fields:
-                # The filter asked for the cluster and Envoy sent none: the gateway routes this request to no
-                # upstream (no route, or a direct response). Holding or counting it for a target whose host it
-                # names would scale a workload that never gets it.
-                return None
-        headers = request.request_headers.headers.headers
-        authority = b""
-        for header in headers:
-            if header.key == ":authority":
-                authority = _header_value(header)
-                break
-        else:
-            log.debug("request headers without :authority (%d headers); treated as unmatched", len(headers))
-        routes = table.for_host(authority)
-        if routes is None:
-            return None
-        if routes.only is not None:
-            return routes.only
-        path = "/"
-        for header in headers:
-            if header.key == ":path":
-                path = _header_value(header).decode("latin-1")
-                break
-        return routes.match(path, _headers_dict(headers) if routes.needs_headers else None)
-
     async def _hold(self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
         stats = self.stats
         stats.cold_requests += 1
@@ -235,16 +236,16 @@ class ExtProcServicer:
         traffic.in_flight += 1
         observer = self.observer
         token = self._hold_started(observer, context, request, state) if observer is not None else None
-        outcome = "aborted"  # unless set below: the client went away (Envoy reset the stream)
+        outcome = HoldOutcome.ABORTED  # unless set below: the client went away (Envoy reset the stream)
         held: float | None = None  # stays None for requests refused without being held
         try:
             hold = self._gate.try_hold(state.gate)
             if hold is None:
                 if self._gate.draining:
-                    outcome, reason = "shutdown", Refusal.SHUTDOWN
+                    outcome, reason = HoldOutcome.SHUTDOWN, Refusal.SHUTDOWN
                     stats.shutdown_refusals += 1
                 else:
-                    outcome, reason = "over_capacity", Refusal.OVER_CAPACITY
+                    outcome, reason = HoldOutcome.OVER_CAPACITY, Refusal.OVER_CAPACITY
                     stats.over_capacity += 1
                 await context.write(self._refusal(request, reason, state))
                 return
@@ -254,7 +255,7 @@ class ExtProcServicer:
             finally:
                 held = hold.duration
                 hold.close()
-            outcome = result.value
+            outcome = result
             if result is HoldOutcome.RELEASED:
                 stats.released += 1
                 routed: bool | None = None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from extproc import __version__
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.provider import Provider
 from extproc.core.registry import TargetState
@@ -25,7 +26,7 @@ from extproc.keda.peers import PeersStatus
 
 Labels = tuple[tuple[str, str], ...]
 
-HOLD_OUTCOMES = ("released", "timeout", "over_capacity", "shutdown", "removed", "aborted")
+HOLD_OUTCOMES = tuple(HoldOutcome)
 
 
 _UNIT_SUFFIXES = {"": "", "s": "seconds", "By": "bytes"}
@@ -179,7 +180,7 @@ def collect(sources: Sources) -> list[Family]:
         gate = state.gate
         requests.add(traffic.requests, **labels)
         for outcome in HOLD_OUTCOMES:
-            cold.add(traffic.outcomes.get(outcome, 0), **labels, outcome=outcome)
+            cold.add(traffic.outcomes.get(outcome, 0), **labels, outcome=outcome.value)
         released_5xx.add(traffic.released_5xx, **labels)
         in_flight.add(snapshot.in_flight, **labels)
         held.add(snapshot.held, **labels)
@@ -194,7 +195,7 @@ def collect(sources: Sources) -> list[Family]:
         if gate.last_cold_duration is not None:
             last_cold.add(gate.last_cold_duration, **labels)
         for outcome, histogram in sorted(traffic.holds.items()):
-            hold_labels = (*tuple(labels.items()), ("outcome", outcome))
+            hold_labels = (*tuple(labels.items()), ("outcome", outcome.value))
             hold.histograms.append((hold_labels, histogram.cumulative(), histogram.sum, histogram.count))
 
     families = [requests, cold, released_5xx, in_flight, held, rate, routable, replicas, cold_starts]

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.httpso import TargetKey
 
 if TYPE_CHECKING:
@@ -42,7 +43,11 @@ RPC_ATTRIBUTES = {
     "rpc.method": "Process",
 }
 HOLD_DURATION = "zerohop.hold.duration"  # the histogram recorded as holds end (defined in metrics.collect)
-_ERROR_OUTCOMES = {"timeout": "held past its budget", "over_capacity": "too many held", "shutdown": "zerohop stopping"}
+_ERROR_OUTCOMES = {
+    HoldOutcome.TIMEOUT: "held past its budget",
+    HoldOutcome.OVER_CAPACITY: "too many held",
+    HoldOutcome.SHUTDOWN: "zerohop stopping",
+}
 
 
 def _protocol(env: Mapping[str, str], signal: str) -> str:
@@ -121,9 +126,9 @@ class Telemetry:
     def warm_observer(self) -> WarmTracer | None:
         return WarmTracer(self.tracer) if self.tracer is not None else None
 
-    def record_hold(self, state: TargetState, outcome: str, seconds: float) -> None:
+    def record_hold(self, state: TargetState, outcome: HoldOutcome, seconds: float) -> None:
         if self._hold_histogram is not None:
-            attributes = {"namespace": state.key.namespace, "name": state.key.name, "outcome": outcome}
+            attributes = {"namespace": state.key.namespace, "name": state.key.name, "outcome": outcome.value}
             self._hold_histogram.record(seconds, attributes)
 
     def activation_hook(self, details: Callable[[TargetKey], dict[str, Any]]) -> Callable[[TargetKey], None]:
@@ -306,12 +311,12 @@ class HoldTracer:
         token = self._context.attach(self._trace.set_span_in_context(span, parent))
         return span, token
 
-    def hold_ended(self, handle: Any, state: TargetState, outcome: str, seconds: float) -> None:
+    def hold_ended(self, handle: Any, state: TargetState, outcome: HoldOutcome, seconds: float) -> None:
         self._telemetry.record_hold(state, outcome, seconds)
         if handle is None:
             return
         span, token = handle
-        span.set_attribute("zerohop.outcome", outcome)
+        span.set_attribute("zerohop.outcome", outcome.value)
         span.set_attribute("zerohop.held_seconds", round(seconds, 6))
         activation = self._telemetry.activations.get(state.key)
         if activation is not None:
@@ -319,7 +324,7 @@ class HoldTracer:
         if outcome in _ERROR_OUTCOMES:
             from opentelemetry.trace import Status, StatusCode
 
-            span.set_attribute("error.type", outcome)
+            span.set_attribute("error.type", outcome.value)
             span.set_status(Status(StatusCode.ERROR, _ERROR_OUTCOMES[outcome]))
         span.end()
         self._context.detach(token)

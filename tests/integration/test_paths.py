@@ -149,3 +149,18 @@ async def test_warm_requests_log_nothing_even_at_debug(tmp_path: Path, caplog: p
             assert (await stack.get("cold.test")).status == 200
         messages = [r.getMessage() for r in caplog.records if r.name.startswith("extproc")]
         assert any(m.startswith("cold start of default/cold") for m in messages), messages
+
+
+async def test_a_path_prefix_routes_whole_segments_only(tmp_path: Path) -> None:
+    config = httpso("api", replicas="{min: 1, max: 1}", extra="  pathPrefixes: [/api/]\n") + app("api")
+    async with Stack(tmp_path, config) as stack:
+        await stack.warm("api")
+        for path in ("/api", "/api/", "/api/v1/x", "/api?q=1"):
+            assert (await stack.get("api.test", path)).status == 200, path
+        assert stack.state("api").traffic.requests == 4
+        # Not the target's: the gateway has no route for it and zerohop neither holds nor counts it.
+        reply = await stack.get("api.test", "/apix")
+        assert reply.status == 404
+        assert "hello from replica" not in reply.body
+        assert stack.state("api").traffic.requests == 4
+        assert stack.server.processor.stats.unmatched == 1

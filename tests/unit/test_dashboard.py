@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.provider import ReplicaCounts
@@ -108,7 +109,7 @@ def every_family() -> list[metrics.Family]:
     }
     core.apply_targets([parse(document)], {})
     state = next(iter(core.registry))
-    state.traffic.hold_ended("released", 0.4)
+    state.traffic.hold_ended(HoldOutcome.RELEASED, 0.4)
     state.gate.last_cold_duration = 0.4
     provider: Any = KubernetesLikeProvider()
     return metrics.collect(metrics.Sources(core, provider, ProcessorStats(), {"GetMetrics": 1}, Peers()))
@@ -132,6 +133,15 @@ def exposed(families: list[metrics.Family]) -> dict[str, tuple[metrics.Family, s
         else:
             names[family.name] = (family, labels)
     return names
+
+
+def test_outcome_label_values_are_the_documented_strings() -> None:
+    """Dashboards and alerts query these values: the enum behind them must not change what is exposed."""
+    [cold] = [f for f in every_family() if f.name == "zerohop_cold_requests_total"]
+    values = [value for labels, _ in cold.samples for name, value in labels if name == "outcome"]
+    assert values == ["released", "timeout", "over_capacity", "shutdown", "removed", "aborted"]
+    assert all(type(value) is str for value in values)
+    assert 'zerohop_cold_requests_total{namespace="default",name="shop",outcome="released"} 1' in metrics.render([cold])
 
 
 def test_every_family_has_samples_so_its_labels_are_known() -> None:

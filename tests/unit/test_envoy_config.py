@@ -59,7 +59,7 @@ def targets() -> list[Any]:
                 "metadata": {"name": "b", "namespace": "other"},
                 "spec": {
                     "hosts": ["a.example"],
-                    "pathPrefixes": ["/b"],
+                    "pathPrefixes": ["/b/"],
                     "scaleTargetRef": {"name": "b", "service": "b", "port": 80},
                 },
             }
@@ -87,7 +87,13 @@ def test_clusters_and_routes_are_exact_protos(tmp_path: Path) -> None:
     strict(cluster_pb2.Cluster(), envoyconfig.ext_proc_cluster("zerohop.svc", 9000))
     routes = strict(route_pb2.RouteConfiguration(), envoyconfig.route_configuration(targets()))
     by_domain = {vh.domains[0]: vh for vh in routes.virtual_hosts}
-    assert [r.match.prefix for r in by_domain["a.example"].routes] == ["/api", "/b", "/"]
+    matches = [(r.match.WhichOneof("path_specifier"), r.match) for r in by_domain["a.example"].routes]
+    # Whole segments, like zerohop's own matcher; Envoy rejects a path_separated_prefix ending in "/".
+    assert [(kind, getattr(match, kind)) for kind, match in matches] == [
+        ("path_separated_prefix", "/api"),
+        ("path_separated_prefix", "/b"),
+        ("prefix", "/"),
+    ]
     assert by_domain["*"].routes[0].direct_response.status == 404
 
 

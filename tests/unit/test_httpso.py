@@ -46,6 +46,12 @@ def test_defaults_follow_the_add_on() -> None:
     assert target.activation_replicas == 1
 
 
+def test_path_prefixes_are_whole_segments_without_a_trailing_slash() -> None:
+    # The add-on trims slashes off a prefix: "/api/" and "/api" are the same prefix.
+    target = parse(document(pathPrefixes=["/api/", "/api", "//", "/v1//x/", "/"]))
+    assert target.path_prefixes == ("/api", "/", "/v1//x")
+
+
 def test_request_rate_with_durations() -> None:
     target = parse(
         document(scalingMetric={"requestRate": {"targetValue": 5, "window": "1m30s", "granularity": "500ms"}})
@@ -83,6 +89,8 @@ def test_hosts_are_normalised_and_deduplicated() -> None:
         ({"replicas": {"min": -1}}, "spec.replicas.min: must be >= 0"),
         ({"replicas": {"max": 0}}, "spec.replicas.max: must be >= 1"),
         ({"pathPrefixes": ["api"]}, "spec.pathPrefixes[0]: must start with '/'"),
+        ({"pathPrefixes": ["/", "/api?x=1"]}, "spec.pathPrefixes[1]: a path prefix has no query"),
+        ({"pathPrefixes": ["/api#top"]}, "spec.pathPrefixes[0]: a path prefix has no query or fragment"),
         ({"hosts": ["bad host!"]}, "spec.hosts[0]"),
         ({"hosts": "app.example.com"}, "spec.hosts: expected a list"),
         ({"headers": [{"value": "x"}]}, "spec.headers[0].name: required"),

@@ -18,10 +18,13 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 from google.protobuf import struct_pb2
 
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
+from extproc.core.routing import NO_UPSTREAM
 from extproc.envoy import answers
-from extproc.envoy.processor import ATTRIBUTES_KEY, ExtProcServicer
+from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE
+from extproc.envoy.processor import ExtProcServicer, _ExtProcReader
 from tests.helpers import wait_for
 
 WARM = TargetKey("default", "warm")
@@ -88,7 +91,7 @@ def request_headers(
     request = ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=base_pb2.HeaderMap(headers=values)))
     if cluster is not None:
         attributes = struct_pb2.Struct()
-        attributes.update({"xds.cluster_name": cluster})
+        attributes.update({CLUSTER_ATTRIBUTE: cluster})
         request.attributes[ATTRIBUTES_KEY].CopyFrom(attributes)
     return request
 
@@ -163,6 +166,22 @@ async def test_without_the_cluster_attribute_asked_for_the_host_decides(proc: Fi
     assert proc.servicer.stats.unmatched == 0
 
 
+def test_the_reader_gives_the_route_table_what_envoy_sent() -> None:
+    reader = _ExtProcReader()
+    plain = request_headers([(":authority", b"A.test:80"), (":path", b"/x?y"), ("X-Tenant", b"a"), ("x-tenant", b"b")])
+    assert reader.cluster(plain) is None  # no attributes: the cluster was not asked for
+    assert reader.authority(plain) == b"A.test:80"
+    assert reader.path(plain) == "/x?y"
+    assert reader.headers(plain) == {":authority": "A.test:80", ":path": "/x?y", "x-tenant": "a"}
+    assert reader.cluster(request_headers([], cluster="outbound|80||a")) == "outbound|80||a"
+    empty = request_headers([(":method", b"GET")])
+    empty.attributes[ATTRIBUTES_KEY].CopyFrom(struct_pb2.Struct())
+    assert reader.cluster(empty) is NO_UPSTREAM
+    assert reader.authority(empty) == b""
+    assert reader.path(empty) == "/"
+    assert reader.authority(request_headers(host("v.test"), raw=False)) == b"v.test"
+
+
 async def test_concurrency_target_is_followed_to_its_response(proc: Fixture) -> None:
     call, queue = open_stream(proc)
     queue.put_nowait(request_headers(host("followed.test")))
@@ -207,7 +226,7 @@ class BrokenObserver:
         self.calls += 1
         raise RuntimeError("tracing is broken")
 
-    def hold_ended(self, token: Any, state: Any, outcome: str, seconds: float) -> None:
+    def hold_ended(self, token: Any, state: Any, outcome: HoldOutcome, seconds: float) -> None:
         self.calls += 1
         raise RuntimeError("tracing is broken")
 
@@ -223,7 +242,7 @@ async def test_a_failing_observer_never_keeps_a_request_from_its_answer(proc: Fi
     assert timed_out.immediate_response.status.code == 504
     assert broken.calls == 3
     assert proc.state(COLD).traffic.in_flight == 0
-    assert proc.state(COLD).traffic.outcomes == {"timeout": 1}
+    assert proc.state(COLD).traffic.outcomes == {HoldOutcome.TIMEOUT: 1}
 
 
 async def test_hold_timeout_answers_504_with_retry_after(proc: Fixture) -> None:
@@ -250,6 +269,7 @@ async def test_over_the_cap_answers_503_at_once(proc: Fixture) -> None:
     assert refusal.immediate_response.status.code == 503
     assert proc.servicer.stats.over_capacity == 1
     await asyncio.gather(*held)
+    assert proc.state(COLD).traffic.outcomes == {HoldOutcome.OVER_CAPACITY: 1, HoldOutcome.TIMEOUT: 2}
     assert proc.core.cold_gate.held_total == 0
 
 
@@ -261,6 +281,7 @@ async def test_client_gone_while_held_releases_everything(proc: Fixture) -> None
     call.cancel()  # what Envoy does when the downstream client goes away
     await wait_for(lambda: proc.core.cold_gate.held_total == 0, 2, what="hold released")
     await wait_for(lambda: proc.state(COLD).traffic.in_flight == 0, 2, what="in-flight released")
+    assert proc.state(COLD).traffic.outcomes == {HoldOutcome.ABORTED: 1}
 
 
 @pytest.mark.parametrize(
@@ -310,7 +331,7 @@ async def test_an_empty_message_ends_the_stream_without_error(proc: Fixture) -> 
 def gateway_response(details: str, status: bytes = b"503") -> ep.ProcessingRequest:
     message = response_headers(status)
     attributes = struct_pb2.Struct()
-    attributes.update({"response.code_details": details})
+    attributes.update({CODE_DETAILS_ATTRIBUTE: details})
     message.attributes[ATTRIBUTES_KEY].CopyFrom(attributes)
     return message
 

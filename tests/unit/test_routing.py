@@ -1,14 +1,19 @@
-"""Route table: cluster mapping first, then exact host, wildcards (most specific first), catch-all,
-longest path prefix and header matches; immutable snapshots that keep live state across rebuilds."""
+"""Route table: cluster mapping first (no cluster named: unmatched), then exact host, wildcards (most specific
+first), catch-all, longest path prefix and header matches; immutable snapshots that keep live state across
+rebuilds. Every rule is reached through `RouteTable.lookup`, the one entry the servicer uses."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 from extproc.core.coldstart import ColdGate
 from extproc.core.httpso import ScaledTarget, TargetKey, parse
 from extproc.core.registry import InFlightMode, TargetRegistry, TargetState
-from extproc.core.routing import _HOST_CACHE_LIMIT, RouteTable
+from extproc.core.routing import _HOST_CACHE_LIMIT, _MAX_AUTHORITY, NO_UPSTREAM, RouteTable
+from tests.helpers import READER, Request, route
 
 
 def target(name: str, **spec: Any) -> ScaledTarget:
@@ -36,29 +41,29 @@ def test_exact_host_beats_wildcard_and_catch_all() -> None:
         target("wild", hosts=["*.example.com"]),
         target("any", hosts=[]),
     )
-    assert name(routes.match(b"api.example.com")) == "exact"
-    assert name(routes.match(b"www.example.com")) == "wild"
-    assert name(routes.match(b"deep.www.example.com")) == "wild"
-    assert name(routes.match(b"example.com")) == "any"
-    assert name(routes.match(b"other.org")) == "any"
+    assert name(route(routes, b"api.example.com")) == "exact"
+    assert name(route(routes, b"www.example.com")) == "wild"
+    assert name(route(routes, b"deep.www.example.com")) == "wild"
+    assert name(route(routes, b"example.com")) == "any"
+    assert name(route(routes, b"other.org")) == "any"
 
 
 def test_most_specific_wildcard_wins() -> None:
     routes = table(target("broad", hosts=["*.example.com"]), target("narrow", hosts=["*.eu.example.com"]))
-    assert name(routes.match(b"shop.eu.example.com")) == "narrow"
-    assert name(routes.match(b"shop.us.example.com")) == "broad"
+    assert name(route(routes, b"shop.eu.example.com")) == "narrow"
+    assert name(route(routes, b"shop.us.example.com")) == "broad"
 
 
 def test_unknown_host_without_catch_all_is_unmatched() -> None:
     routes = table(target("a", hosts=["a.example.com"]))
-    assert routes.match(b"b.example.com") is None
-    assert routes.match(b"") is None
+    assert route(routes, b"b.example.com") is None
+    assert route(routes, b"") is None
 
 
 def test_host_is_normalised_at_request_time() -> None:
     routes = table(target("a", hosts=["a.example.com"]))
-    assert name(routes.match(b"A.Example.Com:8080")) == "a"
-    assert name(routes.match(b"a.example.com.")) == "a"
+    assert name(route(routes, b"A.Example.Com:8080")) == "a"
+    assert name(route(routes, b"a.example.com.")) == "a"
 
 
 def test_longest_prefix_wins_then_falls_through_to_less_specific_hosts() -> None:
@@ -67,10 +72,31 @@ def test_longest_prefix_wins_then_falls_through_to_less_specific_hosts() -> None
         target("api-v2", hosts=["shop.example.com"], pathPrefixes=["/api/v2"]),
         target("wild", hosts=["*.example.com"]),
     )
-    assert name(routes.match(b"shop.example.com", "/api/v2/items?x=1")) == "api-v2"
-    assert name(routes.match(b"shop.example.com", "/api/v1")) == "api"
+    assert name(route(routes, b"shop.example.com", "/api/v2/items?x=1")) == "api-v2"
+    assert name(route(routes, b"shop.example.com", "/api/v1")) == "api"
     # No route of the exact host matches "/", so the wildcard host's route takes it.
-    assert name(routes.match(b"shop.example.com", "/")) == "wild"
+    assert name(route(routes, b"shop.example.com", "/")) == "wild"
+
+
+def test_path_prefixes_match_whole_segments_only() -> None:
+    routes = table(
+        target("api", hosts=["h"], pathPrefixes=["/api"]), target("slash", hosts=["s"], pathPrefixes=["/v1/"])
+    )
+    for path in ("/api", "/api/", "/api/v1/x", "/api?q=1", "/api#top", "/api//x"):
+        assert name(route(routes, b"h", path)) == "api", path
+    for path in ("/apix", "/api-v2", "/ap", "/", "", "/API", "*"):
+        assert route(routes, b"h", path) is None, path
+    # A trailing slash in pathPrefixes changes nothing, as in the add-on: "/v1/" is "/v1".
+    for path in ("/v1", "/v1/", "/v1/items", "/v1?x"):
+        assert name(route(routes, b"s", path)) == "slash", path
+    assert route(routes, b"s", "/v1x") is None
+
+
+def test_root_prefix_takes_every_path_and_more_specific_prefixes_win() -> None:
+    routes = table(target("root", hosts=["h"], pathPrefixes=["/"]), target("api", hosts=["h"], pathPrefixes=["/api"]))
+    assert name(route(routes, b"h", "/apix")) == "root"
+    assert name(route(routes, b"h", "/api/x")) == "api"
+    assert name(route(routes, b"h", "/?q")) == "root"
 
 
 def test_headers_all_must_match_and_no_value_means_present() -> None:
@@ -78,41 +104,106 @@ def test_headers_all_must_match_and_no_value_means_present() -> None:
         target("tenant-a", hosts=["h"], headers=[{"name": "X-Tenant", "value": "a"}, {"name": "x-beta"}]),
         target("plain", hosts=["h"]),
     )
-    host = routes.for_host(b"h")
-    assert host is not None
-    assert host.needs_headers
-    assert host.only is None
-    assert name(host.match("/", {"x-tenant": "a", "x-beta": ""})) == "tenant-a"
-    assert name(host.match("/", {"x-tenant": "a"})) == "plain"
-    assert name(host.match("/", {"x-tenant": "b", "x-beta": "1"})) == "plain"
+    assert name(route(routes, b"h", "/", {"x-tenant": "a", "x-beta": ""})) == "tenant-a"
+    assert name(route(routes, b"h", "/", {"x-tenant": "a"})) == "plain"
+    assert name(route(routes, b"h", "/", {"x-tenant": "b", "x-beta": "1"})) == "plain"
 
 
-def test_single_route_host_needs_no_path() -> None:
-    routes = table(target("a", hosts=["a"]))
-    host = routes.for_host(b"a")
-    assert host is not None
-    assert name(host.only) == "a"
-
-
-def test_cluster_mapping() -> None:
+def test_only_what_a_rule_needs_is_read() -> None:
     a = target("a", hosts=["a"])
-    routes = table(a, clusters={"outbound|80||a.default.svc.cluster.local": a.key, "ghost": TargetKey("x", "y")})
-    assert name(routes.for_cluster("outbound|80||a.default.svc.cluster.local")) == "a"
-    assert routes.for_cluster("ghost") is None
-    assert routes.has_clusters
+    routes = table(a, target("b", hosts=["b"], pathPrefixes=["/x"]), clusters={"cluster-a": a.key})
+    by_cluster = Request(b"a", cluster="cluster-a")
+    assert name(routes.lookup(by_cluster, READER)) == "a"
+    assert by_cluster.reads == ["cluster"]  # a cluster hit decodes no header
+    single = Request(b"a")
+    assert name(routes.lookup(single, READER)) == "a"
+    assert single.reads == ["cluster", "authority"]  # one route for every path: no path read
+    prefixed = Request(b"b", "/x/y")
+    assert name(routes.lookup(prefixed, READER)) == "b"
+    assert prefixed.reads == ["cluster", "authority", "path"]  # no header rule: no headers read
+
+
+def test_cluster_first_then_host() -> None:
+    a = target("a", hosts=["a"])
+    b = target("b", hosts=["b"])
+    routes = table(a, b, clusters={"outbound|80||a.default.svc.cluster.local": a.key, "ghost": TargetKey("x", "y")})
+    assert name(route(routes, b"b", cluster="outbound|80||a.default.svc.cluster.local")) == "a"
+    # A cluster zerohop does not know (or a target since removed) leaves it to the host.
+    assert name(route(routes, b"b", cluster="ghost")) == "b"
+    assert name(route(routes, b"b", cluster="outbound|80||other")) == "b"
+    assert route(routes, b"nobody", cluster="ghost") is None
+
+
+def test_no_upstream_named_is_unmatched_whatever_the_host() -> None:
+    routes = table(target("a", hosts=["a"]), target("any", hosts=[]))
+    assert route(routes, b"a", cluster=NO_UPSTREAM) is None
+    assert route(routes, b"elsewhere", cluster=NO_UPSTREAM) is None
+    assert name(route(routes, b"a", cluster=None)) == "a"
 
 
 def test_non_utf8_and_garbage_authority_do_not_raise() -> None:
     routes = table(target("a", hosts=["a.example.com"]))
-    assert routes.match(b"\xff\xfe\x00bad") is None
-    assert routes.match(b"a.example.com\xff") is None
+    assert route(routes, b"\xff\xfe\x00bad") is None
+    assert route(routes, b"a.example.com\xff") is None
 
 
 def test_host_memo_is_bounded() -> None:
-    routes = table(target("a", hosts=["a"]))
+    routes = table(target("a", hosts=["a"]), target("any", hosts=[]))
     for i in range(_HOST_CACHE_LIMIT * 3):
-        routes.for_host(f"random-{i}.example".encode())
+        assert name(route(routes, f"random-{i}.example".encode())) == "any"
     assert len(routes._by_host) <= _HOST_CACHE_LIMIT
+
+
+def grown_by(lookups: Callable[[], None]) -> int:
+    """Bytes still allocated after `lookups` ran (what the route table kept)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        lookups()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_distinct_unknown_hosts_are_not_remembered() -> None:
+    routes = table(target("a", hosts=["a.example"]), target("w", hosts=["*.wild.example"]))
+
+    def lookups() -> None:
+        for i in range(300):
+            assert route(routes, b"%d." % i + b"x" * 100_000) is None  # 30 MB of distinct authorities
+            assert route(routes, b"h%d.example" % i) is None
+
+    assert grown_by(lookups) < 64 * 1024
+    assert routes._by_host == {}
+
+
+def test_overlong_authorities_cost_no_memory_even_with_a_catch_all() -> None:
+    routes = table(target("a", hosts=["a.example"]), target("any", hosts=[]))
+
+    def lookups() -> None:
+        for i in range(300):
+            # Longer than any DNS name with a port: it names no configured host, only the catch-all takes it.
+            assert name(route(routes, b"a.example:%d" % i + b"0" * 100_000)) == "any"
+            assert name(route(routes, b"%d" % i + b"a" * 300)) == "any"
+
+    assert grown_by(lookups) < 64 * 1024
+    assert routes._by_host == {}
+
+
+def test_remembered_hosts_are_bounded_in_bytes() -> None:
+    routes = table(target("a", hosts=["a.example"]), target("any", hosts=[]))
+    longest = b"a" * (_MAX_AUTHORITY - 8)
+
+    def lookups() -> None:
+        for i in range(_HOST_CACHE_LIMIT * 2):
+            assert name(route(routes, b"%08d" % i + longest)) == "any"
+
+    # Each remembered host costs its key (at most _MAX_AUTHORITY bytes) and a dict slot; the routes are shared.
+    assert grown_by(lookups) < _HOST_CACHE_LIMIT * (_MAX_AUTHORITY + 150)
+    assert name(route(routes, b"A.example:8080")) == "a"
+    assert name(route(routes, b"a" * (_MAX_AUTHORITY - 5) + b":8080")) == "any"
 
 
 def test_rebuild_keeps_live_state() -> None:
@@ -121,7 +212,7 @@ def test_rebuild_keeps_live_state() -> None:
     first = registry.sync([target("a", hosts=["a"])])
     first[TargetKey("default", "a")].traffic.requests = 41
     second = registry.sync([target("a", hosts=["a", "b"]), target("c", hosts=["c"])])
-    state = RouteTable(second.values()).match(b"b")
+    state = route(RouteTable(second.values()), b"b")
     assert state is not None
     assert state.traffic.requests == 41
     assert second[TargetKey("default", "a")] is first[TargetKey("default", "a")]

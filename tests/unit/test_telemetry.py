@@ -15,6 +15,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import Gauge, InMemoryMetricReader, Sum
 from opentelemetry.sdk.trace import TracerProvider
 
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.traffic import HOLD_BUCKETS
@@ -84,7 +85,7 @@ def exported(collect_core: Core, record: float | None = None) -> dict[str, Any]:
     otel.observe(lambda: metrics.collect(metrics.Sources(collect_core)))
     state = collect_core.registry.get(TargetKey("default", "app"))
     if record is not None and state is not None:
-        otel.record_hold(state, "released", record)
+        otel.record_hold(state, HoldOutcome.RELEASED, record)
     data = reader.get_metrics_data()
     assert data is not None
     return {
@@ -123,6 +124,7 @@ def test_metrics_reach_opentelemetry_with_the_same_values() -> None:
     assert exported_metrics["zerohop.in_flight_requests"].data.data_points[0].value == 2
     [hold] = exported_metrics["zerohop.hold.duration"].data.data_points
     assert (hold.count, hold.sum) == (1, 0.4)
+    assert type(dict(hold.attributes)["outcome"]) is str
     assert dict(hold.attributes)["outcome"] == "released"
 
 
@@ -251,8 +253,8 @@ def test_hold_spans_follow_the_conventions_and_link_to_the_wake_they_waited_for(
     first = holds.hold_started(StreamContext(f"00-{'1' * 32}-{'a' * 16}-01"), headers_request("a"), state)
     activated(state.key)
     second = holds.hold_started(StreamContext(f"00-{'2' * 32}-{'b' * 16}-01"), headers_request("a"), state)
-    holds.hold_ended(second, state, "timeout", 5.0)
-    holds.hold_ended(first, state, "released", 0.5)
+    holds.hold_ended(second, state, HoldOutcome.TIMEOUT, 5.0)
+    holds.hold_ended(first, state, HoldOutcome.RELEASED, 0.5)
     by_name: dict[str, list[Any]] = {}
     for span in spans.get_finished_spans():
         by_name.setdefault(span.name, []).append(span)
