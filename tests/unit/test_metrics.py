@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from extproc import __version__
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.provider import ReplicaCounts
@@ -82,7 +83,7 @@ def test_a_known_state_renders_exactly() -> None:
     core = shop()
     state = next(iter(core.registry))
     state.traffic.requests += 3
-    state.traffic.hold_ended("released", 0.3)
+    state.traffic.hold_ended(HoldOutcome.RELEASED, 0.3)
     state.traffic.hold_ended("over_capacity", None)
     stats = ProcessorStats()
     stats.streams, stats.unmatched = 5, 2
