@@ -106,8 +106,11 @@ class Load:
         latency = time.monotonic() - started
         if response is grpc.aio.EOF:
             return Call(started, latency, "EOF")
-        call.cancel()
-        return Call(started, latency, "ok" if response.HasField("request_headers") else "held")
+        if not response.HasField("request_headers"):
+            call.cancel()  # held: nothing more to learn from this one
+            return Call(started, latency, "held")
+        await call.code()  # zerohop ends a warm stream itself; a cancel here would race its status
+        return Call(started, latency, "ok")
 
     async def _record(self) -> None:
         self.calls.append(await self.one())
