@@ -8,13 +8,14 @@ as fewer calls) while things happen:
 - start -> ready: the process started -> its admin server answers (imports) -> `/readyz` 200 (synced);
 - memory per target: (RSS at ready - RSS when the admin server first answered, before any list) / N;
 - sync: from ready until every ScaledObject exists (or `--sync-timeout`), the leader's first job;
-- quiet: a few seconds with nothing happening, the baseline;
+- quiet: a few seconds in which the bench does nothing (the baseline, unless the leader is still syncing);
 - burst: 100 EndpointSlice updates sent at once (endpoints added, none ready);
 - scrape: `/metrics` fetched 3 times, one after another; status: `/status` fetched 3 times.
 
-For each window: calls, failed calls (no CONTINUE within the deadline: an error, a hold, a timeout), and
-the first answer's latency p50 / p99 / max. Not part of the test suite (tests/unit/test_bench.py runs
-it once with N = 10).
+For each window: calls, failed calls (no CONTINUE within the deadline: an error, a hold, a timeout), the
+first answer's latency p50 / p99 / max, and how many answers took longer than the shipped filter's 1 s
+`message_timeout` (behind a gateway those requests would have gone on uncounted). Not part of the test
+suite (tests/unit/test_bench.py runs it once with N = 10).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bench.procs import Child, free_port
 from bench.scale_emulator import NAMESPACE, PROBE, SLICES, endpoint_slice, target_name
 
 CALL_DEADLINE = 10.0
+ENVOY_MESSAGE_TIMEOUT = 1.0  # the shipped EnvoyFilter's message_timeout
 BURST = 100
 
 
@@ -143,6 +145,8 @@ class Load:
             if c.outcome != "ok":
                 failed[c.outcome] = failed.get(c.outcome, 0) + 1
         out: dict[str, Any] = {"seconds": round(window.end - window.start, 2), "calls": len(calls), "failed": failed}
+        # Behind the shipped filter (message_timeout 1s, failure_mode_allow) these would go on uncounted.
+        out["over_1s"] = sum(1 for latency in ok if latency > ENVOY_MESSAGE_TIMEOUT)
         if ok:
             out["p50_ms"] = round(1000 * statistics.median(ok), 2)
             out["p99_ms"] = round(1000 * ok[min(len(ok) - 1, int(len(ok) * 0.99))], 2)
@@ -303,15 +307,16 @@ def render(result: dict[str, Any]) -> str:
         f"(sync {result['sync_to_ready_s']} s); RSS at ready {result['rss_ready_mib']} MiB, "
         f"{result['kib_per_target']} KiB per target; probe warm {result['probe_warm_s']} s after ready",
         f"ext_proc at {result['rate']:g} calls/s:",
-        "| window | seconds | calls | failed | p50 ms | p99 ms | max ms | what happened |",
-        "|---|---|---|---|---|---|---|---|",
+        "| window | seconds | calls | failed | > 1 s | p50 ms | p99 ms | max ms | what happened |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, w in result["windows"].items():
-        what = {k: v for k, v in w.items() if k not in {"seconds", "calls", "failed", "p50_ms", "p99_ms", "max_ms"}}
+        shown = {"seconds", "calls", "failed", "over_1s", "p50_ms", "p99_ms", "max_ms"}
+        what = {k: v for k, v in w.items() if k not in shown}
         failed = sum(w["failed"].values())
         failed_text = f"{failed} {w['failed']}" if failed else "0"
         lines.append(
-            f"| {name} | {w['seconds']} | {w['calls']} | {failed_text} | {w.get('p50_ms', '-')} | "
+            f"| {name} | {w['seconds']} | {w['calls']} | {failed_text} | {w['over_1s']} | {w.get('p50_ms', '-')} | "
             f"{w.get('p99_ms', '-')} | {w.get('max_ms', '-')} | {json.dumps(what)} |"
         )
     return "\n".join(lines)
