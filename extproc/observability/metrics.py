@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -23,6 +23,7 @@ from extproc.core.traffic import HOLD_BUCKETS
 from extproc.envoy.gatewaystats import GatewayStatsStatus, PodStatsState
 from extproc.envoy.processor import ProcessorStats
 from extproc.keda.peers import PeersStatus
+from extproc.observability.pacing import Pacer
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -66,13 +67,28 @@ class Family:
     samples: list[tuple[Labels, float]] = field(default_factory=list)
     # histograms: per label set, the cumulative buckets, sum and count
     histograms: list[tuple[Labels, list[tuple[float, int]], float, int]] = field(default_factory=list)
+    # Set for a scrape: samples are written as text lines at once instead of kept as tuples. Strings are not
+    # tracked by the garbage collector; 300k surviving label tuples made it run full collections of ~100 ms.
+    lines: list[str] | None = None
     name: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.name = prometheus_name(self.otel_name, self.unit, self.kind)
 
     def add(self, value: float, **labels: str) -> None:
-        self.samples.append((tuple(labels.items()), float(value)))
+        if self.lines is not None:
+            self.lines.append(f"{self.name}{_labels(tuple(labels.items()))} {_number(value)}")
+        else:
+            self.samples.append((tuple(labels.items()), float(value)))
+
+    def add_histogram(self, labels: Labels, buckets: list[tuple[float, int]], total: float, count: int) -> None:
+        if self.lines is None:
+            self.histograms.append((labels, buckets, total, count))
+            return
+        for bound, cumulative in buckets:
+            self.lines.append(f"{self.name}_bucket{_labels((*labels, ('le', _number(bound))))} {cumulative}")
+        self.lines.append(f"{self.name}_sum{_labels(labels)} {_number(total)}")
+        self.lines.append(f"{self.name}_count{_labels(labels)} {count}")
 
 
 @dataclass(slots=True)
@@ -134,73 +150,145 @@ def _target(state: TargetState) -> dict[str, str]:
     return {"namespace": state.key.namespace, "name": state.key.name}
 
 
-def collect(sources: Sources) -> list[Family]:
-    """Every family with its current samples."""
-    now = time.monotonic()
-    core = sources.core
-    states = list(core.registry)
+class _Collection:
+    """The families being collected: the per-target ones filled target by target (so a scrape can pause
+    between targets, see `collect_paced`), then the process-wide ones."""
 
-    requests = Family("zerohop.requests", "counter", "Requests matched to a target (warm and cold).", "{request}")
-    cold = Family("zerohop.cold_requests", "counter", "Requests that found their target cold, by outcome.", "{request}")
-    released_5xx = Family(
-        "zerohop.released_errors", "counter", "Released cold requests whose response was a 5xx.", "{request}"
-    )
-    in_flight = Family(
-        "zerohop.in_flight_requests", "gauge", "Requests in flight (held ones included).", "{request}", additive=True
-    )
-    held = Family(
-        "zerohop.held_requests",
-        "gauge",
-        "Requests held right now while their target starts.",
-        "{request}",
-        additive=True,
-    )
-    rate = Family("zerohop.request_rate", "gauge", "Requests per granularity, averaged over the window.", "{request}")
-    routable = Family("zerohop.target.routable", "gauge", "1 when the gateway can route to the target.")
-    replicas = Family(
-        "zerohop.target.replicas", "gauge", "Replicas of the target, by state (desired, ready).", "{replica}"
-    )
-    cold_starts = Family(
-        "zerohop.cold_starts", "counter", "Cold starts: first request held while cold.", "{cold_start}"
-    )
-    activations = Family(
-        "zerohop.activations",
-        "counter",
-        "Wakes sent (KEDA push, scale patch): cold starts and re-wakes.",
-        "{activation}",
-    )
-    last_cold = Family("zerohop.last_cold_start.duration", "gauge", "How long the last cold start held requests.", "s")
-    hold = Family(
-        "zerohop.hold.duration", "histogram", "How long cold requests were held, by outcome.", "s", bounds=HOLD_BUCKETS
-    )
-    for state in states:
+    def __init__(self, sources: Sources, targets: int, max_targets: int | None) -> None:
+        self.sources = sources
+        self.now = time.monotonic()
+        # Above the cap no per-target sample is written (their families stay, empty): series stay bounded.
+        self.per_target = max_targets is None or targets <= max_targets
+        self.dropped = 0 if self.per_target else targets
+        self.routable = 0
+        self.targets = targets
+        self.requests = Family(
+            "zerohop.requests", "counter", "Requests matched to a target (warm and cold).", "{request}"
+        )
+        self.cold = Family(
+            "zerohop.cold_requests", "counter", "Requests that found their target cold, by outcome.", "{request}"
+        )
+        self.released_5xx = Family(
+            "zerohop.released_errors", "counter", "Released cold requests whose response was a 5xx.", "{request}"
+        )
+        self.in_flight = Family(
+            "zerohop.in_flight_requests",
+            "gauge",
+            "Requests in flight (held ones included).",
+            "{request}",
+            additive=True,
+        )
+        self.held = Family(
+            "zerohop.held_requests",
+            "gauge",
+            "Requests held right now while their target starts.",
+            "{request}",
+            additive=True,
+        )
+        self.rate = Family(
+            "zerohop.request_rate", "gauge", "Requests per granularity, averaged over the window.", "{request}"
+        )
+        self.routable_family = Family("zerohop.target.routable", "gauge", "1 when the gateway can route to the target.")
+        self.replicas = Family(
+            "zerohop.target.replicas", "gauge", "Replicas of the target, by state (desired, ready).", "{replica}"
+        )
+        self.cold_starts = Family(
+            "zerohop.cold_starts", "counter", "Cold starts: first request held while cold.", "{cold_start}"
+        )
+        self.activations = Family(
+            "zerohop.activations",
+            "counter",
+            "Wakes sent (KEDA push, scale patch): cold starts and re-wakes.",
+            "{activation}",
+        )
+        self.last_cold = Family(
+            "zerohop.last_cold_start.duration", "gauge", "How long the last cold start held requests.", "s"
+        )
+        self.hold = Family(
+            "zerohop.hold.duration",
+            "histogram",
+            "How long cold requests were held, by outcome.",
+            "s",
+            bounds=HOLD_BUCKETS,
+        )
+
+    def per_target_families(self) -> list[Family]:
+        families = [self.requests, self.cold, self.released_5xx, self.in_flight, self.held, self.rate]
+        families += [self.routable_family, self.replicas, self.cold_starts, self.activations, self.last_cold]
+        families.append(self.hold)
+        return families
+
+    def add(self, state: TargetState) -> None:
+        gate = state.gate
+        if gate.routable:
+            self.routable += 1
+        if not self.per_target:
+            return
         labels = _target(state)
         traffic = state.traffic
-        snapshot = state.snapshot(now)
-        gate = state.gate
-        requests.add(traffic.requests, **labels)
+        snapshot = state.snapshot(self.now)
+        self.requests.add(traffic.requests, **labels)
         for outcome in HOLD_OUTCOMES:
-            cold.add(traffic.outcomes.get(outcome, 0), **labels, outcome=outcome.value)
-        released_5xx.add(traffic.released_5xx, **labels)
-        in_flight.add(snapshot.in_flight, **labels)
-        held.add(snapshot.held, **labels)
-        rate.add(snapshot.rate, **labels)
-        routable.add(1 if gate.routable else 0, **labels)
-        counts = sources.provider.replicas(state.key) if sources.provider is not None else None
+            self.cold.add(traffic.outcomes.get(outcome, 0), **labels, outcome=outcome.value)
+        self.released_5xx.add(traffic.released_5xx, **labels)
+        self.in_flight.add(snapshot.in_flight, **labels)
+        self.held.add(snapshot.held, **labels)
+        self.rate.add(snapshot.rate, **labels)
+        self.routable_family.add(1 if gate.routable else 0, **labels)
+        provider = self.sources.provider
+        counts = provider.replicas(state.key) if provider is not None else None
         if counts is not None:
-            replicas.add(counts.desired, **labels, state="desired")
-            replicas.add(counts.ready, **labels, state="ready")
-        cold_starts.add(gate.cold_starts, **labels)
-        activations.add(gate.wakes, **labels)
+            self.replicas.add(counts.desired, **labels, state="desired")
+            self.replicas.add(counts.ready, **labels, state="ready")
+        self.cold_starts.add(gate.cold_starts, **labels)
+        self.activations.add(gate.wakes, **labels)
         if gate.last_cold_duration is not None:
-            last_cold.add(gate.last_cold_duration, **labels)
+            self.last_cold.add(gate.last_cold_duration, **labels)
         for outcome, histogram in sorted(traffic.holds.items()):
             hold_labels = (*tuple(labels.items()), ("outcome", outcome.value))
-            hold.histograms.append((hold_labels, histogram.cumulative(), histogram.sum, histogram.count))
+            self.hold.add_histogram(hold_labels, histogram.cumulative(), histogram.sum, histogram.count)
 
-    families = [requests, cold, released_5xx, in_flight, held, rate, routable, replicas, cold_starts]
-    families += [activations, last_cold, hold]
+    def families(self) -> list[Family]:
+        families = self.per_target_families()
+        targets = Family("zerohop.targets", "gauge", "Targets loaded, by state (routable, unroutable).", "{target}")
+        targets.add(self.routable, state="routable")
+        targets.add(self.targets - self.routable, state="unroutable")
+        dropped = Family(
+            "zerohop.metrics.dropped_targets",
+            "gauge",
+            "Targets whose per-target series are left out: more targets than --metrics-max-targets.",
+            "{target}",
+        )
+        dropped.add(self.dropped)
+        families += [targets, dropped]
+        return families + _process_families(self.sources)
 
+
+def collect(sources: Sources, max_targets: int | None = None) -> list[Family]:
+    """Every family with its current samples; per-target samples only while there are at most
+    `max_targets` targets (None: always)."""
+    states = list(sources.core.registry)
+    collection = _Collection(sources, len(states), max_targets)
+    for state in states:
+        collection.add(state)
+    return collection.families()
+
+
+async def collect_paced(sources: Sources, max_targets: int | None, pacer: Pacer) -> list[Family]:
+    """`collect`, giving the event loop back between targets whenever the pacer's budget is spent; the
+    per-target families come back with their samples already written as text (`Family.lines`)."""
+    states = list(sources.core.registry)
+    collection = _Collection(sources, len(states), max_targets)
+    for family in collection.per_target_families():
+        family.lines = []
+    for state in states:
+        collection.add(state)
+        await pacer.pause()
+    return collection.families()
+
+
+def _process_families(sources: Sources) -> list[Family]:
+    families = []
     info = Family("zerohop.info", "gauge", "zerohop's version.")
     info.add(1, version=__version__)
     families.append(info)
@@ -353,15 +441,47 @@ def _number(value: float) -> str:
 
 
 def render(families: Iterable[Family]) -> str:
+    return "".join(render_chunks(families))
+
+
+# Lines per chunk of `render_chunks`: about 1 ms of writing, so a paced scrape pauses at a fine grain.
+CHUNK_LINES = 256
+
+
+def render_chunks(families: Iterable[Family], lines_per_chunk: int = CHUNK_LINES) -> Iterator[str]:
+    """The text format, in chunks of about `lines_per_chunk` lines (a family's samples stay in order)."""
     lines: list[str] = []
     for family in families:
         lines.append(f"# HELP {family.name} {family.help}")
         lines.append(f"# TYPE {family.name} {family.kind}")
+        for start in range(0, len(family.lines or ()), lines_per_chunk):
+            assert family.lines is not None
+            lines += family.lines[start : start + lines_per_chunk]
+            if len(lines) >= lines_per_chunk:
+                yield "\n".join(lines) + "\n"
+                lines.clear()
         for labels, value in family.samples:
             lines.append(f"{family.name}{_labels(labels)} {_number(value)}")
+            if len(lines) >= lines_per_chunk:
+                yield "\n".join(lines) + "\n"
+                lines.clear()
         for labels, buckets, total, count in family.histograms:
             for bound, cumulative in buckets:
                 lines.append(f"{family.name}_bucket{_labels((*labels, ('le', _number(bound))))} {cumulative}")
             lines.append(f"{family.name}_sum{_labels(labels)} {_number(total)}")
             lines.append(f"{family.name}_count{_labels(labels)} {count}")
-    return "\n".join(lines) + "\n"
+            if len(lines) >= lines_per_chunk:
+                yield "\n".join(lines) + "\n"
+                lines.clear()
+    if lines:
+        yield "\n".join(lines) + "\n"
+
+
+async def scrape(sources: Sources, max_targets: int | None, pacer: Pacer | None = None) -> AsyncIterator[bytes]:
+    """/metrics as encoded chunks, collected and written in slices that each hold the loop about the
+    pacer's budget: at 10k targets a scrape is seconds of work, and the loop must keep answering Envoy."""
+    pacer = pacer or Pacer()
+    families = await collect_paced(sources, max_targets, pacer)
+    for chunk in render_chunks(families):
+        yield chunk.encode()
+        await pacer.pause()
