@@ -28,6 +28,11 @@ from extproc.observability.pacing import Pacer
 Labels = tuple[tuple[str, str], ...]
 
 HOLD_OUTCOMES = tuple(HoldOutcome)
+_OUTCOME_LABELS: tuple[tuple[HoldOutcome, Labels], ...] = tuple(
+    (outcome, (("outcome", outcome.value),)) for outcome in HOLD_OUTCOMES
+)
+_DESIRED: Labels = (("state", "desired"),)
+_READY: Labels = (("state", "ready"),)
 
 
 _UNIT_SUFFIXES = {"": "", "s": "seconds", "By": "bytes"}
@@ -81,14 +86,36 @@ class Family:
         else:
             self.samples.append((tuple(labels.items()), float(value)))
 
-    def add_histogram(self, labels: Labels, buckets: list[tuple[float, int]], total: float, count: int) -> None:
+    def add_target(self, target: TargetLabels, value: float, extra: Labels = ()) -> None:
+        """A sample of one target: its labels are escaped once per target, not once per sample."""
         if self.lines is None:
-            self.histograms.append((labels, buckets, total, count))
+            self.samples.append(((*target.pairs, *extra), float(value)))
+        elif extra:
+            self.lines.append(f"{self.name}{{{target.text},{_label_text(extra)}}} {_number(value)}")
+        else:
+            self.lines.append(f"{self.name}{{{target.text}}} {_number(value)}")
+
+    def add_target_histogram(
+        self, target: TargetLabels, extra: Labels, buckets: list[tuple[float, int]], total: float, count: int
+    ) -> None:
+        if self.lines is None:
+            self.histograms.append(((*target.pairs, *extra), buckets, total, count))
             return
-        for bound, cumulative in buckets:
-            self.lines.append(f"{self.name}_bucket{_labels((*labels, ('le', _number(bound))))} {cumulative}")
-        self.lines.append(f"{self.name}_sum{_labels(labels)} {_number(total)}")
-        self.lines.append(f"{self.name}_count{_labels(labels)} {count}")
+        labels = f"{target.text},{_label_text(extra)}"
+        prefix = f"{self.name}_bucket{{{labels},le="
+        self.lines += [f'{prefix}"{_number(bound)}"}} {cumulative}' for bound, cumulative in buckets]
+        self.lines.append(f"{self.name}_sum{{{labels}}} {_number(total)}")
+        self.lines.append(f"{self.name}_count{{{labels}}} {count}")
+
+
+class TargetLabels:
+    """A target's `namespace` and `name` labels, as pairs and as escaped text (without braces)."""
+
+    __slots__ = ("pairs", "text")
+
+    def __init__(self, state: TargetState) -> None:
+        self.pairs: Labels = (("namespace", state.key.namespace), ("name", state.key.name))
+        self.text = _label_text(self.pairs)
 
 
 @dataclass(slots=True)
@@ -144,10 +171,6 @@ class ConfigStatus(Protocol):
     def last_reload_success(self) -> float | None: ...
     @property
     def rejected_documents(self) -> int: ...
-
-
-def _target(state: TargetState) -> dict[str, str]:
-    return {"namespace": state.key.namespace, "name": state.key.name}
 
 
 class _Collection:
@@ -224,29 +247,30 @@ class _Collection:
             self.routable += 1
         if not self.per_target:
             return
-        labels = _target(state)
+        target = TargetLabels(state)
         traffic = state.traffic
         snapshot = state.snapshot(self.now)
-        self.requests.add(traffic.requests, **labels)
-        for outcome in HOLD_OUTCOMES:
-            self.cold.add(traffic.outcomes.get(outcome, 0), **labels, outcome=outcome.value)
-        self.released_5xx.add(traffic.released_5xx, **labels)
-        self.in_flight.add(snapshot.in_flight, **labels)
-        self.held.add(snapshot.held, **labels)
-        self.rate.add(snapshot.rate, **labels)
-        self.routable_family.add(1 if gate.routable else 0, **labels)
+        self.requests.add_target(target, traffic.requests)
+        outcomes = traffic.outcomes
+        for outcome, label in _OUTCOME_LABELS:
+            self.cold.add_target(target, outcomes.get(outcome, 0), label)
+        self.released_5xx.add_target(target, traffic.released_5xx)
+        self.in_flight.add_target(target, snapshot.in_flight)
+        self.held.add_target(target, snapshot.held)
+        self.rate.add_target(target, snapshot.rate)
+        self.routable_family.add_target(target, 1 if gate.routable else 0)
         provider = self.sources.provider
         counts = provider.replicas(state.key) if provider is not None else None
         if counts is not None:
-            self.replicas.add(counts.desired, **labels, state="desired")
-            self.replicas.add(counts.ready, **labels, state="ready")
-        self.cold_starts.add(gate.cold_starts, **labels)
-        self.activations.add(gate.wakes, **labels)
+            self.replicas.add_target(target, counts.desired, _DESIRED)
+            self.replicas.add_target(target, counts.ready, _READY)
+        self.cold_starts.add_target(target, gate.cold_starts)
+        self.activations.add_target(target, gate.wakes)
         if gate.last_cold_duration is not None:
-            self.last_cold.add(gate.last_cold_duration, **labels)
+            self.last_cold.add_target(target, gate.last_cold_duration)
         for outcome, histogram in sorted(traffic.holds.items()):
-            hold_labels = (*tuple(labels.items()), ("outcome", outcome.value))
-            self.hold.add_histogram(hold_labels, histogram.cumulative(), histogram.sum, histogram.count)
+            label = (("outcome", outcome.value),)
+            self.hold.add_target_histogram(target, label, histogram.cumulative(), histogram.sum, histogram.count)
 
     def families(self) -> list[Family]:
         families = self.per_target_families()
@@ -428,8 +452,12 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _label_text(labels: Labels) -> str:
+    return ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+
+
 def _labels(labels: Labels) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}" if labels else ""
+    return "{" + _label_text(labels) + "}" if labels else ""
 
 
 def _number(value: float) -> str:

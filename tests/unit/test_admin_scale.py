@@ -23,8 +23,11 @@ from extproc.observability.pacing import Pacer
 from tests import promtext
 
 BIG = 5_000
-# Generous: a paced scrape gives the loop back every ~2 ms; today's whole-piece one held it ~1 s at 5k.
+# Generous: a paced scrape gives the loop back every ~2 ms; written in one piece it held it 0.5 to 2.5 s at 5k.
 MAX_STALL = 0.05
+# The ticker's lateness also counts the OS descheduling the process, which a loaded 2-CPU machine does for
+# tens of ms now and then: the best of a few fetches is judged. A fetch that holds the loop fails them all.
+ATTEMPTS = 3
 
 
 class NoStatus:
@@ -85,6 +88,17 @@ async def big() -> AsyncIterator[AdminServer]:
         await server.stop()
 
 
+async def least_stall(fetch: Any) -> tuple[float, Any]:
+    """The least worst stall over ATTEMPTS runs of `fetch` (stopping at one under MAX_STALL), and its result."""
+    best = float("inf")
+    for _ in range(ATTEMPTS):
+        stall, result = await worst_stall_while(fetch)
+        best = min(best, stall)
+        if best < MAX_STALL:
+            break
+    return best, result
+
+
 async def worst_stall_while(fetch: Any) -> tuple[float, Any]:
     """The longest the loop was late to wake a 1 ms ticker while `fetch` ran, and what it returned."""
     done = asyncio.Event()
@@ -113,7 +127,7 @@ async def get(url: str) -> tuple[int, bytes]:
 
 
 async def test_a_big_scrape_never_stalls_the_loop(big: AdminServer) -> None:
-    stall, (status, body) = await worst_stall_while(lambda: get(f"http://127.0.0.1:{big.port}/metrics"))
+    stall, (status, body) = await least_stall(lambda: get(f"http://127.0.0.1:{big.port}/metrics"))
 
     assert status == 200
     parsed = promtext.parse(body.decode())
@@ -123,7 +137,7 @@ async def test_a_big_scrape_never_stalls_the_loop(big: AdminServer) -> None:
 
 
 async def test_a_big_status_document_never_stalls_the_loop(big: AdminServer) -> None:
-    stall, (status, body) = await worst_stall_while(lambda: get(f"http://127.0.0.1:{big.port}/status"))
+    stall, (status, body) = await least_stall(lambda: get(f"http://127.0.0.1:{big.port}/status"))
 
     assert status == 200
     document = json.loads(body)
