@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import datetime
+import heapq
 import json
 import logging
 import time
@@ -217,10 +218,11 @@ class StatusView:
             if not needle or needle in str(state.key).lower() or any(needle in h.lower() for h in state.spec.hosts):
                 matching.append(state)
             await pacer.pause()
-        matching.sort(key=lambda state: state.key)
+        # The first pages without sorting them all (10k keys: ~5 ms in one piece).
+        ordered = heapq.nsmallest(offset + limit, matching, key=lambda state: state.key)
         now = time.monotonic()
         targets = []
-        for state in matching[offset : offset + limit]:
+        for state in ordered[offset:]:
             targets.append(self._target(state, now))
             await pacer.pause()
         return {"total": len(matching), "offset": offset, "limit": limit, "query": query, "targets": targets}

@@ -477,17 +477,26 @@ CHUNK_LINES = 256
 
 
 def render_chunks(families: Iterable[Family], lines_per_chunk: int = CHUNK_LINES) -> Iterator[str]:
-    """The text format, in chunks of about `lines_per_chunk` lines (a family's samples stay in order)."""
+    """The text format, in chunks of about `lines_per_chunk` lines (a family's samples stay in order).
+    Families written as text (`Family.lines`, a scrape's) are emptied as they are written."""
     lines: list[str] = []
     for family in families:
         lines.append(f"# HELP {family.name} {family.help}")
         lines.append(f"# TYPE {family.name} {family.kind}")
-        for start in range(0, len(family.lines or ()), lines_per_chunk):
-            assert family.lines is not None
-            lines += family.lines[start : start + lines_per_chunk]
-            if len(lines) >= lines_per_chunk:
-                yield "\n".join(lines) + "\n"
-                lines.clear()
+        if family.lines:
+            # Consumed from the end a chunk at a time, so the strings are freed chunk by chunk: freeing a
+            # scrape's 300k lines at once held the loop ~80 ms.
+            pending, family.lines = family.lines, []
+            pending.reverse()
+            while pending:
+                take = min(lines_per_chunk - len(lines), len(pending))
+                piece = pending[-take:]
+                del pending[-take:]
+                piece.reverse()
+                lines += piece
+                if len(lines) >= lines_per_chunk:
+                    yield "\n".join(lines) + "\n"
+                    lines.clear()
         for labels, value in family.samples:
             lines.append(f"{family.name}{_labels(labels)} {_number(value)}")
             if len(lines) >= lines_per_chunk:
