@@ -130,17 +130,6 @@ def _round(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
-def status_document(
-    core: Core,
-    provider: Provider | None,
-    stats: ProcessorStats,
-    scaler_calls: dict[str, int],
-    extra: dict[str, Any] | None = None,
-    all_replicas: AllReplicas | None = None,
-) -> dict[str, Any]:
-    return StatusView(core, provider, stats, scaler_calls, lambda: extra or {}, all_replicas).document()
-
-
 # Targets per page of /status/targets: the default, and the most one request may ask for.
 PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 500
