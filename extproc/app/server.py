@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -29,7 +29,8 @@ from extproc.keda.autoscaler import LocalAutoscaler
 from extproc.keda.peers import Peers, PeerServicer
 from extproc.keda.scaler import CountSource, LocalCounts, ScalerServicer
 from extproc.observability import metrics
-from extproc.observability.admin import AdminServer, status_document
+from extproc.observability.admin import AdminServer, StatusView
+from extproc.observability.pacing import Pacer
 from extproc.observability.telemetry import Telemetry
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import KubeApi
@@ -40,16 +41,34 @@ from extproc.providers.local.provider import LocalProvider
 
 log = logging.getLogger(__name__)
 
-# Held requests are open streams; zerohop's own caps bound them, not gRPC's.
-_GRPC_OPTIONS = [
-    ("grpc.max_concurrent_streams", 1_000_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-    # gRPC sets SO_REUSEPORT by default: a second zerohop on the same port (or two of zerohop's servers on one
-    # address) would start and split the connections between them. Without it, the second bind fails.
-    ("grpc.so_reuseport", 0),
-]
+# An unanswered keepalive ping closes the connection after this long.
+KEEPALIVE_TIMEOUT = 20.0
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel options of zerohop's gRPC servers.
+
+    Per connection, streams are not limited by HTTP/2 (held requests are open streams; Envoy multiplexes
+    them on few connections): the whole server's limit is `maximum_concurrent_rpcs` (`grpc_server`).
+    """
+    return [
+        ("grpc.max_concurrent_streams", 1_000_000),
+        ("grpc.keepalive_time_ms", int(settings.grpc_keepalive * 1000)),
+        ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        # gRPC sets SO_REUSEPORT by default: a second zerohop on the same port (or two of zerohop's servers on
+        # one address) would start and split the connections between them. Without it, the second bind fails.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def grpc_server(settings: Settings, maximum_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
+    """A grpc.aio server; beyond `maximum_concurrent_rpcs` open calls, a new call is answered
+    RESOURCE_EXHAUSTED at once instead of waiting for a slot (grpc.aio checks the count before it accepts
+    each next call, so the answer comes as fast as the event loop turns)."""
+    return grpc.aio.server(options=grpc_options(settings), maximum_concurrent_rpcs=maximum_concurrent_rpcs)
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -155,7 +174,16 @@ class ZerohopServer:
         )
         counts: CountSource = self.peers if self.peers is not None else LocalCounts()
         self.scaler = ScalerServicer(self.core.router, self.core.bus, counts)
-        self.admin = AdminServer(self.status, self.ready, self.metrics_text)
+        peers = self.peers
+        self.status_view = StatusView(
+            self.core,
+            self.provider,
+            self.processor.stats,
+            self.scaler.calls,
+            None if peers is None else lambda: {"peers": peers.status().as_dict()},
+            None if peers is None else peers.known_totals,
+        )
+        self.admin = AdminServer(self.status_view, self.ready, self.metrics_chunks)
         self.autoscaler: LocalAutoscaler | None = None
         self._ext_proc_server: grpc.aio.Server | None = None
         self._scaler_server: grpc.aio.Server | None = None
@@ -171,12 +199,7 @@ class ZerohopServer:
         self.peer_port = 0
 
     def status(self) -> dict[str, Any]:
-        if self.peers is None:
-            return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls)
-        extra = {"peers": self.peers.status().as_dict()}
-        return status_document(
-            self.core, self.provider, self.processor.stats, self.scaler.calls, extra, self.peers.known_totals
-        )
+        return self.status_view.document()
 
     def _ready_replicas(self, key: TargetKey) -> int | None:
         counts = self.provider.replicas(key)
@@ -189,12 +212,14 @@ class ZerohopServer:
             "zerohop.scale_patch": self.settings.provider is ProviderKind.KUBERNETES and self.settings.scale_on_wake,
         }
 
-    def metrics_families(self) -> list[metrics.Family]:
-        sources = metrics.Sources(self.core, self.provider, self.processor.stats, self.scaler.calls, self.peers)
-        return metrics.collect(sources)
+    def _metrics_sources(self) -> metrics.Sources:
+        return metrics.Sources(self.core, self.provider, self.processor.stats, self.scaler.calls, self.peers)
 
-    def metrics_text(self) -> str:
-        return metrics.render(self.metrics_families())
+    def metrics_families(self) -> list[metrics.Family]:
+        return metrics.collect(self._metrics_sources(), self.settings.metrics_max_targets)
+
+    def metrics_chunks(self, pacer: Pacer) -> AsyncIterator[bytes]:
+        return metrics.scrape(self._metrics_sources(), self.settings.metrics_max_targets, pacer)
 
     def ready(self) -> bool:
         return self._started and not self.core.cold_gate.draining and self.provider.ready()
@@ -208,16 +233,16 @@ class ZerohopServer:
             raise SettingsError(f"--admin-address: cannot listen on {settings.admin_address}: {exc.strerror}") from None
         await self.provider.start(self.core)
 
-        self._ext_proc_server = grpc.aio.server(options=_GRPC_OPTIONS)
+        self._ext_proc_server = grpc_server(settings, settings.ext_proc_max_streams)
         self._ext_proc_server.add_generic_rpc_handlers((self.processor.rpc_handler(),))
         self.ext_proc_port = self._bind(self._ext_proc_server, settings.ext_proc_address, "--ext-proc-address")
-        self._scaler_server = grpc.aio.server(options=_GRPC_OPTIONS)
+        self._scaler_server = grpc_server(settings)
         self._scaler_server.add_generic_rpc_handlers((self.scaler.rpc_handler(),))
         self.scaler_port = self._bind(self._scaler_server, settings.scaler_address, "--scaler-address")
         await self._ext_proc_server.start()
         await self._scaler_server.start()
         if self.peers is not None:
-            self._peer_server = grpc.aio.server(options=_GRPC_OPTIONS)
+            self._peer_server = grpc_server(settings)
             peers_grpc.add_PeersServicer_to_server(
                 PeerServicer(self.peers.replica, self.core.registry, self.core.bus), self._peer_server
             )
