@@ -40,7 +40,7 @@ class Core:
         self.router = Router()
         self.cold_gate.add_wake_hook(self.bus.publish)
         self.cold_gate.add_watch_hook(self._watching)
-        self._noticed: set[str] = set()
+        self._noticed: dict[TargetKey, tuple[str, ...]] = {}
 
     def _watching(self, key: TargetKey, _on: bool) -> None:
         state = self.registry.get(key)
@@ -52,15 +52,41 @@ class Core:
         targets = list(targets)
         states = self.registry.sync(targets)
         self.router.publish(RouteTable(states.values(), clusters))
-        self._notice(targets)
+        wanted = {target.key for target in targets}
+        for key in [key for key in self._noticed if key not in wanted]:
+            del self._noticed[key]
+        for target in targets:
+            self._notice(target)
 
-    def _notice(self, targets: list[ScaledTarget]) -> None:
-        # Once per object and notice, whichever provider the targets came from; a notice that goes away and
+    def update_targets(
+        self,
+        changed: Iterable[ScaledTarget] = (),
+        removed: Iterable[TargetKey] = (),
+        clusters: Mapping[str, TargetKey | None] | None = None,
+    ) -> None:
+        """Add or change `changed`, drop `removed` and set the `clusters` mappings that changed (None:
+        unmapped); the route table is derived from the current one, so the cost is that of the change."""
+        states = [self.registry.upsert(target) for target in changed]
+        removed = [key for key in removed if self.registry.remove(key)]
+        for key in removed:
+            self._noticed.pop(key, None)
+        for target in changed:
+            self._notice(target)
+        if states or removed or clusters:
+            self.router.publish(self.router.table.updated(states, removed, clusters))
+
+    def _notice(self, target: ScaledTarget) -> None:
+        # Once per object and notice, whichever provider the target came from; a notice that goes away and
         # comes back (the field removed, then added again) is said again.
-        current = {line for target in targets for line in target.notices()}
-        for line in sorted(current - self._noticed):
-            log.warning("%s", line)
-        self._noticed = current
+        current = target.notices()
+        said = self._noticed.get(target.key, ())
+        for line in current:
+            if line not in said:
+                log.warning("%s", line)
+        if current:
+            self._noticed[target.key] = tuple(current)
+        else:
+            self._noticed.pop(target.key, None)
 
     def set_routable(self, key: TargetKey, routable: bool, *, guessed: bool = False) -> None:
         """Whether the gateway can route to `key` now; `guessed` when the provider could not see the gateway
