@@ -65,8 +65,15 @@ class Core:
         clusters: Mapping[str, TargetKey | None] | None = None,
     ) -> None:
         """Add or change `changed`, drop `removed` and set the `clusters` mappings that changed (None:
-        unmapped); the route table is derived from the current one, so the cost is that of the change."""
-        states = [self.registry.upsert(target) for target in changed]
+        unmapped); the route table is derived from the current one, so the cost is that of the change, and
+        a change that routes no differently (labels, metric, replicas) publishes no new table."""
+        states = []
+        for target in changed:
+            before = self.registry.get(target.key)
+            routed = before is not None and _routing(before.spec) == _routing(target)
+            state = self.registry.upsert(target)
+            if not routed:
+                states.append(state)
         removed = [key for key in removed if self.registry.remove(key)]
         for key in removed:
             self._noticed.pop(key, None)
@@ -96,3 +103,8 @@ class Core:
     def add_provider(self, provider: Provider) -> None:
         self.cold_gate.add_wake_hook(provider.wake)
         self.cold_gate.add_reconfirm_hook(provider.reconfirm)
+
+
+def _routing(target: ScaledTarget) -> tuple[object, ...]:
+    """The parts of a target the route table reads."""
+    return (target.hosts, target.path_prefixes, target.headers)
