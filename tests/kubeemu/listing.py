@@ -92,7 +92,8 @@ def _after(obj: JsonObj, start: str) -> bool:
 
 
 def _source(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery) -> tuple[list[JsonObj], int, str]:
-    """(objects, list resourceVersion, start key) before selection and paging."""
+    """(objects, list resourceVersion, start key) before selection and paging; the stored objects themselves,
+    which `list_item` copies."""
     gr = rt.group_resource
     current = store.resource_version
     if q.continue_token:
@@ -100,21 +101,21 @@ def _source(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery)
             raise errors.bad_request("specifying resource version is not allowed when using continue")
         rv, start = decode_continue(q.continue_token)
         try:
-            return store.snapshot(gr, namespace, rv), rv, start
+            return store.snapshot(gr, namespace, rv, copied=False), rv, start
         except errors.ApiError as exc:
             if exc.code == 410:
                 raise errors.expired(_CONTINUE_TOO_OLD) from None
             raise
     if q.resource_version in (None, "", "0"):
-        return store.items(gr, namespace), current, ""
+        return store.items(gr, namespace, copied=False), current, ""
     rv = parse_rv(q.resource_version)
     if rv > current:
         raise errors.timeout(f"Too large resource version: {rv}, current: {current}")
     if q.resource_version_match == "Exact":
-        return store.snapshot(gr, namespace, rv), rv, ""
+        return store.snapshot(gr, namespace, rv, copied=False), rv, ""
     if q.resource_version_match not in (None, "", "NotOlderThan"):
         raise errors.bad_request(f"resourceVersionMatch: Unsupported value: {q.resource_version_match!r}")
-    return store.items(gr, namespace), current, ""
+    return store.items(gr, namespace, copied=False), current, ""
 
 
 def list_objects(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery) -> JsonObj:
