@@ -40,7 +40,7 @@ class Core:
         self.router = Router()
         self.cold_gate.add_wake_hook(self.bus.publish)
         self.cold_gate.add_watch_hook(self._watching)
-        self._noticed: set[str] = set()
+        self._noticed: dict[TargetKey, tuple[str, ...]] = {}
 
     def _watching(self, key: TargetKey, _on: bool) -> None:
         state = self.registry.get(key)
@@ -52,15 +52,48 @@ class Core:
         targets = list(targets)
         states = self.registry.sync(targets)
         self.router.publish(RouteTable(states.values(), clusters))
-        self._notice(targets)
+        wanted = {target.key for target in targets}
+        for key in [key for key in self._noticed if key not in wanted]:
+            del self._noticed[key]
+        for target in targets:
+            self._notice(target)
 
-    def _notice(self, targets: list[ScaledTarget]) -> None:
-        # Once per object and notice, whichever provider the targets came from; a notice that goes away and
+    def update_targets(
+        self,
+        changed: Iterable[ScaledTarget] = (),
+        removed: Iterable[TargetKey] = (),
+        clusters: Mapping[str, TargetKey | None] | None = None,
+    ) -> None:
+        """Add or change `changed`, drop `removed` and set the `clusters` mappings that changed (None:
+        unmapped); the route table is derived from the current one, so the cost is that of the change, and
+        a change that routes no differently (labels, metric, replicas) publishes no new table."""
+        states = []
+        for target in changed:
+            before = self.registry.get(target.key)
+            routed = before is not None and _routing(before.spec) == _routing(target)
+            state = self.registry.upsert(target)
+            if not routed:
+                states.append(state)
+        removed = [key for key in removed if self.registry.remove(key)]
+        for key in removed:
+            self._noticed.pop(key, None)
+        for target in changed:
+            self._notice(target)
+        if states or removed or clusters:
+            self.router.publish(self.router.table.updated(states, removed, clusters))
+
+    def _notice(self, target: ScaledTarget) -> None:
+        # Once per object and notice, whichever provider the target came from; a notice that goes away and
         # comes back (the field removed, then added again) is said again.
-        current = {line for target in targets for line in target.notices()}
-        for line in sorted(current - self._noticed):
-            log.warning("%s", line)
-        self._noticed = current
+        current = target.notices()
+        said = self._noticed.get(target.key, ())
+        for line in current:
+            if line not in said:
+                log.warning("%s", line)
+        if current:
+            self._noticed[target.key] = tuple(current)
+        else:
+            self._noticed.pop(target.key, None)
 
     def set_routable(self, key: TargetKey, routable: bool, *, guessed: bool = False) -> None:
         """Whether the gateway can route to `key` now; `guessed` when the provider could not see the gateway
@@ -70,3 +103,8 @@ class Core:
     def add_provider(self, provider: Provider) -> None:
         self.cold_gate.add_wake_hook(provider.wake)
         self.cold_gate.add_reconfirm_hook(provider.reconfirm)
+
+
+def _routing(target: ScaledTarget) -> tuple[object, ...]:
+    """The parts of a target the route table reads."""
+    return (target.hosts, target.path_prefixes, target.headers)

@@ -69,23 +69,35 @@ class TargetRegistry:
         """Make the registry hold exactly `specs`; returns the live states by key."""
         wanted = {spec.key: spec for spec in specs}
         for key in [key for key in self._states if key not in wanted]:
-            del self._states[key]
-            self._cold_gate.forget(key)
-            log.info("target %s removed", key)
-        for key, spec in wanted.items():
-            state = self._states.get(key)
-            budget = self._budget(spec)
-            follow = self._in_flight is InFlightMode.ALL or spec.metric.kind is MetricKind.CONCURRENCY
-            if state is None:
-                self._states[key] = TargetState(spec, self._cold_gate.for_target(key), budget, follow)
-                log.info("target %s added", key)
-                continue
-            if state.spec.metric != spec.metric:
-                state.traffic.rate = TargetTraffic(spec.metric.window, spec.metric.granularity).rate
-            state.spec = spec
-            state.hold_budget = budget
-            state.set_follow(follow)
+            self.remove(key)
+        for spec in wanted.values():
+            self.upsert(spec)
         return dict(self._states)
+
+    def upsert(self, spec: ScaledTarget) -> TargetState:
+        """Add the target, or update it in place (its counters, gate and held requests survive)."""
+        key = spec.key
+        state = self._states.get(key)
+        budget = self._budget(spec)
+        follow = self._in_flight is InFlightMode.ALL or spec.metric.kind is MetricKind.CONCURRENCY
+        if state is None:
+            state = self._states[key] = TargetState(spec, self._cold_gate.for_target(key), budget, follow)
+            log.info("target %s added", key)
+            return state
+        if state.spec.metric != spec.metric:
+            state.traffic.rate = TargetTraffic(spec.metric.window, spec.metric.granularity).rate
+        state.spec = spec
+        state.hold_budget = budget
+        state.set_follow(follow)
+        return state
+
+    def remove(self, key: TargetKey) -> bool:
+        """Forget the target (and its gate); False when there was none."""
+        if self._states.pop(key, None) is None:
+            return False
+        self._cold_gate.forget(key)
+        log.info("target %s removed", key)
+        return True
 
     def _budget(self, spec: ScaledTarget) -> float:
         wanted = spec.condition_wait

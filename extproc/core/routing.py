@@ -115,14 +115,28 @@ class _HostRoutes:
         return None
 
 
-def _sort_key(route: _Route) -> tuple[int, int]:
-    return (-len(route.prefix), -len(route.headers))
+def _sort_key(route: _Route) -> tuple[int, int, TargetKey]:
+    # Ties go to the target first by key, whichever order the targets arrived in.
+    return (-len(route.prefix), -len(route.headers), route.state.key)
 
 
 class RouteTable:
-    """An immutable routing snapshot over live TargetStates. Build a new one to change anything."""
+    """An immutable routing snapshot over live TargetStates. Build a new one to change anything: whole
+    (`RouteTable(states, clusters)`) or from the previous one (`updated`), which touches only the hosts and
+    clusters of the targets that changed and gives the same table a whole build would."""
 
-    __slots__ = ("_by_host", "_catch_all", "_catch_all_only", "_clusters", "_exact", "_wildcards", "states")
+    __slots__ = (
+        "_by_host",
+        "_catch_all",
+        "_catch_all_only",
+        "_clusters",
+        "_exact",
+        "_placed",
+        "_wildcard_routes",
+        "_wildcards",
+        "changed",
+        "states",
+    )
 
     def __init__(
         self,
@@ -130,33 +144,82 @@ class RouteTable:
         clusters: Mapping[str, TargetKey] | None = None,
     ) -> None:
         self.states: dict[TargetKey, TargetState] = {}
-        exact: dict[str, list[_Route]] = {}
-        wildcards: dict[str, list[_Route]] = {}
-        catch_all: list[_Route] = []
-        for state in sorted(states, key=lambda s: s.key):
-            self.states[state.key] = state
-            spec = state.spec
-            routes = [_Route(prefix, spec.headers, state) for prefix in (spec.path_prefixes or ("/",))]
-            for host in spec.hosts or ("*",):
-                if host == "*":
-                    catch_all.extend(routes)
-                elif host.startswith("*."):
-                    wildcards.setdefault(host[1:], []).extend(routes)
-                else:
-                    exact.setdefault(host, []).extend(routes)
-        for routes in (*exact.values(), *wildcards.values(), catch_all):
-            routes.sort(key=_sort_key)
-        self._exact = exact
-        self._wildcards = sorted(wildcards.items(), key=lambda item: -len(item[0]))
-        self._catch_all = catch_all
+        # The hosts each target's routes sit under ("*": the catch-all), to take them out again.
+        self._placed: dict[TargetKey, tuple[str, ...]] = {}
+        self._exact: dict[str, tuple[_Route, ...]] = {}
+        self._wildcard_routes: dict[str, tuple[_Route, ...]] = {}
+        self._wildcards: list[tuple[str, tuple[_Route, ...]]] = []
+        self._catch_all: tuple[_Route, ...] = ()
         # Shared by every host only the catch-all takes, so remembering one costs its key alone.
-        self._catch_all_only = _HostRoutes(catch_all) if catch_all else None
+        self._catch_all_only: _HostRoutes | None = None
         self._clusters: dict[str, TargetState] = {}
-        for cluster, key in (clusters or {}).items():
-            mapped = self.states.get(key)
-            if mapped is not None:
-                self._clusters[cluster] = mapped
         self._by_host: dict[bytes, _HostRoutes] = {}
+        self.changed = 0
+        self._apply(states, (), clusters or {})
+
+    def updated(
+        self,
+        states: Iterable[TargetState] = (),
+        removed: Iterable[TargetKey] = (),
+        clusters: Mapping[str, TargetKey | None] | None = None,
+    ) -> RouteTable:
+        """A new snapshot with `states` added or changed (their spec as it is now), `removed` gone and the
+        `clusters` mappings that changed set (None: unmapped). This table stays as it was."""
+        table = RouteTable.__new__(RouteTable)
+        table.states = dict(self.states)
+        table._placed = dict(self._placed)
+        table._exact = dict(self._exact)
+        table._wildcard_routes = dict(self._wildcard_routes)
+        table._wildcards = self._wildcards
+        table._catch_all = self._catch_all
+        table._catch_all_only = self._catch_all_only
+        table._clusters = dict(self._clusters)
+        table._by_host = {}
+        table._apply(states, removed, clusters or {})
+        return table
+
+    def _apply(
+        self, states: Iterable[TargetState], removed: Iterable[TargetKey], clusters: Mapping[str, TargetKey | None]
+    ) -> None:
+        upserts = {state.key: state for state in states}
+        gone = {key for key in removed if key not in upserts and key in self.states}
+        changed = gone | upserts.keys()
+        added: dict[str, list[_Route]] = {}
+        for key in changed:
+            for host in self._placed.pop(key, ()):
+                added.setdefault(host, [])
+        for key in gone:
+            del self.states[key]
+        for key, state in upserts.items():
+            spec = state.spec
+            hosts = tuple(dict.fromkeys(spec.hosts or ("*",)))
+            routes = [_Route(prefix, spec.headers, state) for prefix in (spec.path_prefixes or ("/",))]
+            self.states[key] = state
+            self._placed[key] = hosts
+            for host in hosts:
+                added.setdefault(host, []).extend(routes)
+        wildcards_touched = False
+        for host, routes in added.items():
+            if host == "*":
+                self._catch_all = _merge(self._catch_all, routes, changed)
+                self._catch_all_only = _HostRoutes(list(self._catch_all)) if self._catch_all else None
+            elif host.startswith("*."):
+                wildcards_touched = True
+                _merge_into(self._wildcard_routes, host[1:], routes, changed)
+            else:
+                _merge_into(self._exact, host, routes, changed)
+        if wildcards_touched:
+            self._wildcards = sorted(self._wildcard_routes.items(), key=lambda item: (-len(item[0]), item[0]))
+        if gone:
+            for cluster in [c for c, state in self._clusters.items() if state.key in gone]:
+                del self._clusters[cluster]
+        for cluster, owner in clusters.items():
+            mapped = self.states.get(owner) if owner is not None else None
+            if mapped is None:
+                self._clusters.pop(cluster, None)
+            else:
+                self._clusters[cluster] = mapped
+        self.changed = len(changed)
 
     def lookup(self, request: Request, reader: RequestReader[Request]) -> TargetState | None:
         """The target this request belongs to, or None (unmatched: zerohop lets it through untouched)."""
@@ -204,13 +267,29 @@ class RouteTable:
         return _HostRoutes(candidates)
 
 
+def _merge(current: tuple[_Route, ...], added: list[_Route], changed: set[TargetKey]) -> tuple[_Route, ...]:
+    """`current` without the routes of `changed` targets, plus `added`, most specific first."""
+    kept = [route for route in current if route.state.key not in changed]
+    return tuple(sorted(kept + added, key=_sort_key))
+
+
+def _merge_into(index: dict[str, tuple[_Route, ...]], host: str, added: list[_Route], changed: set[TargetKey]) -> None:
+    routes = _merge(index.get(host, ()), added, changed)
+    if routes:
+        index[host] = routes
+    else:
+        index.pop(host, None)
+
+
 class Router:
     """Holds the current RouteTable; readers take `router.table` once per request."""
 
-    __slots__ = ("table",)
+    __slots__ = ("published", "table")
 
     def __init__(self) -> None:
         self.table = RouteTable()
+        self.published = 0  # snapshots swapped in: what a change that must not touch routing leaves alone
 
     def publish(self, table: RouteTable) -> None:
         self.table = table
+        self.published += 1

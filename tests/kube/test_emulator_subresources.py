@@ -73,6 +73,23 @@ async def test_custom_resource_status_subresource(kube_emulator: KubeEmulator, k
     assert read["status"] == status["status"]
 
 
+async def test_custom_resource_generation_moves_with_the_spec_only(kube_api: client.ApiClient) -> None:
+    # As a real API server does for a CRD with the status subresource: metadata and status writes keep
+    # metadata.generation, any spec change bumps it (what zerohop tells status-only updates apart by).
+    crd = client.CustomObjectsApi(kube_api)
+    await crd.create_namespaced_custom_object(*HSO, http_scaled_object("shop"))
+    labelled = await crd.patch_namespaced_custom_object(
+        *HSO, "shop", {"metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}}}
+    )
+    assert labelled["metadata"]["generation"] == 1
+    status = await crd.patch_namespaced_custom_object_status(*HSO, "shop", {"status": {"conditions": []}})
+    assert status["metadata"]["generation"] == 1
+    unchanged = await crd.patch_namespaced_custom_object(*HSO, "shop", {"spec": {"hosts": labelled["spec"]["hosts"]}})
+    assert unchanged["metadata"]["generation"] == 1
+    changed = await crd.patch_namespaced_custom_object(*HSO, "shop", {"spec": {"hosts": ["other.example"]}})
+    assert changed["metadata"]["generation"] == 2
+
+
 async def test_deployment_status_writes_do_not_bump_generation(kube_api: client.ApiClient) -> None:
     apps = client.AppsV1Api(kube_api)
     await apps.create_namespaced_deployment("default", deployment("web"))

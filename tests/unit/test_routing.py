@@ -5,6 +5,7 @@ rebuilds. Every rule is reached through `RouteTable.lookup`, the one entry the s
 from __future__ import annotations
 
 import gc
+import random
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -224,3 +225,70 @@ def test_removed_target_disappears_and_its_holds_end() -> None:
     registry.sync([target("a", hosts=["a"])])
     assert len(registry.sync([])) == 0
     assert len(registry) == 0
+
+
+def test_updated_table_routes_like_a_whole_build_through_random_changes() -> None:
+    """`RouteTable.updated` touches only what changed, and must still answer every request as a table built
+    whole from the same targets would: hosts, wildcards, catch-all, prefixes, headers, ties and clusters."""
+    rng = random.Random(14)
+    hosts = ["a.example", "b.example", "*.example", "*.b.example", "*"]
+    prefixes = ["/", "/api", "/api/v1", "/web"]
+    registry = TargetRegistry(
+        ColdGate(max_held_per_target=1, max_held_total=1), hold_timeout=1, in_flight=InFlightMode.ALL
+    )
+    clusters: dict[str, TargetKey] = {}
+    current = RouteTable()
+    requests = [
+        (authority, path, headers, cluster)
+        for authority in (b"a.example", b"x.b.example", b"z.example", b"other")
+        for path in ("/", "/api/v1/x", "/web?q")
+        for headers in ({}, {"canary": "1"})
+        for cluster in (None, "c0", "c1", "c2")
+    ]
+    for step in range(300):
+        name_ = f"t{rng.randrange(8)}"
+        key = TargetKey("default", name_)
+        changed: list[TargetState] = []
+        removed: list[TargetKey] = []
+        delta: dict[str, TargetKey | None] = {}
+        if rng.random() < 0.25:
+            removed.append(key)
+            registry.remove(key)
+            for cluster in [c for c, owner in clusters.items() if owner == key]:
+                del clusters[cluster]
+                delta[cluster] = None
+        else:
+            spec: dict[str, Any] = {
+                "hosts": [h for h in hosts if rng.random() < 0.3 and h != "*"] if rng.random() < 0.8 else [],
+                "pathPrefixes": [p for p in prefixes if rng.random() < 0.4],
+            }
+            if rng.random() < 0.3:
+                spec["headers"] = [{"name": "canary", "value": "1"}]
+            changed.append(registry.upsert(target(name_, **spec)))
+            cluster = f"c{rng.randrange(3)}"
+            clusters[cluster] = key
+            delta[cluster] = key
+        current = current.updated(changed, removed, delta)
+        whole = RouteTable(list(registry), clusters)
+        assert current.states == whole.states, step
+        for authority, path, headers, cluster in requests:
+            got = route(current, authority, path, headers, cluster)
+            want = route(whole, authority, path, headers, cluster)
+            assert name(got) == name(want), (step, authority, path, headers, cluster)
+
+
+def test_updated_table_leaves_the_previous_snapshot_as_it_was() -> None:
+    registry = TargetRegistry(
+        ColdGate(max_held_per_target=1, max_held_total=1), hold_timeout=1, in_flight=InFlightMode.ALL
+    )
+    before = RouteTable([registry.upsert(target("a", hosts=["a"])), registry.upsert(target("b", hosts=["b"]))])
+    registry.remove(TargetKey("default", "b"))
+    after = before.updated(
+        [registry.upsert(target("c", hosts=["a"], pathPrefixes=["/c"]))], [TargetKey("default", "b")]
+    )
+    assert after.changed == 2
+    assert name(route(before, b"b")) == "b"
+    assert name(route(before, b"a", "/c")) == "a"
+    assert route(after, b"b") is None
+    assert name(route(after, b"a", "/c")) == "c"
+    assert name(route(after, b"a", "/")) == "a"

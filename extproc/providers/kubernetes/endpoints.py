@@ -42,10 +42,15 @@ def slice_port(endpoint_slice: Mapping[str, Any], name: str | None = None) -> in
 
 
 class ServiceEndpoints:
-    """Ready addresses and endpoint counts of every Service, kept from EndpointSlice changes."""
+    """Ready addresses and endpoint counts of every Service, kept from EndpointSlice changes.
+
+    Slices are indexed by Service, so one slice event recomputes only the Service(s) it belongs to (before
+    and after: a slice can be relabelled to another Service), never a scan of every slice.
+    """
 
     def __init__(self) -> None:
         self._slices: dict[tuple[str, str], tuple[ServiceKey, list[str], int]] = {}
+        self._by_service: dict[ServiceKey, set[tuple[str, str]]] = {}
         self._ready: dict[ServiceKey, set[str]] = {}
         self._total: dict[ServiceKey, int] = {}
 
@@ -58,23 +63,34 @@ class ServiceEndpoints:
         previous = self._slices.pop(slice_key, None)
         if previous is not None:
             changed.add(previous[0])
+            members = self._by_service.get(previous[0])
+            if members is not None:
+                members.discard(slice_key)
+                if not members:
+                    del self._by_service[previous[0]]
         if new is not None:
             service = slice_service(new)
             if service is not None:
                 ready, total = ready_addresses(new)
                 self._slices[slice_key] = (service, ready, total)
+                self._by_service.setdefault(service, set()).add(slice_key)
                 changed.add(service)
         really_changed: set[ServiceKey] = set()
         for service in changed:
             before = self._ready.get(service, set())
             ready_now: set[str] = set()
             total = 0
-            for owner, ready, count in self._slices.values():
-                if owner == service:
-                    ready_now.update(ready)
-                    total += count
-            self._ready[service] = ready_now
-            self._total[service] = total
+            for member in self._by_service.get(service, ()):
+                _owner, ready, count = self._slices[member]
+                ready_now.update(ready)
+                total += count
+            if ready_now or total:
+                self._ready[service] = ready_now
+                self._total[service] = total
+            else:
+                # A Service whose last slice went costs nothing to remember.
+                self._ready.pop(service, None)
+                self._total.pop(service, None)
             if ready_now != before:
                 really_changed.add(service)
         return really_changed
@@ -84,3 +100,7 @@ class ServiceEndpoints:
 
     def total(self, service: ServiceKey) -> int:
         return self._total.get(service, 0)
+
+    def slices(self, service: ServiceKey) -> set[tuple[str, str]]:
+        """The (namespace, name) of every slice that belongs to `service` now."""
+        return set(self._by_service.get(service, ()))

@@ -41,7 +41,7 @@ from extproc.providers.kubernetes.informer import Informer, InformerStatus
 from extproc.providers.kubernetes.leader import LeaderElector
 from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
 from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
-from extproc.providers.kubernetes.targets import REASON_INVALID, Condition, TargetTable, build
+from extproc.providers.kubernetes.targets import REASON_INVALID, Condition, TargetTable, entry
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ PEER_PORT_NAME = "peers"
 _SYNC_TIMEOUT = 30.0
 # After wrong releases, the guessed delay doubles per failure, up to this many times.
 _MAX_DOUBLINGS = 5
+# HTTPScaledObjects (re)derived per step of the event loop: a relist of 10k objects is worked off in steps of
+# a few ms, with requests served between them.
+_CHANGES_PER_STEP = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +154,12 @@ class KubernetesProvider:
         self._so_informers: list[Informer] = []
         self._confirming: dict[TargetKey, asyncio.Future[None]] = {}
         self._tasks = BackgroundTasks()
-        self._rebuild_scheduled = False
+        self._pending: set[tuple[str, str]] = set()  # HTTPScaledObjects to (re)derive
+        self._pending_services: set[tuple[str, str]] = set()
+        self._applying: asyncio.Future[None] | None = None
+        self._applied = asyncio.Event()
+        self._applied.set()
+        self.status_only_events = 0  # HTTPScaledObject updates that changed neither spec nor metadata
         self.elector: LeaderElector | None = None
         self.reconciler: Reconciler | None = None
         self.scale_patches = 0
@@ -165,8 +173,8 @@ class KubernetesProvider:
         api = self.api
         scopes: Iterable[str | None] = self.options.namespaces or (None,)
         for namespace in scopes:
-            self._httpso_informers.append(Informer(api, kube.HTTPSCALEDOBJECTS, self._on_config, namespace=namespace))
-            self._service_informers.append(Informer(api, kube.SERVICES, self._on_config, namespace=namespace))
+            self._httpso_informers.append(Informer(api, kube.HTTPSCALEDOBJECTS, self._on_httpso, namespace=namespace))
+            self._service_informers.append(Informer(api, kube.SERVICES, self._on_service, namespace=namespace))
             self._informers.append(
                 Informer(api, kube.ENDPOINTSLICES, self._on_slice, namespace=namespace, label_selector=SERVICE_LABEL)
             )
@@ -207,7 +215,7 @@ class KubernetesProvider:
                 _SYNC_TIMEOUT,
                 unsynced,
             )
-        self._rebuild()
+        await self._applied.wait()
         if self.options.reconcile is not None:
             self.reconciler = Reconciler(
                 api,
@@ -229,7 +237,7 @@ class KubernetesProvider:
     def wake(self, key: TargetKey) -> None:
         if not self.options.scale_on_wake or self.api is None:
             return
-        target = next((t for t in self.table.targets if t.key == key), None)
+        target = self.table.by_key.get(key)
         if target is not None:
             self._tasks.spawn(self._scale_from_zero(target), name=f"scale from zero {key}")
 
@@ -334,33 +342,88 @@ class KubernetesProvider:
     def _scaled_objects(self) -> dict[tuple[str, str], JsonObj]:
         return self._merged(self._so_informers)
 
-    def _on_config(self, _kind: str, _old: JsonObj | None, _new: JsonObj | None) -> None:
-        # Many events arrive together (a relist, a kubectl apply of several objects): rebuild once.
-        if not self._rebuild_scheduled:
-            self._rebuild_scheduled = True
-            asyncio.get_running_loop().call_soon(self._rebuild)
+    def _on_httpso(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
+        if old is not None and new is not None and _same_spec_and_metadata(old, new):
+            # A status write (zerohop's own, on every replica): nothing routing or the targets read changed.
+            self.status_only_events += 1
+            if self.reconciler is not None:
+                self.reconciler.trigger()
+            return
+        self._pending.add(kube.object_key(new or old or {}))
+        self._schedule()
+
+    def _on_service(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
+        if old is not None and new is not None and _ports(old) == _ports(new):
+            return  # only a Service's existence and ports reach the targets
+        self._pending_services.add(kube.object_key(new or old or {}))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._applied.clear()
+        if self._applying is None:
+            self._applying = self._tasks.spawn(self._apply_pending(), name="apply HTTPScaledObject changes")
 
     def _on_scaled_object(self, _kind: str, _old: JsonObj | None, _new: JsonObj | None) -> None:
         if self.reconciler is not None:
             self.reconciler.trigger()
 
-    def _rebuild(self) -> None:
-        self._rebuild_scheduled = False
-        if self._core is None:
-            return
-        self.table = build(self._httpsos().values(), self._merged(self._service_informers))
-        self._core.apply_targets(self.table.targets, self.table.clusters)
-        for target in self.table.targets:
+    async def _apply_pending(self) -> None:
+        # Many events arrive together (a relist, a kubectl apply of several objects): they are worked off a
+        # bounded number per loop step, each step publishing one route table derived from the last.
+        try:
+            while self._pending or self._pending_services:
+                try:
+                    self._apply_some(_CHANGES_PER_STEP)
+                except Exception:
+                    log.exception("applying HTTPScaledObject changes failed")
+                await asyncio.sleep(0)
+        finally:
+            self._applying = None
+            self._applied.set()
+
+    def _apply_some(self, limit: int) -> None:
+        assert self._core is not None
+        keys: set[tuple[str, str]] = set()
+        while self._pending_services and len(keys) < limit:
+            # Every valid HTTPScaledObject is indexed by the Service it names, found or not.
+            keys.update(self.table.for_service(self._pending_services.pop()))
+        while self._pending and len(keys) < limit:
+            keys.add(self._pending.pop())
+        changed: list[ScaledTarget] = []
+        removed: list[TargetKey] = []
+        clusters: dict[str, TargetKey | None] = {}
+        for namespace, name in keys:
+            key = TargetKey(namespace, name)
+            document = self._httpso((namespace, name))
+            derived = entry(document, self._service) if document is not None else None
+            clusters.update(self.table.set(key, derived))
+            if derived is None or derived.target is None:
+                removed.append(key)
+            else:
+                changed.append(derived.target)
+        self._core.update_targets(changed, removed, clusters)
+        for target in changed:
             self._update_routable(target.key)
         if self.reconciler is not None:
             self.reconciler.trigger()
 
+    def _httpso(self, key: tuple[str, str]) -> JsonObj | None:
+        for informer in self._httpso_informers:
+            document = informer.cache.get(key)
+            if document is not None:
+                return document
+        return None
+
+    def _service(self, key: tuple[str, str]) -> JsonObj | None:
+        for informer in self._service_informers:
+            document = informer.cache.get(key)
+            if document is not None:
+                return document
+        return None
+
     def _on_slice(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
-        changed = self._endpoints.update(old, new)
-        if not changed:
-            return
-        for key, service in self.table.services.items():
-            if service in changed:
+        for service in self._endpoints.update(old, new):
+            for key in self.table.for_service(service):
                 self._update_routable(key)
 
     def _gateway_visibility_changed(self) -> None:
@@ -459,3 +522,21 @@ class KubernetesProvider:
             return  # left alone (KEDA, the HPA or another replica got there first), or logged as failed
         self.scale_patches += 1
         log.info("%s: scaled %s/%s 0 -> %d", target.key, ref.kind, ref.name, target.activation_replicas)
+
+
+def _same_spec_and_metadata(old: JsonObj, new: JsonObj) -> bool:
+    """True for an update that changed only the status: the API server bumps `metadata.generation` on every
+    spec change of a custom resource with a status subresource (never on status or metadata changes), and
+    the labels, annotations and uid the targets copy are compared as they are."""
+    before = old.get("metadata") or {}
+    after = new.get("metadata") or {}
+    generation = after.get("generation")
+    return (
+        bool(generation)
+        and generation == before.get("generation")
+        and all(before.get(field) == after.get(field) for field in ("labels", "annotations", "uid"))
+    )
+
+
+def _ports(service: JsonObj) -> Any:
+    return (service.get("spec") or {}).get("ports")

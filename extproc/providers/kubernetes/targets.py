@@ -1,13 +1,14 @@
 """HTTPScaledObjects and Services in, targets out: what the route table serves, how the gateway names each
 target's cluster, and the `Ready` condition each HTTPScaledObject should carry.
 
-Pure functions of the caches, so a bad object only ever affects its own condition.
+Each HTTPScaledObject is an `Entry`, a pure function of its document and its Service, so a bad object only
+ever affects its own condition and a change costs that object alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey, parse
@@ -30,14 +31,92 @@ class Condition:
     message: str
 
 
-@dataclass(slots=True)
+ServiceKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What one HTTPScaledObject comes to: its target (None when invalid), condition, Service, port, cluster."""
+
+    target: ScaledTarget | None
+    condition: Condition
+    generation: int
+    service: ServiceKey | None = None
+    port: int | None = None
+    cluster: str | None = None
+
+
 class TargetTable:
-    targets: list[ScaledTarget] = field(default_factory=list)
-    clusters: dict[str, TargetKey] = field(default_factory=dict)
-    conditions: dict[TargetKey, Condition] = field(default_factory=dict)
-    services: dict[TargetKey, tuple[str, str]] = field(default_factory=dict)
-    ports: dict[TargetKey, int] = field(default_factory=dict)
-    generations: dict[TargetKey, int] = field(default_factory=dict)
+    """Every HTTPScaledObject's entry, kept one object at a time, with the lookups the provider and the
+    reconciler need (by key, by Service, cluster owners) maintained as entries change, so one change costs
+    one entry whatever the number of targets."""
+
+    def __init__(self) -> None:
+        self.entries: dict[TargetKey, Entry] = {}
+        self.by_key: dict[TargetKey, ScaledTarget] = {}
+        self.clusters: dict[str, TargetKey] = {}
+        self.conditions: dict[TargetKey, Condition] = {}
+        self.services: dict[TargetKey, ServiceKey] = {}
+        self.ports: dict[TargetKey, int] = {}
+        self.generations: dict[TargetKey, int] = {}
+        self._by_service: dict[ServiceKey, set[TargetKey]] = {}
+        self._claims: dict[str, set[TargetKey]] = {}
+
+    @property
+    def targets(self) -> list[ScaledTarget]:
+        return list(self.by_key.values())
+
+    def for_service(self, service: ServiceKey) -> set[TargetKey]:
+        """The HTTPScaledObjects that name `service` (valid ones)."""
+        return set(self._by_service.get(service, ()))
+
+    def set(self, key: TargetKey, entry: Entry | None) -> dict[str, TargetKey | None]:
+        """Replace (None: remove) the entry of `key`; returns the clusters whose owner changed."""
+        touched: list[str] = []
+        old = self.entries.pop(key, None)
+        if old is not None:
+            if old.service is not None:
+                _discard(self._by_service, old.service, key)
+            if old.cluster is not None:
+                _discard(self._claims, old.cluster, key)
+                touched.append(old.cluster)
+            for index in (self.by_key, self.conditions, self.services, self.ports, self.generations):
+                index.pop(key, None)
+        if entry is not None:
+            self.entries[key] = entry
+            self.conditions[key] = entry.condition
+            self.generations[key] = entry.generation
+            if entry.target is not None:
+                self.by_key[key] = entry.target
+            if entry.service is not None:
+                self.services[key] = entry.service
+                self._by_service.setdefault(entry.service, set()).add(key)
+            if entry.port is not None:
+                self.ports[key] = entry.port
+            if entry.cluster is not None:
+                self._claims.setdefault(entry.cluster, set()).add(key)
+                touched.append(entry.cluster)
+        changed: dict[str, TargetKey | None] = {}
+        for cluster in touched:
+            # Two HTTPScaledObjects for one Service port: the first by key owns the cluster mapping; host
+            # matching still tells them apart.
+            claims = self._claims.get(cluster)
+            owner = min(claims) if claims else None
+            if self.clusters.get(cluster) != owner:
+                if owner is None:
+                    del self.clusters[cluster]
+                else:
+                    self.clusters[cluster] = owner
+                changed[cluster] = owner
+        return changed
+
+
+def _discard(index: dict[Any, set[TargetKey]], at: Any, key: TargetKey) -> None:
+    members = index.get(at)
+    if members is not None:
+        members.discard(key)
+        if not members:
+            del index[at]
 
 
 def service_port(service: Mapping[str, Any], name: str) -> int | None:
@@ -48,46 +127,44 @@ def service_port(service: Mapping[str, Any], name: str) -> int | None:
     return None
 
 
+def document_key(document: Mapping[str, Any]) -> TargetKey:
+    metadata = document.get("metadata") or {}
+    return TargetKey(str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
+
+
+def entry(document: Mapping[str, Any], service_of: Callable[[ServiceKey], Mapping[str, Any] | None]) -> Entry:
+    """Parse one HTTPScaledObject and resolve its Service port (`service_of` reads the Service cache)."""
+    metadata = document.get("metadata") or {}
+    key = document_key(document)
+    generation = int(metadata.get("generation") or 0)
+    try:
+        target = parse(document)
+    except InvalidSpec as exc:
+        return Entry(None, Condition(False, REASON_INVALID, str(exc)), generation)
+    ref = target.scale_target
+    service_key = (key.namespace, ref.service)
+    service = service_of(service_key)
+    port = ref.port
+    condition: Condition | None = None
+    if service is None:
+        condition = Condition(
+            False, REASON_NO_SERVICE, f"Service {key.namespace}/{ref.service} not found; requests will be held"
+        )
+    elif port is None and ref.port_name is not None:
+        port = service_port(service, ref.port_name)
+        if port is None:
+            condition = Condition(
+                False, REASON_NO_PORT, f"Service {key.namespace}/{ref.service} has no port named {ref.port_name!r}"
+            )
+    cluster = istio_cluster_name(ref.service, key.namespace, port) if port is not None else None
+    if condition is None:
+        condition = Condition(True, REASON_OK, f"routing to {ref.service}:{port}; scaling {ref.kind}/{ref.name}")
+    return Entry(target, condition, generation, service_key, port, cluster)
+
+
 def build(httpsos: Iterable[Mapping[str, Any]], services: Mapping[tuple[str, str], Mapping[str, Any]]) -> TargetTable:
     """Parse every HTTPScaledObject; valid ones become targets, every one gets a condition."""
     table = TargetTable()
-    for document in sorted(httpsos, key=_sort_key):
-        metadata = document.get("metadata") or {}
-        key = TargetKey(str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
-        table.generations[key] = int(metadata.get("generation") or 0)
-        try:
-            target = parse(document)
-        except InvalidSpec as exc:
-            table.conditions[key] = Condition(False, REASON_INVALID, str(exc))
-            continue
-        table.targets.append(target)
-        ref = target.scale_target
-        service_key = (key.namespace, ref.service)
-        table.services[key] = service_key
-        service = services.get(service_key)
-        port = ref.port
-        if service is None:
-            table.conditions[key] = Condition(
-                False, REASON_NO_SERVICE, f"Service {key.namespace}/{ref.service} not found; requests will be held"
-            )
-        elif port is None and ref.port_name is not None:
-            port = service_port(service, ref.port_name)
-            if port is None:
-                table.conditions[key] = Condition(
-                    False, REASON_NO_PORT, f"Service {key.namespace}/{ref.service} has no port named {ref.port_name!r}"
-                )
-        if port is not None:
-            table.ports[key] = port
-            cluster = istio_cluster_name(ref.service, key.namespace, port)
-            # Two HTTPScaledObjects for one Service port: the first by name owns the cluster mapping; host
-            # matching still tells them apart.
-            table.clusters.setdefault(cluster, key)
-        table.conditions.setdefault(
-            key, Condition(True, REASON_OK, f"routing to {ref.service}:{port}; scaling {ref.kind}/{ref.name}")
-        )
+    for document in httpsos:
+        table.set(document_key(document), entry(document, services.get))
     return table
-
-
-def _sort_key(document: Mapping[str, Any]) -> tuple[str, str]:
-    metadata = document.get("metadata") or {}
-    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
