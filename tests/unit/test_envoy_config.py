@@ -97,6 +97,23 @@ def test_clusters_and_routes_are_exact_protos(tmp_path: Path) -> None:
     assert by_domain["*"].routes[0].direct_response.status == 404
 
 
+def test_an_open_virtual_host_disables_ext_proc_and_the_others_keep_it() -> None:
+    config = envoyconfig.route_configuration(targets(), open_hosts=frozenset({"a.example"}))
+    routes = strict(route_pb2.RouteConfiguration(), config)
+    by_domain = {vh.domains[0]: vh for vh in routes.virtual_hosts}
+    per_route = ext_proc_pb2.ExtProcPerRoute()
+    by_domain["a.example"].typed_per_filter_config[envoyconfig.EXT_PROC_FILTER].Unpack(per_route)
+    assert per_route.disabled
+    others = [vh for domain, vh in by_domain.items() if domain != "a.example"]
+    assert others
+    assert all(not vh.typed_per_filter_config for vh in others)
+    # Gated everywhere is today's config, byte for byte.
+    assert envoyconfig.route_configuration(targets(), open_hosts=frozenset()) == envoyconfig.route_configuration(
+        targets()
+    )
+    assert "typed_per_filter_config" not in json.dumps(envoyconfig.route_configuration(targets()))
+
+
 def test_xds_files_parse_as_discovery_responses(tmp_path: Path) -> None:
     files = XdsFiles(tmp_path)
     files.write_clusters(envoyconfig.target_clusters(targets(), tmp_path))
