@@ -27,6 +27,13 @@ from extproc.core.httpso import MetricKind, TargetKey
 from extproc.core.registry import TargetState
 
 
+class WarmPathMode(enum.Enum):
+    """`--warm-path`: whether warm traffic may skip ext_proc."""
+
+    OPEN = "open"  # warm virtual hosts skip ext_proc; counted from the gateway's stats
+    EXT_PROC = "ext-proc"  # every request asks zerohop (exact per-request in-flight, warm-request spans)
+
+
 class PathState(enum.StrEnum):
     """Where a virtual host's switch stands. Values appear in /status."""
 
@@ -50,25 +57,33 @@ class StatsCounter:
     """The requests of one target that went past ext_proc, from successive reads of the gateway counters.
 
     `add` takes the gateway's `upstream_rq_total` (summed over gateways) and ext_proc's own request count
-    at the same moment, and returns the requests only the gateway saw since the previous read.
+    at the same moment, and returns the requests only the gateway saw since the previous read. A request
+    ext_proc counted whose upstream request the gateway has not counted yet makes the difference negative:
+    that is carried to the next read rather than dropped, or the request would be counted again then.
     """
 
-    __slots__ = ("_gateway", "_own")
+    __slots__ = ("_carry", "_gateway", "_own")
 
     def __init__(self) -> None:
         self._gateway: int | None = None
         self._own = 0
+        self._carry = 0
 
     @property
     def started(self) -> bool:
         return self._gateway is not None
 
     def add(self, gateway_total: int, own_total: int) -> int:
+        if self._gateway is None:
+            self._gateway, self._own = gateway_total, own_total
+            return 0
+        if gateway_total < self._gateway:
+            self._carry = 0  # a restarted gateway: what ext_proc counted for the old one is not in the new one
         seen = counter_increase(self._gateway, gateway_total)
-        own = own_total - self._own if self._gateway is not None else 0
-        self._gateway = gateway_total
-        self._own = own_total
-        return max(0, seen - own)
+        difference = seen - (own_total - self._own) + self._carry
+        self._gateway, self._own = gateway_total, own_total
+        self._carry = min(0, difference)
+        return max(0, difference)
 
     def own_counted(self, count: int) -> None:
         """`count` requests were just added to the target's own count from the gateway's stats: they are
@@ -134,6 +149,10 @@ class WarmPath:
     def bypassing(self) -> list[TargetState]:
         """Targets some of whose requests may skip ext_proc now: their counts must come from the gateway."""
         return [s for s in self._states.values() if self.target_state(s.key) is not PathState.GATED]
+
+    def has_counter(self, key: TargetKey) -> bool:
+        target = self._targets.get(key)
+        return target is not None and target.counter is not None
 
     def counter(self, key: TargetKey) -> StatsCounter:
         target = self._targets.setdefault(key, _Target())

@@ -39,14 +39,16 @@ class XdsFiles:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self._version = 0
+        self.routes_version = ""  # version_info of the last route file written (what the gateway reports back)
 
-    def _write(self, name: str, resources: list[Mapping[str, Any]]) -> None:
+    def _write(self, name: str, resources: list[Mapping[str, Any]]) -> str:
         self._version += 1
         final = self.directory / name
         temporary = self.directory / f".{name}.tmp"
         document = {"version_info": str(self._version), "resources": resources}
         temporary.write_text(json.dumps(document, sort_keys=True))
         os.replace(temporary, final)
+        return str(self._version)
 
     def prepare(self) -> None:
         """Create empty route and cluster files if missing: Envoy refuses to start on a missing file, and
@@ -63,4 +65,4 @@ class XdsFiles:
         self._write(CDS_FILE, [{"@type": CLUSTER_TYPE, **cluster} for cluster in clusters])
 
     def write_routes(self, route_configuration: Mapping[str, Any]) -> None:
-        self._write(RDS_FILE, [{"@type": ROUTE_CONFIGURATION_TYPE, **route_configuration}])
+        self.routes_version = self._write(RDS_FILE, [{"@type": ROUTE_CONFIGURATION_TYPE, **route_configuration}])
