@@ -20,7 +20,7 @@ from tests.integration.stack import Reply, Stack, app, httpso
 
 pytestmark = pytest.mark.envoy
 
-STREAMS = "http.gateway.ext_proc.streams_started"
+STREAMS = "http.gateway.ext_proc.zerohop.streams_started"  # HCM stat_prefix, then the filter's
 
 
 def open_stack(tmp_path: Path, config: str, **settings: Any) -> Stack:
@@ -48,7 +48,8 @@ async def ext_proc_streams(stack: Stack) -> int:
     async with stack.session.get(url) as response:
         data = await response.json(content_type=None)
     values = [int(s["value"]) for s in data["stats"] if s.get("name") == STREAMS]
-    return sum(values)
+    assert len(values) == 1, f"no {STREAMS} in the gateway's stats"  # a wrong name would read 0 forever
+    return values[0]
 
 
 class Load:
@@ -64,13 +65,17 @@ class Load:
         self._rate = rate
         self._workers = workers
         self._stop = asyncio.Event()
+        self.in_flight = 0  # requests sent and not answered yet, as the client knows it
 
     async def _one(self) -> None:
+        self.in_flight += 1
         try:
             reply = await self.stack.get(self.host)
         except Exception as exc:
             self.errors.append(exc)
             return
+        finally:
+            self.in_flight -= 1
         self.replies.append((time.monotonic(), reply))
 
     async def _paced(self) -> None:
@@ -149,11 +154,15 @@ async def test_concurrency_of_an_open_target_comes_from_the_gateway(tmp_path: Pa
             samples = []
             for _ in range(10):
                 await asyncio.sleep(0.3)
-                samples.append((await stack.metric("slow")).metricValueFloat)
+                before = load.in_flight
+                value = (await stack.metric("slow")).metricValueFloat
+                samples.append((min(before, load.in_flight), value, max(before, load.in_flight)))
             assert await ext_proc_streams(stack) == streams
         finally:
             await load.stop()
-        assert all(4 <= sample <= 6 for sample in samples), samples
+        # Within 1 of what the client had in flight around the call (a read lags by up to --stats-interval).
+        assert all(low - 1 <= value <= high + 1 for low, value, high in samples), samples
+        assert sum(value for _, value, _ in samples) >= 4 * len(samples)  # mostly all 5 (the gaps are short)
         assert set(load.statuses()) == {200}
 
 
@@ -258,3 +267,28 @@ async def test_a_gateway_restart_and_unreadable_stats_keep_counts_sane(tmp_path:
         await asyncio.sleep(0.5)
         assert state.traffic.requests == before + 20
         assert path_state(stack, "gw") is PathState.OPEN
+
+
+async def test_an_open_target_whose_endpoints_vanish_is_gated_at_once_and_its_503s_counted(tmp_path: Path) -> None:
+    config = httpso(
+        "gone", replicas="{min: 1, max: 1}", metric="requestRate: {targetValue: 1000, window: 60s, granularity: 1s}"
+    ) + app("gone", startup_delay=0.3)
+    async with open_stack(tmp_path, config, autoscale=False) as stack:
+        await stack.warm("gone")
+        load = Load(stack, "gone.test", rate=40).start()
+        try:
+            await wait_for(lambda: path_state(stack, "gone") is PathState.OPEN, 10, 0.02, what="gone open")
+            provider(stack).scale(TargetKey("default", "gone"), 0)  # someone scales it to 0 behind KEDA's back
+            await wait_for(lambda: path_state(stack, "gone") is PathState.GATED, 5, 0.01, what="gated again")
+            streams = await ext_proc_streams(stack)
+            provider(stack).scale(TargetKey("default", "gone"), 1)
+            late = await stack.get("gone.test")
+            assert await ext_proc_streams(stack) > streams  # gated: requests ask zerohop again
+        finally:
+            await load.stop()
+        assert late.status == 200
+        status = stack.server.status()["provider"]["warmPath"]
+        assert status["gatedUnexpectedly"] == 1
+        # What the gateway answered itself in between, as the clients saw it.
+        assert status["targets"]["default/gone"]["gateway503"] == load.statuses().count(503)
+        assert set(load.statuses()) <= {200, 503}
