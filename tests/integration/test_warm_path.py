@@ -211,7 +211,8 @@ async def test_cold_to_warm_counts_every_request_exactly_once_across_the_switch(
     config = httpso(
         "cold", replicas="{min: 0, max: 1}", metric="requestRate: {targetValue: 1000, window: 60s, granularity: 1s}"
     ) + app("cold", startup_delay=0.5)
-    async with open_stack(tmp_path, config) as stack:
+    # Route updates 1 s late: requests keep going through ext_proc for a second after the counter starts.
+    async with open_stack(tmp_path, config, rds_delay=1.0) as stack:
         load = Load(stack, "cold.test", rate=50).start()
         try:
             await wait_for(lambda: path_state(stack, "cold") is PathState.OPEN, 15, 0.02, what="cold open")
@@ -244,7 +245,9 @@ async def test_a_gateway_restart_and_unreadable_stats_keep_counts_sane(tmp_path:
         await wait_for(lambda: path_state(stack, "gw") is PathState.OPEN, 10, 0.02, what="gw open")
         await load.stop()
         state = stack.state("gw")
-        await wait_for(lambda: state.traffic.requests == load.sent, 5, 0.05, what="counted before the restart")
+        await wait_for(lambda: state.traffic.requests >= load.sent, 5, 0.05, what="counted before the restart")
+        await asyncio.sleep(0.3)
+        assert state.traffic.requests == load.sent
         before = state.traffic.requests
 
         assert stack.envoy is not None

@@ -25,6 +25,10 @@ from extproc.envoy.gatewayview import GatewayView
 
 log = logging.getLogger(__name__)
 
+# A request ext_proc counts while the gateway's counters are being read may reach the gateway after the read:
+# counted by both when it went past ext_proc afterwards. Read again (at most this often) until none was.
+_CONSISTENT_TRIES = 4
+
 
 @dataclass(slots=True)
 class ScrapeHealth:
@@ -108,11 +112,16 @@ class WarmSwitch:
         if not states:
             return True
         clusters = {target_cluster_name(s.spec): s for s in states}
-        try:
-            counters = await self._gateway.counters(list(clusters))
-        except EnvoyAdminError as exc:
-            self._failed(str(exc))
-            return False
+        for _ in range(_CONSISTENT_TRIES):
+            own = [s.traffic.requests for s in states]
+            try:
+                counters = await self._gateway.counters(list(clusters))
+            except EnvoyAdminError as exc:
+                self._failed(str(exc))
+                return False
+            # ext_proc counted nothing while the gateway was read: the two counts belong to one moment.
+            if own == [s.traffic.requests for s in states]:
+                break
         self.health.scrapes += 1
         self.health.failing = False
         now = time.monotonic()
