@@ -14,6 +14,8 @@ import pytest
 
 from extproc.core.httpso import TargetKey
 from extproc.core.warmpath import PathState, WarmPathMode
+from extproc.envoy.adminapi import EnvoyAdmin
+from extproc.envoy.config import target_cluster_name
 from extproc.providers.local.provider import LocalProvider
 from tests.helpers import wait_for
 from tests.integration.stack import Reply, Stack, app, httpso
@@ -263,6 +265,13 @@ async def test_a_gateway_restart_and_unreadable_stats_keep_counts_sane(tmp_path:
 
         await stack.envoy.start()  # the same gateway, restarted: every counter starts again from 0
         await stack._gateway_synced()
+        cluster = target_cluster_name(state.spec)
+
+        async def endpoint_loaded() -> bool:
+            async with EnvoyAdmin(stack.envoy.admin_url if stack.envoy else "") as admin:
+                return any(host.healthy for host in (await admin.cluster_hosts()).get(cluster, []))
+
+        await wait_for(endpoint_loaded, 5, 0.02, what="the restarted gateway's endpoints")  # not still warming
         await wait_for(lambda: not switch.health.failing, 5, 0.05, what="stats readable again")
         replies = await asyncio.gather(*(stack.get("gw.test") for _ in range(20)))
         assert {r.status for r in replies} == {200}
