@@ -20,6 +20,7 @@ import timeit
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.provider import ReplicaCounts
@@ -31,12 +32,17 @@ SIZES = (1_000, 10_000)
 WARM_CALLS = 1_000_000
 
 
+class _Status:
+    def as_dict(self) -> dict[str, Any]:
+        return {"provider": "bench"}
+
+
 class _Replicas:
     def replicas(self, key: TargetKey) -> ReplicaCounts:
         return ReplicaCounts(desired=2, ready=2)
 
-    def status(self) -> Any:
-        return None
+    def status(self) -> _Status:
+        return _Status()
 
 
 def registry(targets: int) -> Core:
@@ -58,7 +64,7 @@ def registry(targets: int) -> Core:
     core.apply_targets([parse(document) for document in documents], {})
     for index, state in enumerate(core.registry):
         state.traffic.requests = 1000 + index
-        state.traffic.hold_ended("released", 0.3 + index % 7 / 10)
+        state.traffic.hold_ended(HoldOutcome.RELEASED, 0.3 + index % 7 / 10)
         state.gate.last_cold_duration = 0.4
     return core
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -30,7 +30,8 @@ from extproc.keda.autoscaler import LocalAutoscaler
 from extproc.keda.peers import Peers, PeerServicer
 from extproc.keda.scaler import CountSource, LocalCounts, ScalerServicer
 from extproc.observability import metrics
-from extproc.observability.admin import AdminServer, status_document
+from extproc.observability.admin import AdminServer, StatusView
+from extproc.observability.pacing import Pacer
 from extproc.observability.telemetry import Telemetry
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import KubeApi
@@ -157,7 +158,16 @@ class ZerohopServer:
         )
         counts: CountSource = self.peers if self.peers is not None else LocalCounts()
         self.scaler = ScalerServicer(self.core.router, self.core.bus, counts)
-        self.admin = AdminServer(self.status, self.ready, self.metrics_text)
+        peers = self.peers
+        self.status_view = StatusView(
+            self.core,
+            self.provider,
+            self.processor.stats,
+            self.scaler.calls,
+            None if peers is None else lambda: {"peers": peers.status().as_dict()},
+            None if peers is None else peers.known_totals,
+        )
+        self.admin = AdminServer(self.status_view, self.ready, self.metrics_chunks)
         self.autoscaler: LocalAutoscaler | None = None
         self._ext_proc_server: grpc.aio.Server | None = None
         self._scaler_server: grpc.aio.Server | None = None
@@ -173,12 +183,7 @@ class ZerohopServer:
         self.peer_port = 0
 
     def status(self) -> dict[str, Any]:
-        if self.peers is None:
-            return status_document(self.core, self.provider, self.processor.stats, self.scaler.calls)
-        extra = {"peers": self.peers.status().as_dict()}
-        return status_document(
-            self.core, self.provider, self.processor.stats, self.scaler.calls, extra, self.peers.known_totals
-        )
+        return self.status_view.document()
 
     def _ready_replicas(self, key: TargetKey) -> int | None:
         counts = self.provider.replicas(key)
@@ -191,12 +196,14 @@ class ZerohopServer:
             "zerohop.scale_patch": self.settings.provider is ProviderKind.KUBERNETES and self.settings.scale_on_wake,
         }
 
-    def metrics_families(self) -> list[metrics.Family]:
-        sources = metrics.Sources(self.core, self.provider, self.processor.stats, self.scaler.calls, self.peers)
-        return metrics.collect(sources)
+    def _metrics_sources(self) -> metrics.Sources:
+        return metrics.Sources(self.core, self.provider, self.processor.stats, self.scaler.calls, self.peers)
 
-    def metrics_text(self) -> str:
-        return metrics.render(self.metrics_families())
+    def metrics_families(self) -> list[metrics.Family]:
+        return metrics.collect(self._metrics_sources(), self.settings.metrics_max_targets)
+
+    def metrics_chunks(self, pacer: Pacer) -> AsyncIterator[bytes]:
+        return metrics.scrape(self._metrics_sources(), self.settings.metrics_max_targets, pacer)
 
     def ready(self) -> bool:
         return self._started and not self.core.cold_gate.draining and self.provider.ready()

@@ -65,6 +65,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value}")
+    return value
+
+
 def _port_or_zero(text: str) -> int:
     value = _integer(text)
     if not 0 <= value < 65536:
@@ -436,6 +443,14 @@ class Settings:
         _bool,
         "With tracing on (OTEL_* variables), also give warm requests a `zerohop.continue` span. Off by "
         "default: a warm request costs one gRPC round trip and nothing else.",
+        group="logging",
+    )
+    metrics_max_targets: int = _setting(
+        1000,
+        _non_negative_int,
+        "Above this many targets /metrics (and OTLP) leave out the per-target series (14 to 101 per target) "
+        "and keep the process-wide ones, with `zerohop_metrics_dropped_targets` saying how many were left "
+        "out; 0 leaves them out always. Bounds what one replica sends Prometheus.",
         group="logging",
     )
     log_level: str = _setting(

@@ -1,2 +1,3 @@
 """What zerohop shows about itself: `metrics` (/metrics), `telemetry` (OpenTelemetry), `logs`,
-`admin` (the admin HTTP server: health, /status) and `statuspage` (its HTML page)."""
+`admin` (the admin HTTP server: health, /status), `statuspage` (its HTML page) and `pacing` (long admin
+work in slices, so a scrape never holds the event loop that answers Envoy)."""

@@ -2,18 +2,24 @@
 
 - `GET /healthz`: 200 while the process runs.
 - `GET /readyz`: 200 once targets are loaded and the gRPC servers listen; 503 while draining.
-- `GET /status`: targets with replicas, routability, counts, held requests; servicer counters.
-- `GET /metrics`: the same counters for Prometheus (text format 0.0.4).
+- `GET /status`: targets with replicas, routability, counts, held requests; servicer counters. At 10k
+  targets this is megabytes: it is streamed, written a slice at a time (`pacing`).
+- `GET /status?summary=1`: the same without the targets (their count instead).
+- `GET /status/targets?offset=&limit=&q=`: one page of targets sorted by name, `q` a case-insensitive
+  substring of the name or a host; what the status page polls.
+- `GET /metrics`: the same counters for Prometheus (text format 0.0.4), streamed the same way.
 - `GET /` and `/ui`: a status page with live charts (extproc/observability/statuspage.py).
 """
 
 from __future__ import annotations
 
 import datetime
+import heapq
+import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -26,6 +32,7 @@ from extproc.core.registry import TargetState
 from extproc.core.traffic import TrafficSnapshot
 from extproc.envoy.processor import ProcessorStats
 from extproc.observability import statuspage
+from extproc.observability.pacing import Pacer
 
 _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -123,37 +130,125 @@ def _round(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
-def status_document(
-    core: Core,
-    provider: Provider | None,
-    stats: ProcessorStats,
-    scaler_calls: dict[str, int],
-    extra: dict[str, Any] | None = None,
-    all_replicas: AllReplicas | None = None,
-) -> dict[str, Any]:
-    now = time.monotonic()
-    return {
-        **(extra or {}),
-        "serverTime": _iso(time.time()),
-        "provider": provider.status().as_dict() if provider is not None else None,
-        "version": __version__,
-        "targets": [target_status(state, provider, now, all_replicas) for state in core.registry],
-        "heldTotal": core.cold_gate.held_total,
-        "draining": core.cold_gate.draining,
-        "extProc": stats.as_dict(),
-        "scalerCalls": dict(scaler_calls),
-        "activations": core.bus.published,
-    }
+# Targets per page of /status/targets: the default, and the most one request may ask for.
+PAGE_LIMIT = 50
+MAX_PAGE_LIMIT = 500
 
 
-class AdminServer:
-    """Serves /healthz, /readyz and /status on the admin address."""
+class StatusView:
+    """The status document, whole (`document`, `stream`), without its targets (`summary`) or a page of
+    them (`page`). The streamed and paged forms give the loop back between targets (`pacing`)."""
 
     def __init__(
         self,
-        status: Callable[[], dict[str, Any]],
+        core: Core,
+        provider: Provider | None,
+        stats: ProcessorStats,
+        scaler_calls: dict[str, int],
+        extra: Callable[[], dict[str, Any]] | None = None,
+        all_replicas: AllReplicas | None = None,
+    ) -> None:
+        self._core = core
+        self._provider = provider
+        self._stats = stats
+        self._scaler_calls = scaler_calls
+        self._extra = extra
+        self._all_replicas = all_replicas
+
+    def _head(self) -> dict[str, Any]:
+        return {
+            **(self._extra() if self._extra is not None else {}),
+            "serverTime": _iso(time.time()),
+            "provider": self._provider.status().as_dict() if self._provider is not None else None,
+            "version": __version__,
+        }
+
+    def _tail(self) -> dict[str, Any]:
+        core = self._core
+        return {
+            "heldTotal": core.cold_gate.held_total,
+            "draining": core.cold_gate.draining,
+            "extProc": self._stats.as_dict(),
+            "scalerCalls": dict(self._scaler_calls),
+            "activations": core.bus.published,
+        }
+
+    def _target(self, state: TargetState, now: float) -> dict[str, Any]:
+        return target_status(state, self._provider, now, self._all_replicas)
+
+    def document(self) -> dict[str, Any]:
+        now = time.monotonic()
+        targets = [self._target(state, now) for state in self._core.registry]
+        return {**self._head(), "targets": targets, **self._tail()}
+
+    def summary(self) -> dict[str, Any]:
+        states = list(self._core.registry)
+        routable = sum(1 for state in states if state.gate.routable)
+        return {**self._head(), "targetCount": len(states), "routableCount": routable, **self._tail()}
+
+    async def stream(self, pacer: Pacer) -> AsyncIterator[bytes]:
+        """`document` as JSON, written target by target."""
+        now = time.monotonic()
+        head = json.dumps({**self._head(), **self._tail()})
+        yield (head[:-1] + ', "targets": [').encode()
+        separator = ""
+        for state in list(self._core.registry):
+            yield (separator + json.dumps(self._target(state, now))).encode()
+            separator = ", "
+            await pacer.pause()
+        yield b"]}"
+
+    async def page(self, offset: int, limit: int, query: str, pacer: Pacer) -> dict[str, Any]:
+        """Targets `offset` to `offset + limit` of those whose name or a host contains `query` (any case),
+        sorted by namespace and name; `total` is how many match."""
+        needle = query.strip().lower()
+        matching: list[TargetState] = []
+        for state in list(self._core.registry):
+            if not needle or needle in str(state.key).lower() or any(needle in h.lower() for h in state.spec.hosts):
+                matching.append(state)
+            await pacer.pause()
+        # The first pages without sorting them all (10k keys: ~5 ms in one piece).
+        ordered = heapq.nsmallest(offset + limit, matching, key=lambda state: state.key)
+        now = time.monotonic()
+        targets = []
+        for state in ordered[offset:]:
+            targets.append(self._target(state, now))
+            await pacer.pause()
+        return {"total": len(matching), "offset": offset, "limit": limit, "query": query, "targets": targets}
+
+
+class StatusSource(Protocol):
+    """What the admin server serves /status from (`StatusView`)."""
+
+    def summary(self) -> dict[str, Any]: ...
+    def stream(self, pacer: Pacer) -> AsyncIterator[bytes]: ...
+    async def page(self, offset: int, limit: int, query: str, pacer: Pacer) -> dict[str, Any]: ...
+
+
+Metrics = Callable[[Pacer], AsyncIterator[bytes]]
+
+
+def _whole_number(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name}: expected a whole number, got {clip(raw, 40)!r}\n") from None
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(text=f"{name}: must be {low}..{high}, got {value}\n")
+    return value
+
+
+class AdminServer:
+    """Serves /healthz, /readyz, /status, /status/targets, /metrics and the status page on the admin address."""
+
+    def __init__(
+        self,
+        status: StatusSource,
         ready: Callable[[], bool],
-        metrics: Callable[[], str] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._status = status
         self._ready = ready
@@ -166,6 +261,7 @@ class AdminServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_handler)
+        app.router.add_get("/status/targets", self._targets_handler)
         statuspage.add_routes(app)
         if self._metrics is not None:
             app.router.add_get("/metrics", self._metrics_handler)
@@ -190,9 +286,30 @@ class AdminServer:
             return web.Response(text="ready\n")
         return web.Response(status=503, text="not ready\n")
 
-    async def _status_handler(self, _request: web.Request) -> web.Response:
-        return web.json_response(self._status())
+    async def _status_handler(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("summary") not in (None, "", "0", "false"):
+            return web.json_response(self._status.summary())
+        return await _stream(request, "application/json; charset=utf-8", self._status.stream(Pacer()))
 
-    async def _metrics_handler(self, _request: web.Request) -> web.Response:
+    async def _targets_handler(self, request: web.Request) -> web.Response:
+        offset = _whole_number(request, "offset", 0, 0, 10**9)
+        limit = _whole_number(request, "limit", PAGE_LIMIT, 1, MAX_PAGE_LIMIT)
+        query = request.query.get("q", "")[:200]
+        return web.json_response(await self._status.page(offset, limit, query, Pacer()))
+
+    async def _metrics_handler(self, request: web.Request) -> web.StreamResponse:
         assert self._metrics is not None
-        return web.Response(body=self._metrics().encode(), headers={"Content-Type": _PROMETHEUS_TYPE})
+        return await _stream(request, _PROMETHEUS_TYPE, self._metrics(Pacer()))
+
+
+async def _stream(request: web.Request, content_type: str, chunks: AsyncIterator[bytes]) -> web.StreamResponse:
+    """Send `chunks` as they come (chunked transfer): a big document is never one piece on the loop. The
+    first chunk is produced before the headers go out, so a failure before it is still a plain 500."""
+    first = await anext(chunks, b"")
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+    await response.prepare(request)
+    await response.write(first)
+    async for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response

@@ -1,7 +1,10 @@
 """The status page of the admin port (`GET /` and `GET /ui`): one self-contained HTML document.
 
-The page polls `status` (relative, so it also works behind `kubectl proxy` or a path prefix) every second
-and draws, per target, the current numbers and inline-SVG line charts of the last five minutes. It loads
+The page polls `status?summary=1` (the process, without targets) and one page of targets,
+`status/targets?offset=&limit=50&q=` (both relative, so it also works behind `kubectl proxy` or a path
+prefix), every second: a page of 50 cards costs the same with 10 targets or 10,000. It draws, per target in
+view, the current numbers and inline-SVG line charts of the last five minutes. A search box (`#search`,
+also `#q=...` in the URL) filters by name or host; `#prev` and `#next` page through. It loads
 nothing else: no scripts, styles, fonts or images from anywhere, which its Content-Security-Policy enforces.
 History lives in the browser only; the server keeps no samples for it.
 
@@ -9,7 +12,8 @@ Stable hooks for tests and scripts: each card is `section.card[data-target="ns/n
 `[data-field=...]` values; each chart is `svg.chart[data-series=rate|inFlight|ready]` (viewBox 300x40) carrying
 `data-points`, `data-max` and `data-span` (seconds drawn), and its `path.line` holds the points as
 `Mx,yLx,y...`, the newest at x=300, with a new `M` where polling had a gap. Configuration problems (a failed
-reload, rejected documents) are `#problems li[data-problem=reload|error|warning]`, shown above the cards.
+reload, rejected documents) are `#problems li[data-problem=reload|error|warning]`, shown above the cards;
+`#page-info` says which targets are shown ("1-50 of 10000").
 """
 
 from __future__ import annotations
@@ -66,7 +70,11 @@ svg.chart[data-series="inFlight"] { color: var(--inFlight); }
 svg.chart[data-series="ready"] { color: var(--ready); }
 svg.chart path.line { fill: none; stroke: currentColor; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
 svg.chart path.area { fill: currentColor; stroke: none; opacity: 0.15; }
-#empty { color: var(--dim); }
+#empty, #nomatch, #page-info { color: var(--dim); }
+#paging { display: flex; flex-wrap: wrap; align-items: center; gap: 8px; margin: 0 0 14px; }
+#search { font: inherit; padding: 3px 8px; min-width: 240px; border: 1px solid var(--line); border-radius: 6px;
+  background: var(--card); color: var(--fg); }
+#paging button { font: inherit; padding: 2px 10px; }
 #problems { border: 1px solid var(--warn); border-radius: 8px; padding: 8px 14px; margin: 0 0 14px;
   background: var(--card); }
 #problems h2 { color: var(--warn); }
@@ -82,9 +90,16 @@ svg.chart path.area { fill: currentColor; stroke: none; opacity: 0.15; }
   <span id="updated"></span>
 </header>
 <p id="summary"></p>
+<nav id="paging">
+  <input id="search" type="search" placeholder="filter by name or host" aria-label="filter targets" autocomplete="off">
+  <button id="prev" type="button" disabled>&larr; previous</button>
+  <button id="next" type="button" disabled>next &rarr;</button>
+  <span id="page-info"></span>
+</nav>
 <section id="problems" hidden><h2>Configuration problems</h2><ul id="problem-list"></ul></section>
 <main id="targets"></main>
 <p id="empty" hidden>No targets: no HTTPScaledObject is loaded.</p>
+<p id="nomatch" hidden>No target matches the filter.</p>
 <template id="card-template">
   <section class="card">
     <header><h2 class="name"></h2><span class="badge"></span></header>
@@ -120,6 +135,9 @@ const MIN_SPAN_MS = 10 * POLL_MS;
 // A gap longer than this between two samples (server unreachable) breaks the line instead of bridging it.
 const GAP_MS = 3 * POLL_MS + TIMEOUT_MS;
 const WIDTH = 300, HEIGHT = 40, PAD = 2;
+// Targets per page: the server pages and filters (`status/targets`), so a poll costs the same at any count.
+const PAGE_SIZE = 50;
+const SEARCH_DELAY_MS = 250;
 const SERIES = {
   rate: (t) => t.rate,
   inFlight: (t) => t.inFlight,
@@ -127,6 +145,11 @@ const SERIES = {
 };
 const histories = new Map();
 let lastSuccess = null;
+let offset = 0;
+let query = new URLSearchParams(location.hash.slice(1)).get("q") || "";
+// Each poll has a number; an answer to an older one (before a search or a page change) is dropped.
+let generation = 0;
+let timer = null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -285,12 +308,29 @@ function draw(card, samples, now) {
   }
 }
 
-function render(doc, now) {
+function renderPaging(doc, page) {
+  const shown = (page.targets || []).length;
+  const total = doc.targetCount ?? page.total;
+  let info = "";
+  if (shown > 0) {
+    info = (page.offset + 1) + "-" + (page.offset + shown) + " of " + page.total;
+    if (query) info += " matching \u201c" + query + "\u201d (" + total + " targets)";
+  }
+  $("page-info").textContent = info;
+  $("prev").disabled = page.offset <= 0;
+  $("next").disabled = page.offset + shown >= page.total;
+  $("empty").hidden = total > 0;
+  $("nomatch").hidden = !(total > 0 && page.total === 0);
+  // Targets went away under the current page: the next poll asks for the last page there is.
+  if (page.total > 0 && page.offset >= page.total) offset = Math.floor((page.total - 1) / PAGE_SIZE) * PAGE_SIZE;
+}
+
+function render(doc, page, now) {
   $("version").textContent = doc.version || "";
   $("summary").textContent = summary(doc);
   renderProblems(doc, now);
   const seen = new Set();
-  for (const target of doc.targets || []) {
+  for (const target of page.targets || []) {
     seen.add(target.name);
     let samples = histories.get(target.name);
     if (!samples) histories.set(target.name, (samples = []));
@@ -308,7 +348,7 @@ function render(doc, now) {
       card.remove();
     }
   }
-  $("empty").hidden = seen.size > 0;
+  renderPaging(doc, page);
 }
 
 function setConnection(state, text) {
@@ -317,19 +357,36 @@ function setConnection(state, text) {
   $("connection").textContent = text;
 }
 
+async function getJSON(url, signal) {
+  const response = await fetch(url, {cache: "no-store", signal: signal});
+  if (!response.ok) throw new Error("HTTP " + response.status);
+  return response.json();
+}
+
+function schedule(delay) {
+  clearTimeout(timer);
+  timer = setTimeout(poll, delay);
+}
+
 async function poll() {
+  const mine = ++generation;
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  const deadline = setTimeout(() => controller.abort(), TIMEOUT_MS);
+  const params = new URLSearchParams({offset: String(offset), limit: String(PAGE_SIZE)});
+  if (query) params.set("q", query);
   try {
-    const response = await fetch("status", {cache: "no-store", signal: controller.signal});
-    if (!response.ok) throw new Error("HTTP " + response.status);
-    const doc = await response.json();
+    const [doc, page] = await Promise.all([
+      getJSON("status?summary=1", controller.signal),
+      getJSON("status/targets?" + params, controller.signal),
+    ]);
+    if (mine !== generation) return;
     const now = Date.now();
-    render(doc, now);
+    render(doc, page, now);
     lastSuccess = now;
     setConnection("live", "live");
     $("updated").textContent = "updated " + clock(now);
   } catch (error) {
+    if (mine !== generation) return;
     const reason = error.name === "AbortError" ? "no answer" : error.message;
     if (lastSuccess === null) {
       setConnection("down", "unreachable (" + reason + ")");
@@ -337,11 +394,26 @@ async function poll() {
       setConnection("stale", "unreachable (" + reason + "), showing data from " + clock(lastSuccess));
     }
   } finally {
-    clearTimeout(timer);
-    setTimeout(poll, POLL_MS);
+    clearTimeout(deadline);
+    if (mine === generation) schedule(POLL_MS);
   }
 }
 
+$("search").value = query;
+$("search").addEventListener("input", () => {
+  query = $("search").value.trim();
+  offset = 0;
+  history.replaceState(null, "", query ? "#q=" + encodeURIComponent(query) : location.pathname + location.search);
+  schedule(SEARCH_DELAY_MS);
+});
+$("prev").addEventListener("click", () => {
+  offset = Math.max(0, offset - PAGE_SIZE);
+  schedule(0);
+});
+$("next").addEventListener("click", () => {
+  offset += PAGE_SIZE;
+  schedule(0);
+});
 poll();
 </script>
 </body>

@@ -112,8 +112,8 @@ class RenderedPage(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         if tag == "body":
             self.body_state = a.get("data-state", "")
-        elif a.get("id") == "connection":
-            self._text_into = (self.texts, "connection")
+        elif a.get("id") in ("connection", "page-info"):
+            self._text_into = (self.texts, a["id"])
         elif tag == "section" and "data-target" in a:
             self._card = self.cards[a["data-target"]] = Card(a.get("data-state", ""))
         elif self._card is not None and "data-field" in a:
@@ -208,6 +208,11 @@ def _paeth(left: int, up: int, corner: int) -> int:
 # --- the tests ----------------------------------------------------------------------------------------------
 
 
+def targets_page(targets: list[dict[str, Any]], offset: int = 0, limit: int = 50) -> dict[str, Any]:
+    """What `/status/targets` answers for these targets (a stand-in server's)."""
+    return {"total": len(targets), "offset": offset, "limit": limit, "targets": targets[offset : offset + limit]}
+
+
 async def status(stack: Stack) -> dict[str, Any]:
     assert stack.session is not None
     async with stack.session.get(f"http://127.0.0.1:{stack.server.admin_port}/status") as response:
@@ -278,8 +283,8 @@ async def test_status_page_in_chromium_shows_every_target_with_numbers_and_chart
 
 
 async def test_status_page_keeps_the_last_data_marked_stale_when_status_fails(tmp_path: Path) -> None:
-    """Two answers, then 503s: the card stays with its numbers, the page says it is stale. Nothing but the page
-    and `/status` is ever requested."""
+    """Two answers, then 503s: the card stays with its numbers, the page says it is stale. Nothing but the page,
+    `/status` and `/status/targets` is ever requested."""
     chromium_binary()
     document = {
         "version": "9.9.9",
@@ -299,14 +304,15 @@ async def test_status_page_keeps_the_last_data_marked_stale_when_status_fails(tm
         response: web.StreamResponse = await handler(request)
         return response
 
-    async def answer(_request: web.Request) -> web.Response:
-        if requested.count("/status") > 2:
+    async def answer(request: web.Request) -> web.Response:
+        if requested.count(request.path) > 2:
             raise web.HTTPServiceUnavailable()
-        return web.json_response(document)
+        return web.json_response(document if request.path == "/status" else targets_page(document["targets"]))
 
     application = web.Application(middlewares=[record])
     statuspage.add_routes(application)
     application.router.add_get("/status", answer)
+    application.router.add_get("/status/targets", answer)
     runner = web.AppRunner(application, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -324,8 +330,9 @@ async def test_status_page_keeps_the_last_data_marked_stale_when_status_fails(tm
     card = page.cards["shop/cart"]
     assert (card.fields["replicas"], card.fields["inFlight"], card.fields["rate"]) == ("2/2", "3", "4.5")
     assert card.charts["rate"].points == 2
-    assert set(requested) == {"/", "/status"}
+    assert set(requested) == {"/", "/status", "/status/targets"}
     assert requested.count("/status") >= 4
+    assert requested.count("/status/targets") >= 4
 
 
 async def test_status_page_shows_configuration_problems(tmp_path: Path) -> None:
@@ -346,12 +353,13 @@ async def test_status_page_shows_configuration_problems(tmp_path: Path) -> None:
         },
     }
 
-    async def answer(_request: web.Request) -> web.Response:
-        return web.json_response(document)
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(document if request.path == "/status" else targets_page([]))
 
     application = web.Application()
     statuspage.add_routes(application)
     application.router.add_get("/status", answer)
+    application.router.add_get("/status/targets", answer)
     runner = web.AppRunner(application, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -372,6 +380,56 @@ async def test_status_page_shows_configuration_problems(tmp_path: Path) -> None:
     ]
 
 
+async def test_status_page_shows_one_page_of_the_filtered_targets(tmp_path: Path) -> None:
+    """120 targets: the page asks the server for the first 50 matching the filter in the URL (`#q=`), shows
+    them with "1-50 of N", and never asks for the whole document."""
+    chromium_binary()
+    every = [
+        {"name": f"shop/app-{index:03}", "routable": True, "replicas": {"desired": 1, "ready": 1}, "inFlight": 0}
+        | {"held": 0, "requests": index, "rate": 0, "coldStarts": 0, "lastColdStart": None, "hosts": []}
+        for index in range(120)
+    ]
+    summary = {"version": "9.9.9", "targetCount": 120, "heldTotal": 0, "provider": {"provider": "local"}}
+    asked: list[dict[str, str]] = []
+
+    async def answer_summary(request: web.Request) -> web.Response:
+        assert request.query.get("summary") == "1", "the page fetched the whole status document"
+        return web.json_response(summary)
+
+    async def answer_targets(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        query = request.query.get("q", "")
+        matching = [target for target in every if query in target["name"]]
+        return web.json_response(targets_page(matching, int(request.query["offset"]), int(request.query["limit"])))
+
+    application = web.Application()
+    statuspage.add_routes(application)
+    application.router.add_get("/status", answer_summary)
+    application.router.add_get("/status/targets", answer_targets)
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        everything, filtered = await asyncio.gather(
+            chromium(tmp_path, POLLING, "--dump-dom", f"http://127.0.0.1:{port}/"),
+            chromium(tmp_path, POLLING, "--dump-dom", f"http://127.0.0.1:{port}/#q=app-1"),
+        )
+    finally:
+        await runner.cleanup()
+
+    first = RenderedPage(everything)
+    assert sorted(first.cards) == [f"shop/app-{index:03}" for index in range(50)]
+    assert first.texts["page-info"] == "1-50 of 120"
+    narrowed = RenderedPage(filtered)
+    matching = [f"shop/app-{index:03}" for index in range(100, 120)]
+    assert sorted(narrowed.cards) == matching
+    assert narrowed.texts["page-info"] == "1-20 of 20 matching \u201capp-1\u201d (120 targets)"
+    assert {"offset": "0", "limit": "50", "q": "app-1"} in asked
+    assert {"offset": "0", "limit": "50"} in asked
+
+
 def test_the_page_is_self_contained() -> None:
     """No scripts, styles, fonts or images from anywhere: no URL with a scheme or a host, and a CSP that says so."""
     html = statuspage.PAGE
@@ -381,4 +439,6 @@ def test_the_page_is_self_contained() -> None:
     assert "url(" not in html
     assert "default-src 'none'" in html
     assert "connect-src 'self'" in html
-    assert re.findall(r"fetch\(([^,)]+)", html) == ['"status"'], "the page fetches anything but relative status"
+    assert re.findall(r"fetch\(([^,)]+)", html) == ["url"], "the page fetches other than through getJSON"
+    urls = re.findall(r"getJSON\((\"[^,)]+)", html)
+    assert urls == ['"status?summary=1"', '"status/targets?" + params'], "the page fetches anything but relative status"

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from extproc.observability.admin import AdminServer
+from extproc.observability.pacing import Pacer
 
 MALFORMED = [
     b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
@@ -25,10 +26,16 @@ class Status:
     def __init__(self) -> None:
         self.broken = False
 
-    def __call__(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        return {"targetCount": 0}
+
+    async def stream(self, pacer: Pacer) -> AsyncIterator[bytes]:
         if self.broken:
             raise RuntimeError("status is broken")
-        return {"targets": []}
+        yield b'{"targets": []}'
+
+    async def page(self, offset: int, limit: int, query: str, pacer: Pacer) -> dict[str, Any]:
+        return {"total": 0, "targets": []}
 
 
 @pytest.fixture
