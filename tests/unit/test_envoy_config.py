@@ -241,3 +241,17 @@ def test_the_documented_envoy_tracing_snippet_is_what_zerohop_writes() -> None:
     assert tracing.pop("random_sampling") == {"value": 100}
     assert tracing == envoyconfig.otel_tracing()
     assert yaml.safe_load(cluster_part) == [envoyconfig.otlp_cluster("otel-collector", 4317)]
+
+
+def test_an_unchanged_route_configuration_is_not_written_again(tmp_path: Path) -> None:
+    # Envoy keeps the version it has for unchanged resources: a rewrite's version could never be confirmed.
+    files = XdsFiles(tmp_path)
+    files.write_routes(envoyconfig.route_configuration(targets()))
+    first = files.routes_version
+    files.write_endpoints("other", [])
+    files.write_routes(envoyconfig.route_configuration(targets()))
+    assert files.routes_version == first
+    assert json.loads((tmp_path / envoyconfig.RDS_FILE).read_text())["version_info"] == first
+    files.write_routes(envoyconfig.route_configuration(targets(), open_hosts=frozenset({"a.example"})))
+    assert files.routes_version != first
+    assert json.loads((tmp_path / envoyconfig.RDS_FILE).read_text())["version_info"] == files.routes_version
