@@ -42,8 +42,8 @@ class ScrapeHealth:
 
 
 class WarmSwitch:
-    """Runs the warm path for the local provider. `write_routes(open_hosts)` rewrites the route file and
-    returns the version written; `routes_version()` is the version of the last route file written."""
+    """Runs the warm path for the local provider. `write_routes(open_hosts)` rewrites the route file with
+    those hosts open; `routes_version()` is the version of the last route file written."""
 
     def __init__(
         self,
