@@ -25,7 +25,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
 # Same gRPC server options as `zerohop serve`, so that in the tuned floor only the handler differs.
-from extproc.app.server import _GRPC_OPTIONS
+from extproc.app.server import grpc_server
+from extproc.app.settings import Settings
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 CONTINUE = ep.ProcessingResponse(request_headers=ep.HeadersResponse()).SerializeToString()
@@ -56,7 +57,8 @@ async def serve(mode: str, port: int) -> None:
         server = grpc.aio.server()
         ep_grpc.add_ExternalProcessorServicer_to_server(NaiveProcessor(), server)
     else:
-        server = grpc.aio.server(options=_GRPC_OPTIONS)
+        settings = Settings()
+        server = grpc_server(settings, settings.ext_proc_max_streams)
         server.add_generic_rpc_handlers((tuned_handler(),))
     if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
         raise SystemExit(f"cannot listen on 127.0.0.1:{port}")

@@ -42,16 +42,34 @@ from extproc.providers.local.provider import LocalProvider
 
 log = logging.getLogger(__name__)
 
-# Held requests are open streams; zerohop's own caps bound them, not gRPC's.
-_GRPC_OPTIONS = [
-    ("grpc.max_concurrent_streams", 1_000_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ("grpc.http2.max_ping_strikes", 0),
-    # gRPC sets SO_REUSEPORT by default: a second zerohop on the same port (or two of zerohop's servers on one
-    # address) would start and split the connections between them. Without it, the second bind fails.
-    ("grpc.so_reuseport", 0),
-]
+# An unanswered keepalive ping closes the connection after this long.
+KEEPALIVE_TIMEOUT = 20.0
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel options of zerohop's gRPC servers.
+
+    Per connection, streams are not limited by HTTP/2 (held requests are open streams; Envoy multiplexes
+    them on few connections): the whole server's limit is `maximum_concurrent_rpcs` (`grpc_server`).
+    """
+    return [
+        ("grpc.max_concurrent_streams", 1_000_000),
+        ("grpc.keepalive_time_ms", int(settings.grpc_keepalive * 1000)),
+        ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.http2.max_ping_strikes", 0),
+        # gRPC sets SO_REUSEPORT by default: a second zerohop on the same port (or two of zerohop's servers on
+        # one address) would start and split the connections between them. Without it, the second bind fails.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+def grpc_server(settings: Settings, maximum_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
+    """A grpc.aio server; beyond `maximum_concurrent_rpcs` open calls, a new call is answered
+    RESOURCE_EXHAUSTED at once instead of waiting for a slot (grpc.aio checks the count before it accepts
+    each next call, so the answer comes as fast as the event loop turns)."""
+    return grpc.aio.server(options=grpc_options(settings), maximum_concurrent_rpcs=maximum_concurrent_rpcs)
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -217,16 +235,16 @@ class ZerohopServer:
             raise SettingsError(f"--admin-address: cannot listen on {settings.admin_address}: {exc.strerror}") from None
         await self.provider.start(self.core)
 
-        self._ext_proc_server = grpc.aio.server(options=_GRPC_OPTIONS)
+        self._ext_proc_server = grpc_server(settings, settings.ext_proc_max_streams)
         self._ext_proc_server.add_generic_rpc_handlers((self.processor.rpc_handler(),))
         self.ext_proc_port = self._bind(self._ext_proc_server, settings.ext_proc_address, "--ext-proc-address")
-        self._scaler_server = grpc.aio.server(options=_GRPC_OPTIONS)
+        self._scaler_server = grpc_server(settings)
         self._scaler_server.add_generic_rpc_handlers((self.scaler.rpc_handler(),))
         self.scaler_port = self._bind(self._scaler_server, settings.scaler_address, "--scaler-address")
         await self._ext_proc_server.start()
         await self._scaler_server.start()
         if self.peers is not None:
-            self._peer_server = grpc.aio.server(options=_GRPC_OPTIONS)
+            self._peer_server = grpc_server(settings)
             peers_grpc.add_PeersServicer_to_server(
                 PeerServicer(self.peers.replica, self.core.registry, self.core.bus), self._peer_server
             )

@@ -179,6 +179,25 @@ class Settings:
         "Listen address of the admin HTTP server (/healthz, /readyz, /status, /metrics, the status page at /).",
         group="ports",
     )
+    ext_proc_max_streams: int = _setting(
+        20000,
+        _positive_int,
+        "Open ext_proc streams (one per request zerohop is answering, holding or following to its end) "
+        "zerohop serves at once. A stream beyond it is refused at once with gRPC RESOURCE_EXHAUSTED, which "
+        "Envoy's `failure_mode_allow: true` turns into the request going on uncounted, rather than queued "
+        "behind the others. Must be above --max-held-total.",
+        group="grpc",
+        metavar="STREAMS",
+    )
+    grpc_keepalive: float = _setting(
+        60.0,
+        _positive_duration,
+        "zerohop's gRPC servers ping an idle connection this often and close it if the ping is not answered "
+        "within 20s, so the streams of a gateway that vanished (node lost, network cut) end and release "
+        "their in-flight counts and held slots.",
+        group="grpc",
+        metavar="DURATION",
+    )
     hold_timeout: float = _setting(
         DEFAULT_HOLD_TIMEOUT,
         _positive_duration,
@@ -471,6 +490,11 @@ class Settings:
     def __post_init__(self) -> None:
         _check_listen_addresses(self)
         _check_warm_path(self)
+        if self.ext_proc_max_streams <= self.max_held_total:
+            raise SettingsError(
+                f"{flag('ext_proc_max_streams')} {self.ext_proc_max_streams} must be above "
+                f"{flag('max_held_total')} {self.max_held_total}: held requests are open streams too"
+            )
 
     @property
     def max_message_timeout(self) -> float:

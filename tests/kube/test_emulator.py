@@ -250,6 +250,47 @@ async def test_list_at_exact_resource_version(kube_emulator: KubeEmulator, kube_
     assert expired.value.status == 410
 
 
+async def test_a_paged_list_at_a_version_is_exact_as_on_a_real_server(
+    kube_emulator: KubeEmulator, kube_api: client.ApiClient
+) -> None:
+    # resourceVersion=N with limit and no resourceVersionMatch: the legacy paged read, exactly at N.
+    for name in ("a", "b", "c"):
+        kube_emulator.create(configmap(name))
+    before = kube_emulator.resource_version
+    kube_emulator.create(configmap("d"))
+    kube_emulator.delete("v1", "ConfigMap", "a")
+    core = client.CoreV1Api(kube_api)
+    first = await core.list_namespaced_config_map("default", resource_version=str(before), limit=2)
+    assert first.metadata.resource_version == str(before)
+    second = await core.list_namespaced_config_map("default", limit=2, _continue=first.metadata._continue)
+    assert [i.metadata.name for i in first.items + second.items] == ["a", "b", "c"]
+    assert second.metadata._continue is None
+    # Without limit the same version means "not older than": the current state.
+    unpaged = await core.list_namespaced_config_map("default", resource_version=str(before))
+    assert [i.metadata.name for i in unpaged.items] == ["b", "c", "d"]
+
+
+async def test_paging_with_a_selector_walks_every_match_once(
+    kube_emulator: KubeEmulator, kube_api: client.ApiClient
+) -> None:
+    for n in range(12):
+        kube_emulator.create(configmap(f"cm{n:02}", labels={"even": str(n % 2 == 0).lower()}))
+    core = client.CoreV1Api(kube_api)
+    seen: list[str] = []
+    pages = 0
+    token = None
+    while True:
+        page = await core.list_namespaced_config_map("default", label_selector="even=true", limit=2, _continue=token)
+        pages += 1
+        assert page.metadata.remaining_item_count is None  # not counted for a selected list
+        seen += [i.metadata.name for i in page.items]
+        token = page.metadata._continue
+        if not token:
+            break
+    assert seen == [f"cm{n:02}" for n in range(0, 12, 2)]
+    assert pages == 3  # a full last page carries no token: nothing is left
+
+
 async def test_write_errors_are_real_status_bodies(kube_api: client.ApiClient) -> None:
     core = client.CoreV1Api(kube_api)
     await core.create_namespaced_config_map("default", configmap("cfg"))

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .objects import labels_of, meta, present
+from .objects import labels_of, present
 from .registry import ResourceType
 from .selectors import FieldSelector, LabelSelector
-from .store import Store
+from .store import ObjKey, Store
 
 JsonObj = dict[str, Any]
 
@@ -68,31 +69,32 @@ def parse_rv(value: str) -> int:
     return rv
 
 
-def encode_continue(rv: int, start: str) -> str:
-    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start + "\x00"})
+def encode_continue(rv: int, last: ObjKey) -> str:
+    """A token for the page after `last`, at list version `rv` (the real server's token shape: the next
+    key to read, which is the last key with a NUL appended)."""
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": "/".join(last) + "\x00"})
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-def decode_continue(token: str) -> tuple[int, str]:
+def decode_continue(token: str) -> tuple[int, ObjKey]:
+    """(list version, key the page starts after)."""
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return int(data["rv"]), str(data["start"]).rstrip("\x00")
+        namespace, _, name = str(data["start"]).rstrip("\x00").partition("/")
+        return int(data["rv"]), (namespace, name)
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise errors.bad_request(f"invalid continue token: {token!r}") from None
 
 
-def _key(obj: JsonObj) -> tuple[str, str]:
-    m = meta(obj)
-    return str(m.get("namespace", "")), str(m["name"])
+def _source(
+    store: Store, rt: ResourceType, namespace: str | None, q: ListQuery
+) -> tuple[list[tuple[ObjKey, JsonObj]], int, ObjKey | None]:
+    """(objects in key order, list resourceVersion, key to start after) before selection and paging.
 
-
-def _after(obj: JsonObj, start: str) -> bool:
-    namespace, _, name = start.partition("/")
-    return _key(obj) > (namespace, name)
-
-
-def _source(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery) -> tuple[list[JsonObj], int, str]:
-    """(objects, list resourceVersion, start key) before selection and paging."""
+    As the real server (etcd3 store + watch cache): no resourceVersion is the most recent state; "0" is
+    any (served from the cache, here the current state); another version with `limit` and no
+    resourceVersionMatch is exact (the legacy paged read at a version), without `limit` not older than.
+    """
     gr = rt.group_resource
     current = store.resource_version
     if q.continue_token:
@@ -100,39 +102,51 @@ def _source(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery)
             raise errors.bad_request("specifying resource version is not allowed when using continue")
         rv, start = decode_continue(q.continue_token)
         try:
-            return store.snapshot(gr, namespace, rv), rv, start
+            return store.view(gr, namespace, rv), rv, start
         except errors.ApiError as exc:
             if exc.code == 410:
                 raise errors.expired(_CONTINUE_TOO_OLD) from None
             raise
     if q.resource_version in (None, "", "0"):
-        return store.items(gr, namespace), current, ""
+        return store.view(gr, namespace), current, None
     rv = parse_rv(q.resource_version)
     if rv > current:
         raise errors.timeout(f"Too large resource version: {rv}, current: {current}")
-    if q.resource_version_match == "Exact":
-        return store.snapshot(gr, namespace, rv), rv, ""
-    if q.resource_version_match not in (None, "", "NotOlderThan"):
+    match = q.resource_version_match or ("Exact" if q.limit and q.limit > 0 else "NotOlderThan")
+    if match == "Exact":
+        return store.view(gr, namespace, rv), rv, None
+    if match != "NotOlderThan":
         raise errors.bad_request(f"resourceVersionMatch: Unsupported value: {q.resource_version_match!r}")
-    return store.items(gr, namespace), current, ""
+    return store.view(gr, namespace), current, None
 
 
 def list_objects(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery) -> JsonObj:
+    """One list (page): only the page's own items are copied, so paging N objects costs O(N) copies."""
     selection = Selection(rt, q.label_selector, q.field_selector)
     objects, list_rv, start = _source(store, rt, namespace, q)
-    chosen = [o for o in objects if selection.matches(o) and (not start or _after(o, start))]
+    if start is not None:
+        objects = objects[bisect.bisect_right(objects, start, key=lambda pair: pair[0]) :]
+    limit = q.limit if q.limit and q.limit > 0 else None
+    chosen: list[tuple[ObjKey, JsonObj]] = []
+    rest = iter(objects)
+    for pair in rest:
+        if selection.matches(pair[1]):
+            chosen.append(pair)
+            if limit is not None and len(chosen) == limit:
+                break
     list_meta: JsonObj = {"resourceVersion": str(list_rv)}
-    if q.limit and q.limit > 0 and len(chosen) > q.limit:
-        remaining = len(chosen) - q.limit
-        chosen = chosen[: q.limit]
-        list_meta["continue"] = encode_continue(list_rv, "/".join(_key(chosen[-1])))
-        if selection.empty:
-            list_meta["remainingItemCount"] = remaining
+    if limit is not None and len(chosen) == limit:
+        # A continue token only when something is left (an etcd range read asks for limit + 1 keys).
+        remaining = sum(1 for pair in rest if selection.matches(pair[1]))
+        if remaining:
+            list_meta["continue"] = encode_continue(list_rv, chosen[-1][0])
+            if selection.empty:
+                list_meta["remainingItemCount"] = remaining
     return {
         "kind": rt.list_kind,
         "apiVersion": rt.api_version,
         "metadata": list_meta,
-        "items": [list_item(rt, o) for o in chosen],
+        "items": [list_item(rt, obj) for _, obj in chosen],
     }
 
 

@@ -79,21 +79,29 @@ class Store:
 
     def items(self, gr: GroupResource, namespace: str | None = None) -> list[JsonObj]:
         """Current objects sorted by (namespace, name), like etcd key order."""
-        objs = self._objects.get(gr, {})
-        return [copy.deepcopy(objs[k]) for k in sorted(objs) if namespace is None or k[0] == namespace]
+        return [copy.deepcopy(obj) for _, obj in self.view(gr, namespace)]
 
     def snapshot(self, gr: GroupResource, namespace: str | None, rv: int) -> list[JsonObj]:
         """Objects exactly as of `rv`, rebuilt by undoing later events (410 if compacted)."""
-        later = self.history.since(rv)
-        state = dict(self._objects.get(gr, {}).items())
-        for event in reversed(later):
-            if event.gr != gr:
-                continue
-            if event.type == "ADDED":
-                state.pop(event.key, None)
-            elif event.prev is not None:
-                state[event.key] = event.prev
-        return [copy.deepcopy(state[k]) for k in sorted(state) if namespace is None or k[0] == namespace]
+        return [copy.deepcopy(obj) for _, obj in self.view(gr, namespace, rv)]
+
+    def view(
+        self, gr: GroupResource, namespace: str | None = None, rv: int | None = None
+    ) -> list[tuple[ObjKey, JsonObj]]:
+        """(key, object) in key order, now or exactly as of `rv`; the stored objects themselves, not copies:
+        read them, copy what is served (a list page copies only its own items)."""
+        state = self._objects.get(gr, {})
+        if rv is not None:
+            later = self.history.since(rv)
+            state = dict(state)
+            for event in reversed(later):
+                if event.gr != gr:
+                    continue
+                if event.type == "ADDED":
+                    state.pop(event.key, None)
+                elif event.prev is not None:
+                    state[event.key] = event.prev
+        return [(k, state[k]) for k in sorted(state) if namespace is None or k[0] == namespace]
 
     def all_objects(self) -> Iterable[tuple[GroupResource, JsonObj]]:
         for gr, objs in list(self._objects.items()):

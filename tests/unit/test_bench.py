@@ -3,6 +3,7 @@ of the committed run, and the in-process hot-path harness checks what it times."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -143,3 +144,20 @@ def test_merge_into_takes_a_cold_start_run_only(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "--merge-into takes a cold-start run only" in done.stderr
     assert saved.read_text() == "{}"
+
+
+def test_scale_benchmark_runs_every_window_at_ten_targets() -> None:
+    from bench import scale
+
+    options = scale.Options(targets=10, rate=50.0, sync_timeout=60.0, quiet=0.5, settle=1.0)
+    result = asyncio.run(scale.run(options))
+    assert result["ready_s"] >= result["admin_up_s"] > 0
+    windows = result["windows"]
+    assert list(windows) == ["sync", "quiet", "burst", "scrape", "status"]
+    assert windows["sync"]["done"], windows["sync"]
+    assert windows["burst"]["updates"] == 10
+    assert windows["scrape"]["bytes"] > 0
+    for name, window in windows.items():
+        assert window["calls"] > 0 or name == "sync", (name, window)
+        assert "p99_ms" in window or window["calls"] == 0
+    assert "| burst |" in scale.render(result)

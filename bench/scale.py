@@ -1,0 +1,345 @@
+"""`python -m bench.scale --targets N`: zerohop on the Kubernetes provider with N targets, and what it costs.
+
+Three processes: the API emulator filled with N targets (`bench.scale_emulator`), `zerohop serve --provider
+kubernetes` against it (leader, ScaledObject management on, the defaults), and this one, which times
+ext_proc calls to zerohop's one warm target at a steady rate (an open loop: a stall shows as latency, never
+as fewer calls) while things happen:
+
+- start -> ready: the process started -> its admin server answers (imports) -> `/readyz` 200 (synced);
+- memory per target: (RSS at ready - RSS when the admin server first answered, before any list) / N;
+- sync: from ready until every ScaledObject exists (or `--sync-timeout`), the leader's first job;
+- quiet: a few seconds in which the bench does nothing (the baseline, unless the leader is still syncing);
+- burst: 100 EndpointSlice updates sent at once (endpoints added, none ready);
+- scrape: `/metrics` fetched 3 times, one after another; status: `/status` fetched 3 times.
+
+For each window: calls, failed calls (no CONTINUE within the deadline: an error, a hold, a timeout), the
+first answer's latency p50 / p99 / max, and how many answers took longer than the shipped filter's 1 s
+`message_timeout` (behind a gateway those requests would have gone on uncounted). Not part of the test
+suite (tests/unit/test_bench.py runs it once with N = 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+
+from bench.procs import Child, free_port
+from bench.scale_emulator import NAMESPACE, PROBE, SLICES, endpoint_slice, target_name
+
+CALL_DEADLINE = 10.0
+ENVOY_MESSAGE_TIMEOUT = 1.0  # the shipped EnvoyFilter's message_timeout
+BURST = 100
+
+
+@dataclass
+class Options:
+    targets: int = 1000
+    rate: float = 100.0  # ext_proc calls per second
+    sync_timeout: float = 300.0
+    quiet: float = 3.0
+    settle: float = 2.0  # seconds of calls kept in a window after its event, for the stall to show
+    workdir: Path | None = None
+
+
+@dataclass
+class Call:
+    started: float
+    latency: float
+    outcome: str  # "ok", or why the call did not get a CONTINUE
+
+
+@dataclass
+class Window:
+    name: str
+    start: float
+    end: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def _headers_request(host: str) -> bytes:
+    headers = ep.HttpHeaders()
+    for key, value in ((":method", b"GET"), (":path", b"/"), (":authority", host.encode()), (":scheme", b"http")):
+        headers.headers.headers.append(base_pb2.HeaderValue(key=key, raw_value=value))
+    return ep.ProcessingRequest(request_headers=headers).SerializeToString()
+
+
+class Load:
+    """Open-loop ext_proc calls to one host at `rate` per second; every call recorded."""
+
+    def __init__(self, address: str, host: str, rate: float) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = ep_grpc.ExternalProcessorStub(self._channel)
+        self._request = ep.ProcessingRequest.FromString(_headers_request(host))
+        self._interval = 1.0 / rate
+        self.calls: list[Call] = []
+        self._pending: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def one(self) -> Call:
+        started = time.monotonic()
+        call = self._stub.Process(iter([self._request]), timeout=CALL_DEADLINE)
+        try:
+            response = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            return Call(started, time.monotonic() - started, exc.code().name)
+        latency = time.monotonic() - started
+        if response is grpc.aio.EOF:
+            return Call(started, latency, "EOF")
+        if not response.HasField("request_headers"):
+            call.cancel()  # held: nothing more to learn from this one
+            return Call(started, latency, "held")
+        await call.code()  # zerohop ends a warm stream itself; a cancel here would race its status
+        return Call(started, latency, "ok")
+
+    async def _record(self) -> None:
+        self.calls.append(await self.one())
+
+    async def _tick(self) -> None:
+        next_at = time.monotonic()
+        while True:
+            task = asyncio.ensure_future(self._record())
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            next_at += self._interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def start(self) -> None:
+        self._ticker = asyncio.ensure_future(self._tick())
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        await self._channel.close()
+
+    def summary(self, window: Window) -> dict[str, Any]:
+        calls = [c for c in self.calls if window.start <= c.started < window.end]
+        ok = sorted(c.latency for c in calls if c.outcome == "ok")
+        failed: dict[str, int] = {}
+        for c in calls:
+            if c.outcome != "ok":
+                failed[c.outcome] = failed.get(c.outcome, 0) + 1
+        out: dict[str, Any] = {"seconds": round(window.end - window.start, 2), "calls": len(calls), "failed": failed}
+        # Behind the shipped filter (message_timeout 1s, failure_mode_allow) these would go on uncounted.
+        out["over_1s"] = sum(1 for latency in ok if latency > ENVOY_MESSAGE_TIMEOUT)
+        if ok:
+            out["p50_ms"] = round(1000 * statistics.median(ok), 2)
+            out["p99_ms"] = round(1000 * ok[min(len(ok) - 1, int(len(ok) * 0.99))], 2)
+            out["max_ms"] = round(1000 * ok[-1], 2)
+        return {**out, **window.extra}
+
+
+async def _count(session: aiohttp.ClientSession, base: str, path: str) -> int:
+    """How many objects a list holds, from one item and `remainingItemCount` (a paged list's count)."""
+    async with session.get(f"{base}{path}", params={"limit": "1"}) as response:
+        response.raise_for_status()
+        body = await response.json()
+    return len(body["items"]) + int(body["metadata"].get("remainingItemCount") or 0)
+
+
+async def _until_warm(load: Load, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (await load.one()).outcome != "ok":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the probe target was not warm after {timeout:g}s")
+        await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def _children(options: Options, workdir: Path) -> AsyncIterator[tuple[Child, Child, dict[str, Any]]]:
+    emu_port = free_port()
+    kubeconfig = workdir / "kubeconfig"
+    emulator = Child(
+        "kubeemu",
+        ["-m", "bench.scale_emulator", "--targets", str(options.targets), "--port", str(emu_port),
+         "--kubeconfig", str(kubeconfig)],
+        workdir / "kubeemu.log",
+    )  # fmt: skip
+    ports = {name: free_port() for name in ("ext_proc", "scaler", "admin", "peer")}
+    zerohop = Child(
+        "zerohop",
+        ["-m", "extproc", "serve", "--provider", "kubernetes", "--kubeconfig", str(kubeconfig),
+         "--pod-name", "zerohop-0", "--pod-namespace", NAMESPACE, "--pod-ip", "127.0.0.1",
+         "--propagation-delay", "0.05", "--log-level", "warning",
+         "--ext-proc-address", f"127.0.0.1:{ports['ext_proc']}", "--scaler-address", f"127.0.0.1:{ports['scaler']}",
+         "--admin-address", f"127.0.0.1:{ports['admin']}", "--peer-address", f"127.0.0.1:{ports['peer']}"],
+        workdir / "zerohop.log",
+    )  # fmt: skip
+    info: dict[str, Any] = {"emulator": f"http://127.0.0.1:{emu_port}", **ports}
+    try:
+        populate_started = time.monotonic()
+        await emulator.start()
+        await emulator.wait_tcp(emu_port, timeout=60 + options.targets / 20)
+        info["populate_s"] = round(time.monotonic() - populate_started, 2)
+        yield emulator, zerohop, info
+    finally:
+        await zerohop.stop()
+        await emulator.stop()
+
+
+async def run(options: Options) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="zerohop-scale-") as tmp:
+        workdir = options.workdir or Path(tmp)
+        async with _children(options, workdir) as (_emulator, zerohop, info):
+            return await _measure(options, zerohop, info)
+
+
+async def _measure(options: Options, zerohop: Child, info: dict[str, Any]) -> dict[str, Any]:
+    admin = f"http://127.0.0.1:{info['admin']}"
+    api = str(info["emulator"])
+    result: dict[str, Any] = {"targets": options.targets, "rate": options.rate, "populate_s": info["populate_s"]}
+    started = time.monotonic()
+    await zerohop.start()
+    await zerohop.wait_http_ok(f"{admin}/healthz", timeout=60)
+    admin_up = time.monotonic()
+    rss_before = _rss_kib(zerohop.pid)
+    await zerohop.wait_http_ok(f"{admin}/readyz", timeout=60 + options.targets / 100)
+    ready = time.monotonic()
+    rss_ready = _rss_kib(zerohop.pid)
+    result["admin_up_s"] = round(admin_up - started, 2)
+    result["ready_s"] = round(ready - started, 2)
+    result["sync_to_ready_s"] = round(ready - admin_up, 2)
+    result["rss_ready_mib"] = round(rss_ready / 1024, 1)
+    result["kib_per_target"] = round((rss_ready - rss_before) / max(1, options.targets), 2)
+
+    load = Load(f"127.0.0.1:{info['ext_proc']}", f"{PROBE}.scale.test", options.rate)
+    windows: list[Window] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        await _until_warm(load)
+        result["probe_warm_s"] = round(time.monotonic() - ready, 2)
+        load.start()
+        try:
+            windows.append(await _sync(options, session, api, started))
+            windows.append(await _quiet(options))
+            windows.append(await _burst(options, session, api))
+            windows.append(await _fetch(options, session, admin, "/metrics", "scrape"))
+            windows.append(await _fetch(options, session, admin, "/status", "status"))
+            result["rss_end_mib"] = round(_rss_kib(zerohop.pid) / 1024, 1)
+        finally:
+            await load.stop()
+    result["windows"] = {window.name: load.summary(window) for window in windows}
+    return result
+
+
+async def _sync(options: Options, session: aiohttp.ClientSession, api: str, zerohop_started: float) -> Window:
+    start = time.monotonic()
+    path = f"/apis/keda.sh/v1alpha1/namespaces/{NAMESPACE}/scaledobjects"
+    want = options.targets + 1
+    count = 0
+    while time.monotonic() - start < options.sync_timeout:
+        count = await _count(session, api, path)
+        if count >= want:
+            break
+        await asyncio.sleep(0.5)
+    end = time.monotonic()
+    extra = {"scaledobjects": count, "of": want, "done": count >= want}
+    if count >= want:
+        extra["all_written_s_after_start"] = round(end - zerohop_started, 2)
+    return Window("sync", start, end, extra)
+
+
+async def _quiet(options: Options) -> Window:
+    start = time.monotonic()
+    await asyncio.sleep(options.quiet)
+    return Window("quiet", start, time.monotonic())
+
+
+async def _burst(options: Options, session: aiohttp.ClientSession, api: str) -> Window:
+    count = min(BURST, options.targets)
+    path = f"{api}/apis/{SLICES}/namespaces/{NAMESPACE}/endpointslices"
+
+    async def update(index: int) -> None:
+        name = target_name(index)
+        body = endpoint_slice(name, [], not_ready_ips=[f"10.1.{index // 250}.{index % 250 + 1}"])
+        async with session.put(f"{path}/{name}-abcde", json=body) as response:
+            response.raise_for_status()
+
+    start = time.monotonic()
+    await asyncio.gather(*(update(i) for i in range(count)))
+    sent = time.monotonic()
+    await asyncio.sleep(options.settle)
+    return Window("burst", start, time.monotonic(), {"updates": count, "send_ms": round(1000 * (sent - start), 1)})
+
+
+async def _fetch(options: Options, session: aiohttp.ClientSession, admin: str, path: str, name: str) -> Window:
+    timings: list[float] = []
+    size = 0
+    start = time.monotonic()
+    for _ in range(3):
+        began = time.monotonic()
+        async with session.get(f"{admin}{path}") as response:
+            size = len(await response.read())
+        timings.append(1000 * (time.monotonic() - began))
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(options.settle - 0.5)
+    extra = {"fetch_ms": [round(t, 1) for t in timings], "bytes": size}
+    return Window(name, start, time.monotonic(), extra)
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"N = {result['targets']}: start -> admin up {result['admin_up_s']} s, -> ready {result['ready_s']} s "
+        f"(sync {result['sync_to_ready_s']} s); RSS at ready {result['rss_ready_mib']} MiB, "
+        f"{result['kib_per_target']} KiB per target; probe warm {result['probe_warm_s']} s after ready",
+        f"ext_proc at {result['rate']:g} calls/s:",
+        "| window | seconds | calls | failed | > 1 s | p50 ms | p99 ms | max ms | what happened |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, w in result["windows"].items():
+        shown = {"seconds", "calls", "failed", "over_1s", "p50_ms", "p99_ms", "max_ms"}
+        what = {k: v for k, v in w.items() if k not in shown}
+        failed = sum(w["failed"].values())
+        failed_text = f"{failed} {w['failed']}" if failed else "0"
+        lines.append(
+            f"| {name} | {w['seconds']} | {w['calls']} | {failed_text} | {w['over_1s']} | {w.get('p50_ms', '-')} | "
+            f"{w.get('p99_ms', '-')} | {w.get('max_ms', '-')} | {json.dumps(what)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    defaults = Options()
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", type=int, default=defaults.targets)
+    parser.add_argument("--rate", type=float, default=defaults.rate, help="ext_proc calls per second")
+    parser.add_argument(
+        "--sync-timeout", type=float, default=defaults.sync_timeout, help="seconds to wait for the leader's sync"
+    )
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--workdir", type=Path, help="keep the kubeconfig and the children's logs here")
+    args = parser.parse_args(argv)
+    options = Options(targets=args.targets, rate=args.rate, sync_timeout=args.sync_timeout, workdir=args.workdir)
+    result = asyncio.run(run(options))
+    result["options"] = {k: str(v) for k, v in asdict(options).items()}
+    print(render(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

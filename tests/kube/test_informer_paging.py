@@ -1,0 +1,36 @@
+"""The informer lists in pages of 500, as client-go's reflector does, and still sees every object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extproc.providers.kubernetes.api import KubeApi, Resource
+from extproc.providers.kubernetes.informer import Informer
+from tests.kubeemu import KubeEmulator
+from tests.kubeemu.manifests import configmap
+
+pytest_plugins = ["tests.kubeemu.pytest_plugin"]
+
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+
+
+async def test_the_informer_sees_all_objects_through_pages(kube_emulator: KubeEmulator) -> None:
+    count = 1203
+    for n in range(count):
+        kube_emulator.create(configmap(f"cm{n:04}", namespace="many"))
+    added: list[Any] = []
+    api = KubeApi(kube_emulator.api_client())
+    informer = Informer(api, CONFIGMAPS, lambda kind, _old, new: added.append((kind, new)), namespace="many")
+    try:
+        informer.start()
+        await informer.synced.wait()
+    finally:
+        await informer.stop()
+        await api.close()
+    assert len(informer.cache) == count
+    assert sorted(new["metadata"]["name"] for kind, new in added if kind == "ADDED") == [
+        f"cm{n:04}" for n in range(count)
+    ]
+    lists = kube_emulator.request_log.matching(method="GET", path_contains="/configmaps", watch=False)
+    assert [r.query.get("limit") for r in lists] == ["500", "500", "500"]
+    assert [bool(r.query.get("continue")) for r in lists] == [False, True, True]
