@@ -23,6 +23,7 @@ from extproc.core.background import BackgroundTasks
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey
 from extproc.core.provider import Provider
+from extproc.core.warmpath import WarmPath, WarmPathMode
 from extproc.envoy import istio
 from extproc.envoy.processor import ExtProcServicer
 from extproc.keda.autoscaler import LocalAutoscaler
@@ -81,6 +82,7 @@ def local_provider(settings: Settings) -> LocalProvider:
         raise SettingsError("--config (ZEROHOP_CONFIG) is required with --provider local")
     # Read it before anything listens or starts: a missing or broken file is then the only thing reported.
     local_config.load(settings.config)
+    warm = WarmPath(settings.open_after) if settings.warm_path is WarmPathMode.OPEN else None
     return LocalProvider(
         settings.config,
         state_dir=settings.state_dir,
@@ -89,6 +91,8 @@ def local_provider(settings: Settings) -> LocalProvider:
         eds_settle_delay=settings.eds_settle_delay,
         drain_timeout=settings.drain_timeout,
         autoscaled=settings.autoscale,
+        warm_path=warm,
+        stats_interval=settings.stats_interval,
     )
 
 

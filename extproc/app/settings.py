@@ -20,6 +20,7 @@ from typing import Any
 
 from extproc.core.durations import parse_duration
 from extproc.core.registry import InFlightMode
+from extproc.core.warmpath import WarmPathMode
 from extproc.envoy import istio
 from extproc.envoy.config import DEFAULT_HOLD_TIMEOUT, MAX_MESSAGE_TIMEOUT_MARGIN, max_message_timeout_for
 
@@ -246,6 +247,31 @@ class Settings:
         "concurrency; one extra message per request) or `all`.",
         group="counting",
         choices=[m.value for m in InFlightMode],
+    )
+    warm_path: WarmPathMode = _setting(
+        WarmPathMode.EXT_PROC,
+        WarmPathMode,
+        "`open`: a virtual host whose targets are all warm skips ext_proc (`ExtProcPerRoute{disabled}`), its "
+        "requests counted from the gateway's stats; needs --envoy-admin and, for now, the local provider. "
+        "`ext-proc`: every request asks zerohop (exact per-request in-flight, warm-request spans). The default "
+        "stays `ext-proc` until the Kubernetes provider can switch the warm path too.",
+        group="counting",
+        choices=[m.value for m in WarmPathMode],
+    )
+    open_after: float = _setting(
+        3.0,
+        parse_duration,
+        "--warm-path open: how long a target must have been routable and receiving requests before its "
+        "virtual host skips ext_proc.",
+        group="counting",
+        metavar="DURATION",
+    )
+    stats_interval: float = _setting(
+        1.0,
+        _positive_duration,
+        "--warm-path open: how often the gateways' stats are read while some virtual host skips ext_proc.",
+        group="counting",
+        metavar="DURATION",
     )
     envoy_admin: tuple[str, ...] = _setting(
         (),
@@ -480,6 +506,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_listen_addresses(self)
+        _check_warm_path(self)
         if self.ext_proc_max_streams <= self.max_held_total:
             raise SettingsError(
                 f"{flag('ext_proc_max_streams')} {self.ext_proc_max_streams} must be above "
@@ -517,6 +544,21 @@ def _listen_overlap(a: str, b: str) -> bool:
         return False
     host_a, host_b = (h.strip("[]").replace("localhost", "127.0.0.1") for h in (host_a, host_b))
     return host_a == host_b or host_a in _ANY_HOST or host_b in _ANY_HOST
+
+
+def _check_warm_path(settings: Settings) -> None:
+    if settings.warm_path is not WarmPathMode.OPEN:
+        return
+    if settings.provider is ProviderKind.KUBERNETES:
+        raise SettingsError(
+            f"{flag('warm_path')} open ({env_var('warm_path')}) is not supported yet with the Kubernetes provider; "
+            "use ext-proc (the default)"
+        )
+    if not settings.envoy_admin:
+        raise SettingsError(
+            f"{flag('warm_path')} open needs {flag('envoy_admin')} ({env_var('envoy_admin')}): zerohop confirms "
+            "each switch and counts warm requests from the gateway's admin API"
+        )
 
 
 def _check_listen_addresses(settings: Settings) -> None:

@@ -4,6 +4,7 @@
 - `fieldcheck`: unknown fields in a document against a declared field tree, with the nearest valid name
 - `registry`: the live state of every target; `routing`: the route table, an immutable snapshot
 - `traffic`: per-target counters; `coldstart`: the cold gate and held requests; `activation`: wake fan-out
+- `warmpath`: which virtual hosts skip ext_proc (open) and the counts read from the gateway while they do
 - `provider`: the interface providers implement; `engine`: `Core`, all of the above wired together
 - `background`: `BackgroundTasks`, the one owner of every long-lived object's background tasks
 - `loglimit`: rate-limited log lines and clipped text, for what outside input can trigger

@@ -4,7 +4,7 @@ activation bus of one zerohop process. Providers reach it through `extproc.core.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from extproc.core.activation import ActivationBus
 from extproc.core.coldstart import ColdGate
@@ -41,6 +41,7 @@ class Core:
         self.cold_gate.add_wake_hook(self.bus.publish)
         self.cold_gate.add_watch_hook(self._watching)
         self._noticed: dict[TargetKey, tuple[str, ...]] = {}
+        self._routable_hooks: list[Callable[[TargetKey, bool], None]] = []
 
     def _watching(self, key: TargetKey, _on: bool) -> None:
         state = self.registry.get(key)
@@ -99,6 +100,12 @@ class Core:
         """Whether the gateway can route to `key` now; `guessed` when the provider could not see the gateway
         itself (a delay passed), so released and warm requests are watched for the gateway's own 503."""
         self.cold_gate.set_routable(key, routable, guessed=guessed)
+        for hook in self._routable_hooks:
+            hook(key, routable)
+
+    def add_routable_hook(self, hook: Callable[[TargetKey, bool], None]) -> None:
+        """Call `hook(key, routable)` whenever a provider reports routability (the warm path's switch)."""
+        self._routable_hooks.append(hook)
 
     def add_provider(self, provider: Provider) -> None:
         self.cold_gate.add_wake_hook(provider.wake)

@@ -28,7 +28,7 @@ class InFlightMode(enum.Enum):
 class TargetState:
     """One target as the hot path sees it: spec, counters, gate and the derived per-request choices."""
 
-    __slots__ = ("follow_base", "follow_end", "gate", "hold_budget", "key", "spec", "traffic")
+    __slots__ = ("follow_base", "follow_end", "forced_active", "gate", "hold_budget", "key", "spec", "traffic")
 
     def __init__(self, spec: ScaledTarget, gate: TargetGate, hold_budget: float, follow_end: bool) -> None:
         self.key = spec.key
@@ -39,6 +39,9 @@ class TargetState:
         self.follow_base = follow_end
         # What the hot path reads: follow_base, or every request while a release is being watched.
         self.follow_end = follow_end or gate.watching
+        # The warm path is (or may be) open: requests can bypass zerohop, so IsActive stays true until the
+        # gate is confirmed back in place (core/warmpath.py).
+        self.forced_active = False
 
     def set_follow(self, base: bool | None = None) -> None:
         """Recompute `follow_end` after the base choice or the gate's watch window changed."""

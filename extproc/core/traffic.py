@@ -125,7 +125,7 @@ class TargetTraffic:
     `outcomes` counts held requests by how their hold ended, `holds` their durations (cold path only).
     """
 
-    __slots__ = ("holds", "in_flight", "outcomes", "rate", "released_5xx", "requests")
+    __slots__ = ("gateway_in_flight", "holds", "in_flight", "outcomes", "rate", "released_5xx", "requests")
 
     def __init__(self, window: float, granularity: float) -> None:
         self.in_flight = 0
@@ -134,6 +134,8 @@ class TargetTraffic:
         self.outcomes: dict[HoldOutcome, int] = {}
         self.holds: dict[HoldOutcome, Histogram] = {}
         self.released_5xx = 0
+        # Requests the gateway has open to the target, read from its stats while the warm path is open.
+        self.gateway_in_flight = 0
 
     def hold_ended(self, outcome: HoldOutcome, seconds: float | None) -> None:
         """Count a cold request's outcome; `seconds` held is None when it was refused without being held."""
@@ -146,7 +148,9 @@ class TargetTraffic:
         histogram.observe(seconds)
 
     def snapshot(self, now: float, held: int) -> TrafficSnapshot:
-        return TrafficSnapshot(self.in_flight, held, self.requests, self.rate.average(now))
+        # The gateway's count includes requests zerohop follows too: the larger one, never their sum.
+        in_flight = max(self.in_flight, self.gateway_in_flight)
+        return TrafficSnapshot(in_flight, held, self.requests, self.rate.average(now))
 
 
 @dataclass(frozen=True, slots=True)

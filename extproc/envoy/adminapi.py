@@ -20,6 +20,28 @@ class EnvoyAdminError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterCounters:
+    """One cluster's request counters in one Envoy: requests sent upstream (a counter), open now (a gauge),
+    and requests it answered itself for want of a healthy endpoint (a counter)."""
+
+    requests: int = 0
+    active: int = 0
+    none_healthy: int = 0
+
+    def __add__(self, other: ClusterCounters) -> ClusterCounters:
+        return ClusterCounters(
+            self.requests + other.requests, self.active + other.active, self.none_healthy + other.none_healthy
+        )
+
+
+_COUNTER_FIELDS = {
+    "upstream_rq_total": "requests",
+    "upstream_rq_active": "active",
+    "upstream_cx_none_healthy": "none_healthy",
+}
+
+
+@dataclass(frozen=True, slots=True)
 class LoadedHost:
     address: str
     port: int
@@ -86,6 +108,35 @@ class EnvoyAdmin:
             if isinstance(stat, dict):
                 total += int(stat.get("value", 0))
         return total
+
+    async def cluster_counters(self, clusters: list[str]) -> dict[str, ClusterCounters]:
+        """`ClusterCounters` of each of `clusters` (one request, an exact-name filter); a cluster the Envoy
+        does not have is absent."""
+        if not clusters:
+            return {}
+        names = "|".join(re.escape(c) for c in clusters)
+        pattern = rf"^cluster\.({names})\.({'|'.join(_COUNTER_FIELDS)})$"
+        data = await self._get_json(f"/stats?format=json&filter={urllib.parse.quote(pattern, safe='')}")
+        stats = data.get("stats")
+        values: dict[str, dict[str, int]] = {}
+        for stat in stats if isinstance(stats, list) else []:
+            if not isinstance(stat, dict) or "value" not in stat:
+                continue
+            cluster, _, name = str(stat.get("name", "")).removeprefix("cluster.").rpartition(".")
+            field = _COUNTER_FIELDS.get(name)
+            if field is not None and cluster in clusters:
+                values.setdefault(cluster, {})[field] = int(stat["value"])
+        return {cluster: ClusterCounters(**fields) for cluster, fields in values.items()}
+
+    async def route_config_version(self, name: str) -> str | None:
+        """The `version_info` of the dynamic route configuration `name` this Envoy has loaded (None: none)."""
+        data = await self._get_json("/config_dump?resource=dynamic_route_configs")
+        configs = data.get("configs")
+        for config in configs if isinstance(configs, list) else []:
+            if isinstance(config, dict) and config.get("route_config", {}).get("name") == name:
+                version = config.get("version_info")
+                return None if version is None else str(version)
+        return None
 
     async def ready(self) -> bool:
         try:

@@ -271,11 +271,25 @@ def _route(spec: RouteSpec) -> dict[str, Any]:
     return {"match": match, "route": action}
 
 
-def virtual_hosts(routes: Iterable[RouteSpec], fallback: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def target_hosts(target: ScaledTarget) -> tuple[str, ...]:
+    """The hosts (one virtual host each) a target is reachable through on a plain-Envoy gateway."""
+    return target.hosts or ("*",)
+
+
+# On a virtual host whose targets are all warm (the warm path is open): the ext_proc filter does nothing there.
+EXT_PROC_DISABLED = {EXT_PROC_FILTER: {"@type": EXT_PROC_PER_ROUTE_TYPE, "disabled": True}}
+
+
+def virtual_hosts(
+    routes: Iterable[RouteSpec],
+    fallback: Mapping[str, Any] | None = None,
+    open_hosts: frozenset[str] = frozenset(),
+) -> list[dict[str, Any]]:
     """Virtual hosts for `routes` (one per host, longest prefix first) plus a default `*` host.
 
     The default host answers 404 like the add-on's interceptor does for unknown hosts, unless `fallback`
     gives it a route action (e.g. `{"cluster": "legacy"}`) or a catch-all target already uses `*`.
+    Hosts in `open_hosts` skip the ext_proc filter (`ExtProcPerRoute{disabled: true}`).
     """
     by_host: dict[str, list[RouteSpec]] = {}
     for spec in routes:
@@ -283,13 +297,14 @@ def virtual_hosts(routes: Iterable[RouteSpec], fallback: Mapping[str, Any] | Non
     hosts = []
     for host, specs in sorted(by_host.items()):
         specs.sort(key=lambda s: (-len(s.prefix), -len(s.headers)))
-        hosts.append(
-            {
-                "name": "zerohop_" + re.sub(r"[^A-Za-z0-9]+", "_", host).strip("_") if host != "*" else "zerohop_any",
-                "domains": [host],
-                "routes": [_route(spec) for spec in specs],
-            }
-        )
+        vhost: dict[str, Any] = {
+            "name": "zerohop_" + re.sub(r"[^A-Za-z0-9]+", "_", host).strip("_") if host != "*" else "zerohop_any",
+            "domains": [host],
+            "routes": [_route(spec) for spec in specs],
+        }
+        if host in open_hosts:
+            vhost["typed_per_filter_config"] = EXT_PROC_DISABLED
+        hosts.append(vhost)
     if "*" not in by_host:
         default_route: dict[str, Any] = {"match": {"prefix": "/"}}
         if fallback is not None:
@@ -308,9 +323,14 @@ CDS_FILE = "cds.json"
 RDS_FILE = "rds.json"
 
 
-def route_configuration(targets: Iterable[ScaledTarget], fallback: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The gateway's RouteConfiguration for plain Envoy: each target's hosts and paths to its cluster."""
-    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts(target_routes(targets), fallback)}
+def route_configuration(
+    targets: Iterable[ScaledTarget],
+    fallback: Mapping[str, Any] | None = None,
+    open_hosts: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The gateway's RouteConfiguration for plain Envoy: each target's hosts and paths to its cluster; the
+    hosts in `open_hosts` without ext_proc (the warm path)."""
+    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts(target_routes(targets), fallback, open_hosts)}
 
 
 def target_clusters(targets: Iterable[ScaledTarget], xds_dir: Path) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from extproc.envoy.adminapi import EnvoyAdmin, EnvoyAdminError, LoadedHost
+from extproc.envoy.adminapi import ClusterCounters, EnvoyAdmin, EnvoyAdminError, LoadedHost
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,40 @@ class GatewayView:
         except EnvoyAdminError:
             return None
         return sum(counts)
+
+    async def counters(self, clusters: list[str]) -> dict[str, ClusterCounters]:
+        """Each cluster's counters summed over every gateway; raises EnvoyAdminError when one cannot be read
+        (a partial sum would read as a counter reset)."""
+        answers = await asyncio.gather(*(admin.cluster_counters(clusters) for admin in self._admins))
+        total: dict[str, ClusterCounters] = {}
+        for answer in answers:
+            for cluster, counters in answer.items():
+                total[cluster] = total.get(cluster, ClusterCounters()) + counters
+        return total
+
+    async def wait_route_version(self, name: str, version: Callable[[], str]) -> str:
+        """Return once every gateway has loaded route configuration `name` at the version `version()` gives
+        (read at each poll: a newer write replaces the one waited for); returns the version confirmed."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        delay = _POLL_FIRST
+        warned = False
+        while True:
+            wanted = version()
+            try:
+                loaded = await asyncio.gather(*(admin.route_config_version(name) for admin in self._admins))
+            except EnvoyAdminError as exc:
+                loaded = []
+                if not warned and loop.time() - started > _WARN_AFTER:
+                    log.warning("gateway admin unreachable while switching the warm path: %s", exc)
+                    warned = True
+            if loaded and all(v == wanted for v in loaded) and version() == wanted:
+                return wanted
+            if not warned and loop.time() - started > _WARN_AFTER:
+                log.warning("gateways have route config versions %s, not %s, after %.0fs", loaded, wanted, _WARN_AFTER)
+                warned = True
+            await asyncio.sleep(delay)
+            delay = min(_POLL_MAX * 5, delay * 2)
 
     async def wait_any(self, cluster: str, addresses: set[str]) -> None:
         """Return once each Envoy has at least one healthy endpoint of `cluster` at one of `addresses`."""

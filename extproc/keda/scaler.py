@@ -3,7 +3,8 @@
 - metric name `http-<ns>/<name>` (escaped), target = the scaling metric's targetValue;
 - GetMetrics = request rate or in-flight (held included), summed over every zerohop replica the
   `CountSource` knows, in both the int (ceil) and float fields;
-- IsActive = the metric is above zero or requests are held;
+- IsActive = the metric is above zero or requests are held, or the warm path is not confirmed gated
+  (`TargetState.forced_active`: requests may bypass zerohop, so only a confirmed gate lets it say false);
 - StreamIsActive pushes `true` the moment a cold request wakes the target (event-driven, no ticker).
 An unknown ScaledObjectRef is a NOT_FOUND that names what was asked (names clipped: the answer's size is
 bounded whatever the client sends). A request that is no valid message, or a ScaledObjectRef naming nothing,
@@ -124,7 +125,7 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
 
     async def _is_active(self, state: TargetState) -> bool:
         totals = await self._counts.totals(state)
-        return totals.held > 0 or state.metric_value(totals) > 0
+        return state.forced_active or totals.held > 0 or state.metric_value(totals) > 0
 
     async def IsActive(
         self, request: pb.ScaledObjectRef | None, context: grpc.aio.ServicerContext[object, object]

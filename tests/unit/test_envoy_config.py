@@ -97,6 +97,23 @@ def test_clusters_and_routes_are_exact_protos(tmp_path: Path) -> None:
     assert by_domain["*"].routes[0].direct_response.status == 404
 
 
+def test_an_open_virtual_host_disables_ext_proc_and_the_others_keep_it() -> None:
+    config = envoyconfig.route_configuration(targets(), open_hosts=frozenset({"a.example"}))
+    routes = strict(route_pb2.RouteConfiguration(), config)
+    by_domain = {vh.domains[0]: vh for vh in routes.virtual_hosts}
+    per_route = ext_proc_pb2.ExtProcPerRoute()
+    by_domain["a.example"].typed_per_filter_config[envoyconfig.EXT_PROC_FILTER].Unpack(per_route)
+    assert per_route.disabled
+    others = [vh for domain, vh in by_domain.items() if domain != "a.example"]
+    assert others
+    assert all(not vh.typed_per_filter_config for vh in others)
+    # Gated everywhere is today's config, byte for byte.
+    assert envoyconfig.route_configuration(targets(), open_hosts=frozenset()) == envoyconfig.route_configuration(
+        targets()
+    )
+    assert "typed_per_filter_config" not in json.dumps(envoyconfig.route_configuration(targets()))
+
+
 def test_xds_files_parse_as_discovery_responses(tmp_path: Path) -> None:
     files = XdsFiles(tmp_path)
     files.write_clusters(envoyconfig.target_clusters(targets(), tmp_path))
@@ -224,3 +241,17 @@ def test_the_documented_envoy_tracing_snippet_is_what_zerohop_writes() -> None:
     assert tracing.pop("random_sampling") == {"value": 100}
     assert tracing == envoyconfig.otel_tracing()
     assert yaml.safe_load(cluster_part) == [envoyconfig.otlp_cluster("otel-collector", 4317)]
+
+
+def test_an_unchanged_route_configuration_is_not_written_again(tmp_path: Path) -> None:
+    # Envoy keeps the version it has for unchanged resources: a rewrite's version could never be confirmed.
+    files = XdsFiles(tmp_path)
+    files.write_routes(envoyconfig.route_configuration(targets()))
+    first = files.routes_version
+    files.write_endpoints("other", [])
+    files.write_routes(envoyconfig.route_configuration(targets()))
+    assert files.routes_version == first
+    assert json.loads((tmp_path / envoyconfig.RDS_FILE).read_text())["version_info"] == first
+    files.write_routes(envoyconfig.route_configuration(targets(), open_hosts=frozenset({"a.example"})))
+    assert files.routes_version != first
+    assert json.loads((tmp_path / envoyconfig.RDS_FILE).read_text())["version_info"] == files.routes_version

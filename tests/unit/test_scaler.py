@@ -113,6 +113,17 @@ async def test_fractional_rate_rounds_the_int_field_up(scaler: tuple[Core, Any])
     assert value.metricValue == 2
 
 
+async def test_is_active_stays_true_while_the_warm_path_is_not_confirmed_gated(scaler: tuple[Core, Any]) -> None:
+    core, stub = scaler
+    state = core.registry.get(RATE)
+    assert state is not None
+    assert not (await stub.IsActive(ref(RATE))).result
+    state.forced_active = True  # open or switching: requests may bypass zerohop, idle is not known
+    assert (await stub.IsActive(ref(RATE))).result
+    state.forced_active = False
+    assert not (await stub.IsActive(ref(RATE))).result
+
+
 async def test_is_active_follows_metric_and_held_requests(scaler: tuple[Core, Any]) -> None:
     core, stub = scaler
     assert not (await stub.IsActive(ref(CONCURRENCY))).result

@@ -124,3 +124,13 @@ def test_the_other_known_variables_are_the_ones_their_commands_read() -> None:
     from extproc.dev.envoyproc import ENVOY_BIN_ENV
 
     assert set(OTHER_VARIABLES) == {ADMIN_URL_ENV, ENVOY_BIN_ENV}
+
+
+def test_warm_path_open_is_refused_with_the_kubernetes_provider_and_without_the_gateway_admin() -> None:
+    with pytest.raises(SettingsError, match="not supported yet with the Kubernetes provider"):
+        Settings.from_args(["--provider", "kubernetes", "--warm-path", "open"], env={})
+    with pytest.raises(SettingsError, match="--warm-path open needs --envoy-admin"):
+        Settings.from_args(["--config", "x.yaml", "--warm-path", "open"], env={})
+    settings = Settings.from_args(["--warm-path", "open", "--envoy-admin", "http://127.0.0.1:9901"], env={})
+    assert settings.warm_path.value == "open"
+    assert Settings.from_args([], env={}).warm_path.value == "ext-proc"

@@ -22,12 +22,14 @@ from extproc.core.background import BackgroundTasks
 from extproc.core.engine import Core
 from extproc.core.httpso import ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
-from extproc.envoy.config import route_configuration, target_cluster_name, target_clusters
+from extproc.core.warmpath import WarmPath
+from extproc.envoy.config import route_configuration, target_cluster_name, target_clusters, target_hosts
 from extproc.envoy.gatewayview import GatewayView
 from extproc.providers.local import config as local_config
 from extproc.providers.local.config import ConfigError, LocalConfig, Workload
 from extproc.providers.local.records import ReplicaRecord, ReplicaRecords, StateDirLock
 from extproc.providers.local.replicas import Endpoints, ReplicaSet
+from extproc.providers.local.warmswitch import WarmSwitch
 from extproc.providers.local.xds_files import XdsFiles
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class LocalStatus:
     xds_dir: Path
     reload: ReloadStatus
     problems: tuple[tuple[local_config.Problem, float], ...]
+    warm_path: dict[str, Any] | None = None
 
     @property
     def reload_success(self) -> bool:
@@ -93,6 +96,7 @@ class LocalStatus:
             "xdsDir": str(self.xds_dir),
             "reload": self.reload.as_dict(),
             "problems": [{**problem.as_dict(), "since": _iso(since)} for problem, since in self.problems],
+            **({} if self.warm_path is None else {"warmPath": self.warm_path}),
         }
 
 
@@ -109,6 +113,8 @@ class LocalProvider:
         eds_settle_delay: float = 0.25,
         drain_timeout: float = 0.0,
         autoscaled: bool = True,
+        warm_path: WarmPath | None = None,
+        stats_interval: float = 1.0,
     ) -> None:
         """`autoscaled=False`: nothing else drives replicas, so each target runs `replicas.min` replicas,
         also after an edit of `replicas.min` (with the autoscaler, the autoscaler applies it)."""
@@ -137,6 +143,11 @@ class LocalProvider:
         self._problems: dict[str, tuple[local_config.Problem, float]] = {}
         self._autoscaled = autoscaled
         self._tasks = BackgroundTasks()
+        # --warm-path open: the virtual hosts written without ext_proc, and the loop that switches them.
+        self._warm_path = warm_path
+        self._stats_interval = stats_interval
+        self._open_hosts: frozenset[str] = frozenset()
+        self.warm_switch: WarmSwitch | None = None
 
     @property
     def targets(self) -> dict[TargetKey, ScaledTarget]:
@@ -144,6 +155,15 @@ class LocalProvider:
 
     async def start(self, core: Core) -> None:
         self._core = core
+        if self._warm_path is not None:
+            self.warm_switch = WarmSwitch(
+                core,
+                self._warm_path,
+                self._gateway,
+                self._write_open_hosts,
+                lambda: self.xds.routes_version,
+                self._stats_interval,
+            )
         self._lock.acquire()
         self._stamp = self._stat()
         config = local_config.load(self.config_path)
@@ -157,6 +177,12 @@ class LocalProvider:
         self._records.flush()
         self._record(config)
         self._tasks.spawn(self._watch_config(), name="config reload")
+        if self.warm_switch is not None:
+            self._tasks.spawn(self.warm_switch.run(), name="warm path")
+
+    def _write_open_hosts(self, open_hosts: frozenset[str]) -> None:
+        self._open_hosts = open_hosts
+        self.xds.write_routes(route_configuration(self._targets.values(), open_hosts=open_hosts))
 
     def wake(self, key: TargetKey) -> None:
         # Scaling is the autoscaler's job (it hears the same wake through StreamIsActive, as KEDA would).
@@ -194,6 +220,7 @@ class LocalProvider:
                 None if error is None else error[1],
             ),
             tuple((problem, since) for problem, since in self._problems.values()),
+            None if self.warm_switch is None else self.warm_switch.status(),
         )
 
     def _stat(self) -> tuple[int, int] | None:
@@ -276,9 +303,11 @@ class LocalProvider:
                 replica_set.scale(target.min_replicas)
         self._targets = targets
         self.xds.write_clusters(target_clusters(targets.values(), self.xds.directory))
-        self.xds.write_routes(route_configuration(targets.values()))
+        self.xds.write_routes(route_configuration(targets.values(), open_hosts=self._open_hosts))
         clusters = {target_cluster_name(t): t.key for t in targets.values()}
         self._core.apply_targets(targets.values(), clusters)
+        if self._warm_path is not None:
+            self._warm_path.set_hosts(self._core.registry, {t.key: target_hosts(t) for t in targets.values()})
         for replica_set, target, adopted in new_sets:
             # Like a Deployment created with replicas.min (or as many as were adopted); the autoscaler takes it
             # from there.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,20 @@ class XdsFiles:
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self._version = 0
+        # version_info of the last route file written, which the gateway reports back once it has loaded it.
+        # Envoy keeps the version it has when a file's resources are unchanged, so an unchanged route
+        # configuration is not written again: its version could never be confirmed.
+        self.routes_version = ""
+        self._routes: list[dict[str, Any]] | None = None
 
-    def _write(self, name: str, resources: list[Mapping[str, Any]]) -> None:
+    def _write(self, name: str, resources: Sequence[Mapping[str, Any]]) -> str:
         self._version += 1
         final = self.directory / name
         temporary = self.directory / f".{name}.tmp"
-        document = {"version_info": str(self._version), "resources": resources}
+        document = {"version_info": str(self._version), "resources": list(resources)}
         temporary.write_text(json.dumps(document, sort_keys=True))
         os.replace(temporary, final)
+        return str(self._version)
 
     def prepare(self) -> None:
         """Create empty route and cluster files if missing: Envoy refuses to start on a missing file, and
@@ -63,4 +69,8 @@ class XdsFiles:
         self._write(CDS_FILE, [{"@type": CLUSTER_TYPE, **cluster} for cluster in clusters])
 
     def write_routes(self, route_configuration: Mapping[str, Any]) -> None:
-        self._write(RDS_FILE, [{"@type": ROUTE_CONFIGURATION_TYPE, **route_configuration}])
+        resources = [{"@type": ROUTE_CONFIGURATION_TYPE, **route_configuration}]
+        if resources == self._routes and (self.directory / RDS_FILE).exists():
+            return
+        self._routes = resources
+        self.routes_version = self._write(RDS_FILE, resources)

@@ -1,0 +1,238 @@
+"""The warm path: which virtual hosts may skip ext_proc (open) and which must keep it (gated), and the counts
+of requests that went past zerohop while open.
+
+A target is *eligible* once it has been routable and active (its metric above zero) for `open_after`
+seconds without a break. A virtual host is opened only when every target reachable through it is eligible,
+and gated again as soon as one is not (idle: its rate window emptied; or its endpoints vanished). Each
+virtual host goes GATED -> OPENING (written open, not yet confirmed by the gateway) -> OPEN -> CLOSING
+(written gated, not yet confirmed) -> GATED; only the gateway's own loaded config moves a switch to its end.
+
+While any virtual host of a target is not GATED, the target's requests may bypass zerohop, so zerohop no
+longer sees them arrive, nor the target go idle or cold in time: `TargetState.forced_active` is then true,
+and KEDA's IsActive answers true, so a scale to zero can only follow a confirmed gate.
+
+Counting from the gateway's stats (`StatsCounter`): each scrape adds `upstream_rq_total`'s increase (a
+decrease is a restart: the new value is the increase, as Prometheus' rate() reads a reset) minus what
+ext_proc counted itself in the same interval, so a request that went through zerohop is never counted twice
+and one that did not is never lost, whichever way a switch is going. Standard library only; no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from extproc.core.httpso import MetricKind, TargetKey
+from extproc.core.registry import TargetState
+
+
+class WarmPathMode(enum.Enum):
+    """`--warm-path`: whether warm traffic may skip ext_proc."""
+
+    OPEN = "open"  # warm virtual hosts skip ext_proc; counted from the gateway's stats
+    EXT_PROC = "ext-proc"  # every request asks zerohop (exact per-request in-flight, warm-request spans)
+
+
+class PathState(enum.StrEnum):
+    """Where a virtual host's switch stands. Values appear in /status."""
+
+    GATED = "gated"
+    OPENING = "opening"
+    OPEN = "open"
+    CLOSING = "closing"
+
+
+def counter_increase(previous: int | None, current: int) -> int:
+    """How much a monotonic counter grew between two reads; a smaller value means it was reset (the gateway
+    restarted), and everything it counted since is the increase. None: no previous read, nothing known yet."""
+    if previous is None:
+        return 0
+    if current < previous:
+        return current
+    return current - previous
+
+
+class StatsCounter:
+    """The requests of one target that went past ext_proc, from successive reads of the gateway counters.
+
+    `add` takes the gateway's `upstream_rq_total` (summed over gateways) and ext_proc's own request count
+    at the same moment, and returns the requests only the gateway saw since the previous read. A request
+    ext_proc counted whose upstream request the gateway has not counted yet makes the difference negative:
+    that is carried to the next read rather than dropped, or the request would be counted again then.
+    """
+
+    __slots__ = ("_carry", "_gateway", "_own")
+
+    def __init__(self) -> None:
+        self._gateway: int | None = None
+        self._own = 0
+        self._carry = 0
+
+    @property
+    def started(self) -> bool:
+        return self._gateway is not None
+
+    def add(self, gateway_total: int, own_total: int) -> int:
+        if self._gateway is None:
+            self._gateway, self._own = gateway_total, own_total
+            return 0
+        if gateway_total < self._gateway:
+            self._carry = 0  # a restarted gateway: what ext_proc counted for the old one is not in the new one
+        seen = counter_increase(self._gateway, gateway_total)
+        difference = seen - (own_total - self._own) + self._carry
+        self._gateway, self._own = gateway_total, own_total
+        self._carry = min(0, difference)
+        return max(0, difference)
+
+    def own_counted(self, count: int) -> None:
+        """`count` requests were just added to the target's own count from the gateway's stats: they are
+        not ext_proc's, so the next read must not subtract them."""
+        self._own += count
+
+
+@dataclass(slots=True)
+class _Host:
+    state: PathState = PathState.GATED
+
+
+@dataclass(slots=True)
+class _Target:
+    since: float | None = None  # routable and active without a break since (monotonic)
+    counter: StatsCounter | None = None
+
+
+class WarmPath:
+    """Decides per virtual host whether ext_proc is skipped; the caller writes and confirms the switches.
+
+    `hosts` maps each target to the virtual hosts it is reachable through (`set_hosts`). Call `update` on
+    every tick: it returns the set of virtual hosts the gateway config should have open. After writing a
+    config, call `confirmed(open_hosts)` once every gateway has loaded it.
+    """
+
+    def __init__(self, open_after: float) -> None:
+        self.open_after = open_after
+        self._hosts: dict[str, _Host] = {}
+        self._targets: dict[TargetKey, _Target] = {}
+        self._by_target: dict[TargetKey, tuple[str, ...]] = {}
+        self._states: dict[TargetKey, TargetState] = {}
+        self.gated_unexpectedly = 0
+
+    def set_hosts(self, states: Iterable[TargetState], hosts: Mapping[TargetKey, Iterable[str]]) -> None:
+        """The current targets and the virtual hosts each is reachable through."""
+        self._states = {state.key: state for state in states}
+        self._by_target = {key: tuple(hosts.get(key, ())) for key in self._states}
+        for key in [key for key in self._targets if key not in self._states]:
+            del self._targets[key]
+        for key in self._states:
+            self._targets.setdefault(key, _Target())
+        wanted = {host for names in self._by_target.values() for host in names}
+        for name in [n for n, h in self._hosts.items() if n not in wanted and h.state is PathState.GATED]:
+            del self._hosts[name]
+        for name in wanted:
+            self._hosts.setdefault(name, _Host())
+        self._refresh_forced()
+
+    def host_state(self, name: str) -> PathState:
+        host = self._hosts.get(name)
+        return PathState.GATED if host is None else host.state
+
+    def target_state(self, key: TargetKey) -> PathState:
+        """GATED or OPEN when all its virtual hosts agree, else the switch under way (CLOSING wins)."""
+        states = {self.host_state(name) for name in self._by_target.get(key, ())}
+        if not states:
+            return PathState.GATED
+        if len(states) == 1:
+            return next(iter(states))
+        return PathState.CLOSING if PathState.CLOSING in states else PathState.OPENING
+
+    def bypassing(self) -> list[TargetState]:
+        """Targets some of whose requests may skip ext_proc now: their counts must come from the gateway."""
+        return [s for s in self._states.values() if self.target_state(s.key) is not PathState.GATED]
+
+    def has_counter(self, key: TargetKey) -> bool:
+        target = self._targets.get(key)
+        return target is not None and target.counter is not None
+
+    def counter(self, key: TargetKey) -> StatsCounter:
+        target = self._targets.setdefault(key, _Target())
+        if target.counter is None:
+            target.counter = StatsCounter()
+        return target.counter
+
+    def routable_lost(self, key: TargetKey) -> bool:
+        """The target's endpoints vanished. True when it was not gated: it must be gated at once (the caller
+        writes the config right away rather than at the next tick)."""
+        target = self._targets.get(key)
+        if target is not None:
+            target.since = None
+        if self.target_state(key) is PathState.GATED:
+            return False
+        self.gated_unexpectedly += 1
+        return True
+
+    def eligible(self, state: TargetState, now: float) -> bool:
+        target = self._targets.setdefault(state.key, _Target())
+        snapshot = state.snapshot(now)
+        if state.spec.metric.kind is MetricKind.REQUEST_RATE:
+            active = snapshot.rate > 0
+        else:
+            active = snapshot.rate > 0 or snapshot.in_flight > 0
+        if not (state.gate.routable and active):
+            target.since = None
+            return False
+        if target.since is None:
+            target.since = now
+        return now - target.since >= self.open_after
+
+    def update(self, now: float) -> frozenset[str]:
+        """Recompute which virtual hosts should be open; returns that set (what the config should say)."""
+        eligible = {key: self.eligible(state, now) for key, state in self._states.items()}
+        members: dict[str, list[TargetKey]] = {}
+        for key, names in self._by_target.items():
+            for name in names:
+                members.setdefault(name, []).append(key)
+        for name, host in self._hosts.items():
+            keys = members.get(name, [])
+            want = bool(keys) and all(eligible.get(key, False) for key in keys)
+            if want and host.state in (PathState.GATED, PathState.CLOSING):
+                host.state = PathState.OPENING
+            elif not want and host.state in (PathState.OPEN, PathState.OPENING):
+                host.state = PathState.CLOSING
+        self._refresh_forced()
+        return self.written_open()
+
+    def written_open(self) -> frozenset[str]:
+        return frozenset(n for n, h in self._hosts.items() if h.state in (PathState.OPENING, PathState.OPEN))
+
+    def close_all(self, keys: Iterable[TargetKey]) -> frozenset[str]:
+        """Gate every virtual host of `keys` now (endpoints vanished); returns what the config should say."""
+        for key in keys:
+            for name in self._by_target.get(key, ()):
+                host = self._hosts.get(name)
+                if host is not None and host.state in (PathState.OPEN, PathState.OPENING):
+                    host.state = PathState.CLOSING
+        self._refresh_forced()
+        return self.written_open()
+
+    def confirmed(self, open_hosts: frozenset[str]) -> None:
+        """Every gateway has loaded a config with exactly `open_hosts` open."""
+        for name, host in list(self._hosts.items()):
+            if name in open_hosts and host.state is PathState.OPENING:
+                host.state = PathState.OPEN
+            elif name not in open_hosts and host.state is PathState.CLOSING:
+                host.state = PathState.GATED
+        wanted = {host for names in self._by_target.values() for host in names}
+        for name in [n for n, h in self._hosts.items() if n not in wanted and h.state is PathState.GATED]:
+            del self._hosts[name]
+        self._refresh_forced()
+
+    def settled(self, key: TargetKey) -> None:
+        """The target's last gateway counts after its gate was confirmed were read: forget the counter."""
+        target = self._targets.get(key)
+        if target is not None and self.target_state(key) is PathState.GATED:
+            target.counter = None
+
+    def _refresh_forced(self) -> None:
+        for key, state in self._states.items():
+            state.forced_active = self.target_state(key) is not PathState.GATED
