@@ -129,7 +129,9 @@ def kubernetes_provider(settings: Settings, peers: Peers, api: KubeApi | None = 
         gateway_stats_port=settings.gateway_stats_port,
         reconcile=reconcile,
     )
-    source: KubeApi | Callable[[], Coroutine[Any, Any, KubeApi]] = api or (lambda: kube.connect(settings.kubeconfig))
+    source: KubeApi | Callable[[], Coroutine[Any, Any, KubeApi]] = api or (
+        lambda: kube.connect(settings.kubeconfig, qps=settings.kube_api_qps, burst=settings.kube_api_burst)
+    )
     return KubernetesProvider(source, options, on_peers=peers.set_peers)
 
 

@@ -381,6 +381,23 @@ class Settings:
         "With several replicas, only the holder of the Lease writes ScaledObjects, status and EnvoyFilters.",
         group="kubernetes provider",
     )
+    kube_api_qps: int = _setting(
+        50,
+        _non_negative_int,
+        "Kubernetes provider: requests per second to the API server, on average (client-go's QPS; its "
+        "default is 5). Writing N targets' ScaledObjects and statuses takes about 2N / QPS seconds. "
+        "0: no client-side limit (the server's priority and fairness still applies).",
+        group="kubernetes provider",
+        metavar="QPS",
+    )
+    kube_api_burst: int = _setting(
+        100,
+        _positive_int,
+        "Kubernetes provider: requests to the API server allowed at once above --kube-api-qps "
+        "(client-go's burst; its default is 10).",
+        group="kubernetes provider",
+        metavar="N",
+    )
     propagation_delay: float = _setting(
         0.5,
         parse_duration,

@@ -4,6 +4,7 @@ leader election with `kubernetes.aio.leaderelection` against the emulator."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import aiohttp
@@ -160,3 +161,27 @@ async def test_two_leader_election_candidates_yield_one_leader(kube_emulator: Ku
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         for api in apis:
             await api.close()
+
+
+async def test_throttling_answers_429_with_retry_after_like_a_real_server(
+    kube_emulator: KubeEmulator, kube_api: client.ApiClient
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    kube_emulator.create(configmap("cfg"))
+    kube_emulator.inject_throttling(retry_after=3, method="GET", path_contains="/configmaps/cfg", times=2)
+    for _ in range(2):
+        with pytest.raises(client.ApiException) as exc:
+            await core.read_namespaced_config_map("cfg", "default")
+        assert exc.value.status == 429
+        assert exc.value.headers["Retry-After"] == "3"
+        status = json.loads(exc.value.body)
+        assert (status["kind"], status["status"], status["code"], status["reason"]) == (
+            "Status",
+            "Failure",
+            429,
+            "TooManyRequests",
+        )
+        assert status["details"] == {"retryAfterSeconds": 3}
+    assert (await core.read_namespaced_config_map("cfg", "default")).metadata.name == "cfg"
+    reads = kube_emulator.requests_matching("GET", "/api/v1/namespaces/default/configmaps/cfg")
+    assert [r.status for r in reads] == [429, 429, 200]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from kubernetes.aio import client
 
@@ -228,3 +230,19 @@ async def test_delete_collection(kube_emulator: KubeEmulator, kube_api: client.A
         kube_emulator.create(configmap(name, labels={"app": app}))
     await client.CoreV1Api(kube_api).delete_collection_namespaced_config_map("default", label_selector="app=web")
     assert [c["metadata"]["name"] for c in kube_emulator.list("v1", "ConfigMap")] == ["c"]
+
+
+async def test_writing_owned_objects_does_not_scan_the_store(kube_emulator: KubeEmulator) -> None:
+    owner = kube_emulator.create(configmap("owner"))
+    for i in range(3):
+        child = configmap(f"child-{i}")
+        child["metadata"]["ownerReferences"] = [owner_reference(owner)]
+        kube_emulator.create(child)
+        await asyncio.sleep(0)  # the collector's turn
+    assert kube_emulator.gc.scans == 0
+    orphan = configmap("orphan")
+    orphan["metadata"]["ownerReferences"] = [{**owner_reference(owner), "uid": "gone"}]
+    kube_emulator.create(orphan)
+    await kube_emulator.wait_until(lambda: kube_emulator.get("v1", "ConfigMap", "orphan") is None)
+    assert kube_emulator.gc.scans >= 1
+    assert kube_emulator.get("v1", "ConfigMap", "child-0") is not None

@@ -269,11 +269,33 @@ class KubeEmulator:
         reason: str = "InternalError",
         message: str = "injected failure",
         headers: dict[str, str] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Fault:
         """Answer the next `times` matching requests with a `status` Status body."""
-        fault = Fault(status, method, path_contains, times, reason, message, headers or {})
+        fault = Fault(status, method, path_contains, times, reason, message, headers or {}, details)
         self.request_log.faults.append(fault)
         return fault
+
+    def inject_throttling(
+        self,
+        *,
+        retry_after: int = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+        times: int = 1,
+    ) -> Fault:
+        """Answer the next `times` matching requests as an overloaded server does: 429 with a Status of
+        reason TooManyRequests, `details.retryAfterSeconds` and the `Retry-After` header (seconds)."""
+        return self.inject_fault(
+            429,
+            method=method,
+            path_contains=path_contains,
+            times=times,
+            reason="TooManyRequests",
+            message="Too many requests, please try again later.",
+            headers={"Retry-After": str(retry_after)},
+            details={"retryAfterSeconds": retry_after},
+        )
 
     @property
     def requests(self) -> builtins.list[RequestRecord]:

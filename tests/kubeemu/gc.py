@@ -5,6 +5,9 @@ commit (on the next loop iteration): dependents whose owners are all gone are
 deleted (Background); `orphan` strips ownerReferences from dependents before
 the owner goes; `foregroundDeletion` deletes dependents first; a deleted
 Namespace has its content removed before it disappears.
+
+A write of an object whose owners all exist is checked alone; only deletions (and a dependent whose owner
+is missing) make the collector scan the whole store, so writing N owned objects costs N, not N squared.
 """
 
 from __future__ import annotations
@@ -28,19 +31,38 @@ class GarbageCollector:
         self.store = store
         self._pass = Coalescer(self.collect)
         self._unsubscribe = store.subscribe(self._on_event)
+        self._scan = False
+        self._written: set[tuple[GroupResource, str, str]] = set()
+        self.scans = 0
 
     def close(self) -> None:
         self._unsubscribe()
 
     def _on_event(self, event: StoreEvent) -> None:
         m = event.obj["metadata"]
-        if event.type == "DELETED" or "deletionTimestamp" in m or m.get("ownerReferences"):
+        if event.type == "DELETED" or "deletionTimestamp" in m:
+            self._scan = True
+            self._pass.poke()
+        elif m.get("ownerReferences"):
+            self._written.add((event.gr, *event.key))
             self._pass.poke()
 
     def collect(self) -> None:
-        """Run passes until nothing changes."""
+        """Run passes until nothing changes (none when every object written since has its owners)."""
+        scan, self._scan = self._scan, False
+        written, self._written = self._written, set()
+        if not scan and all(self._has_owners(*where) for where in written):
+            return
+        self.scans += 1
         while self._one_pass():
             pass
+
+    def _has_owners(self, gr: GroupResource, namespace: str, name: str) -> bool:
+        obj = self.store.get(gr, namespace, name)
+        if obj is None:
+            return True  # deleted since: its DELETED event asked for a scan
+        refs = meta(obj).get("ownerReferences") or []
+        return all(self.store.get_by_uid(r.get("uid", "")) is not None for r in refs)
 
     def _one_pass(self) -> bool:
         changed = False

@@ -35,6 +35,7 @@ class Fault:
     reason: str = "InternalError"
     message: str = "injected failure"
     headers: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (

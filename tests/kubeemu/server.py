@@ -81,7 +81,7 @@ class HttpServer:
         fault = self.requests.take_fault(request.method, request.path)
         response: web.StreamResponse
         if fault is not None:
-            error = errors.ApiError(fault.status, fault.reason, fault.message)
+            error = errors.ApiError(fault.status, fault.reason, fault.message, fault.details)
             response = json_response(error.status(), status=fault.status)
             response.headers.update(fault.headers)
         else:

@@ -48,6 +48,11 @@ def test_list_and_path_settings() -> None:
     assert settings.in_flight is InFlightMode.ALL
 
 
+def test_kube_api_limits_from_flags_and_environment() -> None:
+    settings = Settings.from_args(["--kube-api-qps", "0"], env={"ZEROHOP_KUBE_API_BURST": "400"})
+    assert (settings.kube_api_qps, settings.kube_api_burst) == (0, 400)
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -56,6 +61,8 @@ def test_list_and_path_settings() -> None:
         (["--ext-proc-address", "9000"], {}, "--ext-proc-address: expected HOST:PORT"),
         (["--in-flight", "some"], {}, "--in-flight: 'some' is not one of concurrency, all"),
         (["--autoscale", "perhaps"], {}, "--autoscale: expected true or false"),
+        (["--kube-api-qps", "-1"], {}, "--kube-api-qps: must be >= 0"),
+        ([], {"ZEROHOP_KUBE_API_BURST": "0"}, "ZEROHOP_KUBE_API_BURST: must be >= 1"),
     ],
 )
 def test_errors_name_their_source(argv: list[str], env: dict[str, str], message: str) -> None:

@@ -3,10 +3,15 @@
 One generic path for every resource kind: requests are built and authenticated by the client's
 `ApiClient` (in-cluster service account or kubeconfig, TLS, tokens), bodies are plain dicts, and every
 failure is a `KubeError` carrying the API server's `Status` (code, reason, message).
+
+Like client-go, every request first takes a token from the client's rate limiter (`--kube-api-qps`,
+`--kube-api-burst`), and an answer the server asks to retry later (429, or a 5xx with `Retry-After`) is
+retried after that many seconds, up to `MAX_RETRIES` times.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -18,11 +23,16 @@ import aiohttp
 from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 
+from extproc.providers.kubernetes.ratelimit import TokenBucket
+
 log = logging.getLogger(__name__)
 
 JsonObj = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
+# client-go's defaults: retry up to 10 times when told to; a Retry-After longer than a minute is taken as one.
+MAX_RETRIES = 10
+MAX_RETRY_AFTER = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +106,19 @@ class Unreachable(KubeError):
         super().__init__(0, "Unreachable", message)
 
 
-async def connect(kubeconfig: Path | None = None) -> KubeApi:
-    """A KubeApi from the in-cluster service account, else from `kubeconfig` ($KUBECONFIG, ~/.kube/config)."""
+def retry_after(status: int, headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked to wait before retrying (429, or a 5xx with `Retry-After`), else None."""
+    if status != 429 and status < 500:
+        return None
+    value = headers.get("Retry-After")
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), MAX_RETRY_AFTER)
+
+
+async def connect(kubeconfig: Path | None = None, *, qps: float = 0.0, burst: int = 1) -> KubeApi:
+    """A KubeApi from the in-cluster service account, else from `kubeconfig` ($KUBECONFIG, ~/.kube/config),
+    limited to `qps` requests per second with bursts of `burst` (qps 0: no client-side limit)."""
     configuration = k8s_client.Configuration()
     if kubeconfig is None:
         try:
@@ -110,14 +131,17 @@ async def connect(kubeconfig: Path | None = None) -> KubeApi:
         await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig), client_configuration=configuration
         )
-    return KubeApi(k8s_client.ApiClient(configuration))
+    return KubeApi(k8s_client.ApiClient(configuration), limiter=TokenBucket(qps, burst))
 
 
 class KubeApi:
     """Generic reads, writes and watches of any resource, as dicts."""
 
-    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+    def __init__(self, api_client: k8s_client.ApiClient, *, limiter: TokenBucket | None = None) -> None:
         self.api_client = api_client
+        self.limiter = limiter or TokenBucket(0, 1)
+        # Answers the server asked to retry later (429 TooManyRequests, 5xx with Retry-After), retried.
+        self.retried = 0
 
     async def close(self) -> None:
         await self.api_client.close()  # type: ignore[no-untyped-call]
@@ -140,19 +164,27 @@ class KubeApi:
             body=body,
             auth_settings=["BearerToken"],
         )
+        await self.limiter.acquire()
         try:
             return await self.api_client.call_api(*params, _request_timeout=timeout or aiohttp.ClientTimeout(total=30))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Unreachable(f"{method} {path}: {exc!r}") from exc
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> JsonObj:
-        response = await self._request(method, path, **kwargs)
-        try:
-            data = await response.read()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise Unreachable(f"{method} {path}: {exc!r}") from exc
-        if not 200 <= response.status < 300:
-            raise KubeError.from_status(response.status, data)
+        for attempt in range(MAX_RETRIES + 1):
+            response = await self._request(method, path, **kwargs)
+            try:
+                data = await response.read()
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise Unreachable(f"{method} {path}: {exc!r}") from exc
+            if 200 <= response.status < 300:
+                break
+            wait = retry_after(response.status, response.headers)
+            if wait is None or attempt == MAX_RETRIES:
+                raise KubeError.from_status(response.status, data)
+            self.retried += 1
+            log.debug("%s %s: %d, retrying after %gs", method, path, response.status, wait)
+            await asyncio.sleep(wait)
         result: JsonObj = json.loads(data)
         return result
 

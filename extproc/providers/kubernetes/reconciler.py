@@ -2,7 +2,10 @@
 the EnvoyFilter scoping ext_proc to the gateway hosts they name.
 
 Runs are coalesced (many changes, one pass) and idempotent: each pass compares the caches with what should
-be and writes only differences, so a restart, a new leader or a relist converges without churn.
+be and writes only differences, so a restart, a new leader or a relist converges without churn. A pass plans
+on the event loop in slices (it yields every `_PLAN_SLICE` objects) and hands the writes to `_WORKERS`
+concurrent writers, which the API client's rate limiter paces; a write the watch has not shown back yet is
+not repeated by the next pass (`_pending`).
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from extproc.core.background import BackgroundTasks
-from extproc.core.httpso import SKIP_SCALEDOBJECT_ANNOTATION, TargetKey
+from extproc.core.httpso import SKIP_SCALEDOBJECT_ANNOTATION, ScaledTarget, TargetKey
 from extproc.envoy import istio
 from extproc.providers.kubernetes import scaledobjects
 from extproc.providers.kubernetes.api import (
@@ -26,12 +29,20 @@ from extproc.providers.kubernetes.api import (
     JsonObj,
     KubeApi,
     KubeError,
+    resource_version,
 )
 from extproc.providers.kubernetes.targets import Condition, TargetTable
 
 log = logging.getLogger(__name__)
 
 _RESYNC = 60.0
+# Writes in flight at once; the rate limiter, not this, sets the pace (enough to keep up with a few hundred
+# requests per second at tens of milliseconds each, few enough that another request waits briefly behind them).
+_WORKERS = 8
+# Objects compared between two yields to the event loop: a pass over 10,000 targets never stalls requests.
+_PLAN_SLICE = 100
+# How long a write is trusted to show up in the watch before the next pass would write it again.
+_PENDING_TTL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +58,21 @@ class ReconcileOptions:
     gateway_namespace: str
     gateway_selector: Mapping[str, str]
     gateway_ports: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class _Work:
+    """The writes one HTTPScaledObject needs: its ScaledObject (create or patch), then its status."""
+
+    document: JsonObj
+    condition: Condition
+    generation: int
+    target: ScaledTarget | None
+    gateway: Condition | None
+    create: JsonObj | None = None
+    patch: JsonObj | None = None
+    scaled_version: str = ""
+    status: bool = True
 
 
 def _now() -> str:
@@ -78,6 +104,9 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._tasks = BackgroundTasks()
         self.writes = 0
+        self.passes = 0
+        # (kind, namespace, name) -> (the resourceVersion a write was based on, until when to trust it).
+        self._pending: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._envoyfilter_hosts: tuple[str, ...] | None = None
 
     def start(self) -> None:
@@ -105,14 +134,29 @@ class Reconciler:
                 self._wake.set()
 
     async def reconcile(self) -> None:
+        queue: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=_WORKERS)
+        async with asyncio.TaskGroup() as writers:
+            for _ in range(_WORKERS):
+                writers.create_task(self._writer(queue))
+            await self._plan(queue)  # on an error the group cancels the writers
+            for _ in range(_WORKERS):
+                await queue.put(None)
+        self.passes += 1
+
+    async def _plan(self, queue: asyncio.Queue[_Work | None]) -> None:
         table = self._table()
         targets = {t.key: t for t in table.targets}
         scaled = self._scaled_objects()
         gateway = self._gateway()
-        for (namespace, name), document in list(self._httpsos().items()):
+        now = time.monotonic()
+        self._pending = {k: v for k, v in self._pending.items() if v[1] > now}
+        for index, ((namespace, name), document) in enumerate(list(self._httpsos().items())):
+            if index % _PLAN_SLICE == _PLAN_SLICE - 1:
+                await asyncio.sleep(0)
             key = TargetKey(namespace, name)
             condition = table.conditions.get(key) or Condition(False, "Unknown", "not processed yet")
             target = targets.get(key)
+            work = _Work(document, condition, table.generations.get(key, 0), target, gateway)
             metadata = document.get("metadata") or {}
             annotations = metadata.get("annotations") or {}
             if (
@@ -120,60 +164,87 @@ class Reconciler:
                 and self.options.manage_scaledobjects
                 and not _truthy(annotations.get(SKIP_SCALEDOBJECT_ANNOTATION))
             ):
-                problem = await self._scaled_object(
-                    target, str(metadata.get("uid") or ""), scaled.get((namespace, name))
-                )
-                if problem is not None:
-                    condition = problem
-            await self._status(document, condition, table.generations.get(key, 0), target, gateway)
+                self._plan_scaled_object(work, target, str(metadata.get("uid") or ""), scaled.get((namespace, name)))
+            if self._is_pending(("status", namespace, name), resource_version(document)):
+                work.status = False
+            elif work.create is None and work.patch is None:
+                work.status = self._status_patch(work, work.condition) is not None
+            if work.status or work.create is not None or work.patch is not None:
+                await queue.put(work)
         if self.options.manage_envoyfilters:
             await self._envoyfilter(sorted({h for t in table.targets for h in t.hosts if h != "*"}))
 
-    async def _scaled_object(self, target: Any, uid: str, current: JsonObj | None) -> Condition | None:
-        wanted = scaledobjects.desired(target, uid, self.options.scaler_address)
+    def _is_pending(self, what: tuple[str, str, str], version: str) -> bool:
+        """Whether this pass's write would repeat one whose result the caches do not show yet."""
+        entry = self._pending.get(what)
+        return entry is not None and entry[0] == version
+
+    def _plan_scaled_object(self, work: _Work, target: ScaledTarget, uid: str, current: JsonObj | None) -> None:
         namespace, name = target.key
+        version = resource_version(current) if current is not None else ""
+        if self._is_pending(("scaledobject", namespace, name), version):
+            return
+        wanted = scaledobjects.desired(target, uid, self.options.scaler_address)
+        work.scaled_version = version
+        if current is None:
+            work.create = wanted
+        elif not scaledobjects.owned_by(current, uid):
+            work.condition = Condition(
+                False,
+                "ScaledObjectConflict",
+                f"ScaledObject {target.key} exists and is not managed by zerohop; "
+                f"remove it or annotate the HTTPScaledObject with {SKIP_SCALEDOBJECT_ANNOTATION}: 'true'",
+            )
+        else:
+            work.patch = scaledobjects.drift(current, wanted)
+
+    async def _writer(self, queue: asyncio.Queue[_Work | None]) -> None:
+        while (work := await queue.get()) is not None:
+            condition = work.condition
+            if work.create is not None or work.patch is not None:
+                problem = await self._write_scaled_object(work)
+                if problem is not None:
+                    condition = problem
+            if work.status:
+                await self._status(work, condition)
+
+    async def _write_scaled_object(self, work: _Work) -> Condition | None:
+        assert work.target is not None
+        namespace, name = work.target.key
         try:
-            if current is None:
-                await self._api.create(SCALEDOBJECTS, namespace, wanted)
-                self.writes += 1
-                log.info("created ScaledObject %s", target.key)
-                return None
-            if not scaledobjects.owned_by(current, uid):
-                return Condition(
-                    False,
-                    "ScaledObjectConflict",
-                    f"ScaledObject {target.key} exists and is not managed by zerohop; "
-                    f"remove it or annotate the HTTPScaledObject with {SKIP_SCALEDOBJECT_ANNOTATION}: 'true'",
-                )
-            patch = scaledobjects.drift(current, wanted)
-            if patch is not None:
-                await self._api.patch(SCALEDOBJECTS, namespace, name, patch)
-                self.writes += 1
-                log.info("updated ScaledObject %s", target.key)
+            if work.create is not None:
+                await self._api.create(SCALEDOBJECTS, namespace, work.create)
+                log.info("created ScaledObject %s", work.target.key)
+            elif work.patch is not None:
+                await self._api.patch(SCALEDOBJECTS, namespace, name, work.patch)
+                log.info("updated ScaledObject %s", work.target.key)
         except KubeError as exc:
-            if exc.code == 409 and current is None:
-                return None  # created by a racing pass; the next pass compares it
-            log.warning("ScaledObject %s: %s", target.key, exc)
-            return Condition(False, "CreateError", f"writing ScaledObject {target.key}: {exc.message or exc}")
+            if exc.code == 409 and work.create is not None:
+                return None  # created by a racing writer; the next pass compares it
+            log.warning("ScaledObject %s: %s", work.target.key, exc)
+            return Condition(False, "CreateError", f"writing ScaledObject {work.target.key}: {exc.message or exc}")
+        self.writes += 1
+        self._pending[("scaledobject", namespace, name)] = (work.scaled_version, time.monotonic() + _PENDING_TTL)
         return None
 
-    async def _status(
-        self, document: JsonObj, condition: Condition, generation: int, target: Any, gateway: Condition | None
-    ) -> None:
-        patch = scaledobjects.status_patch(document, condition, generation, target, _now(), gateway)
+    def _status_patch(self, work: _Work, condition: Condition) -> JsonObj | None:
+        return scaledobjects.status_patch(work.document, condition, work.generation, work.target, _now(), work.gateway)
+
+    async def _status(self, work: _Work, condition: Condition) -> None:
+        patch = self._status_patch(work, condition)
         if patch is None:
             return
-        metadata = document.get("metadata") or {}
+        metadata = work.document.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
         try:
-            await self._api.patch(
-                HTTPSCALEDOBJECTS, metadata.get("namespace"), str(metadata.get("name")), patch, subresource="status"
-            )
-            self.writes += 1
+            await self._api.patch(HTTPSCALEDOBJECTS, namespace, name, patch, subresource="status")
         except KubeError as exc:
             if exc.code != 404:
-                log.warning(
-                    "status of HTTPScaledObject %s/%s: %s", metadata.get("namespace"), metadata.get("name"), exc
-                )
+                log.warning("status of HTTPScaledObject %s/%s: %s", namespace, name, exc)
+            return
+        self.writes += 1
+        version = resource_version(work.document)
+        self._pending[("status", namespace, name)] = (version, time.monotonic() + _PENDING_TTL)
 
     async def _envoyfilter(self, hosts: list[str]) -> None:
         if self._envoyfilter_hosts == tuple(hosts):

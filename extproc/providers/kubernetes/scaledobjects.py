@@ -78,10 +78,21 @@ def owned_by(scaled_object: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in metadata.get("ownerReferences") or [])
 
 
+def _contains(have: Any, want: Any) -> bool:
+    """Whether `have` says everything `want` says; maps may hold more keys (fields zerohop does not set,
+    which a merge patch would leave in place anyway), anything else must be equal."""
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(k in have and _contains(have[k], v) for k, v in want.items())
+    return bool(have == want)
+
+
 def drift(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> JsonObj | None:
-    """The merge patch that brings `current` to `wanted`, or None when nothing zerohop manages differs."""
+    """The merge patch that brings `current` to `wanted`, or None when nothing zerohop manages differs.
+
+    Fields zerohop does not set (added by a mutating webhook, defaulting or a person) are not drift: a merge
+    patch would not remove them, so counting them would write the same patch on every pass."""
     patch: JsonObj = {}
-    if current.get("spec") != wanted["spec"]:
+    if not _contains(current.get("spec"), wanted["spec"]):
         patch["spec"] = wanted["spec"]
     current_meta = current.get("metadata") or {}
     wanted_meta = wanted["metadata"]

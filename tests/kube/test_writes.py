@@ -1,0 +1,154 @@
+"""The leader writes at API speed: ScaledObjects and statuses concurrently, paced by the client's rate limiter,
+429 Retry-After honoured, each object written once, and nothing written by a leader that finds it all done."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from extproc.app.server import ZerohopServer
+from extproc.providers.kubernetes.api import SCALEDOBJECTS, KubeApi, KubeError
+from extproc.providers.kubernetes.ratelimit import TokenBucket
+from extproc.providers.kubernetes.reconciler import Reconciler
+from tests.helpers import wait_for
+from tests.kube.harness import HTTPSO, KEDA, httpso, ready_condition, settings, workload, zerohop
+from tests.kubeemu import KubeEmulator, RequestRecord
+
+pytest_plugins = ["tests.kubeemu.pytest_plugin"]
+pytestmark = pytest.mark.kube
+
+_WRITES = ("POST", "PUT", "PATCH")
+
+
+def _writes(emu: KubeEmulator) -> list[RequestRecord]:
+    return [r for r in emu.requests if r.method in _WRITES and "/leases/" not in r.path]
+
+
+def _targets(emu: KubeEmulator, count: int) -> list[str]:
+    names = [f"t{i:03d}" for i in range(count)]
+    for name in names:
+        workload(emu, name)
+        emu.create(httpso(name))
+    return names
+
+
+def _all_written(emu: KubeEmulator, names: list[str]) -> bool:
+    return all(emu.get(KEDA, "ScaledObject", n) is not None and ready_condition(emu, n) for n in names)
+
+
+def _reconciler(server: ZerohopServer) -> Reconciler:
+    reconciler = server.provider.reconciler  # type: ignore[attr-defined]
+    assert isinstance(reconciler, Reconciler)
+    return reconciler
+
+
+async def _settled(server: ZerohopServer, emu: KubeEmulator, names: list[str]) -> None:
+    """Wait until the caches show every write and one more pass has compared them."""
+
+    def cached() -> bool:
+        docs = server.provider._httpsos()  # type: ignore[attr-defined]
+        scaled = server.provider._scaled_objects()  # type: ignore[attr-defined]
+        return all(
+            ("default", n) in scaled and (docs[("default", n)].get("status") or {}).get("conditions") for n in names
+        )
+
+    await wait_for(cached, 10, what="the caches to show every write")
+    reconciler = _reconciler(server)
+    passes = reconciler.passes
+    reconciler.trigger()
+    await wait_for(lambda: reconciler.passes > passes, 10, what="another pass")
+
+
+async def test_writes_run_concurrently_not_one_round_trip_at_a_time(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    names = _targets(emu, 48)
+    emu.set_latency(0.2)  # one round trip at a time: 96 writes x 0.2 s > 19 s; 8 at a time: about 2.4 s
+    async with zerohop(emu, leader_election=False, gateway_stats_port=0):
+        started = time.monotonic()
+        await emu.wait_until(lambda: _all_written(emu, names), timeout=12, message="every ScaledObject and status")
+        assert time.monotonic() - started < 12
+
+
+async def test_a_full_sync_writes_each_object_exactly_once(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    names = _targets(emu, 60)
+    # Watch events lag the writes (every request takes 20 ms), so passes start on stale caches.
+    emu.set_latency(0.02)
+    async with zerohop(emu, leader_election=False, gateway_stats_port=0) as server:
+        await emu.wait_until(lambda: _all_written(emu, names), timeout=10, message="every object written")
+        await _settled(server, emu, names)
+        writes = _writes(emu)
+        assert sorted(r.path for r in writes if r.method == "POST") == [
+            f"/apis/keda.sh/v1alpha1/namespaces/default/scaledobjects/{n}".rsplit("/", 1)[0] for n in names
+        ]
+        status_writes = sorted(r.path.split("/")[-2] for r in writes if r.path.endswith("/status"))
+        assert status_writes == names
+        assert len(writes) == 2 * len(names)
+
+
+async def test_a_new_leader_finds_everything_written_and_writes_nothing(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    names = _targets(emu, 20)
+    async with zerohop(emu, gateway_stats_port=0, pod_name="zerohop-0") as first:
+        await emu.wait_until(lambda: _all_written(emu, names), timeout=10, message="every object written")
+        await _settled(first, emu, names)
+    # Something else (a mutating webhook, a person) added a field zerohop does not manage: not drift.
+    emu.patch(KEDA, "ScaledObject", names[0], {"spec": {"fallback": {"failureThreshold": 3, "replicas": 1}}})
+    emu.clear_requests()
+    async with zerohop(emu, gateway_stats_port=0, pod_name="zerohop-1") as second:
+        await wait_for(lambda: second.provider.elector.leading, 10, what="the new leader")  # type: ignore[attr-defined]
+        await _settled(second, emu, names)
+        assert _writes(emu) == []
+        assert _reconciler(second).writes == 0
+
+
+async def test_throttled_writes_are_retried_after_retry_after(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    api = KubeApi(emu.api_client())
+    try:
+        emu.inject_throttling(retry_after=1, method="POST", path_contains="/scaledobjects", times=2)
+        started = time.monotonic()
+        body = {"apiVersion": KEDA, "kind": "ScaledObject", "metadata": {"name": "x"}, "spec": {}}
+        await api.create(SCALEDOBJECTS, "default", body)
+        assert time.monotonic() - started >= 2.0
+        assert [r.status for r in emu.requests_matching("POST", path_contains="/scaledobjects")] == [429, 429, 201]
+        assert api.retried == 2
+        # Without Retry-After the answer is the caller's to handle, as in client-go.
+        emu.inject_fault(429, method="POST", path_contains="/scaledobjects", reason="TooManyRequests")
+        with pytest.raises(KubeError) as exc:
+            await api.create(SCALEDOBJECTS, "default", {**body, "metadata": {"name": "y"}})
+        assert (exc.value.code, exc.value.reason) == (429, "TooManyRequests")
+    finally:
+        await api.close()
+
+
+async def test_requests_are_paced_by_the_clients_rate_limiter(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    api = KubeApi(emu.api_client(), limiter=TokenBucket(20, 2))
+    try:
+        started = time.monotonic()
+        for _ in range(6):
+            await api.get(SCALEDOBJECTS, "default", "missing")
+        # 2 at once, then 4 more at 20 per second.
+        assert time.monotonic() - started >= 4 / 20 - 0.01
+        assert api.limiter.waits == 4
+    finally:
+        await api.close()
+
+
+async def test_the_qps_and_burst_settings_reach_the_client(kube_emulator: KubeEmulator, tmp_path: Path) -> None:
+    kubeconfig = kube_emulator.kubeconfig(tmp_path / "kubeconfig")
+    server = ZerohopServer(settings(kubeconfig=kubeconfig, kube_api_qps=7, kube_api_burst=3))
+    api: KubeApi = await server.provider._api_source()  # type: ignore[attr-defined]
+    try:
+        assert (api.limiter.qps, api.limiter.burst) == (7, 3)
+    finally:
+        await api.close()
+
+
+def test_settings_defaults_pace_the_api_like_a_controller() -> None:
+    defaults = settings()
+    assert (defaults.kube_api_qps, defaults.kube_api_burst) == (50, 100)
+    assert HTTPSO  # the harness's constants are what these tests write against
