@@ -811,7 +811,8 @@ def _warm_open(runs: Runs) -> str:
             f"zerohop's CPU per warm request in G against B's, per round: {_fmt(share * 100, 1)}% at saturation, "
             f"{_fmt(fixed * 100, 1)}% at the fixed rate ({_fmt(net * 100, 1)}% less idle). At the fixed rate "
             "a request is rare and zerohop's background work (autoscaler, stats reads) is spread over few "
-            "requests; less idle subtracts the background measured with no traffic.",
+            "requests; less idle subtracts the background measured with no traffic. "
+            f"{_tick_note(runs)}",
         ]
     g_runs = [run for run in runs.by_key.values() if run["setup"] == "G"]
     checks = [run["check"] for run in g_runs]
@@ -828,6 +829,19 @@ def _warm_open(runs: Runs) -> str:
         f"| {sum(c.get('stats_failures', 0.0) for c in checks):,.0f} |",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _tick_note(runs: Runs) -> str:
+    """How fine G's per-request CPU figures are: /proc counts CPU time in 10 ms ticks per run."""
+    parts = []
+    for kind, label in (("saturation", "at saturation"), ("fixed_rate", "at the fixed rate")):
+        requests = runs.median("G", kind, lambda run: float(run["load"]["requests"]))
+        parts.append(f"{_fmt(10_000 / requests, 1)} µs {label}")
+    return (
+        "The CPU times come from `/proc/PID/stat`, in 10 ms ticks per run: one tick is "
+        + " and ".join(parts)
+        + " per request in G's runs, the resolution of its figures."
+    )
 
 
 def _tracing_rows(hot: dict[str, Any]) -> str:
