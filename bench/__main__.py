@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="python -m bench",
         description="zerohop's side-by-side benchmark: plain gateway (A), gateway + zerohop (B), an extra Envoy "
-        "hop (C), bare Python ext_proc servers naive (D) and tuned (E), interleaved round by round; a paired "
+        "hop (C), bare Python ext_proc servers naive (D), tuned (E) and tuned on gRPC's defaults (F), gateway + "
+        "zerohop with the warm path open (G), interleaved round by round; a paired "
         "low-rate load over all of them at once; zerohop's own work per request in-process; then zerohop's "
         "cold-start overhead, confirmed through the gateway's admin API and through gateway pod stats (Istio). "
         "Saves bench/results/<date>.json and regenerates docs/performance.md.",

@@ -3,6 +3,7 @@ interceptor) and the gateway with zerohop's ext_proc filter, all built from `ext
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from extproc.envoy.config import (
@@ -42,12 +43,24 @@ def static_cluster(name: str, port: int) -> dict[str, Any]:
     }
 
 
-def app_bootstrap(port: int, admin_port: int) -> dict[str, Any]:
+def app_bootstrap(port: int, admin_port: int | None) -> dict[str, Any]:
     """The upstream of every setup: answers 200 with a small constant body, no upstream of its own."""
     route = {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": APP_BODY}}}
     routes = {"name": "app", "virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [route]}]}
     hcm = http_connection_manager(routes, [], stat_prefix="app")
-    return {"admin": _admin(admin_port), "static_resources": {"listeners": [listener("app", "127.0.0.1", port, hcm)]}}
+    bootstrap: dict[str, Any] = {"static_resources": {"listeners": [listener("app", "127.0.0.1", port, hcm)]}}
+    if admin_port is not None:
+        bootstrap["admin"] = _admin(admin_port)
+    return bootstrap
+
+
+def app_replica_command(envoy: str, log_path: str) -> tuple[str, ...]:
+    """The app as a LocalWorkload command: an Envoy with `app_bootstrap` on the replica's `{port}` (inline,
+    so the provider's `{port}` substitution reaches it), no admin API."""
+    sentinel = 1  # replaced by the provider's `{port}` placeholder in the JSON text
+    text = json.dumps(app_bootstrap(sentinel, None)).replace('"port_value": 1}', '"port_value": {port}}')
+    assert "{port}" in text
+    return (envoy, "--config-yaml", text, "--concurrency", "1", "--disable-hot-restart", "--log-path", log_path)
 
 
 def proxy_bootstrap(

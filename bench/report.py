@@ -12,7 +12,13 @@ from typing import Any
 Run = dict[str, Any]
 
 TARGET_ADDED_P50_MS = 0.7
-EXT_PROC = ("B", "D", "E", "F")  # the setups with a Python ext_proc server
+EXT_PROC = ("B", "D", "E", "F")  # the setups whose every request asks a Python ext_proc server
+ZEROHOP_CPU = (*EXT_PROC, "G")  # ... and G's zerohop, which its warm requests skip
+# Issue 9's targets for the warm path open (G), in the same run: throughput against A, added p50 against A
+# (paired), zerohop's CPU per warm request against B's.
+TARGET_OPEN_THROUGHPUT = 0.95
+TARGET_OPEN_ADDED_P50_MS = 0.05
+TARGET_OPEN_CPU_SHARE = 0.02
 TARGET_COLD_OVERHEAD_P50_MS = 20.0
 
 
@@ -125,6 +131,7 @@ def render(document: dict[str, Any], source: str) -> str:
         _paired(document, runs),
         _cpu_table(runs),
         _cpu_breakdown(runs),
+        _warm_open(runs),
         _hotpath(document, runs),
         _cold(document),
         _verification(runs),
@@ -200,7 +207,9 @@ def _how_to_read(document: dict[str, Any]) -> str:
 - **Checks**: after every run the bench reads the gateway's ext_proc counters (every request got an ext_proc
   stream; none failed open — the filter has `failure_mode_allow: true`, so a broken ext_proc server would
   otherwise look *fast*) and, for B, zerohop's `/status` (the target's request count grew by the requests
-  sent; no cold or unmatched request).
+  sent; no cold or unmatched request). For G: no ext_proc stream at all (the warm path stayed open), and
+  zerohop's count, read from `/status` once two reads of the gateway's stats have finished after the load,
+  grew by the requests sent; no failed stats read.
 """
 
 
@@ -218,7 +227,7 @@ def _saturation(runs: Runs) -> str:
         lines.append(
             f"| {_title(runs.document, key)} | {_fmt(runs.median(key, 'saturation', _rps), 0)} | {_ratio(ratio)} "
             f"| {_fmt(runs.median(key, 'saturation', _p50), 3)} | {_fmt(runs.median(key, 'saturation', _p99), 3)} "
-            f"| {_fmt(runs.median(key, 'saturation', _cpu('extproc')), 1) if key in EXT_PROC else '—'} "
+            f"| {_fmt(runs.median(key, 'saturation', _cpu('extproc')), 1) if key in ZEROHOP_CPU else '—'} "
             f"| {_fmt(runs.median(key, 'saturation', _cpu('gateway')), 1)} |"
         )
     lines += ["", "req/s per round:", "", "| setup | " + " | ".join(f"round {r}" for r in runs.rounds) + " |"]
@@ -243,7 +252,7 @@ def _fixed_rate(runs: Runs) -> str:
         lines.append(
             f"| {_title(runs.document, key)} | {_fmt(runs.median(key, 'fixed_rate', _p50), 3)} "
             f"| {_fmt(runs.median(key, 'fixed_rate', _p99), 3)} | {_signed(added50, 3)} | {_signed(added99, 3)} "
-            f"| {_fmt(runs.median(key, 'fixed_rate', _cpu('extproc')), 1) if key in EXT_PROC else '—'} |"
+            f"| {_fmt(runs.median(key, 'fixed_rate', _cpu('extproc')), 1) if key in ZEROHOP_CPU else '—'} |"
         )
     lines += ["", "p50 ms per round:", "", "| setup | " + " | ".join(f"round {r}" for r in runs.rounds) + " |"]
     lines.append("|---|" + "---:|" * len(runs.rounds))
@@ -320,7 +329,9 @@ def _paired(document: dict[str, Any], runs: Runs) -> str:
     lines += [
         "",
         f"Checks: every response 200, every ext_proc request through its server (no fail-open, timeout or "
-        f"failed stream), zerohop counted every B request: {len(rounds) - len(failed)} of {len(rounds)} rounds.",
+        f"failed stream), zerohop counted every {' and '.join(k for k in ('B', 'G') if k in keys)} request"
+        f"{', no G request asked zerohop' if 'G' in keys else ''}: "
+        f"{len(rounds) - len(failed)} of {len(rounds)} rounds.",
     ]
     for result in failed:
         lines.append(f"- round {result['round']}: {'; '.join(result['check']['problems'])}")
@@ -353,7 +364,7 @@ def _normalised(run: Run) -> float:
 
 
 def _cpu_table(runs: Runs) -> str:
-    servers = [key for key in EXT_PROC if key in runs.setups]
+    servers = [key for key in ZEROHOP_CPU if key in runs.setups]
     if not servers:
         return ""
     document = runs.document
@@ -673,6 +684,7 @@ def _targets(runs: Runs) -> str:
                 f"| for comparison, paired: added p50 of the bare server {base} vs A; B - {base} | "
                 f"{_signed(floor, 3)} ms; {_signed(own, 3)} ms | (no target) |"
             )
+    rows += _open_target_rows(runs, paired_keys)
     for section, label, upper in (
         ("cold_start", ADMIN_ROW, "overhead_upper_ms"),
         ("cold_start_stats", STATS_ROW, "overhead_push_ms"),
@@ -705,6 +717,142 @@ def _targets(runs: Runs) -> str:
             "B - E is zerohop's own part, E - A the ext_proc round trip that any Python server pays.",
             "",
         ]
+    )
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def _open_cpu_share(runs: Runs, kind: str, get: Callable[[Run], float]) -> tuple[float, list[float]]:
+    """zerohop's CPU per request in G over B's, per round (median, and every round's)."""
+    values = runs.paired_values("G", "B", kind, get, _divide)
+    return _median(values), values
+
+
+def _open_target_rows(runs: Runs, paired_keys: set[str]) -> list[str]:
+    """Issue 9's three targets for the warm path open (G)."""
+    rows = []
+    if {"A", "G"} <= set(runs.setups):
+        ratios = runs.paired_values("G", "A", "saturation", _rps, _divide)
+        ratio = _median(ratios)
+        spread = _spread(ratios, _ratio)
+        rows.append(
+            f"| warm path open: throughput ≥ {TARGET_OPEN_THROUGHPUT:.2f}x A | G/A = {_ratio(ratio)}"
+            f"{f' ({spread})' if spread else ''} | {_met(ratio >= TARGET_OPEN_THROUGHPUT)} |"
+        )
+    if {"A", "G"} <= paired_keys:
+        added, per_round = _paired_added(runs.document, "G", "A")
+        spread = _spread(per_round, lambda value: _signed(value, 3))
+        rows.append(
+            f"| warm path open: added p50 ≤ {TARGET_OPEN_ADDED_P50_MS} ms vs A, paired | {_signed(added, 3)} ms"
+            f"{f' ({spread})' if spread else ''} | {_met(added <= TARGET_OPEN_ADDED_P50_MS)} |"
+        )
+    if {"B", "G"} <= set(runs.setups):
+        for kind, label, get in (
+            ("saturation", "saturation", _cpu("extproc")),
+            ("fixed_rate", "fixed rate, less idle", lambda run: _less_idle(runs.document, run["setup"])(run)),
+        ):
+            share, values = _open_cpu_share(runs, kind, get)
+            notes = [_spread(values, lambda value: f"{value:.1%}")]
+            if kind == "fixed_rate":
+                plain, _ = _open_cpu_share(runs, kind, _cpu("extproc"))
+                tick = 10_000 / runs.median("G", kind, lambda run: float(run["load"]["requests"]))
+                b_cpu = runs.median("B", kind, _cpu("extproc"))
+                notes.append(
+                    f"{_fmt(plain * 100, 1)}% with the background; one CPU tick is {_fmt(tick / b_cpu * 100, 1)}%"
+                )
+            note = "; ".join(n for n in notes if n)
+            rows.append(
+                f"| warm path open: zerohop CPU per warm request ≤ {TARGET_OPEN_CPU_SHARE:.0%} of B's, {label} "
+                f"| G/B = {_fmt(share * 100, 1)}%{f' ({note})' if note else ''} "
+                f"| {_met(share <= TARGET_OPEN_CPU_SHARE)} |"
+            )
+    return rows
+
+
+def _warm_open(runs: Runs) -> str:
+    """G side by side with A, B and C: what opening the warm path buys, and that it measured what it claims."""
+    if "G" not in runs.setups:
+        return ""
+    document = runs.document
+    keys = [key for key in ("A", "B", "C", "G") if key in runs.setups]
+    paired_keys = set(_paired_rounds(document)[0]["latencies_us"]) if _paired_rounds(document) else set()
+
+    def total(run: Run) -> float:
+        return float(sum(value for role, value in run["cpu_us_per_request"].items() if role != "wrk"))
+
+    lines = [
+        "## The warm path open (G) side by side with A, B and C",
+        "",
+        "Medians across rounds; ratios and differences per round against A (or B) in the same round. Total CPU "
+        "is every server process on the request's path (gateway, interceptor, ext_proc server, app), wrk "
+        "left out. zerohop's CPU in G is what it burns while the warm requests pass it by: its autoscaler and "
+        "its reads of the gateway's stats (once a second), divided by the requests. What G's gateway still "
+        "does per request beyond A's: the ext_proc filter stays in its chain (created for each stream, then "
+        "finding itself disabled by the route), and zerohop's routes carry a retry policy (`connect-failure`, "
+        "`refused-stream`); its upstream is the target's replica, an Envoy configured like the shared app, "
+        "reached through zerohop's EDS cluster.",
+        "",
+        "| setup | req/s vs A | added p50 vs A, paired (ms) | added p50 vs A, wrk fixed rate (ms) "
+        "| total CPU µs/req, saturation | zerohop CPU µs/req, saturation | zerohop CPU µs/req, fixed rate "
+        "(less idle) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in keys:
+        paired = _signed(_paired_added(document, key, "A")[0], 3) if {"A", key} <= paired_keys else "n/a"
+        zerohop = key in ("B", "G")
+        sat = _fmt(runs.median(key, "saturation", _cpu("extproc")), 1) if zerohop else "—"
+        fixed = (
+            f"{_fmt(runs.median(key, 'fixed_rate', _cpu('extproc')), 1)} "
+            f"({_fmt(runs.median(key, 'fixed_rate', _less_idle(document, key)), 1)})"
+            if zerohop
+            else "—"
+        )
+        lines.append(
+            f"| {_title(document, key)} | {_ratio(runs.paired(key, 'A', 'saturation', _rps, _divide))} "
+            f"| {paired} | {_signed(runs.paired(key, 'A', 'fixed_rate', _p50, _subtract), 3)} "
+            f"| {_fmt(runs.median(key, 'saturation', total), 0)} | {sat} | {fixed} |"
+        )
+    if "B" in runs.setups:
+        share, _ = _open_cpu_share(runs, "saturation", _cpu("extproc"))
+        fixed, _ = _open_cpu_share(runs, "fixed_rate", _cpu("extproc"))
+        net, _ = _open_cpu_share(runs, "fixed_rate", lambda run: _less_idle(document, run["setup"])(run))
+        lines += [
+            "",
+            f"zerohop's CPU per warm request in G against B's, per round: {_fmt(share * 100, 1)}% at saturation, "
+            f"{_fmt(fixed * 100, 1)}% at the fixed rate ({_fmt(net * 100, 1)}% less idle). At the fixed rate "
+            "a request is rare and zerohop's background work (autoscaler, stats reads) is spread over few "
+            "requests; less idle subtracts the background measured with no traffic. "
+            f"{_tick_note(runs)}",
+        ]
+    g_runs = [run for run in runs.by_key.values() if run["setup"] == "G"]
+    checks = [run["check"] for run in g_runs]
+    completed = sum(run["load"]["requests"] for run in g_runs)
+    lines += [
+        "",
+        "Setup G's warm requests really skipped zerohop and were still counted (sums over all G runs):",
+        "",
+        "| requests completed (wrk) | ext_proc streams (gateway) | zerohop target requests (from the gateway's "
+        "stats) | failed stats reads |",
+        "|---:|---:|---:|---:|",
+        f"| {completed:,} | {sum(c.get('ext_proc_streams', 0.0) for c in checks):,.0f} "
+        f"| {sum(c.get('zerohop_target_requests', 0.0) for c in checks):,.0f} "
+        f"| {sum(c.get('stats_failures', 0.0) for c in checks):,.0f} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _tick_note(runs: Runs) -> str:
+    """How fine G's per-request CPU figures are: /proc counts CPU time in 10 ms ticks per run."""
+    parts = []
+    for kind, label in (("saturation", "at saturation"), ("fixed_rate", "at the fixed rate")):
+        requests = runs.median("G", kind, lambda run: float(run["load"]["requests"]))
+        parts.append(f"{_fmt(10_000 / requests, 1)} µs {label}")
+    return (
+        "The CPU times come from `/proc/PID/stat`, in 10 ms ticks per run: one tick is "
+        + " and ".join(parts)
+        + " per request in G's runs, the resolution of its figures."
     )
 
 

@@ -27,11 +27,22 @@ from bench import paired as paired_load
 from bench.envoys import APP_BODY
 from bench.load import LoadResult, LoadSpec, run_wrk, write_scripts
 from bench.procs import PROJECT_ROOT, affinity, cpu_seconds, taskset, thread_cpu_seconds
-from bench.setups import ALL_SETUPS, ENVOY_CONCURRENCY, EXT_PROC_SETUPS, SETUPS, Setup, start_app, start_setup
+from bench.setups import (
+    ALL_SETUPS,
+    ENVOY_CONCURRENCY,
+    EXT_PROC_SETUPS,
+    SETUPS,
+    ZEROHOP_SETUPS,
+    Setup,
+    start_app,
+    start_setup,
+)
 
 Progress = Callable[[str], None]
 EXT_PROC_STATS = "http.gateway.ext_proc.zerohop."
 _EXT_PROC_FAILURES = ("failure_mode_allowed", "message_timeouts", "streams_failed")
+# Setup G: ext_proc streams tolerated during a load on the open warm path ("~0": none is expected).
+MAX_OPEN_STREAMS = 0
 FORMAT_VERSION = 1
 # The sections of a run's JSON that `--only cold` measures (and `python -m bench --merge-into` replaces).
 COLD_SECTIONS = ("cold_start", "cold_start_stats")
@@ -172,6 +183,22 @@ def check(setup: str, kind: str, load: LoadResult, deltas: dict[str, float], spe
             problems.append(f"only {streams:.0f} ext_proc streams for {load.requests} requests")
         if fail_open or timeouts or failed:
             problems.append(f"ext_proc failed open {fail_open:.0f}x, timed out {timeouts:.0f}x, failed {failed:.0f}x")
+    if setup == "G":
+        streams = deltas.get(EXT_PROC_STATS + "streams_started", 0.0)
+        requests = deltas.get("zerohop.target.requests", 0.0)
+        result.update(
+            ext_proc_streams=streams,
+            zerohop_target_requests=requests,
+            stats_failures=deltas.get("zerohop.warm_path.stats_failures", 0.0),
+        )
+        # The warm path stayed open: no request asked zerohop (a closing would send them all through it).
+        if streams > MAX_OPEN_STREAMS:
+            problems.append(f"{streams:.0f} ext_proc streams for {load.requests} requests on the open warm path")
+        # Counted from the gateway's stats (read after the load): wrk's last requests in flight included.
+        if not load.requests <= requests <= load.requests + spec.connections + 1:
+            problems.append(f"zerohop counted {requests:.0f} target requests for {load.requests} completed")
+        if result["stats_failures"]:
+            problems.append(f"{result['stats_failures']:.0f} failed reads of the gateway's stats")
     if setup == "B":
         requests = deltas.get("zerohop.target.requests", 0.0)
         cold = deltas.get("zerohop.cold_requests", 0.0)
@@ -233,7 +260,7 @@ class Bench:
 
     async def idle_cpu(self) -> dict[str, dict[str, float]]:
         """CPU milliseconds per second each process burns with no traffic at all (timers, polling)."""
-        pids = {key: {**setup.pids(), "app": self.app_pid} for key, setup in self.setups.items()}
+        pids = {key: {**setup.pids(), "app": setup.app_pid or self.app_pid} for key, setup in self.setups.items()}
         before = {key: {role: thread_cpu_seconds(pid) for role, pid in roles.items()} for key, roles in pids.items()}
         await asyncio.sleep(self.options.idle)
         return {
@@ -272,8 +299,10 @@ class Bench:
             argv = self.spec.saturation_argv(setup.url, self.saturation_script)
         else:
             argv = self.spec.fixed_rate_argv(setup.url, self.paced_script)
+        await setup.ensure_open(session)
+        await setup.settle(session)
         counters_before = await setup.counters(session)
-        pids = {**setup.pids(), "app": self.app_pid}
+        pids = {**setup.pids(), "app": setup.app_pid or self.app_pid}
         cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         busy_before, total_before = machine.cpu_times()
         children_before = _children_cpu()
@@ -281,6 +310,7 @@ class Bench:
         wrk_cpu = _children_cpu() - children_before
         busy_after, total_after = machine.cpu_times()
         cpu = {role: cpu_seconds(pid) - cpu_before[role] for role, pid in pids.items()}
+        await setup.settle(session)
         counters_after = await setup.counters(session)
         deltas = {
             name: value - counters_before.get(name, 0.0)
@@ -319,6 +349,9 @@ class Bench:
             *targets,
         ]
         argv = taskset(set(self.pinning.loadgen) if self.pinning.loadgen else None, argv)
+        for setup in self.setups.values():
+            await setup.ensure_open(session)
+            await setup.settle(session)
         before = {key: await setup.counters(session) for key, setup in self.setups.items()}
         process = await asyncio.create_subprocess_exec(
             *argv, cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -331,6 +364,7 @@ class Bench:
         result: dict[str, Any] = json.loads(lines[-1][len(paired_load.MARKER) :])
         problems: list[str] = []
         for key, setup in self.setups.items():
+            await setup.settle(session)
             after = await setup.counters(session)
             deltas = {name: value - before[key].get(name, 0.0) for name, value in after.items()}
             sent = len(result["latencies_us"][key])
@@ -342,8 +376,12 @@ class Bench:
                 failed = sum(deltas.get(EXT_PROC_STATS + name, 0.0) for name in _EXT_PROC_FAILURES)
                 if streams < sent or failed:
                     problems.append(f"{key}: {streams:.0f} ext_proc streams for {sent} requests, {failed:.0f} failed")
-            if key == "B" and deltas.get("zerohop.target.requests", 0.0) != sent:
-                problems.append(f"B: zerohop counted {deltas.get('zerohop.target.requests', 0.0):.0f} of {sent}")
+            if key in ZEROHOP_SETUPS and deltas.get("zerohop.target.requests", 0.0) != sent:
+                problems.append(f"{key}: zerohop counted {deltas.get('zerohop.target.requests', 0.0):.0f} of {sent}")
+            if key == "G" and deltas.get(EXT_PROC_STATS + "streams_started", 0.0) > MAX_OPEN_STREAMS:
+                problems.append(
+                    f"G: {deltas[EXT_PROC_STATS + 'streams_started']:.0f} ext_proc streams on the open path"
+                )
         result["round"] = round_
         result["check"] = {"ok": not problems, "problems": problems}
         return result

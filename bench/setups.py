@@ -1,4 +1,4 @@
-"""The setups measured side by side (A to E), each a gateway Envoy in front of the same app Envoy, and the
+"""The setups measured side by side (A to G), each a gateway Envoy in front of the same app Envoy, and the
 counters that show what each gateway really did (ext_proc streams, fail-open, zerohop's own counts)."""
 
 from __future__ import annotations
@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from bench.envoys import app_bootstrap, proxy_bootstrap
+from bench.envoys import app_bootstrap, app_replica_command, proxy_bootstrap
 from bench.procs import Child, free_port
 from bench.zerohop import Target, Zerohop
 from extproc.app import grpcenv
-from extproc.dev.envoyproc import EnvoyProcess
+from extproc.dev.envoyproc import EnvoyProcess, envoy_binary
+from extproc.envoy.config import DEFAULT_HOLD_TIMEOUT, GatewayPorts, local_bootstrap, max_message_timeout_for
 
 SETUPS: dict[str, tuple[str, str]] = {
     "A": ("plain gateway", "client -> gateway Envoy -> app. No ext_proc."),
@@ -49,9 +50,22 @@ SETUPS: dict[str, tuple[str, str]] = {
         "E's server with gRPC core's own defaults (EventEngine threads): E against F is what zerohop's gRPC "
         "settings (`extproc.app.grpcenv`) save.",
     ),
+    "G": (
+        "gateway + zerohop, warm target open",
+        "the gateway as `zerohop envoy-bootstrap` builds it (routes, clusters and endpoints from the files "
+        "zerohop writes, the ext_proc filter before the router) and `zerohop serve --warm-path open`: once the "
+        "target has been warm for `--open-after`, its virtual host disables the ext_proc filter "
+        "(`ExtProcPerRoute{disabled}`), so warm requests never reach zerohop, which counts them from the "
+        "gateway's stats (`--stats-interval`, default 1 s). The target's replica is an Envoy with the shared "
+        "app's configuration (its CPU is this setup's `app`), so the gateway routes to it through zerohop's "
+        "EDS cluster; its rate window (10 minutes) keeps the host open through the run.",
+    ),
 }
 ALL_SETUPS = tuple(SETUPS)
+# The setups whose every request asks a Python ext_proc server (G's warm requests skip it).
 EXT_PROC_SETUPS = ("B", "D", "E", "F")
+# The setups running `zerohop serve`.
+ZEROHOP_SETUPS = ("B", "G")
 # gRPC core settings of the bare servers: E runs with zerohop's (`zerohop serve` sets them itself), F with
 # gRPC's own defaults, so E against F is what `extproc.app.grpcenv` buys; D inherits the bench's environment.
 _BARE_ENV: dict[str, dict[str, str]] = {
@@ -70,6 +84,12 @@ WARM_TARGET = Target(
 )
 
 
+# Setup G's target: as B's, but its replica serves the traffic and its window outlasts a run's idle gaps, so
+# the warm path, once open, stays open (a closing would show in the ext_proc stream check).
+WARM_OPEN_WINDOW = "600s"
+OPEN_AFTER = "0.5s"
+
+
 def envoy(bootstrap: dict[str, Any], admin_port: int, workdir: Path) -> EnvoyProcess:
     return EnvoyProcess(bootstrap, admin_port, workdir=workdir, concurrency=ENVOY_CONCURRENCY)
 
@@ -85,6 +105,8 @@ class Setup:
     zerohop: Zerohop | None = None
     bare: Child | None = None
     notes: list[str] = field(default_factory=list)
+    # The upstream's pid when it is the setup's own (G's replica), not the shared app Envoy.
+    app_pid: int | None = None
 
     @property
     def title(self) -> str:
@@ -121,7 +143,53 @@ class Setup:
                 found[f"zerohop.{name}"] = value
             found["zerohop.target.requests"] = target["requests"]
             found["zerohop.target.routable"] = float(target["routable"])
+            warm_path = status.get("provider", {}).get("warmPath")
+            if warm_path is not None:
+                found["zerohop.warm_path.open"] = float(_open(warm_path))
+                found["zerohop.warm_path.stats_scrapes"] = float(warm_path["statsScrapes"])
+                found["zerohop.warm_path.stats_failures"] = float(warm_path["statsFailures"])
         return found
+
+    async def settle(self, session: aiohttp.ClientSession) -> None:
+        """G counts from the gateway's stats every `--stats-interval`: wait for two reads to finish, so
+        every request answered before this call is in zerohop's count. Nothing to wait for elsewhere."""
+        if self.key != "G" or self.zerohop is None:
+            return
+        first = await self._scrapes(session)
+        deadline = time.monotonic() + 10.0
+        while await self._scrapes(session) < first + 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError("setup G: zerohop read no gateway stats for 10s")
+            await asyncio.sleep(0.05)
+
+    async def _scrapes(self, session: aiohttp.ClientSession) -> int:
+        assert self.zerohop is not None
+        status = await self.zerohop.status(session)
+        return int(status["provider"]["warmPath"]["statsScrapes"])
+
+    async def ensure_open(self, session: aiohttp.ClientSession, timeout: float = 30.0) -> None:
+        """G's target host must be open (ext_proc disabled, confirmed by the gateway) before it is measured:
+        a trickle of requests keeps the target active until zerohop opens it. Nothing to do elsewhere."""
+        if self.key != "G" or self.zerohop is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.zerohop.child is not None
+            self.zerohop.child.check_alive()
+            status = await self.zerohop.status(session)
+            if _open(status["provider"]["warmPath"]):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"setup G: the warm path not open after {timeout:g}s: {status['provider']}")
+            async with session.get(self.url) as response:
+                await response.read()
+            await asyncio.sleep(0.05)
+
+
+def _open(warm_path: dict[str, Any]) -> bool:
+    """Every target's host open, as zerohop's /status reports it (`provider.warmPath`)."""
+    targets = warm_path.get("targets", {})
+    return bool(targets) and all(target["state"] == "open" for target in targets.values())
 
 
 def _pid(process: EnvoyProcess) -> int:
@@ -179,6 +247,8 @@ async def start_setup(key: str, stack: AsyncExitStack, workdir: Path, app_port: 
         await gateway.start()
         stack.push_async_callback(gateway.stop)
         return Setup(key, port, gateway, zerohop=zerohop)
+    if key == "G":
+        return await _start_open(stack, directory, port, admin)
     mode = {"D": "naive", "E": "tuned", "F": "tuned"}[key]
     ext_proc_port = free_port()
     bare = Child(
@@ -196,6 +266,52 @@ async def start_setup(key: str, stack: AsyncExitStack, workdir: Path, app_port: 
     await gateway.start()
     stack.push_async_callback(gateway.stop)
     return Setup(key, port, gateway, bare=bare)
+
+
+async def _start_open(stack: AsyncExitStack, directory: Path, port: int, admin: int) -> Setup:
+    """Setup G: `zerohop serve --warm-path open` confirming against this gateway, the gateway reading
+    zerohop's xDS files, the target's replica an Envoy serving what the shared app serves."""
+    replica_log = directory / "replica-envoy.log"
+    target = replace(
+        WARM_TARGET,
+        hosts=(),
+        metric={"requestRate": {"targetValue": 1_000_000, "window": WARM_OPEN_WINDOW, "granularity": "1s"}},
+        command=app_replica_command(str(envoy_binary()), str(replica_log)),
+    )
+    gateway_admin = f"http://127.0.0.1:{admin}"
+    flags = ["--warm-path", "open", "--envoy-admin", gateway_admin, "--open-after", OPEN_AFTER]
+    zerohop = Zerohop(target, directory / "zerohop", extra_args=flags)
+    stack.push_async_callback(zerohop.stop)
+    await zerohop.start()
+    ports = GatewayPorts("127.0.0.1", port, admin, "127.0.0.1", zerohop.ext_proc_port)
+    bootstrap = local_bootstrap(
+        ports, zerohop.xds_dir, max_message_timeout=max_message_timeout_for(DEFAULT_HOLD_TIMEOUT)
+    )
+    gateway = envoy(bootstrap, admin, directory / "gateway")
+    await gateway.start()
+    stack.push_async_callback(gateway.stop)
+    await _wait_routable(zerohop)
+    setup = Setup("G", port, gateway, zerohop=zerohop, app_pid=_pid_of(replica_log))
+    async with aiohttp.ClientSession() as session:
+        await setup.ensure_open(session)
+    return setup
+
+
+def _pid_of(marker: Path) -> int:
+    """The pid of the one process whose command line names `marker` (G's replica, started by zerohop)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(marker).encode() in cmdline.split(b"\0"):
+            found.append(int(entry.name))
+    if len(found) != 1:
+        raise RuntimeError(f"expected one process started with {marker}, found {found}")
+    return found[0]
 
 
 async def _wait_routable(zerohop: Zerohop, timeout: float = 30.0) -> None:

@@ -25,24 +25,33 @@ class Target:
     startup_delay: float
     scaledown_period: int = 300
     probe_period: float = 0.05
+    # None: `<name>.bench`; empty: no hosts at all (the target takes every host, a `*` virtual host).
+    hosts: tuple[str, ...] | None = None
+    # The replica's command (`{port}` replaced); None: the demo app with `startup_delay`.
+    command: tuple[str, ...] | None = None
 
     def documents(self, app_port: int) -> list[dict[str, Any]]:
-        command = [
-            sys.executable,
-            "-m",
-            "extproc.dev.demoapp",
-            "--port",
-            "{port}",
-            "--startup-delay",
-            str(self.startup_delay),
-        ]
+        command = (
+            list(self.command)
+            if self.command is not None
+            else [
+                sys.executable,
+                "-m",
+                "extproc.dev.demoapp",
+                "--port",
+                "{port}",
+                "--startup-delay",
+                str(self.startup_delay),
+            ]
+        )
+        hosts = [f"{self.name}.bench"] if self.hosts is None else list(self.hosts)
         return [
             {
                 "apiVersion": "http.keda.sh/v1alpha1",
                 "kind": "HTTPScaledObject",
                 "metadata": {"name": self.name, "namespace": "default"},
                 "spec": {
-                    "hosts": [f"{self.name}.bench"],
+                    **({"hosts": hosts} if hosts else {}),
                     "scaleTargetRef": {"name": self.name, "service": self.name, "port": 8080},
                     "replicas": {"min": self.min_replicas, "max": self.max_replicas},
                     "scalingMetric": self.metric,

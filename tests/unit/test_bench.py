@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,45 @@ def test_scale_benchmark_runs_every_window_at_ten_targets() -> None:
         assert window["calls"] > 0 or name == "sync", (name, window)
         assert "p99_ms" in window or window["calls"] == 0
     assert "| burst |" in scale.render(result)
+
+
+def _load(requests: int) -> object:
+    from bench.load import LoadResult
+
+    return LoadResult(requests, 5.0, requests / 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0, 0)
+
+
+def test_setup_g_fails_its_check_when_a_warm_request_reaches_zerohop_or_goes_uncounted() -> None:
+    from bench.load import LoadSpec
+    from bench.runner import EXT_PROC_STATS, check
+
+    spec = LoadSpec(duration=5)
+    load = _load(10_000)
+    counted = {"zerohop.target.requests": 10_003.0}
+    assert check("G", "saturation", load, counted, spec)["ok"]  # type: ignore[arg-type]
+    leaked = check("G", "saturation", load, {**counted, EXT_PROC_STATS + "streams_started": 7.0}, spec)  # type: ignore[arg-type]
+    assert leaked["problems"] == ["7 ext_proc streams for 10000 requests on the open warm path"]
+    missed = check("G", "saturation", load, {"zerohop.target.requests": 9_000.0}, spec)  # type: ignore[arg-type]
+    assert missed["problems"] == ["zerohop counted 9000 target requests for 10000 completed"]
+    failing = check("G", "saturation", load, {**counted, "zerohop.warm_path.stats_failures": 1.0}, spec)  # type: ignore[arg-type]
+    assert failing["problems"] == ["1 failed reads of the gateway's stats"]
+
+
+def test_setup_g_target_parses_and_its_replica_is_the_app_envoy_on_the_port_it_is_given() -> None:
+    import yaml
+
+    from bench.envoys import app_bootstrap, app_replica_command
+    from bench.setups import WARM_TARGET
+    from extproc.providers.local.config import parse
+
+    target = replace(WARM_TARGET, hosts=(), command=app_replica_command("/bin/envoy", "/r.log"))
+    config = parse(yaml.safe_dump_all(target.documents(18123)))
+    assert not config.problems, config.problems
+    (scaled,) = config.targets
+    assert scaled.hosts == ()  # every host: the gateway's `*` virtual host, as wrk's Host header needs
+    workload = config.workload_for(scaled)
+    assert workload is not None
+    argv = workload.argv(18123)
+    bootstrap = json.loads(argv[argv.index("--config-yaml") + 1])
+    assert bootstrap == app_bootstrap(18123, None)
+    assert "admin" not in bootstrap  # replica Envoys must not fight over an admin port
