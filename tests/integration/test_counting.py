@@ -97,11 +97,14 @@ async def test_in_flight_returns_to_exactly_zero_after_load_with_client_aborts(t
         assert stack.state("slow").traffic.in_flight == 0
         value = await stack.metric("slow")
         assert (value.metricValue, value.metricValueFloat) == (0, 0.0)
-        # Every request the gateway asked zerohop about is counted once. A client that gives up within 50 ms on a
-        # loaded machine may do so before the gateway has sent its headers; such a request never reached zerohop.
+        # Counted once each: never more than the streams the gateway opened to zerohop, never fewer than the
+        # requests that got their answer (each went through zerohop). Not an exact 120: a client that gives up
+        # within 50 ms on a loaded machine can do so before its headers reach zerohop (before the gateway opens
+        # the stream, or after it opened it but before zerohop read the first message), and such a request was
+        # never seen, so it cannot be counted.
         streams = await ext_proc_streams_started(stack) - streams_before
-        assert 80 <= streams <= 120
-        assert stack.state("slow").traffic.requests - requests_before == streams
+        counted = stack.state("slow").traffic.requests - requests_before
+        assert outcomes["ok"] <= counted <= streams <= 120, (outcomes, counted, streams)
 
 
 async def test_held_requests_count_as_concurrency(tmp_path: Path) -> None:
