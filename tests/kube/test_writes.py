@@ -13,7 +13,7 @@ from extproc.providers.kubernetes.api import SCALEDOBJECTS, KubeApi, KubeError
 from extproc.providers.kubernetes.ratelimit import TokenBucket
 from extproc.providers.kubernetes.reconciler import Reconciler
 from tests.helpers import wait_for
-from tests.kube.harness import HTTPSO, KEDA, httpso, ready_condition, settings, workload, zerohop
+from tests.kube.harness import HTTPSO, KEDA, httpso, key, ready_condition, settings, workload, zerohop
 from tests.kubeemu import KubeEmulator, RequestRecord
 
 pytest_plugins = ["tests.kubeemu.pytest_plugin"]
@@ -138,12 +138,37 @@ async def test_requests_are_paced_by_the_clients_rate_limiter(kube_emulator: Kub
         await api.close()
 
 
+async def test_a_wake_does_not_queue_behind_the_leaders_sync(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    names = _targets(emu, 30)  # 60 writes at 4 per second: the sync lasts about 15 s
+    api = KubeApi(emu.api_client(), limiter=TokenBucket(4, 1))
+    server = ZerohopServer(settings(leader_election=False, gateway_stats_port=0), kube_api=api)
+    await server.start()
+    try:
+        reconciler = _reconciler(server)
+        await wait_for(lambda: reconciler.writes >= 4, 10, what="the sync to be under way")
+        woken = names[-1]
+        started = time.monotonic()
+        server.provider.wake(key(woken))
+        await emu.wait_for_object(
+            "apps/v1", "Deployment", woken, predicate=lambda d: d["spec"]["replicas"] != 0, timeout=20
+        )
+        elapsed = time.monotonic() - started
+        assert not _all_written(emu, names), "the sync was over: nothing to queue behind"
+        # Behind the sync, the scale's read and its write would each wait for the 8 writers' tokens (2 s each).
+        assert elapsed < 1.5
+    finally:
+        await server.stop()
+        await api.close()
+
+
 async def test_the_qps_and_burst_settings_reach_the_client(kube_emulator: KubeEmulator, tmp_path: Path) -> None:
     kubeconfig = kube_emulator.kubeconfig(tmp_path / "kubeconfig")
     server = ZerohopServer(settings(kubeconfig=kubeconfig, kube_api_qps=7, kube_api_burst=3))
     api: KubeApi = await server.provider._api_source()  # type: ignore[attr-defined]
     try:
         assert (api.limiter.qps, api.limiter.burst) == (7, 3)
+        assert (api.bulk_limiter.qps, api.bulk_limiter.burst) == (7, 3)
     finally:
         await api.close()
 

@@ -6,7 +6,10 @@ failure is a `KubeError` carrying the API server's `Status` (code, reason, messa
 
 Like client-go, every request first takes a token from the client's rate limiter (`--kube-api-qps`,
 `--kube-api-burst`), and an answer the server asks to retry later (429, or a 5xx with `Retry-After`) is
-retried after that many seconds, up to `MAX_RETRIES` times.
+retried after that many seconds, up to `MAX_RETRIES` times. Bulk writers (the leader's sync) take their
+tokens from a limiter of their own (`bulk()`), so the requests that must not wait behind thousands of
+writes (lease renewals, scale-from-zero, watches) never queue behind them: controller-runtime gets the same
+effect by giving leader election a client of its own.
 """
 
 from __future__ import annotations
@@ -131,17 +134,31 @@ async def connect(kubeconfig: Path | None = None, *, qps: float = 0.0, burst: in
         await k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig), client_configuration=configuration
         )
-    return KubeApi(k8s_client.ApiClient(configuration), limiter=TokenBucket(qps, burst))
+    return KubeApi(
+        k8s_client.ApiClient(configuration), limiter=TokenBucket(qps, burst), bulk_limiter=TokenBucket(qps, burst)
+    )
 
 
 class KubeApi:
     """Generic reads, writes and watches of any resource, as dicts."""
 
-    def __init__(self, api_client: k8s_client.ApiClient, *, limiter: TokenBucket | None = None) -> None:
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        *,
+        limiter: TokenBucket | None = None,
+        bulk_limiter: TokenBucket | None = None,
+    ) -> None:
         self.api_client = api_client
         self.limiter = limiter or TokenBucket(0, 1)
+        # Its own budget, as large as the other: bulk writes never delay a lease renewal or a wake.
+        self.bulk_limiter = bulk_limiter or TokenBucket(self.limiter.qps, self.limiter.burst)
         # Answers the server asked to retry later (429 TooManyRequests, 5xx with Retry-After), retried.
         self.retried = 0
+
+    def bulk(self) -> KubeApi:
+        """This client paced by the bulk limiter, for writers that may queue many requests at once."""
+        return KubeApi(self.api_client, limiter=self.bulk_limiter, bulk_limiter=self.bulk_limiter)
 
     async def close(self) -> None:
         await self.api_client.close()  # type: ignore[no-untyped-call]

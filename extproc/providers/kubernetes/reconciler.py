@@ -95,7 +95,8 @@ class Reconciler:
         scaled_objects: Callable[[], Mapping[tuple[str, str], JsonObj]],
         gateway: Callable[[], Condition | None] = lambda: None,
     ) -> None:
-        self._api = api
+        # Thousands of writes may wait for tokens here; the lease and scale-from-zero keep the main limiter.
+        self._api = api.bulk()
         self.options = options
         self._table = table
         self._httpsos = httpsos
