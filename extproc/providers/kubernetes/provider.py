@@ -34,6 +34,7 @@ from extproc.envoy.config import istio_cluster_name
 from extproc.envoy.gatewaystats import Confirmation, GatewayStats, GatewayStatsStatus
 from extproc.envoy.gatewayview import GatewayView
 from extproc.providers.kubernetes import api as kube
+from extproc.providers.kubernetes import heap
 from extproc.providers.kubernetes.api import JsonObj, KubeApi
 from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
 from extproc.providers.kubernetes.gatewaypods import PODS, ready_gateway_pods
@@ -206,16 +207,18 @@ class KubernetesProvider:
                 label_selector=self.options.gateway_selector,
             )
             self._gateway_pods.start()
-        try:
-            await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self._informers)), _SYNC_TIMEOUT)
-        except TimeoutError:
-            unsynced = [i.name for i in self._informers if not i.synced.is_set()]
-            log.error(
-                "not synced with the API server after %.0fs (%s); continuing, readiness stays down",
-                _SYNC_TIMEOUT,
-                unsynced,
-            )
-        await self._applied.wait()
+        # The informers list and the targets are derived inside (the tasks run while this waits).
+        with heap.first_sync():
+            try:
+                await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self._informers)), _SYNC_TIMEOUT)
+            except TimeoutError:
+                unsynced = [i.name for i in self._informers if not i.synced.is_set()]
+                log.error(
+                    "not synced with the API server after %.0fs (%s); continuing, readiness stays down",
+                    _SYNC_TIMEOUT,
+                    unsynced,
+                )
+            await self._applied.wait()
         if self.options.reconcile is not None:
             self.reconciler = Reconciler(
                 api,
