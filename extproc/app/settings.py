@@ -382,19 +382,21 @@ class Settings:
         group="kubernetes provider",
     )
     kube_api_qps: int = _setting(
-        50,
+        200,
         _non_negative_int,
-        "Kubernetes provider: requests per second to the API server, on average (client-go's QPS; its "
-        "default is 5). Writing N targets' ScaledObjects and statuses takes about 2N / QPS seconds. "
-        "0: no client-side limit (the server's priority and fairness still applies).",
+        "Kubernetes provider: requests per second to the API server, on average, for each of two budgets: the "
+        "leader's writes of ScaledObjects and statuses, and everything else (watches, the Lease, scaling from "
+        "zero), so a wake never waits behind a sync. A first sync of N targets writes 2N times: about 2N / QPS "
+        "seconds (100 s for 10,000 targets). client-go's default is 5, Karpenter's 200. 0: no client-side "
+        "limit (the server's priority and fairness still applies).",
         group="kubernetes provider",
         metavar="QPS",
     )
     kube_api_burst: int = _setting(
-        100,
+        300,
         _positive_int,
-        "Kubernetes provider: requests to the API server allowed at once above --kube-api-qps "
-        "(client-go's burst; its default is 10).",
+        "Kubernetes provider: requests to the API server allowed at once above --kube-api-qps, per budget "
+        "(client-go's burst; its default is 10, Karpenter's 300).",
         group="kubernetes provider",
         metavar="N",
     )

@@ -175,5 +175,5 @@ async def test_the_qps_and_burst_settings_reach_the_client(kube_emulator: KubeEm
 
 def test_settings_defaults_pace_the_api_like_a_controller() -> None:
     defaults = settings()
-    assert (defaults.kube_api_qps, defaults.kube_api_burst) == (50, 100)
+    assert (defaults.kube_api_qps, defaults.kube_api_burst) == (200, 300)
     assert HTTPSO  # the harness's constants are what these tests write against
