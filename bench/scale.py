@@ -7,7 +7,9 @@ as fewer calls) while things happen:
 
 - start -> ready: the process started -> its admin server answers (imports) -> `/readyz` 200 (synced);
 - memory per target: (RSS at ready - RSS when the admin server first answered, before any list) / N;
-- sync: from ready until every ScaledObject exists (or `--sync-timeout`), the leader's first job;
+- sync: from ready until every ScaledObject exists and every HTTPScaledObject has a status (or
+  `--sync-timeout`), the leader's first job; the statuses are counted from a watch opened before zerohop
+  starts, so the count costs neither the emulator nor this process a list of every object;
 - quiet: a few seconds in which the bench does nothing (the baseline, unless the leader is still syncing);
 - burst: 100 EndpointSlice updates sent at once (endpoints added, none ready);
 - scrape: `/metrics` fetched 3 times, one after another; status: `/status` fetched 3 times.
@@ -162,6 +164,42 @@ async def _count(session: aiohttp.ClientSession, base: str, path: str) -> int:
     return len(body["items"]) + int(body["metadata"].get("remainingItemCount") or 0)
 
 
+class StatusWatch:
+    """The HTTPScaledObjects that have a `Ready` condition, from one watch opened before zerohop starts
+    (the emulator starts them all without a status)."""
+
+    def __init__(self, session: aiohttp.ClientSession, api: str) -> None:
+        self._session = session
+        self._path = f"{api}/apis/http.keda.sh/v1alpha1/namespaces/{NAMESPACE}/httpscaledobjects"
+        self.written: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        async with self._session.get(self._path, params={"limit": "1"}) as response:
+            response.raise_for_status()
+            version = (await response.json())["metadata"]["resourceVersion"]
+        self._task = asyncio.ensure_future(self._watch(version))
+
+    async def _watch(self, version: str) -> None:
+        params = {"watch": "true", "resourceVersion": version, "timeoutSeconds": "3600"}
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with self._session.get(self._path, params=params, timeout=timeout) as response:
+            response.raise_for_status()
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                obj = json.loads(line).get("object") or {}
+                conditions = (obj.get("status") or {}).get("conditions") or []
+                if any(c.get("type") == "Ready" for c in conditions):
+                    self.written.add(obj["metadata"]["name"])
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
 async def _until_warm(load: Load, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while (await load.one()).outcome != "ok":
@@ -210,9 +248,28 @@ async def run(options: Options) -> dict[str, Any]:
 
 
 async def _measure(options: Options, zerohop: Child, info: dict[str, Any]) -> dict[str, Any]:
-    admin = f"http://127.0.0.1:{info['admin']}"
     api = str(info["emulator"])
     result: dict[str, Any] = {"targets": options.targets, "rate": options.rate, "populate_s": info["populate_s"]}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        statuses = StatusWatch(session, api)
+        await statuses.start()
+        try:
+            await _run_zerohop(options, zerohop, info, session, statuses, result)
+        finally:
+            await statuses.stop()
+    return result
+
+
+async def _run_zerohop(
+    options: Options,
+    zerohop: Child,
+    info: dict[str, Any],
+    session: aiohttp.ClientSession,
+    statuses: StatusWatch,
+    result: dict[str, Any],
+) -> None:
+    admin = f"http://127.0.0.1:{info['admin']}"
+    api = str(info["emulator"])
     started = time.monotonic()
     await zerohop.start()
     await zerohop.wait_http_ok(f"{admin}/healthz", timeout=60)
@@ -229,36 +286,43 @@ async def _measure(options: Options, zerohop: Child, info: dict[str, Any]) -> di
 
     load = Load(f"127.0.0.1:{info['ext_proc']}", f"{PROBE}.scale.test", options.rate)
     windows: list[Window] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        await _until_warm(load)
-        result["probe_warm_s"] = round(time.monotonic() - ready, 2)
-        load.start()
-        try:
-            windows.append(await _sync(options, session, api, started))
-            windows.append(await _quiet(options))
-            windows.append(await _burst(options, session, api))
-            windows.append(await _fetch(options, session, admin, "/metrics", "scrape"))
-            windows.append(await _fetch(options, session, admin, "/status", "status"))
-            result["rss_end_mib"] = round(_rss_kib(zerohop.pid) / 1024, 1)
-        finally:
-            await load.stop()
+    await _until_warm(load)
+    result["probe_warm_s"] = round(time.monotonic() - ready, 2)
+    load.start()
+    try:
+        windows.append(await _sync(options, session, api, statuses, started))
+        windows.append(await _quiet(options))
+        windows.append(await _burst(options, session, api))
+        windows.append(await _fetch(options, session, admin, "/metrics", "scrape"))
+        windows.append(await _fetch(options, session, admin, "/status", "status"))
+        result["rss_end_mib"] = round(_rss_kib(zerohop.pid) / 1024, 1)
+    finally:
+        await load.stop()
     result["windows"] = {window.name: load.summary(window) for window in windows}
-    return result
 
 
-async def _sync(options: Options, session: aiohttp.ClientSession, api: str, zerohop_started: float) -> Window:
+async def _sync(
+    options: Options, session: aiohttp.ClientSession, api: str, statuses: StatusWatch, zerohop_started: float
+) -> Window:
     start = time.monotonic()
     path = f"/apis/keda.sh/v1alpha1/namespaces/{NAMESPACE}/scaledobjects"
     want = options.targets + 1
     count = 0
+    extra: dict[str, Any] = {}
     while time.monotonic() - start < options.sync_timeout:
-        count = await _count(session, api, path)
-        if count >= want:
+        if count < want:
+            count = await _count(session, api, path)
+            if count >= want:
+                extra["scaledobjects_s_after_start"] = round(time.monotonic() - zerohop_started, 2)
+        if "statuses_s_after_start" not in extra and len(statuses.written) >= want:
+            extra["statuses_s_after_start"] = round(time.monotonic() - zerohop_started, 2)
+        if len(extra) == 2:
             break
         await asyncio.sleep(0.5)
     end = time.monotonic()
-    extra = {"scaledobjects": count, "of": want, "done": count >= want}
-    if count >= want:
+    done = count >= want and len(statuses.written) >= want
+    extra.update({"scaledobjects": count, "statuses": len(statuses.written), "of": want, "done": done})
+    if done:
         extra["all_written_s_after_start"] = round(end - zerohop_started, 2)
     return Window("sync", start, end, extra)
 

@@ -156,6 +156,7 @@ def test_scale_benchmark_runs_every_window_at_ten_targets() -> None:
     windows = result["windows"]
     assert list(windows) == ["sync", "quiet", "burst", "scrape", "status"]
     assert windows["sync"]["done"], windows["sync"]
+    assert windows["sync"]["statuses"] == windows["sync"]["of"] == 11
     assert windows["burst"]["updates"] == 10
     assert windows["scrape"]["bytes"] > 0
     for name, window in windows.items():
