@@ -44,14 +44,18 @@ def nearest(name: str, known: list[str]) -> str | None:
 
 
 def _walk(value: Any, tree: Tree, path: str, found: list[UnknownField]) -> None:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         return  # a wrong type is the parser's to report, with its own message
+    # Every document of a 10,000-target sync passes here: a leaf costs a lookup, no path is built for it.
     for name, child in value.items():
-        where = f"{path}.{name}" if path else str(name)
         if name not in tree:
+            where = f"{path}.{name}" if path else str(name)
             found.append(UnknownField(where, nearest(str(name), list(tree))))
             continue
         node = tree[name]
+        if node is None:
+            continue
+        where = f"{path}.{name}" if path else str(name)
         if isinstance(node, list):
             if isinstance(child, list):
                 for index, item in enumerate(child):

@@ -8,6 +8,7 @@ document can be reported (a log line, a status condition) without affecting the 
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -268,6 +269,8 @@ def _ignored(spec: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if type(value) is dict:  # what the API and YAML give; spares the ABC check
+        return value
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -311,11 +314,15 @@ def _positive_number(value: Any, where: str, default: float) -> float:
     return float(value)
 
 
+# Thousands of HTTPScaledObjects name the same few windows ("1m", "1s"): parsed once each.
+_seconds = functools.lru_cache(maxsize=256)(parse_duration)
+
+
 def _duration(value: Any, where: str, default: float) -> float:
     if value is None:
         return default
     try:
-        seconds = parse_duration(value)
+        seconds = _seconds(value) if type(value) is str else parse_duration(value)
     except ValueError as exc:
         raise InvalidSpec(f"{where}: {exc}") from None
     if seconds <= 0:
