@@ -15,7 +15,7 @@ from typing import Any
 
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from bench import report
+from bench import report, scale_report
 from bench.procs import PROJECT_ROOT
 from bench.runner import Options, merge_partial, run
 from bench.setups import ALL_SETUPS
@@ -146,6 +146,8 @@ def write_report(document: dict[str, Any], json_path: Path, destination: Path | 
         print(text)
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.exists():
+        text = scale_report.keep_section(destination.read_text(), text)  # written by `python -m bench.scale --report`
     destination.write_text(text)
     print(f"report: {_relative(destination)}", file=sys.stderr)
 

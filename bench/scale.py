@@ -43,6 +43,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
 from bench.procs import Child, free_port
 from bench.scale_emulator import NAMESPACE, PROBE, SLICES, endpoint_slice, target_name
+from bench.scale_report import render, render_section, replace_section
 
 CALL_DEADLINE = 10.0
 ENVOY_MESSAGE_TIMEOUT = 1.0  # the shipped EnvoyFilter's message_timeout
@@ -365,27 +366,6 @@ async def _fetch(options: Options, session: aiohttp.ClientSession, admin: str, p
     return Window(name, start, time.monotonic(), extra)
 
 
-def render(result: dict[str, Any]) -> str:
-    lines = [
-        f"N = {result['targets']}: start -> admin up {result['admin_up_s']} s, -> ready {result['ready_s']} s "
-        f"(sync {result['sync_to_ready_s']} s); RSS at ready {result['rss_ready_mib']} MiB, "
-        f"{result['kib_per_target']} KiB per target; probe warm {result['probe_warm_s']} s after ready",
-        f"ext_proc at {result['rate']:g} calls/s:",
-        "| window | seconds | calls | failed | > 1 s | p50 ms | p99 ms | max ms | what happened |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, w in result["windows"].items():
-        shown = {"seconds", "calls", "failed", "over_1s", "p50_ms", "p99_ms", "max_ms"}
-        what = {k: v for k, v in w.items() if k not in shown}
-        failed = sum(w["failed"].values())
-        failed_text = f"{failed} {w['failed']}" if failed else "0"
-        lines.append(
-            f"| {name} | {w['seconds']} | {w['calls']} | {failed_text} | {w['over_1s']} | {w.get('p50_ms', '-')} | "
-            f"{w.get('p99_ms', '-')} | {w.get('max_ms', '-')} | {json.dumps(what)} |"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     defaults = Options()
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
@@ -396,7 +376,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--workdir", type=Path, help="keep the kubeconfig and the children's logs here")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="PAGE",
+        help="measure nothing: write the scale section of PAGE (docs/performance.md) from the RESULTS files",
+    )
+    parser.add_argument("results", nargs="*", type=Path, help="with --report: --json files, smallest N first")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        results = [json.loads(path.read_text()) for path in args.results]
+        section = render_section(results, [str(path) for path in args.results])
+        page = args.report.read_text() if args.report.exists() else ""
+        args.report.write_text(replace_section(page, section))
+        return
     options = Options(targets=args.targets, rate=args.rate, sync_timeout=args.sync_timeout, workdir=args.workdir)
     result = asyncio.run(run(options))
     result["options"] = {k: str(v) for k, v in asdict(options).items()}

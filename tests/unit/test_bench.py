@@ -148,7 +148,7 @@ def test_merge_into_takes_a_cold_start_run_only(tmp_path: Path) -> None:
 
 
 def test_scale_benchmark_runs_every_window_at_ten_targets() -> None:
-    from bench import scale
+    from bench import scale, scale_report
 
     options = scale.Options(targets=10, rate=50.0, sync_timeout=60.0, quiet=0.5, settle=1.0)
     result = asyncio.run(scale.run(options))
@@ -163,6 +163,12 @@ def test_scale_benchmark_runs_every_window_at_ten_targets() -> None:
         assert window["calls"] > 0 or name == "sync", (name, window)
         assert "p99_ms" in window or window["calls"] == 0
     assert "| burst |" in scale.render(result)
+    section = scale_report.render_section([result], ["r10.json"])
+    assert "| start -> ready <= 3 s |" in section
+    page = scale_report.replace_section("# Performance\n", section)
+    assert scale_report.replace_section(page, section) == page
+    # `python -m bench` regenerates the page around the section and keeps it.
+    assert scale_report.keep_section(page, "# Performance, again\n") == "# Performance, again\n\n" + section
 
 
 def _load(requests: int) -> object:
