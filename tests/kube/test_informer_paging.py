@@ -34,3 +34,26 @@ async def test_the_informer_sees_all_objects_through_pages(kube_emulator: KubeEm
     lists = kube_emulator.request_log.matching(method="GET", path_contains="/configmaps", watch=False)
     assert [r.query.get("limit") for r in lists] == ["500", "500", "500"]
     assert [bool(r.query.get("continue")) for r in lists] == [False, True, True]
+
+
+async def test_the_first_list_reports_each_page_before_reading_the_next(kube_emulator: KubeEmulator) -> None:
+    for n in range(1203):
+        kube_emulator.create(configmap(f"cm{n:04}", namespace="many"))
+    lists_read_at_first_event: list[int] = []
+
+    def on_change(_kind: str, _old: Any, _new: Any) -> None:
+        if not lists_read_at_first_event:
+            lists = kube_emulator.request_log.matching(method="GET", path_contains="/configmaps", watch=False)
+            lists_read_at_first_event.append(len(lists))
+
+    api = KubeApi(kube_emulator.api_client())
+    informer = Informer(api, CONFIGMAPS, on_change, namespace="many")
+    try:
+        informer.start()
+        await informer.synced.wait()
+    finally:
+        await informer.stop()
+        await api.close()
+    # What consumers derive from the first 500 objects overlaps reading the other 703.
+    assert lists_read_at_first_event == [1]
+    assert len(informer.cache) == 1203

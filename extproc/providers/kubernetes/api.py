@@ -31,6 +31,8 @@ from extproc.providers.kubernetes.ratelimit import TokenBucket
 log = logging.getLogger(__name__)
 
 JsonObj = dict[str, Any]
+# A page of a list: its objects, and the list's resourceVersion on the last page ("" before).
+Page = tuple[list[JsonObj], str]
 
 MERGE_PATCH = "application/merge-patch+json"
 # client-go's defaults: retry up to 10 times when told to; a Retry-After longer than a minute is taken as one.
@@ -210,6 +212,17 @@ class KubeApi:
     ) -> tuple[list[JsonObj], str]:
         """Every object (following `continue` pages) and the list's resourceVersion."""
         items: list[JsonObj] = []
+        version = ""
+        async for page, page_version in self.pages(resource, namespace, label_selector=label_selector):
+            items.extend(page)
+            version = page_version
+        return items, version
+
+    async def pages(
+        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> AsyncIterator[Page]:
+        """One list, a page of up to 500 objects at a time, each with the list's resourceVersion once the
+        last page is in (empty before: a version to watch from exists only for the whole list)."""
         token = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", 500)]
@@ -218,11 +231,11 @@ class KubeApi:
             if token:
                 query.append(("continue", token))
             page = await self._json("GET", resource.path(namespace), query=query)
-            items.extend(page.get("items") or [])
             metadata = page.get("metadata") or {}
             token = metadata.get("continue") or ""
+            yield page.get("items") or [], "" if token else str(metadata.get("resourceVersion") or "")
             if not token:
-                return items, str(metadata.get("resourceVersion") or "")
+                return
 
     async def watch(
         self,

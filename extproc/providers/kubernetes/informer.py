@@ -122,6 +122,9 @@ class Informer:
         self.connected = True
 
     async def _relist(self) -> None:
+        if not self.cache:
+            await self._first_list()
+            return
         items, version = await self.api.list(self.resource, self.namespace, label_selector=self.label_selector)
         self._connected()
         fresh = {object_key(item): item for item in items}
@@ -138,6 +141,25 @@ class Informer:
         for key, item in old.items():
             if key not in fresh:
                 self._emit("DELETED", item, None)
+        self._version = version
+        self.synced.set()
+
+    async def _first_list(self) -> None:
+        """With nothing cached every object is new: each page is reported as it arrives, so what consumers
+        derive from it overlaps reading the next. A list that breaks off leaves its pages cached; the next
+        list compares with them as any relist does."""
+        version = ""
+        pages = self.api.pages(self.resource, self.namespace, label_selector=self.label_selector)
+        async for page, page_version in pages:
+            self._connected()
+            version = page_version
+            for item in page:
+                key = object_key(item)
+                before = self.cache.get(key)
+                self.cache[key] = item
+                self._emit("MODIFIED" if before is not None else "ADDED", before, item)
+        if self.synced.is_set():
+            self.relists += 1
         self._version = version
         self.synced.set()
 
