@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from extproc.app.server import ZerohopServer
-from extproc.providers.kubernetes.api import SCALEDOBJECTS, KubeApi, KubeError
+from extproc.core.httpso import ScaledTarget
+from extproc.providers.kubernetes import scaledobjects
+from extproc.providers.kubernetes.api import SCALEDOBJECTS, JsonObj, KubeApi, KubeError
 from extproc.providers.kubernetes.ratelimit import TokenBucket
 from extproc.providers.kubernetes.reconciler import Reconciler
 from tests.helpers import wait_for
@@ -177,3 +179,32 @@ def test_settings_defaults_pace_the_api_like_a_controller() -> None:
     defaults = settings()
     assert (defaults.kube_api_qps, defaults.kube_api_burst) == (200, 300)
     assert HTTPSO  # the harness's constants are what these tests write against
+
+
+async def test_a_pass_over_settled_objects_compares_only_what_changed(
+    kube_emulator: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = kube_emulator
+    names = _targets(emu, 20)
+    async with zerohop(emu, leader_election=False, gateway_stats_port=0) as server:
+        await emu.wait_until(lambda: _all_written(emu, names), timeout=10, message="every object written")
+        await _settled(server, emu, names)
+        compared: list[str] = []
+        desired = scaledobjects.desired
+
+        def counting(target: ScaledTarget, uid: str, scaler_address: str) -> JsonObj:
+            compared.append(target.key.name)
+            return desired(target, uid, scaler_address)
+
+        monkeypatch.setattr(scaledobjects, "desired", counting)
+        reconciler = _reconciler(server)
+        passes = reconciler.passes
+        reconciler.trigger()
+        await wait_for(lambda: reconciler.passes > passes, 10, what="a pass")
+        assert compared == []  # every status event triggers a pass: at 10k targets it must cost next to nothing
+        # A label (metadata only, same generation) still reaches the ScaledObject.
+        emu.patch(HTTPSO, "HTTPScaledObject", names[3], {"metadata": {"labels": {"team": "a"}}})
+        await emu.wait_for_object(
+            KEDA, "ScaledObject", names[3], predicate=lambda so: so["metadata"]["labels"].get("team") == "a"
+        )
+        assert set(compared) == {names[3]}

@@ -3,9 +3,11 @@ the EnvoyFilter scoping ext_proc to the gateway hosts they name.
 
 Runs are coalesced (many changes, one pass) and idempotent: each pass compares the caches with what should
 be and writes only differences, so a restart, a new leader or a relist converges without churn. A pass plans
-on the event loop in slices (it yields every `_PLAN_SLICE` objects) and hands the writes to `_WORKERS`
-concurrent writers, which the API client's rate limiter paces; a write the watch has not shown back yet is
-not repeated by the next pass (`_pending`).
+on the event loop in steps of at most `_PLAN_STEP` seconds and hands the writes to `_WORKERS` concurrent
+writers, which the API client's bulk rate limiter paces; a write the watch has not shown back yet is not
+repeated by the next pass (`_pending`). An object whose inputs (its and its ScaledObject's resourceVersion,
+condition, generation, target and the gateway condition) are those it had when it last needed no write is
+not compared again (`_settled`), so the pass every status event triggers costs a lookup per object.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ _RESYNC = 60.0
 # Writes in flight at once; the rate limiter, not this, sets the pace (enough to keep up with a few hundred
 # requests per second at tens of milliseconds each, few enough that another request waits briefly behind them).
 _WORKERS = 8
-# Objects compared between two yields to the event loop: a pass over 10,000 targets never stalls requests.
-_PLAN_SLICE = 100
+# Seconds of planning between two yields to the event loop: a pass over 10,000 targets never stalls requests.
+_PLAN_STEP = 0.002
 # How long a write is trusted to show up in the watch before the next pass would write it again.
 _PENDING_TTL = 30.0
 
@@ -73,6 +75,10 @@ class _Work:
     patch: JsonObj | None = None
     scaled_version: str = ""
     status: bool = True
+    waiting: bool = False  # a write was left out because the caches do not show the last one yet
+
+
+_UNKNOWN = Condition(False, "Unknown", "not processed yet")
 
 
 def _now() -> str:
@@ -109,9 +115,12 @@ class Reconciler:
         # (kind, namespace, name) -> (the resourceVersion a write was based on, until when to trust it).
         self._pending: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._envoyfilter_hosts: tuple[str, ...] | None = None
+        # (namespace, name) -> what a pass read when the object needed no write (see `_plan`).
+        self._settled: dict[tuple[str, str], tuple[object, ...]] = {}
 
     def start(self) -> None:
         self._wake.set()
+        self._settled = {}  # a new term compares everything afresh
         # A fresh owner each time: the reconciler stops when leadership is lost and starts again when regained.
         self._tasks = BackgroundTasks()
         self._tasks.spawn(self._loop(), name="reconciler")
@@ -124,8 +133,10 @@ class Reconciler:
 
     async def _loop(self) -> None:
         while True:
+            # Not wait_for: on 3.11 it swallows a cancel that lands as the event is set, and stop() hung.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _RESYNC)
+                async with asyncio.timeout(_RESYNC):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.reconcile()
@@ -146,18 +157,35 @@ class Reconciler:
 
     async def _plan(self, queue: asyncio.Queue[_Work | None]) -> None:
         table = self._table()
-        targets = {t.key: t for t in table.targets}
         scaled = self._scaled_objects()
         gateway = self._gateway()
         now = time.monotonic()
         self._pending = {k: v for k, v in self._pending.items() if v[1] > now}
-        for index, ((namespace, name), document) in enumerate(list(self._httpsos().items())):
-            if index % _PLAN_SLICE == _PLAN_SLICE - 1:
+        documents = self._httpsos()
+        if len(self._settled) > len(documents):
+            self._settled = {k: v for k, v in self._settled.items() if k in documents}
+        step_ends = time.monotonic() + _PLAN_STEP
+        for (namespace, name), document in list(documents.items()):
+            if time.monotonic() >= step_ends:
                 await asyncio.sleep(0)
+                step_ends = time.monotonic() + _PLAN_STEP
             key = TargetKey(namespace, name)
-            condition = table.conditions.get(key) or Condition(False, "Unknown", "not processed yet")
-            target = targets.get(key)
-            work = _Work(document, condition, table.generations.get(key, 0), target, gateway)
+            current = scaled.get((namespace, name))
+            condition = table.conditions.get(key) or _UNKNOWN
+            target = table.by_key.get(key)
+            generation = table.generations.get(key, 0)
+            # Everything a plan reads; the same as when this object last needed no write: it needs none now.
+            inputs = (
+                resource_version(document),
+                resource_version(current) if current is not None else None,
+                condition,
+                generation,
+                target,
+                gateway,
+            )
+            if self._settled.get((namespace, name)) == inputs:
+                continue
+            work = _Work(document, condition, generation, target, gateway)
             metadata = document.get("metadata") or {}
             annotations = metadata.get("annotations") or {}
             if (
@@ -165,13 +193,17 @@ class Reconciler:
                 and self.options.manage_scaledobjects
                 and not _truthy(annotations.get(SKIP_SCALEDOBJECT_ANNOTATION))
             ):
-                self._plan_scaled_object(work, target, str(metadata.get("uid") or ""), scaled.get((namespace, name)))
+                self._plan_scaled_object(work, target, str(metadata.get("uid") or ""), current)
             if self._is_pending(("status", namespace, name), resource_version(document)):
                 work.status = False
+                work.waiting = True
             elif work.create is None and work.patch is None:
                 work.status = self._status_patch(work, work.condition) is not None
             if work.status or work.create is not None or work.patch is not None:
+                self._settled.pop((namespace, name), None)
                 await queue.put(work)
+            elif not work.waiting:
+                self._settled[(namespace, name)] = inputs
         if self.options.manage_envoyfilters:
             await self._envoyfilter(sorted({h for t in table.targets for h in t.hosts if h != "*"}))
 
@@ -184,6 +216,7 @@ class Reconciler:
         namespace, name = target.key
         version = resource_version(current) if current is not None else ""
         if self._is_pending(("scaledobject", namespace, name), version):
+            work.waiting = True
             return
         wanted = scaledobjects.desired(target, uid, self.options.scaler_address)
         work.scaled_version = version
