@@ -146,8 +146,11 @@ def status_patch(
     target: ScaledTarget | None,
     now: str,
     gateway: Condition | None = None,
+    *,
+    workload: bool = True,
 ) -> JsonObj | None:
-    """The `status` merge patch for an HTTPScaledObject, or None when it already says this.
+    """The `status` merge patch for an HTTPScaledObject (an InterceptorRoute without `workload`: its status has
+    conditions only), or None when it already says this.
 
     Conditions: `Ready` (the object is valid and served), with `gateway`, `GatewayVisible` (whether
     zerohop can see that the gateway has loaded an endpoint before it releases held requests), and while
@@ -163,7 +166,7 @@ def status_patch(
     stale = ignored is None and any(c.get("type") == IGNORED for c in conditions)
     others = [c for c in conditions if c.get("type") not in wanted and c.get("type") != IGNORED]
     new_status: JsonObj = {"conditions": [*others, *written.values()]}
-    if target is not None:
+    if target is not None and workload:
         ref = target.scale_target
         new_status["targetWorkload"] = f"{ref.api_version}/{ref.kind}/{ref.name}"
         new_status["targetService"] = f"{ref.service}:{ref.port if ref.port is not None else ref.port_name}"
