@@ -1216,6 +1216,17 @@ def test_a_route_example_fits_the_schema_zerohop_accepts_it_and_its_status_write
         )
 
 
+def test_the_readmes_route_examples_fit_the_schema_and_their_scaled_object_names_them() -> None:
+    documents = [d for d in fenced_yaml(ROOT / "README.md") if isinstance(d, dict)]
+    routes = [d for d in documents if d.get("kind") == iroute.KIND]
+    assert routes, "no InterceptorRoute example in the README"
+    for route in routes:
+        assert schema_errors(route_schema(), route) == []
+        target = iroute.parse(route, strict=True)
+        named = [b for d in documents if d.get("kind") == "ScaledObject" for b in iroute.bindings(d)]
+        assert [b.route for b in named] == [target.key]
+
+
 # --- the Dockerfile ----------------------------------------------------------------------------------------
 
 
