@@ -175,3 +175,32 @@ async def test_without_the_crd_zerohop_serves_httpscaledobjects_and_finds_routes
         emu.create(interceptor_route("shop", target={"service": "app", "port": 8080}))
         await emu.wait_until(lambda: "default/shop" in target_keys(server), message="the route served")
         assert server.ready()
+
+
+async def test_the_workload_woken_follows_edits_of_the_scaled_object(kube_emulator: KubeEmulator) -> None:
+    emu = kube_emulator
+    emu.enable_kubelet(ready_delay=0.1)
+    workload(emu, "old-app")
+    workload(emu, "new-app")
+    emu.create(interceptor_route("shop", target={"service": "new-app", "port": 8080}))
+    emu.create(users_scaled_object("shop-so", "shop", "old-app"))
+    async with zerohop(emu) as server:
+        provider = server.provider
+        emu.patch(KEDA, "ScaledObject", "shop-so", {"spec": {"scaleTargetRef": {"name": "new-app"}}})
+
+        def woken_workload() -> str | None:
+            named = provider._route_bindings.get(key("shop"), {})  # type: ignore[attr-defined]
+            return next((binding.name for binding in named.values()), None)
+
+        await wait_for(lambda: woken_workload() == "new-app", 5, 0.01, what="the edited ScaledObject seen")
+        async with cold_request(server, "shop.test") as call:
+            await emu.wait_for_object(
+                "apps/v1", "Deployment", "new-app", predicate=lambda d: d["spec"]["replicas"] == 1
+            )
+            assert await released(call)
+        old = emu.get("apps/v1", "Deployment", "old-app")
+        assert old is not None
+        assert old["spec"]["replicas"] == 0
+        # A ScaledObject deleted names nothing any more: KEDA alone would activate the route.
+        emu.delete(KEDA, "ScaledObject", "shop-so")
+        await wait_for(lambda: woken_workload() is None, 5, 0.01, what="the deleted ScaledObject forgotten")

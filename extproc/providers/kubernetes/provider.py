@@ -160,6 +160,7 @@ class KubernetesProvider:
         self._route_informers: list[Informer] = []
         # InterceptorRoute -> the ScaledObjects whose trigger names it, with what they scale.
         self._route_bindings: dict[TargetKey, dict[TargetKey, iroute.Binding]] = {}
+        self._routes_named: dict[TargetKey, tuple[TargetKey, ...]] = {}  # ScaledObject -> the routes it names
         self._service_informers: list[Informer] = []
         self._so_informers: list[Informer] = []
         self._confirming: dict[TargetKey, asyncio.Future[None]] = {}
@@ -433,17 +434,22 @@ class KubernetesProvider:
 
     def _on_scaled_object(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
         # Which routes a ScaledObject names (the workload to wake for each): replaced on every change.
-        own = kube.object_key(new or old or {})
-        for named in self._route_bindings.values():
-            named.pop(TargetKey(*own), None)
+        own = TargetKey(*kube.object_key(new or old or {}))
+        for route in self._routes_named.pop(own, ()):
+            named = self._route_bindings.get(route, {})
+            named.pop(own, None)
+            if not named:
+                self._route_bindings.pop(route, None)
+        bindings: list[iroute.Binding] = []
         if new is not None:
             try:
                 bindings = iroute.bindings(new)
             except InvalidSpec as exc:
-                log.debug("ScaledObject %s/%s: %s", own[0], own[1], exc)
-                bindings = []
-            for binding in bindings:
-                self._route_bindings.setdefault(binding.route, {})[binding.scaled_object] = binding
+                log.debug("ScaledObject %s: %s", own, exc)
+        for binding in bindings:
+            self._route_bindings.setdefault(binding.route, {})[own] = binding
+        if bindings:
+            self._routes_named[own] = tuple(b.route for b in bindings)
         if self.reconciler is not None:
             self.reconciler.trigger()
 
