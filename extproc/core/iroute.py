@@ -10,13 +10,16 @@ header matching, per rule; the same counts. What differs:
 - `spec.timeouts`: `readiness` bounds the hold (`0s`: no deadline of its own), `request` bounds it too,
   `responseHeader` is the gateway's route timeout (`0s`: none);
 - no workload: the user's own ScaledObject names the route in an `external-push` trigger
-  (`metadata.interceptorRoute`) and says what to scale (`bindings`, `bind`).
+  (`metadata.interceptorRoute`) and says what to scale (`bindings`, `bind`); the trigger carries a digest of
+  the route's metrics (`scaling_metric_hash`) so that KEDA notices when they change.
 Errors are `InvalidSpec` naming the field, as for HTTPScaledObjects.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -59,6 +62,8 @@ API_VERSION = f"{API_GROUP}/v1beta1"
 KIND = "InterceptorRoute"
 # The ScaledObject trigger metadata key naming the route (the add-on's scaler reads the same key).
 TRIGGER_KEY = "interceptorRoute"
+# The trigger metadata key holding `scaling_metric_hash` (the add-on's operator keeps the same key up to date).
+SCALING_METRIC_HASH_KEY = "scalingMetricHash"
 TRIGGER_TYPES = ("external-push", "external")
 PROXY_MODES = ("Service", "Endpoint")
 
@@ -228,6 +233,14 @@ def _fallback(value: Any, readiness: float | None) -> FailoverRef | None:
     port, port_name = _port(ref, where, required=True)
     timeout = math.ceil(readiness) if readiness else DEFAULT_FAILOVER_TIMEOUT_SECONDS
     return FailoverRef(service, port, port_name, timeout)
+
+
+def scaling_metric_hash(target: ScaledTarget) -> str:
+    """A digest of what the route reports to KEDA (metrics, targets, windows). Written into the triggers naming
+    the route (`SCALING_METRIC_HASH_KEY`), as the add-on's operator does, so an edited route changes its
+    ScaledObject and KEDA asks GetMetricSpec again instead of keeping the old targets."""
+    described = [[m.kind.value, m.target_value, m.window, m.granularity] for m in target.scaling_metrics]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

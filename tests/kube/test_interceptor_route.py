@@ -204,3 +204,38 @@ async def test_the_workload_woken_follows_edits_of_the_scaled_object(kube_emulat
         # A ScaledObject deleted names nothing any more: KEDA alone would activate the route.
         emu.delete(KEDA, "ScaledObject", "shop-so")
         await wait_for(lambda: woken_workload() is None, 5, 0.01, what="the deleted ScaledObject forgotten")
+
+
+async def test_the_users_scaled_object_carries_a_digest_of_the_routes_metrics(kube_emulator: KubeEmulator) -> None:
+    """As the add-on's operator does: an edited route changes its ScaledObject, so KEDA asks GetMetricSpec again."""
+    emu = kube_emulator
+    workload(emu, "app")
+    emu.create(interceptor_route("shop", target={"service": "app", "port": 8080}))
+    emu.create(users_scaled_object("shop-so", "shop", "app"))
+    emu.create(users_scaled_object("other-so", "elsewhere", "app"))  # names no route zerohop serves: untouched
+
+    def digest() -> str | None:
+        so = emu.get(KEDA, "ScaledObject", "shop-so") or {}
+        [trigger] = so["spec"]["triggers"]
+        value = trigger["metadata"].get("scalingMetricHash")
+        return value if isinstance(value, str) else None
+
+    async with zerohop(emu) as server:
+        first = await emu.wait_until(digest, message="scalingMetricHash written")
+        [trigger] = (emu.get(KEDA, "ScaledObject", "shop-so") or {})["spec"]["triggers"]
+        assert trigger["metadata"]["interceptorRoute"] == "shop"  # the rest of the trigger is kept
+        assert trigger["metadata"]["scalerAddress"] == "zerohop.zerohop-system:9090"
+        assert (
+            "scalingMetricHash"
+            not in (emu.get(KEDA, "ScaledObject", "other-so") or {})["spec"]["triggers"][0]["metadata"]
+        )
+        reconciler = server.provider.reconciler  # type: ignore[attr-defined]
+        assert reconciler is not None
+        await reconciler.reconcile()
+        writes = reconciler.writes
+        await reconciler.reconcile()
+        assert reconciler.writes == writes  # in place: nothing written again
+
+        emu.patch(ROUTE, "InterceptorRoute", "shop", {"spec": {"scalingMetric": {"concurrency": {"targetValue": 9}}}})
+        second = await emu.wait_until(lambda: (d := digest()) != first and d, message="a new scalingMetricHash")
+        assert second != first

@@ -290,3 +290,13 @@ def test_only_external_push_triggers_naming_a_route_bind() -> None:
     )
     with pytest.raises(InvalidSpec, match=r"spec: maxReplicaCount \(1\) must be >= minReplicaCount \(2\)"):
         iroute.bindings(scaled_object(minReplicaCount=2, maxReplicaCount=1))
+
+
+def test_the_scaling_metric_hash_changes_with_the_metrics_only() -> None:
+    base = iroute.scaling_metric_hash(iroute.parse(document()))
+    assert iroute.scaling_metric_hash(iroute.parse(document(rules=None, timeouts={"readiness": "5s"}))) == base
+    assert (
+        iroute.scaling_metric_hash(iroute.parse(document(scalingMetric={"concurrency": {"targetValue": 11}}))) != base
+    )
+    both = document(scalingMetric={"concurrency": {"targetValue": 10}, "requestRate": {}})
+    assert iroute.scaling_metric_hash(iroute.parse(both)) != base

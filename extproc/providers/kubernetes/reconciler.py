@@ -196,8 +196,36 @@ class Reconciler:
                 continue
             if self._status_patch(work, condition) is not None:
                 await queue.put(work)
+        if self.options.manage_scaledobjects:
+            await self._route_hashes(targets, scaled)
         if self.options.manage_envoyfilters:
             await self._envoyfilter(sorted({h for t in table.targets for h in t.hosts if h != "*"}))
+
+    async def _route_hashes(
+        self, targets: Mapping[TargetKey, ScaledTarget], scaled: Mapping[tuple[str, str], JsonObj]
+    ) -> None:
+        """Keep the digest of each route's metrics in the user's ScaledObject triggers naming it (rare writes:
+        only when a route's metrics change, or a ScaledObject first names it)."""
+        hashes: dict[str, dict[str, str]] = {}
+        for key, target in targets.items():
+            if target.kind == iroute.KIND:
+                hashes.setdefault(key.namespace, {})[key.name] = iroute.scaling_metric_hash(target)
+        if not hashes:
+            return
+        for (namespace, name), document in scaled.items():
+            patch = scaledobjects.route_hash_patch(document, hashes.get(namespace, {}))
+            if patch is None or self._is_pending(("route-hash", namespace, name), resource_version(document)):
+                continue
+            try:
+                await self._api.patch(SCALEDOBJECTS, namespace, name, patch)
+            except KubeError as exc:
+                if exc.code not in (404, 409):  # gone, or edited meanwhile: the next pass sees the new one
+                    log.warning("ScaledObject %s/%s: writing its routes' scalingMetricHash: %s", namespace, name, exc)
+                continue
+            self.writes += 1
+            log.info("ScaledObject %s/%s: its routes' scaling metrics changed (scalingMetricHash)", namespace, name)
+            pending = (resource_version(document), time.monotonic() + _PENDING_TTL)
+            self._pending[("route-hash", namespace, name)] = pending
 
     def _is_pending(self, what: tuple[str, str, str], version: str) -> bool:
         """Whether this pass's write would repeat one whose result the caches do not show yet."""
