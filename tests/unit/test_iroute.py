@@ -14,6 +14,7 @@ from extproc.core.registry import InFlightMode, TargetRegistry
 from extproc.core.routing import RouteTable
 from extproc.core.traffic import TrafficSnapshot
 from extproc.envoy.config import target_routes
+from extproc.observability.admin import target_status
 from tests.helpers import route
 
 
@@ -300,3 +301,19 @@ def test_the_scaling_metric_hash_changes_with_the_metrics_only() -> None:
     )
     both = document(scalingMetric={"concurrency": {"targetValue": 10}, "requestRate": {}})
     assert iroute.scaling_metric_hash(iroute.parse(both)) != base
+
+
+def test_status_shows_the_kind_and_every_metric() -> None:
+    registry = TargetRegistry(
+        ColdGate(max_held_per_target=1, max_held_total=1), hold_timeout=30, in_flight=InFlightMode.ALL
+    )
+    state = registry.upsert(
+        iroute.parse(document(scalingMetric={"concurrency": {"targetValue": 5}, "requestRate": {}}))
+    )
+    state.traffic.in_flight = 3
+    status = target_status(state, None, 0.0)
+    assert status["kind"] == "InterceptorRoute"
+    assert status["metrics"] == [
+        {"metric": "concurrency", "targetValue": 5, "metricValue": 3.0},
+        {"metric": "requestRate", "targetValue": 100, "metricValue": 0.0},
+    ]
