@@ -239,3 +239,25 @@ async def test_the_users_scaled_object_carries_a_digest_of_the_routes_metrics(ku
         emu.patch(ROUTE, "InterceptorRoute", "shop", {"spec": {"scalingMetric": {"concurrency": {"targetValue": 9}}}})
         second = await emu.wait_until(lambda: (d := digest()) != first and d, message="a new scalingMetricHash")
         assert second != first
+
+
+async def test_a_failed_discovery_at_start_neither_blocks_readiness_nor_loses_routes(
+    kube_emulator: KubeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = kube_emulator
+    monkeypatch.setattr(kube_provider, "_BACKOFF_FIRST", 0.05)
+    monkeypatch.setattr(kube_provider, "_ROUTE_CRD_RECHECK", 0.05)
+    emu.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", "interceptorroutes.http.keda.sh", namespace="")
+    await wait_for(lambda: emu.registry.by_kind(ROUTE, "InterceptorRoute") is None, 5, 0.01, what="CRD removed")
+    workload(emu, "app")
+    emu.create(httpso("app"))
+    # The discovery request fails once (an API server restarting): zerohop cannot tell whether routes exist.
+    emu.inject_fault(503, method="GET", path_contains="/apis/http.keda.sh/v1beta1", times=1)
+    async with zerohop(emu) as server:
+        assert server.ready()  # a watch of a resource nobody serves would never sync
+        assert target_keys(server) == {"default/app"}
+        emu.create(yaml.safe_load(CRD.read_text()))
+        await wait_for(lambda: emu.registry.by_kind(ROUTE, "InterceptorRoute") is not None, 5, 0.01, what="served")
+        emu.create(interceptor_route("shop", target={"service": "app", "port": 8080}))
+        await wait_for(lambda: "default/shop" in target_keys(server), 5, 0.01, what="the route served")
+        assert server.ready()

@@ -60,6 +60,7 @@ _MAX_DOUBLINGS = 5
 _CHANGES_PER_STEP = 64
 # How often to look again for the InterceptorRoute CRD when it was not installed at start.
 _ROUTE_CRD_RECHECK = 60.0
+_BACKOFF_FIRST = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,9 @@ class KubernetesProvider:
         for informer in self._informers:
             informer.start()
         if not routes:
-            self._tasks.spawn(self._watch_for_route_crd(api, scopes), name="InterceptorRoute CRD check")
+            self._tasks.spawn(
+                self._watch_for_route_crd(api, scopes, unknown=routes is None), name="InterceptorRoute CRD check"
+            )
         if self.gateway_stats is not None:
             # Not part of readiness: without the gateway pods (RBAC, a wrong selector) zerohop still serves,
             # releasing on --propagation-delay, and says so in the log and /status.
@@ -287,7 +290,8 @@ class KubernetesProvider:
         if self.reconciler is not None:
             await self.reconciler.stop()
         await self._tasks.close()
-        for informer in self._informers:
+        # Route informers started late join `_informers` once synced; stop those that had not yet too.
+        for informer in [*self._informers, *(i for i in self._route_informers if i not in self._informers)]:
             await informer.stop()
         if self._gateway_pods is not None:
             await self._gateway_pods.stop()
@@ -379,12 +383,13 @@ class KubernetesProvider:
         # Same handler as HTTPScaledObjects: the two kinds share names, `_document` picks which one serves.
         return Informer(api, kube.INTERCEPTORROUTES, self._on_httpso, namespace=namespace)
 
-    async def _routes_served(self, api: KubeApi) -> bool:
+    async def _routes_served(self, api: KubeApi) -> bool | None:
+        """Whether the InterceptorRoute CRD is installed; None when the API server could not say."""
         try:
             served = await api.served(kube.INTERCEPTORROUTES)
         except KubeError as exc:
-            log.warning("cannot tell whether InterceptorRoutes are served (%s); watching them anyway", exc)
-            return True
+            log.warning("cannot tell yet whether InterceptorRoutes are served (%s); asking again shortly", exc)
+            return None
         if not served:
             log.info(
                 "the InterceptorRoute CRD (http.keda.sh/v1beta1) is not installed: serving HTTPScaledObjects "
@@ -393,14 +398,18 @@ class KubernetesProvider:
             )
         return served
 
-    async def _watch_for_route_crd(self, api: KubeApi, scopes: Iterable[str | None]) -> None:
-        """Start watching InterceptorRoutes once their CRD is installed; they join readiness once synced."""
+    async def _watch_for_route_crd(self, api: KubeApi, scopes: Iterable[str | None], unknown: bool) -> None:
+        """Start watching InterceptorRoutes once their CRD is installed (asked again every minute; sooner while
+        the API server could not answer); they join readiness once synced."""
+        delay = _ROUTE_CRD_RECHECK if not unknown else _BACKOFF_FIRST
         while True:
-            await asyncio.sleep(_ROUTE_CRD_RECHECK)
+            await asyncio.sleep(delay)
             try:
                 if not await api.served(kube.INTERCEPTORROUTES):
+                    delay = _ROUTE_CRD_RECHECK
                     continue
             except KubeError:
+                delay = min(_ROUTE_CRD_RECHECK, delay * 2)
                 continue
             informers = [self._route_informer(api, namespace) for namespace in scopes]
             for informer in informers:
@@ -408,7 +417,7 @@ class KubernetesProvider:
             self._route_informers += informers
             await asyncio.gather(*(informer.synced.wait() for informer in informers))
             self._informers += informers
-            log.info("the InterceptorRoute CRD is installed now: watching InterceptorRoutes")
+            log.info("InterceptorRoutes are served: watching them")
             return
 
     def _on_httpso(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
