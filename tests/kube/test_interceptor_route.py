@@ -5,6 +5,7 @@ from zerohop's scaler called as KEDA calls it; the route's status conditions; a 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,12 @@ async def test_a_route_only_target_scales_from_zero_and_answers_its_scaled_objec
                 ("http_shop_rate", 10.0),
             ]
             assert not (await scaler.IsActive(ref)).result
+            # external-push: KEDA holds StreamIsActive open; the cold request pushes true on it.
+            stream = scaler.StreamIsActive(ref)
             async with cold_request(server, "shop.test") as call:
+                pushed = await asyncio.wait_for(stream.read(), 5)
+                assert pushed.result is True
+                stream.cancel()
                 # Held: counted on both metrics, and active.
                 values = {}
                 for spec in specs:
