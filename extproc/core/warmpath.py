@@ -53,35 +53,70 @@ def counter_increase(previous: int | None, current: int) -> int:
     return current - previous
 
 
+class GatewayCounters:
+    """One monotonic counter kept by several gateways (each its own), read now and then.
+
+    `increase` takes this read's values by gateway and returns how much they grew together since the last
+    read, with a reset per gateway read as Prometheus' rate() reads one. A gateway missing from a read (its
+    stats could not be fetched) keeps its last value, so what it counted meanwhile arrives with its next
+    read; a gateway seen for the first time only sets its baseline (its earlier requests are not known to
+    be new), so a new gateway pod loses at most one read interval of counts and never counts a total twice.
+    """
+
+    __slots__ = ("_last", "reset")
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+        self.reset = False  # the last `increase` saw a gateway restart
+
+    def increase(self, values: Mapping[str, int]) -> int:
+        grown = 0
+        self.reset = False
+        for gateway, value in values.items():
+            previous = self._last.get(gateway)
+            if previous is not None and value < previous:
+                self.reset = True
+            grown += counter_increase(previous, value)
+            self._last[gateway] = value
+        return grown
+
+    def forget(self, gateways: Iterable[str]) -> None:
+        """Gateways that are gone: a later gateway of the same name starts from a new baseline."""
+        for gateway in gateways:
+            self._last.pop(gateway, None)
+
+
 class StatsCounter:
     """The requests of one target that went past ext_proc, from successive reads of the gateway counters.
 
-    `add` takes the gateway's `upstream_rq_total` (summed over gateways) and ext_proc's own request count
-    at the same moment, and returns the requests only the gateway saw since the previous read. A request
-    ext_proc counted whose upstream request the gateway has not counted yet makes the difference negative:
-    that is carried to the next read rather than dropped, or the request would be counted again then.
+    `add` takes each gateway's `upstream_rq_total` and ext_proc's own request count at the same moment, and
+    returns the requests only the gateways saw since the previous read. A request ext_proc counted whose
+    upstream request the gateway has not counted yet makes the difference negative: that is carried to the
+    next read rather than dropped, or the request would be counted again then.
     """
 
-    __slots__ = ("_carry", "_gateway", "_own")
+    __slots__ = ("_carry", "_gateways", "_own")
 
     def __init__(self) -> None:
-        self._gateway: int | None = None
+        self._gateways: GatewayCounters | None = None
         self._own = 0
         self._carry = 0
 
     @property
     def started(self) -> bool:
-        return self._gateway is not None
+        return self._gateways is not None
 
-    def add(self, gateway_total: int, own_total: int) -> int:
-        if self._gateway is None:
-            self._gateway, self._own = gateway_total, own_total
+    def add(self, gateway_totals: Mapping[str, int], own_total: int) -> int:
+        if self._gateways is None:
+            self._gateways = GatewayCounters()
+            self._gateways.increase(gateway_totals)
+            self._own = own_total
             return 0
-        if gateway_total < self._gateway:
+        seen = self._gateways.increase(gateway_totals)
+        if self._gateways.reset:
             self._carry = 0  # a restarted gateway: what ext_proc counted for the old one is not in the new one
-        seen = counter_increase(self._gateway, gateway_total)
         difference = seen - (own_total - self._own) + self._carry
-        self._gateway, self._own = gateway_total, own_total
+        self._own = own_total
         self._carry = min(0, difference)
         return max(0, difference)
 
@@ -131,6 +166,13 @@ class WarmPath:
             del self._hosts[name]
         for name in wanted:
             self._hosts.setdefault(name, _Host())
+        self._refresh_forced()
+
+    def assume_open(self, names: Iterable[str]) -> None:
+        """The gateways may run these virtual hosts open (a config written before this process decided):
+        they count as OPEN, so their targets stay active for KEDA, until a confirmed gate says otherwise."""
+        for name in names:
+            self._hosts.setdefault(name, _Host()).state = PathState.OPEN
         self._refresh_forced()
 
     def host_state(self, name: str) -> PathState:
