@@ -128,6 +128,9 @@ def kubernetes_provider(settings: Settings, peers: Peers, api: KubeApi | None = 
         gateway_selector=settings.gateway_selector,
         gateway_stats_port=settings.gateway_stats_port,
         reconcile=reconcile,
+        warm_path=WarmPath(settings.open_after) if settings.warm_path is WarmPathMode.OPEN else None,
+        stats_interval=settings.stats_interval,
+        gateway_probe_port=settings.gateway_probe_port,
     )
     source: KubeApi | Callable[[], Coroutine[Any, Any, KubeApi]] = api or (
         lambda: kube.connect(settings.kubeconfig, qps=settings.kube_api_qps, burst=settings.kube_api_burst)

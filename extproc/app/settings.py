@@ -79,6 +79,13 @@ def _port_or_zero(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"expected a port 1..65535, got {value}")
+    return value
+
+
 def _positive_duration(text: str) -> float:
     if text.strip().startswith("-"):
         raise ValueError(f"must be > 0, got {text.strip()!r}")
@@ -251,10 +258,10 @@ class Settings:
     warm_path: WarmPathMode = _setting(
         WarmPathMode.EXT_PROC,
         WarmPathMode,
-        "`open`: a virtual host whose targets are all warm skips ext_proc (`ExtProcPerRoute{disabled}`), its "
-        "requests counted from the gateway's stats; needs --envoy-admin and, for now, the local provider. "
-        "`ext-proc`: every request asks zerohop (exact per-request in-flight, warm-request spans). The default "
-        "stays `ext-proc` until the Kubernetes provider can switch the warm path too.",
+        "`open`: a virtual host whose targets are all warm skips ext_proc, its requests counted from the "
+        "gateways' stats (local provider: needs --envoy-admin; Kubernetes: needs --manage-envoyfilters and "
+        "the gateway pods' stats, --gateway-stats-port). `ext-proc`: every request asks zerohop (exact "
+        "per-request in-flight, warm-request spans; the choice with your own, unscoped EnvoyFilter).",
         group="counting",
         choices=[m.value for m in WarmPathMode],
     )
@@ -417,6 +424,15 @@ class Settings:
         group="kubernetes provider",
         metavar="PORT",
     )
+    gateway_probe_port: int = _setting(
+        8080,
+        _port,
+        "Kubernetes provider, --warm-path open: the gateway pods' container port serving the first of "
+        "--gateway-ports over plain HTTP (Istio's ingress gateway: 8080 for port 80). zerohop confirms each "
+        "switch by sending a probe through every Ready pod there.",
+        group="kubernetes provider",
+        metavar="PORT",
+    )
     release_watch: float = _setting(
         10.0,
         parse_duration,
@@ -550,10 +566,19 @@ def _check_warm_path(settings: Settings) -> None:
     if settings.warm_path is not WarmPathMode.OPEN:
         return
     if settings.provider is ProviderKind.KUBERNETES:
-        raise SettingsError(
-            f"{flag('warm_path')} open ({env_var('warm_path')}) is not supported yet with the Kubernetes provider; "
-            "use ext-proc (the default)"
-        )
+        unscoped = f"with your own EnvoyFilter, set {flag('warm_path')} ext-proc ({env_var('warm_path')})"
+        if not settings.manage_envoyfilters:
+            raise SettingsError(
+                f"{flag('warm_path')} open needs {flag('manage_envoyfilters')} true "
+                f"({env_var('manage_envoyfilters')}): zerohop turns ext_proc on and off per virtual host through "
+                f"the EnvoyFilter it keeps; {unscoped}"
+            )
+        if settings.envoy_admin or not settings.gateway_stats_port:
+            raise SettingsError(
+                f"{flag('warm_path')} open with the Kubernetes provider reads and probes Istio gateway pods: it "
+                f"needs {flag('gateway_stats_port')} and no {flag('envoy_admin')}; {unscoped}"
+            )
+        return
     if not settings.envoy_admin:
         raise SettingsError(
             f"{flag('warm_path')} open needs {flag('envoy_admin')} ({env_var('envoy_admin')}): zerohop confirms "

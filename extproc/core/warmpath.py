@@ -175,6 +175,15 @@ class WarmPath:
             self._hosts.setdefault(name, _Host()).state = PathState.OPEN
         self._refresh_forced()
 
+    def forget_all(self) -> None:
+        """Another process decides now (leadership moved): nothing here is open any more, and no target is
+        kept active on this process's account."""
+        self._hosts.clear()
+        for target in self._targets.values():
+            target.since = None
+            target.counter = None
+        self._refresh_forced()
+
     def host_state(self, name: str) -> PathState:
         host = self._hosts.get(name)
         return PathState.GATED if host is None else host.state

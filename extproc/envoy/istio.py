@@ -20,6 +20,7 @@ from extproc.envoy.config import (
     EXT_PROC_FILTER,
     EXT_PROC_PER_ROUTE_TYPE,
     HCM_FILTER,
+    PROBE_ROUTE_NAME,
     ROUTER_FILTER,
     ext_proc_http_filter,
     istio_cluster_name,
@@ -137,6 +138,23 @@ def envoyfilter(
             "configPatches": patches,
         },
     }
+
+
+def open_hosts_of(document: Mapping[str, Any]) -> frozenset[str]:
+    """The hosts an EnvoyFilter written by `envoyfilter(open_hosts=...)` leaves open: those with a probe route
+    and no virtual-host patch enabling ext_proc."""
+    probed, enabled = set(), set()
+    for patch in (document.get("spec") or {}).get("configPatches") or []:
+        vhost = (((patch.get("match") or {}).get("routeConfiguration") or {}).get("vhost") or {}).get("name")
+        if not isinstance(vhost, str):
+            continue
+        host = vhost.rpartition(":")[0]
+        value = (patch.get("patch") or {}).get("value") or {}
+        if patch.get("applyTo") == "HTTP_ROUTE" and value.get("name") == PROBE_ROUTE_NAME:
+            probed.add(host)
+        elif patch.get("applyTo") == "VIRTUAL_HOST":
+            enabled.add(host)
+    return frozenset(probed - enabled)
 
 
 def render(document: Mapping[str, Any], comment: str) -> str:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,8 +58,18 @@ class ScrapeHealth:
 class WarmSwitch:
     """Runs the warm path: `run()` until cancelled; `tick()` is one round."""
 
-    def __init__(self, core: Core, warm: WarmPath, gateways: SwitchedGateways, stats_interval: float) -> None:
+    def __init__(
+        self,
+        core: Core,
+        warm: WarmPath,
+        gateways: SwitchedGateways,
+        stats_interval: float,
+        refresh: Callable[[], None] | None = None,
+    ) -> None:
+        """`refresh` (optional) is called at the start of each round, e.g. to hand `warm` the current
+        targets and hosts."""
         self._core = core
+        self._refresh = refresh
         self.warm = warm
         self._gateways = gateways
         self._interval = stats_interval
@@ -93,6 +103,8 @@ class WarmSwitch:
 
     async def tick(self) -> None:
         """One round: decide, switch (and wait for the gateways to confirm), then count from the stats."""
+        if self._refresh is not None:
+            self._refresh()
         want = self.warm.update(time.monotonic())
         if want != self.written:
             # A target about to bypass zerohop gets its counters' baseline before the switch is written, so

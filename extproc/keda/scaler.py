@@ -125,7 +125,7 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
 
     async def _is_active(self, state: TargetState) -> bool:
         totals = await self._counts.totals(state)
-        return state.forced_active or totals.held > 0 or state.metric_value(totals) > 0
+        return state.forced_active or totals.forced_active or totals.held > 0 or state.metric_value(totals) > 0
 
     async def IsActive(
         self, request: pb.ScaledObjectRef | None, context: grpc.aio.ServicerContext[object, object]

@@ -126,9 +126,16 @@ def test_the_other_known_variables_are_the_ones_their_commands_read() -> None:
     assert set(OTHER_VARIABLES) == {ADMIN_URL_ENV, ENVOY_BIN_ENV}
 
 
-def test_warm_path_open_is_refused_with_the_kubernetes_provider_and_without_the_gateway_admin() -> None:
-    with pytest.raises(SettingsError, match="not supported yet with the Kubernetes provider"):
-        Settings.from_args(["--provider", "kubernetes", "--warm-path", "open"], env={})
+def test_warm_path_open_needs_what_it_switches_and_reads() -> None:
+    kube = ["--provider", "kubernetes", "--warm-path", "open"]
+    with pytest.raises(SettingsError, match="--warm-path open needs --manage-envoyfilters true"):
+        Settings.from_args([*kube, "--manage-envoyfilters", "false"], env={})
+    with pytest.raises(SettingsError, match="needs --gateway-stats-port and no --envoy-admin"):
+        Settings.from_args([*kube, "--manage-envoyfilters", "true", "--gateway-stats-port", "0"], env={})
+    with pytest.raises(SettingsError, match="needs --gateway-stats-port and no --envoy-admin"):
+        Settings.from_args([*kube, "--manage-envoyfilters", "true", "--envoy-admin", "http://gw:9901"], env={})
+    settings = Settings.from_args([*kube, "--manage-envoyfilters", "true"], env={})
+    assert settings.gateway_probe_port == 8080
     with pytest.raises(SettingsError, match="--warm-path open needs --envoy-admin"):
         Settings.from_args(["--config", "x.yaml", "--warm-path", "open"], env={})
     settings = Settings.from_args(["--warm-path", "open", "--envoy-admin", "http://127.0.0.1:9901"], env={})
