@@ -19,6 +19,7 @@ Two shapes:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -355,6 +356,7 @@ class GatewayPod:
     xds_dir: Path
     routes: Routes = field(default_factory=dict)
     xds: XdsFiles | None = None  # with dynamic routes: the writer of its route file (one version sequence)
+    envoy: EnvoyProcess | None = None  # the pod's Envoy (a test may restart it)
 
     def stats_url(self, stat_filter: str | None = None) -> str:
         """`http://POD_IP:STATS_PORT/stats/prometheus`, with `?filter=` (URL-encoded) when given."""
@@ -406,5 +408,6 @@ async def gateway_pod(
         manifest=manifest,
         dynamic_routes=xds,
     )
-    async with EnvoyProcess(bootstrap, pod.admin_port, workdir=workdir / "envoy"):
-        yield pod
+    process = EnvoyProcess(bootstrap, pod.admin_port, workdir=workdir / "envoy")
+    async with process:
+        yield dataclasses.replace(pod, envoy=process)
