@@ -236,8 +236,9 @@ class WarmPath:
             target.since = now
         return now - target.since >= self.open_after
 
-    def update(self, now: float) -> frozenset[str]:
-        """Recompute which virtual hosts should be open; returns that set (what the config should say)."""
+    def update(self, now: float, *, may_open: bool = True) -> frozenset[str]:
+        """Recompute which virtual hosts should be open; returns that set (what the config should say).
+        `may_open` False (the gateways cannot be counted now): every host is gated."""
         eligible = {key: self.eligible(state, now) for key, state in self._states.items()}
         members: dict[str, list[TargetKey]] = {}
         for key, names in self._by_target.items():
@@ -245,7 +246,7 @@ class WarmPath:
                 members.setdefault(name, []).append(key)
         for name, host in self._hosts.items():
             keys = members.get(name, [])
-            want = bool(keys) and all(eligible.get(key, False) for key in keys)
+            want = may_open and bool(keys) and all(eligible.get(key, False) for key in keys)
             if want and host.state in (PathState.GATED, PathState.CLOSING):
                 host.state = PathState.OPENING
             elif not want and host.state in (PathState.OPEN, PathState.OPENING):

@@ -43,6 +43,11 @@ class SwitchedGateways(Protocol):
         """The counters of `clusters` on every gateway now."""
         ...
 
+    def countable(self) -> str | None:
+        """Why the gateways' counters cannot be trusted now (None: they can). A host is opened only while
+        they can: an open host whose requests nobody counts would read as idle to KEDA."""
+        ...
+
 
 @dataclass(slots=True)
 class ScrapeHealth:
@@ -76,8 +81,12 @@ class WarmSwitch:
         self.written: frozenset[str] = frozenset()
         self.health = ScrapeHealth()
         self.gateway_503: dict[TargetKey, int] = {}
+        self.blind: str | None = None  # why no host may be opened now (the gateways cannot be counted)
         self._none_healthy: dict[TargetKey, GatewayCounters] = {}
         self._kick = asyncio.Event()
+        self._switching: asyncio.Future[None] | None = None
+        self._retry = False  # the last switch failed: write it again
+        self._unconfirmed: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
         core.add_routable_hook(self._routable)
 
     def assume_written(self, open_hosts: Iterable[str]) -> None:
@@ -92,27 +101,56 @@ class WarmSwitch:
             self._kick.set()
 
     async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self._interval)
-            self._kick.clear()
-            try:
-                await self.tick()
-            except Exception:  # one bad round must not end the loop: open hosts would stay open
-                log.exception("warm path: a round failed; trying again")
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), self._interval)
+                self._kick.clear()
+                try:
+                    await self.tick()
+                except Exception:  # one bad round must not end the loop: open hosts would stay open
+                    log.exception("warm path: a round failed; trying again")
+        finally:
+            if self._switching is not None:
+                self._switching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._switching
+
+    async def settle(self) -> None:
+        """Wait for the switch under way, if any, to be confirmed (tests, shutdown)."""
+        if self._switching is not None:
+            await asyncio.shield(self._switching)
 
     async def tick(self) -> None:
         """One round: decide, switch (and wait for the gateways to confirm), then count from the stats."""
         if self._refresh is not None:
             self._refresh()
-        want = self.warm.update(time.monotonic())
-        if want != self.written:
+        blind = self._gateways.countable()
+        if blind != self.blind:
+            if blind is not None:
+                log.warning("warm path: no host is opened while %s", blind)
+            self.blind = blind
+        want = self.warm.update(time.monotonic(), may_open=blind is None and not self.health.failing)
+        # One switch at a time, confirmed in the background: a gateway slow to load it (or unreachable) must
+        # not stop the counting. The next switch starts once it is confirmed.
+        if (want != self.written or self._retry) and (self._switching is None or self._switching.done()):
             # A target about to bypass zerohop gets its counters' baseline before the switch is written, so
             # the requests that go past between the write and the next read are counted.
             new = [s for s in self._bypassing() if not self.warm.has_counter(s.key)]
             if not new or await self._scrape(new):
-                await self._switch(want)
+                self._retry = False
+                self._switching = asyncio.ensure_future(self._switch(want))
+                self._switching.add_done_callback(self._switched)
         await self._scrape(self._bypassing() + [s for s in self._core.registry if self._settling(s)])
+
+    def _switched(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("warm path: a switch failed; retrying", exc_info=error)
+            self._retry = True
+        self._kick.set()
 
     def _bypassing(self) -> list[TargetState]:
         return [s for s in self._core.registry if self.warm.target_state(s.key) is not PathState.GATED]
@@ -121,9 +159,14 @@ class WarmSwitch:
         return self.warm.target_state(state.key) is PathState.GATED and self.warm.has_counter(state.key)
 
     async def _switch(self, want: frozenset[str]) -> None:
-        opened, closed = want - self.written, self.written - want
+        # A failed switch's hosts are confirmed with this one (those still going the same way).
+        failed_opened, failed_closed = self._unconfirmed
+        opened = (want - self.written) | (failed_opened & want)
+        closed = (self.written - want) | (failed_closed - want)
+        self._unconfirmed = (opened, closed)
         self.written = want
         await self._gateways.switch(want, opened, closed)
+        self._unconfirmed = (frozenset(), frozenset())
         self.warm.confirmed(self.written)
         log.info("warm path: every gateway runs the switch (opened %s, gated %s)", sorted(opened), sorted(closed))
 
@@ -191,6 +234,8 @@ class WarmSwitch:
             "lastStatsError": health.last_error,
             "lastStatsErrorAt": health.last_error_at,
             "gatedUnexpectedly": self.warm.gated_unexpectedly,
+            "mayOpen": self.blind is None and not health.failing,
+            "blind": self.blind,
             "targets": {
                 str(state.key): {
                     "state": self.warm.target_state(state.key).value,

@@ -99,5 +99,13 @@ class KubeGateways:
     async def read(self, clusters: list[str]) -> GatewayReading:
         return await self._stats.read_counters(clusters)
 
+    def countable(self) -> str | None:
+        if not self._stats.pods:
+            return "no Ready gateway pod is known"
+        blind = self._stats.blind_pods()
+        if blind:
+            return f"the stats of gateway pod(s) {', '.join(sorted(blind))} cannot be read (docs/istio.md)"
+        return None
+
     async def close(self) -> None:
         await self.prober.close()
