@@ -256,12 +256,13 @@ class Settings:
         choices=[m.value for m in InFlightMode],
     )
     warm_path: WarmPathMode = _setting(
-        WarmPathMode.EXT_PROC,
+        WarmPathMode.AUTO,
         WarmPathMode,
         "`open`: a virtual host whose targets are all warm skips ext_proc, its requests counted from the "
         "gateways' stats (local provider: needs --envoy-admin; Kubernetes: needs --manage-envoyfilters and "
         "the gateway pods' stats, --gateway-stats-port). `ext-proc`: every request asks zerohop (exact "
-        "per-request in-flight, warm-request spans; the choice with your own, unscoped EnvoyFilter).",
+        "per-request in-flight, warm-request spans; the choice with your own, unscoped EnvoyFilter). `auto`: "
+        "open where those are given (the shipped manifests and the demo), else ext-proc, saying why at start.",
         group="counting",
         choices=[m.value for m in WarmPathMode],
     )
@@ -562,28 +563,43 @@ def _listen_overlap(a: str, b: str) -> bool:
     return host_a == host_b or host_a in _ANY_HOST or host_b in _ANY_HOST
 
 
-def _check_warm_path(settings: Settings) -> None:
-    if settings.warm_path is not WarmPathMode.OPEN:
-        return
+def _warm_path_missing(settings: Settings) -> str | None:
+    """What `--warm-path open` lacks with these settings (None: nothing)."""
+    unscoped = f"with your own EnvoyFilter, set {flag('warm_path')} ext-proc ({env_var('warm_path')})"
     if settings.provider is ProviderKind.KUBERNETES:
-        unscoped = f"with your own EnvoyFilter, set {flag('warm_path')} ext-proc ({env_var('warm_path')})"
         if not settings.manage_envoyfilters:
-            raise SettingsError(
+            return (
                 f"{flag('warm_path')} open needs {flag('manage_envoyfilters')} true "
                 f"({env_var('manage_envoyfilters')}): zerohop turns ext_proc on and off per virtual host through "
                 f"the EnvoyFilter it keeps; {unscoped}"
             )
         if settings.envoy_admin or not settings.gateway_stats_port:
-            raise SettingsError(
+            return (
                 f"{flag('warm_path')} open with the Kubernetes provider reads and probes Istio gateway pods: it "
                 f"needs {flag('gateway_stats_port')} and no {flag('envoy_admin')}; {unscoped}"
             )
-        return
+        return None
     if not settings.envoy_admin:
-        raise SettingsError(
+        return (
             f"{flag('warm_path')} open needs {flag('envoy_admin')} ({env_var('envoy_admin')}): zerohop confirms "
             "each switch and counts warm requests from the gateway's admin API"
         )
+    return None
+
+
+def resolve_warm_path(settings: Settings) -> tuple[WarmPathMode, str | None]:
+    """The warm path these settings run (`auto` resolved), and why it is `ext-proc` when auto chose it."""
+    if settings.warm_path is not WarmPathMode.AUTO:
+        return settings.warm_path, None
+    missing = _warm_path_missing(settings)
+    return (WarmPathMode.EXT_PROC, missing) if missing else (WarmPathMode.OPEN, None)
+
+
+def _check_warm_path(settings: Settings) -> None:
+    if settings.warm_path is WarmPathMode.OPEN:
+        missing = _warm_path_missing(settings)
+        if missing:
+            raise SettingsError(missing)
 
 
 def _check_listen_addresses(settings: Settings) -> None:

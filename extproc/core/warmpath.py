@@ -30,6 +30,7 @@ from extproc.core.registry import TargetState
 class WarmPathMode(enum.Enum):
     """`--warm-path`: whether warm traffic may skip ext_proc."""
 
+    AUTO = "auto"  # open where the provider can switch and count the gateways, else ext-proc
     OPEN = "open"  # warm virtual hosts skip ext_proc; counted from the gateway's stats
     EXT_PROC = "ext-proc"  # every request asks zerohop (exact per-request in-flight, warm-request spans)
 
