@@ -344,6 +344,15 @@ class GatewayStats:
             except Exception:
                 log.exception("gateway visibility listener failed")
 
+    def recheck_blind(self, min_interval: float = 1.0) -> None:
+        """Look again, now, at each blind pod not looked at for `min_interval` (someone needs to see them: the
+        warm path opens no host while a pod is blind, and the slow re-check is for status only)."""
+        now = asyncio.get_running_loop().time()
+        for pod in self._pods.values():
+            if pod.state in BLIND and now - pod.inclusion_checked >= min_interval:
+                pod.inclusion_checked = now
+                self._tasks.spawn(self._check_inclusion(pod, now), name=f"gateway stats recheck {pod.pod.name}")
+
     # --- counters (the warm path) -------------------------------------------------------------------
 
     async def read_counters(self, clusters: list[str]) -> GatewayReading:

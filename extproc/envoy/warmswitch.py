@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 # A request ext_proc counts while the gateway's counters are being read may reach the gateway after the read:
 # counted by both when it went past ext_proc afterwards. Read again (at most this often) until none was.
 _CONSISTENT_TRIES = 4
+# A counter's baseline is read once zerohop has counted no request of the target for `_QUIET` (so none is
+# still inside the gateway between zerohop's answer and the upstream), waiting at most `_QUIET_WAIT` for that.
+_QUIET = 0.01
+_QUIET_POLL = 0.002
+_QUIET_WAIT = 1.0
 
 
 class SwitchedGateways(Protocol):
@@ -82,6 +87,8 @@ class WarmSwitch:
         self.health = ScrapeHealth()
         self.gateway_503: dict[TargetKey, int] = {}
         self.blind: str | None = None  # why no host may be opened now (the gateways cannot be counted)
+        self.quiet_baselines = 0  # counters started at a moment nothing was between zerohop and the upstream
+        self.busy_baselines = 0  # ... or at a moment something may have been (see `_baseline`)
         self._none_healthy: dict[TargetKey, GatewayCounters] = {}
         self._kick = asyncio.Event()
         self._switching: asyncio.Future[None] | None = None
@@ -137,11 +144,49 @@ class WarmSwitch:
             # A target about to bypass zerohop gets its counters' baseline before the switch is written, so
             # the requests that go past between the write and the next read are counted.
             new = [s for s in self._bypassing() if not self.warm.has_counter(s.key)]
-            if not new or await self._scrape(new):
+            if all(await asyncio.gather(*(self._baseline(state) for state in new))):
                 self._retry = False
                 self._switching = asyncio.ensure_future(self._switch(want))
                 self._switching.add_done_callback(self._switched)
         await self._scrape(self._bypassing() + [s for s in self._core.registry if self._settling(s)])
+
+    async def _baseline(self, state: TargetState) -> bool:
+        """Start counting `state` from the gateways (it is still gated: every request asks zerohop).
+
+        A request zerohop let go just before the read that reaches the gateway's upstream just after it would
+        be counted twice (by zerohop, then as a gateway increase). So the read is taken at a quiet moment:
+        zerohop has counted no request of the target for `_QUIET` (so each one it let go has reached the
+        upstream by then) and counts none during the read. A steady rate above roughly 1 / `_QUIET` may leave
+        no such moment within `_QUIET_WAIT`: the baseline is then read anyway (`busy_baselines`; see the
+        limits in docs/how-it-works.md).
+        """
+        cluster = target_cluster_name(state.spec)
+        traffic = state.traffic
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _QUIET_WAIT
+        quiet = False
+        while True:
+            seen, since = traffic.requests, loop.time()
+            while loop.time() - since < _QUIET and loop.time() < deadline:
+                await asyncio.sleep(_QUIET_POLL)
+                if traffic.requests != seen:
+                    seen, since = traffic.requests, loop.time()
+            reading = await self._gateways.read([cluster])
+            if reading.errors:
+                self._failed("; ".join(f"{gateway}: {error}" for gateway, error in sorted(reading.errors.items())))
+                return False
+            quiet = traffic.requests == seen and loop.time() - since >= _QUIET
+            if quiet or loop.time() >= deadline:
+                break
+        totals = {
+            gateway: counters[cluster].requests for gateway, counters in reading.counters.items() if cluster in counters
+        }
+        if quiet:
+            self.quiet_baselines += 1
+        else:
+            self.busy_baselines += 1
+        self.warm.counter(state.key).add(totals, seen)
+        return True
 
     def _switched(self, task: asyncio.Future[None]) -> None:
         if task.cancelled():
@@ -235,6 +280,8 @@ class WarmSwitch:
             "lastStatsErrorAt": health.last_error_at,
             "gatedUnexpectedly": self.warm.gated_unexpectedly,
             "mayOpen": self.blind is None and not health.failing,
+            "quietBaselines": self.quiet_baselines,
+            "busyBaselines": self.busy_baselines,
             "blind": self.blind,
             "targets": {
                 str(state.key): {

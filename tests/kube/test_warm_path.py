@@ -254,7 +254,14 @@ class World:
 
 @contextlib.asynccontextmanager
 async def world(
-    tmp_path: Path, emu: KubeEmulator, *, lag: float = 0.3, running: int = 0, work: float = 0.0, **spec: Any
+    tmp_path: Path,
+    emu: KubeEmulator,
+    *,
+    lag: float = 0.3,
+    running: int = 0,
+    work: float = 0.0,
+    open_after: float = 0.5,
+    **spec: Any,
 ) -> AsyncIterator[World]:
     emu.enable_kubelet(ready_delay=0.2, address_for=lambda *_: "127.0.0.1")
     stats_port, listen_port = free_port(), free_port()
@@ -274,7 +281,7 @@ async def world(
             "leader_election": False,
             "scale_on_wake": True,
             "warm_path": WarmPathMode.OPEN,
-            "open_after": 0.5,
+            "open_after": open_after,
             "stats_interval": 0.1,
             "hold_timeout": 15.0,
             "propagation_delay": 0.5,
@@ -414,7 +421,8 @@ async def test_idle_warm_target_is_gated_on_every_pod_before_keda_scales_it_to_z
     # istiod takes 1 s to push each EnvoyFilter change, far longer than KEDA's cooldown here: a scale to zero
     # that did not wait for the confirmed gate would happen while the pods still run the host open.
     metric = {"requestRate": {"targetValue": 1000, "window": "1s", "granularity": "0.5s"}}
-    async with world(tmp_path, kube_emulator, lag=1.0, scalingMetric=metric) as w:
+    # open_after longer than the rate window: one trickle request (active for a window) does not reopen it.
+    async with world(tmp_path, kube_emulator, lag=1.0, open_after=1.5, scalingMetric=metric) as w:
         async with Keda(kube_emulator, w.scaler, w.pods, cooldown=0.3).running() as keda:
             load = Load(w, rate=20).start()
             await wait_for(lambda: w.path_state() is PathState.OPEN, 20, 0.02, what="open")

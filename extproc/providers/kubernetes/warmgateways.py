@@ -104,6 +104,7 @@ class KubeGateways:
             return "no Ready gateway pod is known"
         blind = self._stats.blind_pods()
         if blind:
+            self._stats.recheck_blind()
             return f"the stats of gateway pod(s) {', '.join(sorted(blind))} cannot be read (docs/istio.md)"
         return None
 
