@@ -155,10 +155,10 @@ class WarmSwitch:
 
         A request zerohop let go just before the read that reaches the gateway's upstream just after it would
         be counted twice (by zerohop, then as a gateway increase). So the read is taken at a quiet moment:
-        zerohop has counted no request of the target for `_QUIET` (so each one it let go has reached the
-        upstream by then) and counts none during the read. A steady rate above roughly 1 / `_QUIET` may leave
-        no such moment within `_QUIET_WAIT`: the baseline is then read anyway (`busy_baselines`; see the
-        limits in docs/how-it-works.md).
+        zerohop has counted no request of the target for `_QUIET` and counts none during two reads of the
+        gateways, which agree (no request still on its way from zerohop's answer to the upstream). A steady
+        rate above roughly 1 / `_QUIET` may leave no such moment within `_QUIET_WAIT`: the baseline is then
+        read anyway (`busy_baselines`; see the limits in docs/how-it-works.md).
         """
         cluster = target_cluster_name(state.spec)
         traffic = state.traffic
@@ -171,16 +171,17 @@ class WarmSwitch:
                 await asyncio.sleep(_QUIET_POLL)
                 if traffic.requests != seen:
                     seen, since = traffic.requests, loop.time()
+            # Two reads: a gateway counter still moving means a request is still on its way to the upstream.
+            first = await self._gateways.read([cluster])
             reading = await self._gateways.read([cluster])
-            if reading.errors:
-                self._failed("; ".join(f"{gateway}: {error}" for gateway, error in sorted(reading.errors.items())))
+            errors = first.errors | reading.errors
+            if errors:
+                self._failed("; ".join(f"{gateway}: {error}" for gateway, error in sorted(errors.items())))
                 return False
-            quiet = traffic.requests == seen and loop.time() - since >= _QUIET
+            totals = _totals(reading, cluster)
+            quiet = traffic.requests == seen and totals == _totals(first, cluster)
             if quiet or loop.time() >= deadline:
                 break
-        totals = {
-            gateway: counters[cluster].requests for gateway, counters in reading.counters.items() if cluster in counters
-        }
         if quiet:
             self.quiet_baselines += 1
         else:
@@ -291,3 +292,10 @@ class WarmSwitch:
                 for state in self._core.registry
             },
         }
+
+
+def _totals(reading: GatewayReading, cluster: str) -> dict[str, int]:
+    """`upstream_rq_total` of `cluster` by gateway, in one reading."""
+    return {
+        gateway: counters[cluster].requests for gateway, counters in reading.counters.items() if cluster in counters
+    }
