@@ -991,7 +991,7 @@ def docs_network_policy(namespace: str) -> Doc:
     return policy
 
 
-def test_docs_network_policies_open_the_stats_port_from_zerohop_to_the_gateway_pods() -> None:
+def test_docs_network_policies_open_the_stats_and_probe_ports_from_zerohop_to_the_gateway_pods() -> None:
     workload = deployment()
     settings = settings_of(workload)
     gateway_pods = {
@@ -1002,7 +1002,12 @@ def test_docs_network_policies_open_the_stats_port_from_zerohop_to_the_gateway_p
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": workload["metadata"]["namespace"]}},
         "podSelector": workload["spec"]["selector"],
     }
-    port = [{"port": istio.GATEWAY_STATS_PORT, "protocol": "TCP"}]
+    assert settings.gateway_stats_port == istio.GATEWAY_STATS_PORT
+    # The stats (release and warm-path counts) and the warm path's probes.
+    port = [
+        {"port": settings.gateway_stats_port, "protocol": "TCP"},
+        {"port": settings.gateway_probe_port, "protocol": "TCP"},
+    ]
     egress = docs_network_policy(workload["metadata"]["namespace"])
     assert egress["spec"] == {
         "podSelector": workload["spec"]["selector"],
