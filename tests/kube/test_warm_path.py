@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -145,7 +146,10 @@ class Keda:
     scaler: pb_grpc.ExternalScalerStub
     pods: list[GatewayPod]
     cooldown: float
+    target: float = 0.0  # >0: also scale up as the HPA does, to ceil(metric / target) (at most `maximum`)
+    maximum: int = 1
     prober: GatewayProber = field(default_factory=GatewayProber)
+    peak: int = 0
     scaled_to_zero: list[list[GateSeen]] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
 
@@ -163,8 +167,14 @@ class Keda:
             now = time.monotonic()
             if active:
                 idle_since = None
-                if not replicas:
-                    self.emu.patch("apps/v1", "Deployment", "app", {"spec": {"replicas": 1}})
+                wanted = 1
+                if self.target:
+                    request = pb.GetMetricsRequest(scaledObjectRef=ref, metricName="app")
+                    value = (await self.scaler.GetMetrics(request)).metricValues[0].metricValueFloat
+                    wanted = max(1, min(self.maximum, math.ceil(value / self.target)))
+                if wanted > replicas:
+                    self.emu.patch("apps/v1", "Deployment", "app", {"spec": {"replicas": wanted}})
+                    self.peak = max(self.peak, wanted)
             elif replicas:
                 idle_since = idle_since or now
                 if now - idle_since >= self.cooldown:
@@ -244,14 +254,14 @@ class World:
 
 @contextlib.asynccontextmanager
 async def world(
-    tmp_path: Path, emu: KubeEmulator, *, lag: float = 0.3, replicas: int = 0, work: float = 0.0, **spec: Any
+    tmp_path: Path, emu: KubeEmulator, *, lag: float = 0.3, running: int = 0, work: float = 0.0, **spec: Any
 ) -> AsyncIterator[World]:
     emu.enable_kubelet(ready_delay=0.2, address_for=lambda *_: "127.0.0.1")
     stats_port, listen_port = free_port(), free_port()
     async with app_process(work) as app_port:
         workload(emu, "app", target_port=app_port)
-        if replicas:
-            emu.patch("apps/v1", "Deployment", "app", {"spec": {"replicas": replicas}})
+        if running:
+            emu.patch("apps/v1", "Deployment", "app", {"spec": {"replicas": running}})
         emu.create(httpso("app", hosts=[HOST], **spec))
         for index, ip in enumerate(POD_IPS):
             emu.create(gateway_pod_object(f"istio-ingressgateway-{index}", ip))
@@ -290,7 +300,7 @@ async def world(
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{server.scaler_port}"))
             await stack.enter_async_context(Istiod(emu, pods, lag).running())
             w = World(server, pods, session, pb_grpc.ExternalScalerStub(channel))
-            if replicas:
+            if running:
                 await wait_for(w.pods_route, 15, 0.02, what="every gateway pod routing to the warm app")
             yield w
 
@@ -357,7 +367,7 @@ async def test_a_warm_target_skips_ext_proc_on_every_pod_and_is_counted_from_the
     tmp_path: Path, kube_emulator: KubeEmulator
 ) -> None:
     metric = {"requestRate": {"targetValue": 1000, "window": f"{RATE_WINDOW}s", "granularity": f"{RATE_GRANULARITY}s"}}
-    async with world(tmp_path, kube_emulator, replicas=1, scalingMetric=metric) as w:
+    async with world(tmp_path, kube_emulator, running=1, scalingMetric=metric) as w:
         load = Load(w, rate=40).start()  # round robin over both pods
         try:
             await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
@@ -380,7 +390,7 @@ async def test_a_warm_target_skips_ext_proc_on_every_pod_and_is_counted_from_the
 async def test_concurrency_of_an_open_target_is_summed_over_the_gateway_pods(
     tmp_path: Path, kube_emulator: KubeEmulator
 ) -> None:
-    async with world(tmp_path, kube_emulator, replicas=1, work=0.5, scalingMetric={"concurrency": {}}) as w:
+    async with world(tmp_path, kube_emulator, running=1, work=0.5, scalingMetric={"concurrency": {}}) as w:
         load = Load(w, workers=6).start()
         try:
             await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
@@ -463,7 +473,7 @@ async def test_a_pod_restart_and_an_unreadable_pod_keep_counts_sane(
     tmp_path: Path, kube_emulator: KubeEmulator
 ) -> None:
     metric = {"requestRate": {"targetValue": 1000, "window": "60s", "granularity": "1s"}}
-    async with world(tmp_path, kube_emulator, replicas=1, scalingMetric=metric) as w:
+    async with world(tmp_path, kube_emulator, running=1, scalingMetric=metric) as w:
         load = Load(w, rate=30).start()
         await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
         await load.stop()
@@ -516,3 +526,35 @@ async def test_a_pod_restart_and_an_unreadable_pod_keep_counts_sane(
         assert state.traffic.requests == total
         # Gated while a pod could not be counted; opened again once every pod can be.
         await wait_for(lambda: w.path_state() is PathState.OPEN, 10, 0.02, what="open again")
+
+
+async def test_the_seed_journey_scales_up_and_back_to_zero_with_the_warm_path_open_and_no_error(
+    tmp_path: Path, kube_emulator: KubeEmulator
+) -> None:
+    # The journey the product is judged by (podinfo, requestRate target 1, `hey -n 10000 -c 150`), with the
+    # times shortened to fit a test: a 3 s rate window and a 2 s cooldown instead of 1 min and scaledownPeriod.
+    metric = {"requestRate": {"targetValue": 1, "window": "3s", "granularity": "1s"}}
+    async with world(tmp_path, kube_emulator, lag=0.3, scalingMetric=metric, replicas={"min": 0, "max": 10}) as w:
+        async with Keda(kube_emulator, w.scaler, w.pods, cooldown=2.0, target=1.0, maximum=10).running() as keda:
+            statuses: list[int] = []
+            errors: list[BaseException] = []
+            remaining = iter(range(10_000))
+
+            async def client() -> None:
+                for _ in remaining:
+                    try:
+                        statuses.append(await w.get())
+                    except aiohttp.ClientError as exc:
+                        errors.append(exc)
+
+            streams_before = await w.ext_proc_streams()
+            await asyncio.gather(*(client() for _ in range(150)))
+            streams = await w.ext_proc_streams() - streams_before
+            assert w.path_state() is PathState.OPEN  # the load ended with the host open
+            await wait_for(lambda: bool(keda.scaled_to_zero), 30, 0.05, what="back to zero")
+        assert not errors
+        assert statuses.count(200) == 10_000, {s: statuses.count(s) for s in set(statuses)}
+        assert keda.peak > 1  # scaled up by the rate while the host was open
+        assert all(seen == [GateSeen.GATED] * len(w.pods) for seen in keda.scaled_to_zero), keda.scaled_to_zero
+        assert streams < 10_000 / 2, f"{streams} of 10,000 requests asked zerohop"
+        print(f"seed journey: {streams} of 10,000 requests asked zerohop; peak {keda.peak} replicas")
