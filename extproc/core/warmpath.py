@@ -23,7 +23,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from extproc.core.httpso import MetricKind, TargetKey
+from extproc.core.httpso import TargetKey
 from extproc.core.registry import TargetState
 
 
@@ -226,10 +226,9 @@ class WarmPath:
     def eligible(self, state: TargetState, now: float) -> bool:
         target = self._targets.setdefault(state.key, _Target())
         snapshot = state.snapshot(now)
-        if state.spec.metric.kind is MetricKind.REQUEST_RATE:
-            active = snapshot.rate > 0
-        else:
-            active = snapshot.rate > 0 or snapshot.in_flight > 0
+        # Whatever it scales on: a request in the rate window, or one still in flight (a long request keeps
+        # the target from going idle under it).
+        active = snapshot.rate > 0 or snapshot.in_flight > 0
         if not (state.gate.routable and active):
             target.since = None
             return False
