@@ -20,7 +20,7 @@ and one that did not is never lost, whichever way a switch is going. Standard li
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from extproc.core.httpso import TargetKey
@@ -153,6 +153,7 @@ class WarmPath:
         self._by_target: dict[TargetKey, tuple[str, ...]] = {}
         self._states: dict[TargetKey, TargetState] = {}
         self.gated_unexpectedly = 0
+        self.unconfirmable: set[str] = set()  # from the last `update`: would open, but no switch of it confirms
 
     def set_hosts(self, states: Iterable[TargetState], hosts: Mapping[TargetKey, Iterable[str]]) -> None:
         """The current targets and the virtual hosts each is reachable through."""
@@ -236,9 +237,14 @@ class WarmPath:
             target.since = now
         return now - target.since >= self.open_after
 
-    def update(self, now: float, *, may_open: bool = True) -> frozenset[str]:
+    def update(
+        self, now: float, *, may_open: bool = True, confirmable: Callable[[str], bool] | None = None
+    ) -> frozenset[str]:
         """Recompute which virtual hosts should be open; returns that set (what the config should say).
-        `may_open` False (the gateways cannot be counted now): every host is gated."""
+        `may_open` False (the gateways cannot be counted now): every host is gated. `confirmable`: whether a
+        switch of that host could be confirmed on every gateway; a gated host that would open but is not
+        stays gated and is listed in `unconfirmable` (the caller finds out, then the next update opens it)."""
+        self.unconfirmable = set()
         eligible = {key: self.eligible(state, now) for key, state in self._states.items()}
         members: dict[str, list[TargetKey]] = {}
         for key, names in self._by_target.items():
@@ -247,7 +253,9 @@ class WarmPath:
         for name, host in self._hosts.items():
             keys = members.get(name, [])
             want = may_open and bool(keys) and all(eligible.get(key, False) for key in keys)
-            if want and host.state in (PathState.GATED, PathState.CLOSING):
+            if want and host.state is PathState.GATED and confirmable is not None and not confirmable(name):
+                self.unconfirmable.add(name)
+            elif want and host.state in (PathState.GATED, PathState.CLOSING):
                 host.state = PathState.OPENING
             elif not want and host.state in (PathState.OPEN, PathState.OPENING):
                 host.state = PathState.CLOSING

@@ -53,6 +53,15 @@ class SwitchedGateways(Protocol):
         they can: an open host whose requests nobody counts would read as idle to KEDA."""
         ...
 
+    def confirmable(self, host: str) -> bool:
+        """Whether a switch of `host` is known to be confirmable on every gateway now (a host whose switch
+        could never be confirmed must not open: its switch back would never end)."""
+        ...
+
+    async def check_confirmable(self, hosts: Iterable[str]) -> None:
+        """Find out for `hosts` (gated now), so that `confirmable` can answer."""
+        ...
+
 
 @dataclass(slots=True)
 class ScrapeHealth:
@@ -137,7 +146,11 @@ class WarmSwitch:
             if blind is not None:
                 log.warning("warm path: no host is opened while %s", blind)
             self.blind = blind
-        want = self.warm.update(time.monotonic(), may_open=blind is None and not self.health.failing)
+        want = self.warm.update(
+            time.monotonic(), may_open=blind is None and not self.health.failing, confirmable=self._gateways.confirmable
+        )
+        if self.warm.unconfirmable:
+            await self._gateways.check_confirmable(self.warm.unconfirmable)
         # One switch at a time, confirmed in the background: a gateway slow to load it (or unreachable) must
         # not stop the counting. The next switch starts once it is confirmed.
         if (want != self.written or self._retry) and (self._switching is None or self._switching.done()):

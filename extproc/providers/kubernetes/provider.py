@@ -370,6 +370,8 @@ class KubernetesProvider:
         if self.warm_switch is not None:
             running = self._warm_task is not None and not self._warm_task.done()
             warm = self.warm_switch.status() if running else {"runBy": "leader", "leader": False}
+            if running and self._warm_gateways is not None:
+                warm["unconfirmableHosts"] = self._warm_gateways.unconfirmable()
         return GatewayStatus("pod-stats", stats=self.gateway_stats.status(), pod_informer=pod_informer, warm_path=warm)
 
     def gateway_condition(self) -> Condition:

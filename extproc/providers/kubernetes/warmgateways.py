@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from extproc.envoy.adminapi import GatewayReading
 from extproc.envoy.gatewayprobe import GateSeen, GatewayProber
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 _POLL_FIRST = 0.01
 _POLL_MAX = 0.25
 _WARN_AFTER = 10.0
+_RECHECK_UNCONFIRMABLE = 30.0
 # A wildcard host (`*.example.com`) is probed under a name it matches.
 _WILDCARD_LABEL = "zerohop-probe"
 
@@ -47,6 +48,10 @@ class KubeGateways:
         self._no_pods_delay = no_pods_delay
         self.prober = prober or GatewayProber()
         self.confirmed_without_pods = 0
+        # host -> the pods that all answered its probe 'gated' (confirmable while they are the pods)
+        self._confirmable: dict[str, frozenset[str]] = {}
+        # host -> (when to ask again, what the probes said): some pod could not answer for it
+        self._unconfirmable: dict[str, tuple[float, str]] = {}
 
     async def switch(self, open_hosts: frozenset[str], opened: frozenset[str], closed: frozenset[str]) -> None:
         await self._write(open_hosts)
@@ -95,6 +100,49 @@ class KubeGateways:
                 )
             await asyncio.sleep(delay)
             delay = min(_POLL_MAX, delay * 2)
+
+    def confirmable(self, host: str) -> bool:
+        checked = self._confirmable.get(host)
+        return checked is not None and checked == frozenset(pod.name for pod in self._stats.pods)
+
+    async def check_confirmable(self, hosts: Iterable[str]) -> None:
+        """Probe each host (gated now) through every pod: a host every pod answers `gated` for can be switched
+        and confirmed; one some pod cannot answer for (no such virtual host on the probe port: an HTTPS-only
+        host; a pod whose port is blocked) is left gated, asked again after `_RECHECK_UNCONFIRMABLE`."""
+        loop = asyncio.get_running_loop()
+        pods = self._stats.pods
+        names = frozenset(pod.name for pod in pods)
+        asks = [
+            host
+            for host in hosts
+            if self._confirmable.get(host) != names and loop.time() >= self._unconfirmable.get(host, (0.0, ""))[0]
+        ]
+        if not asks or not pods:
+            return
+        answers = await asyncio.gather(
+            *(self.prober.probe(pod.ip, self._probe_port, probe_host(host)) for host in asks for pod in pods)
+        )
+        for index, host in enumerate(asks):
+            seen = answers[index * len(pods) : (index + 1) * len(pods)]
+            if all(answer is GateSeen.GATED for answer in seen):
+                self._confirmable[host] = names
+                self._unconfirmable.pop(host, None)
+                continue
+            self._confirmable.pop(host, None)
+            why = ", ".join(f"{pod.name}: {answer.value}" for pod, answer in zip(pods, seen, strict=True))
+            if host not in self._unconfirmable:
+                log.warning(
+                    "warm path: %s stays gated: its probe through the gateway pods (port %d) did not answer "
+                    "'gated' everywhere (%s); an HTTPS-only host, or a pod whose port zerohop cannot reach",
+                    host,
+                    self._probe_port,
+                    why,
+                )
+            self._unconfirmable[host] = (loop.time() + _RECHECK_UNCONFIRMABLE, why)
+
+    def unconfirmable(self) -> dict[str, str]:
+        """Hosts left gated because a switch of them could not be confirmed, with what the probes said."""
+        return {host: why for host, (_, why) in sorted(self._unconfirmable.items())}
 
     async def read(self, clusters: list[str]) -> GatewayReading:
         return await self._stats.read_counters(clusters)

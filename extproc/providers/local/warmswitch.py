@@ -6,7 +6,7 @@ The loop and the counting are `envoy.warmswitch.WarmSwitch`'s; this is the I/O i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from extproc.envoy.adminapi import GatewayReading
 from extproc.envoy.config import ROUTE_CONFIG_NAME
@@ -36,3 +36,9 @@ class LocalGateways:
 
     def countable(self) -> str | None:
         return None  # every admin is read each round; a failed read shows in the loop's scrape health
+
+    def confirmable(self, host: str) -> bool:
+        return True  # every switch is one route file, whose loaded version each admin reports
+
+    async def check_confirmable(self, hosts: Iterable[str]) -> None:
+        return None
