@@ -20,16 +20,17 @@ and one that did not is never lost, whichever way a switch is going. Standard li
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from extproc.core.httpso import MetricKind, TargetKey
+from extproc.core.httpso import TargetKey
 from extproc.core.registry import TargetState
 
 
 class WarmPathMode(enum.Enum):
     """`--warm-path`: whether warm traffic may skip ext_proc."""
 
+    AUTO = "auto"  # open where the provider can switch and count the gateways, else ext-proc
     OPEN = "open"  # warm virtual hosts skip ext_proc; counted from the gateway's stats
     EXT_PROC = "ext-proc"  # every request asks zerohop (exact per-request in-flight, warm-request spans)
 
@@ -53,35 +54,70 @@ def counter_increase(previous: int | None, current: int) -> int:
     return current - previous
 
 
+class GatewayCounters:
+    """One monotonic counter kept by several gateways (each its own), read now and then.
+
+    `increase` takes this read's values by gateway and returns how much they grew together since the last
+    read, with a reset per gateway read as Prometheus' rate() reads one. A gateway missing from a read (its
+    stats could not be fetched) keeps its last value, so what it counted meanwhile arrives with its next
+    read; a gateway seen for the first time only sets its baseline (its earlier requests are not known to
+    be new), so a new gateway pod loses at most one read interval of counts and never counts a total twice.
+    """
+
+    __slots__ = ("_last", "reset")
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+        self.reset = False  # the last `increase` saw a gateway restart
+
+    def increase(self, values: Mapping[str, int]) -> int:
+        grown = 0
+        self.reset = False
+        for gateway, value in values.items():
+            previous = self._last.get(gateway)
+            if previous is not None and value < previous:
+                self.reset = True
+            grown += counter_increase(previous, value)
+            self._last[gateway] = value
+        return grown
+
+    def forget(self, gateways: Iterable[str]) -> None:
+        """Gateways that are gone: a later gateway of the same name starts from a new baseline."""
+        for gateway in gateways:
+            self._last.pop(gateway, None)
+
+
 class StatsCounter:
     """The requests of one target that went past ext_proc, from successive reads of the gateway counters.
 
-    `add` takes the gateway's `upstream_rq_total` (summed over gateways) and ext_proc's own request count
-    at the same moment, and returns the requests only the gateway saw since the previous read. A request
-    ext_proc counted whose upstream request the gateway has not counted yet makes the difference negative:
-    that is carried to the next read rather than dropped, or the request would be counted again then.
+    `add` takes each gateway's `upstream_rq_total` and ext_proc's own request count at the same moment, and
+    returns the requests only the gateways saw since the previous read. A request ext_proc counted whose
+    upstream request the gateway has not counted yet makes the difference negative: that is carried to the
+    next read rather than dropped, or the request would be counted again then.
     """
 
-    __slots__ = ("_carry", "_gateway", "_own")
+    __slots__ = ("_carry", "_gateways", "_own")
 
     def __init__(self) -> None:
-        self._gateway: int | None = None
+        self._gateways: GatewayCounters | None = None
         self._own = 0
         self._carry = 0
 
     @property
     def started(self) -> bool:
-        return self._gateway is not None
+        return self._gateways is not None
 
-    def add(self, gateway_total: int, own_total: int) -> int:
-        if self._gateway is None:
-            self._gateway, self._own = gateway_total, own_total
+    def add(self, gateway_totals: Mapping[str, int], own_total: int) -> int:
+        if self._gateways is None:
+            self._gateways = GatewayCounters()
+            self._gateways.increase(gateway_totals)
+            self._own = own_total
             return 0
-        if gateway_total < self._gateway:
+        seen = self._gateways.increase(gateway_totals)
+        if self._gateways.reset:
             self._carry = 0  # a restarted gateway: what ext_proc counted for the old one is not in the new one
-        seen = counter_increase(self._gateway, gateway_total)
         difference = seen - (own_total - self._own) + self._carry
-        self._gateway, self._own = gateway_total, own_total
+        self._own = own_total
         self._carry = min(0, difference)
         return max(0, difference)
 
@@ -117,6 +153,7 @@ class WarmPath:
         self._by_target: dict[TargetKey, tuple[str, ...]] = {}
         self._states: dict[TargetKey, TargetState] = {}
         self.gated_unexpectedly = 0
+        self.unconfirmable: set[str] = set()  # from the last `update`: would open, but no switch of it confirms
 
     def set_hosts(self, states: Iterable[TargetState], hosts: Mapping[TargetKey, Iterable[str]]) -> None:
         """The current targets and the virtual hosts each is reachable through."""
@@ -131,6 +168,22 @@ class WarmPath:
             del self._hosts[name]
         for name in wanted:
             self._hosts.setdefault(name, _Host())
+        self._refresh_forced()
+
+    def assume_open(self, names: Iterable[str]) -> None:
+        """The gateways may run these virtual hosts open (a config written before this process decided):
+        they count as OPEN, so their targets stay active for KEDA, until a confirmed gate says otherwise."""
+        for name in names:
+            self._hosts.setdefault(name, _Host()).state = PathState.OPEN
+        self._refresh_forced()
+
+    def forget_all(self) -> None:
+        """Another process decides now (leadership moved): nothing here is open any more, and no target is
+        kept active on this process's account."""
+        self._hosts.clear()
+        for target in self._targets.values():
+            target.since = None
+            target.counter = None
         self._refresh_forced()
 
     def host_state(self, name: str) -> PathState:
@@ -174,10 +227,9 @@ class WarmPath:
     def eligible(self, state: TargetState, now: float) -> bool:
         target = self._targets.setdefault(state.key, _Target())
         snapshot = state.snapshot(now)
-        if state.spec.metric.kind is MetricKind.REQUEST_RATE:
-            active = snapshot.rate > 0
-        else:
-            active = snapshot.rate > 0 or snapshot.in_flight > 0
+        # Whatever it scales on: a request in the rate window, or one still in flight (a long request keeps
+        # the target from going idle under it).
+        active = snapshot.rate > 0 or snapshot.in_flight > 0
         if not (state.gate.routable and active):
             target.since = None
             return False
@@ -185,8 +237,14 @@ class WarmPath:
             target.since = now
         return now - target.since >= self.open_after
 
-    def update(self, now: float) -> frozenset[str]:
-        """Recompute which virtual hosts should be open; returns that set (what the config should say)."""
+    def update(
+        self, now: float, *, may_open: bool = True, confirmable: Callable[[str], bool] | None = None
+    ) -> frozenset[str]:
+        """Recompute which virtual hosts should be open; returns that set (what the config should say).
+        `may_open` False (the gateways cannot be counted now): every host is gated. `confirmable`: whether a
+        switch of that host could be confirmed on every gateway; a gated host that would open but is not
+        stays gated and is listed in `unconfirmable` (the caller finds out, then the next update opens it)."""
+        self.unconfirmable = set()
         eligible = {key: self.eligible(state, now) for key, state in self._states.items()}
         members: dict[str, list[TargetKey]] = {}
         for key, names in self._by_target.items():
@@ -194,8 +252,10 @@ class WarmPath:
                 members.setdefault(name, []).append(key)
         for name, host in self._hosts.items():
             keys = members.get(name, [])
-            want = bool(keys) and all(eligible.get(key, False) for key in keys)
-            if want and host.state in (PathState.GATED, PathState.CLOSING):
+            want = may_open and bool(keys) and all(eligible.get(key, False) for key in keys)
+            if want and host.state is PathState.GATED and confirmable is not None and not confirmable(name):
+                self.unconfirmable.add(name)
+            elif want and host.state in (PathState.GATED, PathState.CLOSING):
                 host.state = PathState.OPENING
             elif not want and host.state in (PathState.OPEN, PathState.OPENING):
                 host.state = PathState.CLOSING

@@ -18,6 +18,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2
 
+from extproc.envoy.config import GATE_GATED, GATE_HEADER
+
 COLD_START_HEADER = "x-zerohop-cold-start"
 _SEND = processing_mode_pb2.ProcessingMode.SEND
 _GRPC_UNAVAILABLE = 14
@@ -55,6 +57,16 @@ COLD_START_RESPONSE = _serialize(
             response=ep.CommonResponse(
                 header_mutation=ep.HeaderMutation(set_headers=[_header(COLD_START_HEADER, "true")])
             )
+        )
+    )
+)
+
+# A warm-path probe that reached zerohop: ext_proc is on for its virtual host (see config.PROBE_HEADER).
+GATED_PROBE = _serialize(
+    ep.ProcessingResponse(
+        immediate_response=ep.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.NoContent),
+            headers=ep.HeaderMutation(set_headers=[_header(GATE_HEADER, GATE_GATED)]),
         )
     )
 )

@@ -26,7 +26,7 @@ from extproc.core.registry import TargetState
 from extproc.core.routing import NO_UPSTREAM, NoUpstream, Router
 from extproc.envoy import answers
 from extproc.envoy.answers import Refusal
-from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE
+from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE, PROBE_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class ProcessorStats:
         "malformed",
         "not_routed",
         "over_capacity",
+        "probes",
         "released",
         "released_5xx",
         "removed",
@@ -74,6 +75,7 @@ class ProcessorStats:
         self.timeouts = 0
         self.over_capacity = 0
         self.shutdown_refusals = 0
+        self.probes = 0  # warm-path probes answered "gated" (the Kubernetes provider's switch confirmation)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -203,6 +205,12 @@ class ExtProcServicer:
             log.debug("could not route ext_proc request headers; continuing", exc_info=True)
             state = None
         if state is None:
+            if _is_probe(request):
+                # A warm-path probe (its route has no cluster, so it never matches a target): answering it
+                # tells the prober that ext_proc is on for this virtual host.
+                self.stats.probes += 1
+                await context.write(answers.GATED_PROBE)
+                return
             self.stats.unmatched += 1
             await context.write(_CONTINUE)
             return
@@ -345,6 +353,10 @@ class ExtProcServicer:
                 return
             await context.write(answers.CONTINUE_FOR_KIND[kind])
             request = await context.read()
+
+
+def _is_probe(request: Any) -> bool:
+    return any(header.key == PROBE_HEADER for header in request.request_headers.headers.headers)
 
 
 def _routed(message: Any) -> bool | None:
