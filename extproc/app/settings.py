@@ -251,7 +251,7 @@ class Settings:
     warm_path: WarmPathMode = _setting(
         WarmPathMode.EXT_PROC,
         WarmPathMode,
-        "`open`: a virtual host whose targets are all warm skips ext_proc (`ExtProcPerRoute{disabled}`), its "
+        "`open`: a virtual host whose targets are all warm skips ext_proc (route `FilterConfig{disabled}`), its "
         "requests counted from the gateway's stats; needs --envoy-admin and, for now, the local provider. "
         "`ext-proc`: every request asks zerohop (exact per-request in-flight, warm-request spans). The default "
         "stays `ext-proc` until the Kubernetes provider can switch the warm path too.",
