@@ -161,6 +161,18 @@ class WarmSwitch:
             log.warning("warm path: cannot read the gateway's stats (counts catch up when it answers): %s", error)
         health.failing = True
 
+    # What /metrics reads (`observability.metrics.WarmPathSource`).
+
+    def target_state(self, key: TargetKey) -> PathState:
+        return self.warm.target_state(key)
+
+    def gateway_503s(self, key: TargetKey) -> int:
+        return self.gateway_503.get(key, 0)
+
+    @property
+    def gated_unexpectedly(self) -> int:
+        return self.warm.gated_unexpectedly
+
     def status(self) -> dict[str, Any]:
         health = self.health
         return {
