@@ -244,10 +244,11 @@ def target_routes(targets: Iterable[ScaledTarget]) -> list[RouteSpec]:
     routes = []
     for target in targets:
         cluster = target_cluster_name(target)
-        headers = tuple((h.name, h.value) for h in target.headers)
-        for host in target.hosts or ("*",):
-            for prefix in target.path_prefixes or ("/",):
-                routes.append(RouteSpec(host, prefix, headers, cluster, target.response_header_timeout))
+        for rule in target.routing_rules:
+            headers = tuple((h.name, h.value) for h in rule.headers)
+            for host in rule.hosts or ("*",):
+                for prefix in rule.path_prefixes or ("/",):
+                    routes.append(RouteSpec(host, prefix, headers, cluster, target.response_header_timeout))
     return routes
 
 
