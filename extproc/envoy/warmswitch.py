@@ -112,7 +112,9 @@ class WarmSwitch:
         self.written = hosts
 
     def _routable(self, key: TargetKey, routable: bool) -> None:
-        if not routable and self.warm.routable_lost(key):
+        if routable:
+            self.warm.routable_changed(key, True)
+        elif self.warm.routable_lost(key):
             log.warning("target %s lost its endpoints while its warm path was open: gating it again now", key)
             self._kick.set()
 
@@ -161,7 +163,7 @@ class WarmSwitch:
                 self._retry = False
                 self._switching = asyncio.ensure_future(self._switch(want))
                 self._switching.add_done_callback(self._switched)
-        await self._scrape(self._bypassing() + [s for s in self._core.registry if self._settling(s)])
+        await self._scrape(self._bypassing() + self.warm.settling())
 
     async def _baseline(self, state: TargetState) -> bool:
         """Start counting `state` from the gateways (it is still gated: every request asks zerohop).
@@ -212,10 +214,7 @@ class WarmSwitch:
         self._kick.set()
 
     def _bypassing(self) -> list[TargetState]:
-        return [s for s in self._core.registry if self.warm.target_state(s.key) is not PathState.GATED]
-
-    def _settling(self, state: TargetState) -> bool:
-        return self.warm.target_state(state.key) is PathState.GATED and self.warm.has_counter(state.key)
+        return self.warm.bypassing()
 
     async def _switch(self, want: frozenset[str]) -> None:
         # A failed switch's hosts are confirmed with this one (those still going the same way).
@@ -282,6 +281,18 @@ class WarmSwitch:
         if not health.failing:
             log.warning("warm path: cannot read the gateways' stats (counts catch up when they answer): %s", error)
         health.failing = True
+
+    # What /metrics reads (`observability.metrics.WarmPathSource`).
+
+    def target_state(self, key: TargetKey) -> PathState:
+        return self.warm.target_state(key)
+
+    def gateway_503s(self, key: TargetKey) -> int:
+        return self.gateway_503.get(key, 0)
+
+    @property
+    def gated_unexpectedly(self) -> int:
+        return self.warm.gated_unexpectedly
 
     def status(self) -> dict[str, Any]:
         health = self.health

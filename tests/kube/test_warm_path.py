@@ -34,9 +34,10 @@ from extproc.core.warmpath import PathState, WarmPathMode
 from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
 from extproc.envoy.gatewayprobe import GateSeen, GatewayProber
+from extproc.observability import metrics
 from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
 from extproc.providers.kubernetes.provider import KubernetesProvider
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, steady_samples, wait_for
 from tests.istio_gateway import GatewayPod, gateway_pod
 from tests.kube.harness import gateway_pod_object, httpso, workload, zerohop
 from tests.kubeemu import KubeEmulator
@@ -320,6 +321,7 @@ class Load:
         self.replies: list[tuple[float, int]] = []
         self.errors: list[BaseException] = []
         self.in_flight = 0
+        self.changed_at = time.monotonic()  # when in_flight last changed
         self._rate = rate
         self._workers = workers
         self._stop = asyncio.Event()
@@ -328,6 +330,7 @@ class Load:
 
     async def _one(self) -> None:
         self.in_flight += 1
+        self.changed_at = time.monotonic()
         try:
             status = await self.w.get()
         except Exception as exc:
@@ -335,6 +338,7 @@ class Load:
             return
         finally:
             self.in_flight -= 1
+            self.changed_at = time.monotonic()
         self.replies.append((time.monotonic(), status))
 
     async def _paced(self) -> None:
@@ -379,6 +383,8 @@ async def test_a_warm_target_skips_ext_proc_on_every_pod_and_is_counted_from_the
         try:
             await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
             assert istio.open_hosts_of(current_envoyfilter(kube_emulator) or {}) == {HOST}
+            scrape = metrics.render(w.server.metrics_families())
+            assert 'zerohop_warm_path_state{namespace="default",name="app",state="open"} 1' in scrape
             streams = await w.ext_proc_streams()
             await asyncio.sleep(RATE_WINDOW + 1.0)
             value = await w.metric()
@@ -402,16 +408,12 @@ async def test_concurrency_of_an_open_target_is_summed_over_the_gateway_pods(
         try:
             await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
             streams = await w.ext_proc_streams()
-            samples = []
-            for _ in range(8):
-                await asyncio.sleep(0.3)
-                before = load.in_flight
-                value = await w.metric()
-                samples.append((min(before, load.in_flight), value, max(before, load.in_flight)))
+            # Each taken where the client's in-flight count held still for 0.25 s: longer than a stats read lags.
+            samples = await steady_samples(load, w.metric, 8, settle=0.25)
             assert await w.ext_proc_streams() == streams
         finally:
             await load.stop()
-        assert all(low - 1 <= value <= high + 1 for low, value, high in samples), samples
+        assert all(in_flight - 1 <= value <= in_flight + 1 for in_flight, value in samples), samples
         assert set(load.statuses()) == {200}
 
 

@@ -32,6 +32,8 @@ def setup(*specs: Any, open_after: float = 3.0) -> tuple[Core, WarmPath, dict[st
     states = {state.key.name: state for state in core.registry}
     warm = WarmPath(open_after)
     warm.set_hosts(states.values(), {state.key: state.spec.hosts for state in states.values()})
+    # As the warm-path loop wires it: the core tells it which targets turn routable or not.
+    core.add_routable_hook(lambda key, routable: warm.routable_changed(key, routable))
     return core, warm, states
 
 

@@ -190,7 +190,9 @@ class KubernetesProvider:
         self.warm_switch: WarmSwitch | None = None
         self._warm_gateways: KubeGateways | None = None
         self._warm_task: asyncio.Future[None] | None = None
-        self._warm_hosts_changed = True
+        # Targets changed or removed since the warm path last heard (it is told each round, see _refresh_warm_hosts).
+        self._warm_changed: set[TargetKey] = set()
+        self._warm_removed: set[TargetKey] = set()
 
     # --- Provider interface -------------------------------------------------------------------------
 
@@ -537,7 +539,9 @@ class KubernetesProvider:
             else:
                 changed.append(derived.target)
         self._core.update_targets(changed, removed, clusters)
-        self._warm_hosts_changed = True
+        if self.options.warm_path is not None:
+            self._warm_changed.update(target.key for target in changed)
+            self._warm_removed.update(removed)
         for target in changed:
             self._update_routable(target.key)
         if self.reconciler is not None:
@@ -685,11 +689,18 @@ class KubernetesProvider:
         await self.reconciler.set_open_hosts(open_hosts)
 
     def _refresh_warm_hosts(self) -> None:
-        if not self._warm_hosts_changed or self._core is None or self.warm_switch is None:
+        """Hand the warm path the targets changed since the last round (what changed only: at 10,000 targets
+        a whole pass would stall requests)."""
+        if not (self._warm_changed or self._warm_removed) or self._core is None or self.warm_switch is None:
             return
-        self._warm_hosts_changed = False
-        hosts = {target.key: tuple(h for h in target.hosts if h != "*") for target in self.table.targets}
-        self.warm_switch.warm.set_hosts(self._core.registry, hosts)
+        changed = []
+        for key in self._warm_changed:
+            state = self._core.registry.get(key)
+            target = self.table.by_key.get(key)
+            if state is not None and target is not None:
+                changed.append((state, tuple(h for h in target.hosts if h != "*")))
+        self.warm_switch.warm.apply(changed, self._warm_removed - self._warm_changed)
+        self._warm_changed, self._warm_removed = set(), set()
 
     async def _scale_from_zero(self, target: ScaledTarget) -> None:
         assert self.api is not None
