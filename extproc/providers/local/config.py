@@ -18,6 +18,11 @@ spec:
   readinessProbe: {httpGet: {path: /}, periodSeconds: 0.05}
 ```
 
+A target's fallback (`coldStartTimeoutFailoverRef`, where held requests go once its timeout runs out) is
+another target of the same file: the one whose `scaleTargetRef` has the same `service` and `port` (or
+`portName`) in the same namespace. zerohop runs its replicas like any target's (give it `replicas.min: 1` to
+keep it up); a fallback no target serves is a warning, and its requests get the 504.
+
 Errors name the file, the document (index, kind and name) and the field; a field neither kind has is an error
 that names the nearest valid one (`spec.host: unknown field; did you mean hosts?`).
 """
@@ -243,9 +248,35 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
                 )
             )
         valid.append(target)
+    problems += _fallback_problems(source, valid)
     if not valid and documents:
         raise ConfigError("no usable HTTPScaledObject:\n  " + "\n  ".join([str(p) for p in problems] or ["(empty)"]))
     return LocalConfig(tuple(valid), workloads, tuple(problems), empty=not documents, kept=tuple(kept))
+
+
+def _fallback_problems(source: str, targets: list[ScaledTarget]) -> list[Problem]:
+    """A local fallback (`coldStartTimeoutFailoverRef`) is another target of the same file: the one whose
+    `scaleTargetRef` names the same Service and port in the same namespace (its replicas serve the fallback)."""
+    served = {
+        (t.key.namespace, t.scale_target.service, t.scale_target.port or t.scale_target.port_name) for t in targets
+    }
+    problems = []
+    for target in targets:
+        ref = target.failover
+        if ref is not None and (target.key.namespace, ref.service, ref.port or ref.port_name) not in served:
+            problems.append(
+                Problem(
+                    source,
+                    None,
+                    httpso.KIND,
+                    str(target.key),
+                    f"coldStartTimeoutFailoverRef names Service {ref.service} port {ref.port or ref.port_name}, "
+                    "which no HTTPScaledObject in this file serves (scaleTargetRef.service and port); requests "
+                    "held past its timeout get 504",
+                    severity="warning",
+                )
+            )
+    return problems
 
 
 def _identity(document: Any) -> tuple[str | None, str | None]:
