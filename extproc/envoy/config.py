@@ -288,7 +288,7 @@ def failover_cluster_name(target: ScaledTarget, port: int | None = None) -> str 
     return istio_cluster_name(ref.service, target.key.namespace, port or ref.port or ref.port_name or "")
 
 
-def failover_route(target: str, cluster: str) -> dict[str, Any]:
+def failover_route(target: str, cluster: str, timeout: float | None = None) -> dict[str, Any]:
     """The route, first in each virtual host of `target` (`namespace/name`), that sends a request zerohop let
     go to the fallback (dynamic metadata FAILOVER_METADATA_*, which only zerohop sets) to `cluster`."""
     matcher = {
@@ -296,7 +296,10 @@ def failover_route(target: str, cluster: str) -> dict[str, Any]:
         "path": [{"key": FAILOVER_METADATA_KEY}],
         "value": {"string_match": {"exact": target}},
     }
-    return {"match": {"prefix": "/", "dynamic_metadata": [matcher]}, "route": {"cluster": cluster}}
+    action: dict[str, Any] = {"cluster": cluster}
+    if timeout is not None:
+        action["timeout"] = _seconds(timeout)
+    return {"match": {"prefix": "/", "dynamic_metadata": [matcher]}, "route": action}
 
 
 def with_failover_routes(hosts: list[dict[str, Any]], targets: Iterable[ScaledTarget]) -> list[dict[str, Any]]:
@@ -306,7 +309,8 @@ def with_failover_routes(hosts: list[dict[str, Any]], targets: Iterable[ScaledTa
         cluster = failover_cluster_name(target)
         if cluster is not None:
             for host in target_hosts(target):
-                first.setdefault(host, []).append(failover_route(str(target.key), cluster))
+                route = failover_route(str(target.key), cluster, target.response_header_timeout)
+                first.setdefault(host, []).append(route)
     if not first:
         return hosts
     return [
