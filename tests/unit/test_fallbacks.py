@@ -356,3 +356,24 @@ def test_a_local_fallback_is_another_target_of_the_file() -> None:
     assert problem.severity == "warning"
     assert problem.name == str(TargetKey("default", "app"))
     assert "names Service backup port 9999, which no HTTPScaledObject in this file serves" in problem.message
+
+
+def test_zerohop_envoyfilter_from_files_carries_the_failover_routes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from extproc.app import cli
+
+    path = tmp_path / "httpso.yaml"
+    path.write_text(
+        httpso_yaml("app", "  coldStartTimeoutFailoverRef: {service: backup, port: 8080}\n")
+        + httpso_yaml("named", "  coldStartTimeoutFailoverRef: {service: backup, portName: http}\n")
+    )
+    assert cli.main(["envoyfilter", "--ports", "80", str(path)]) == 0
+    out, err = capsys.readouterr()
+    routes = [p for p in yaml.safe_load(out)["spec"]["configPatches"] if p["applyTo"] == "HTTP_ROUTE"]
+    assert [
+        (p["match"]["routeConfiguration"]["vhost"]["name"], p["patch"]["value"]["route"]["cluster"]) for p in routes
+    ] == [("app.test:80", "outbound|8080||backup.default.svc.cluster.local")]
+    assert "HTTPScaledObject default/named: its fallback names a port by name" in err

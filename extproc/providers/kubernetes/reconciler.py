@@ -94,6 +94,8 @@ class Reconciler:
         httpsos: Callable[[], Mapping[tuple[str, str], JsonObj]],
         scaled_objects: Callable[[], Mapping[tuple[str, str], JsonObj]],
         gateway: Callable[[], Condition | None] = lambda: None,
+        *,
+        resolve_port: istio.PortResolver | None = None,
     ) -> None:
         self._api = api
         self.options = options
@@ -108,6 +110,9 @@ class Reconciler:
         # (kind, namespace, name) -> (the resourceVersion a write was based on, until when to trust it).
         self._pending: dict[tuple[str, str, str], tuple[str, float]] = {}
         self._envoyfilter_hosts: tuple[str, ...] | None = None
+        # Routes to the targets' fallback Services in the EnvoyFilter (named ports resolved from Services).
+        self._resolve_port = resolve_port
+        self._envoyfilter_failovers: tuple[istio.FailoverRoute, ...] = ()
 
     def start(self) -> None:
         self._wake.set()
@@ -172,7 +177,8 @@ class Reconciler:
             if work.status or work.create is not None or work.patch is not None:
                 await queue.put(work)
         if self.options.manage_envoyfilters:
-            await self._envoyfilter(sorted({h for t in table.targets for h in t.hosts if h != "*"}))
+            failovers = istio.failover_routes(table.targets, self._resolve_port)
+            await self._envoyfilter(sorted({h for t in table.targets for h in t.hosts if h != "*"}), failovers)
 
     def _is_pending(self, what: tuple[str, str, str], version: str) -> bool:
         """Whether this pass's write would repeat one whose result the caches do not show yet."""
@@ -246,8 +252,9 @@ class Reconciler:
         version = resource_version(work.document)
         self._pending[("status", namespace, name)] = (version, time.monotonic() + _PENDING_TTL)
 
-    async def _envoyfilter(self, hosts: list[str]) -> None:
-        if self._envoyfilter_hosts == tuple(hosts):
+    async def _envoyfilter(self, hosts: list[str], failovers: list[istio.FailoverRoute] | None = None) -> None:
+        failovers = failovers or []
+        if self._envoyfilter_hosts == tuple(hosts) and self._envoyfilter_failovers == tuple(failovers):
             return
         options = self.options
         wanted = istio.envoyfilter(
@@ -258,6 +265,7 @@ class Reconciler:
             selector=options.gateway_selector,
             hosts=hosts,
             ports=options.gateway_ports,
+            failovers=failovers,
         )
         name = wanted["metadata"]["name"]
         current = await self._api.get(ENVOYFILTERS, options.gateway_namespace, name)
@@ -267,8 +275,8 @@ class Reconciler:
             # A replace, not a merge patch: a merge would keep labels of an old workloadSelector.
             await self._api.replace(ENVOYFILTERS, options.gateway_namespace, name, {**current, "spec": wanted["spec"]})
         else:
-            self._envoyfilter_hosts = tuple(hosts)
+            self._envoyfilter_hosts, self._envoyfilter_failovers = tuple(hosts), tuple(failovers)
             return
         self.writes += 1
-        self._envoyfilter_hosts = tuple(hosts)
+        self._envoyfilter_hosts, self._envoyfilter_failovers = tuple(hosts), tuple(failovers)
         log.info("EnvoyFilter %s/%s enables zerohop on %d host(s)", options.gateway_namespace, name, len(hosts))
