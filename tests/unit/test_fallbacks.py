@@ -3,6 +3,7 @@ template renderer, the answers zerohop sends Envoy, and the routes (plain Envoy 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from extproc.dev.envoyproc import validate_config
 from extproc.envoy import answers, istio
 from extproc.envoy import config as envoyconfig
 from extproc.providers.local import config as local_config
+from tests.helpers import wait_for
 from tests.istio_gateway import istio_gateway_bootstrap
 
 VALUES = {
@@ -377,3 +379,109 @@ def test_zerohop_envoyfilter_from_files_carries_the_failover_routes(
         (p["match"]["routeConfiguration"]["vhost"]["name"], p["patch"]["value"]["route"]["cluster"]) for p in routes
     ] == [("app.test:80", "outbound|8080||backup.default.svc.cluster.local")]
     assert "HTTPScaledObject default/named: its fallback names a port by name" in err
+
+
+# --- the servicer --------------------------------------------------------------------------------------------
+
+
+def _servicer_core() -> Any:
+    from extproc.core.engine import Core
+
+    core = Core(hold_timeout=30, max_held_per_target=5, max_held_total=10)
+    core.apply_targets(
+        [
+            parse(document("fo", namespace="default", coldStartTimeoutFailoverRef={**FAILOVER, "timeoutSeconds": 1})),
+            parse(
+                document(
+                    "page", namespace="default", placeholderConfig={"enabled": True, "content": "{{.ServiceName}}"}
+                )
+            ),
+        ],
+        {},
+    )
+    return core
+
+
+async def _exchange(core: Any, *messages: ep.ProcessingRequest) -> list[ep.ProcessingResponse]:
+    import grpc
+    from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
+
+    from extproc.envoy.processor import ExtProcServicer
+
+    servicer = ExtProcServicer(core.router, core.cold_gate, retry_after=4)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((servicer.rpc_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+            async def requests() -> Any:
+                for message in messages:
+                    yield message
+
+            return [r async for r in ep_grpc.ExternalProcessorStub(channel).Process(requests())]
+    finally:
+        await server.stop(0)
+
+
+def _request(host: str, *extra: tuple[str, str]) -> ep.ProcessingRequest:
+    from envoy.config.core.v3 import base_pb2
+
+    pairs = [(":authority", host), (":path", "/"), (":method", "GET"), *extra]
+    values = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs]
+    return ep.ProcessingRequest(request_headers=ep.HttpHeaders(headers=base_pb2.HeaderMap(headers=values)))
+
+
+def _response(status: str, details: str) -> ep.ProcessingRequest:
+    from envoy.config.core.v3 import base_pb2
+    from google.protobuf import struct_pb2
+
+    header = base_pb2.HeaderValue(key=":status", raw_value=status.encode())
+    message = ep.ProcessingRequest(response_headers=ep.HttpHeaders(headers=base_pb2.HeaderMap(headers=[header])))
+    attributes = struct_pb2.Struct()
+    attributes.update({envoyconfig.CODE_DETAILS_ATTRIBUTE: details})
+    message.attributes[envoyconfig.ATTRIBUTES_KEY].CopyFrom(attributes)
+    return message
+
+
+@pytest.mark.parametrize(
+    ("status", "details", "answered"),
+    [
+        ("503", "via_upstream", True),  # the fallback's own 503 goes to the client
+        ("503", "no_healthy_upstream", False),
+        ("503", "upstream_reset_before_response_started{remote_connection_failure}", False),
+    ],
+)
+async def test_the_fallback_answers_unless_the_gateway_had_to(status: str, details: str, answered: bool) -> None:
+    core = _servicer_core()
+    extend, release, last = await _exchange(core, _request("fo.example"), _response(status, details))
+    assert extend.HasField("override_message_timeout")
+    assert release.SerializeToString() == answers.failover("default/fo", "backup.default")
+    if answered:
+        assert last.SerializeToString() == answers.FAILOVER_RESPONSE
+    else:
+        assert last.immediate_response.status.code == 504
+    state = core.registry.get(TargetKey("default", "fo"))
+    assert state.traffic.outcomes == {"failover": 1}
+    assert (state.traffic.in_flight, core.cold_gate.held_total) == (0, 0)
+
+
+async def test_only_browsers_get_the_placeholder() -> None:
+    core = _servicer_core()
+    [page] = await _exchange(core, _request("page.example", ("accept", "text/html")))
+    assert page.immediate_response.body == b"page"
+    assert page.immediate_response.status.code == 503
+    state = core.registry.get(TargetKey("default", "page"))
+    assert state.traffic.outcomes == {"placeholder": 1}
+    assert state.gate.wakes == 1  # the target wakes for the page's request
+    assert state.gate.cold_since is not None
+    # An API client is held (its answer starts with the longer wait), never given the page.
+    stream = _exchange(core, _request("page.example", ("accept", "application/json")))
+    task = asyncio.ensure_future(stream)
+    await wait_for(lambda: core.cold_gate.held_total == 1, 5, what="API request held")
+    core.set_routable(TargetKey("default", "page"), True)
+    answers_ = await task
+    assert answers_[0].HasField("override_message_timeout")
+    assert answers_[1].HasField("request_headers")
+    assert not any(a.HasField("immediate_response") for a in answers_)
