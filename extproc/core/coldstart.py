@@ -41,9 +41,10 @@ class HoldOutcome(enum.StrEnum):
 
     The gate resolves a hold with RELEASED, TIMEOUT, SHUTDOWN or REMOVED; the servicer adds OVER_CAPACITY and
     SHUTDOWN for a request refused without being held, ABORTED when the client went away while held, FAILOVER
-    for a request whose hold timed out and went to the target's fallback Service, and PLACEHOLDER for a browser
-    answered the placeholder page at once instead of being held. The values are metric label values and span
-    attributes: changing one changes what operators query.
+    for a request whose hold timed out and whose answer came from the target's fallback Service (TIMEOUT when
+    the fallback could not answer either), and PLACEHOLDER for a browser answered the placeholder page at once
+    instead of being held. The values are metric label values and span attributes: changing one changes what
+    operators query.
     """
 
     RELEASED = "released"

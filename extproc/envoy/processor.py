@@ -315,8 +315,9 @@ class ExtProcServicer:
                 stats.removed += 1
                 await context.write(_CONTINUE)
             elif result is HoldOutcome.TIMEOUT and state.spec.failover is not None:
-                outcome = HoldOutcome.FAILOVER
-                await self._failover(request, state, context)
+                # The client's answer decides: the fallback's (FAILOVER), or the 504 (TIMEOUT) when it had none.
+                answered = await self._failover(request, state, context)
+                outcome = HoldOutcome.FAILOVER if answered else HoldOutcome.TIMEOUT
             elif result is HoldOutcome.TIMEOUT:
                 stats.timeouts += 1
                 log.info("request for %s timed out after %.1fs held", state.key, state.hold_budget)
@@ -333,9 +334,9 @@ class ExtProcServicer:
                 except Exception:
                     log.warning("hold observer failed; the request was answered", exc_info=True)
 
-    async def _failover(self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
+    async def _failover(self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]) -> bool:
         """The hold ran out and the target has a fallback: send the request there (the fallback route matches
-        zerohop's dynamic metadata); if the fallback cannot answer either, the client gets the 504."""
+        zerohop's dynamic metadata); if the fallback cannot answer either, the client gets the 504 (False)."""
         ref = state.spec.failover
         assert ref is not None
         self.stats.failovers += 1
@@ -343,14 +344,15 @@ class ExtProcServicer:
         await context.write(answers.failover(str(state.key), f"{ref.service}.{state.key.namespace}"))
         response = await self._response_headers(context)
         if response is None:
-            return
+            return True  # the stream ended first (client gone): it was sent
         if _answered(response):
             await context.write(answers.FAILOVER_RESPONSE)
-            return
+            return True
         self.stats.failovers_down += 1
         self.stats.timeouts += 1
         log.info("fallback %s of %s could not answer either; answering 504", ref.service, state.key)
         await context.write(self._refusal(request, Refusal.TIMEOUT, state))
+        return False
 
     # Observers (tracing) must never keep a request from its answer: a failure there is logged and the
     # request goes on as if no observer were installed.

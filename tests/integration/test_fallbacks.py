@@ -76,6 +76,7 @@ async def test_a_fallback_that_is_down_too_gives_the_504(tmp_path: Path) -> None
         assert reply.elapsed >= 1.0
         stats = stack.server.processor.stats
         assert (stats.failovers, stats.failovers_down, stats.timeouts) == (1, 1, 1)
+        assert stack.state("downfb").traffic.outcomes == {"timeout": 1}
 
 
 PLACEHOLDER = """  placeholderConfig:
