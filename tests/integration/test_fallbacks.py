@@ -5,12 +5,20 @@ after the hold timeout (`coldStartTimeoutFailoverRef`) and the placeholder page 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from extproc.app.server import ZerohopServer
+from extproc.app.settings import Settings
+from extproc.dev.envoyproc import EnvoyProcess
+from extproc.envoy import istio
 from extproc.envoy.config import FAILOVER_HEADER
+from tests.helpers import free_port
 from tests.integration.stack import Stack, app, httpso, never_ready
+from tests.istio_gateway import istio_gateway_bootstrap
 
 pytestmark = pytest.mark.envoy
 
@@ -117,3 +125,57 @@ async def test_a_browser_gets_the_placeholder_at_once_while_an_api_client_is_hel
         assert "x-keda-http-placeholder-served" not in again.headers
         stats = stack.server.processor.stats
         assert (stats.placeholders, stats.released) == (1, 1)
+
+
+async def test_istio_shaped_gateway_sends_the_timed_out_request_to_the_fallback_cluster(tmp_path: Path) -> None:
+    """The scoped EnvoyFilter with its failover route applied as istiod would (first in `managed.test:80`):
+    the held request goes to `outbound|80||other.default.svc.cluster.local`, never to the target's cluster."""
+    config = tmp_path / "zerohop.yaml"
+    config.write_text(httpso("managed", extra=failover_to("other").replace("8080", "80")) + never_ready("managed"))
+    settings = Settings(
+        config=config,
+        state_dir=tmp_path,
+        ext_proc_address="127.0.0.1:0",
+        scaler_address="127.0.0.1:0",
+        admin_address="127.0.0.1:0",
+        hold_timeout=5.0,
+        autoscale=False,
+    )
+    server = ZerohopServer(settings)
+    await server.start()
+    try:
+        targets = [state.spec for state in server.core.registry]
+        failovers = istio.failover_routes(targets)
+        document = istio.envoyfilter(hosts=["managed.test"], hold_timeout=settings.hold_timeout, failovers=failovers)
+        listen, admin, upstream = free_port(), free_port(), free_port()
+        bootstrap = istio_gateway_bootstrap(
+            document,
+            ["managed.test", "other.test"],
+            ext_proc_port=server.ext_proc_port,
+            listen_port=listen,
+            admin_port=admin,
+            upstream_port=upstream,
+        )
+        [route_patch] = [
+            p
+            for p in document["spec"]["configPatches"]
+            if p["applyTo"] == "HTTP_ROUTE" and p["match"]["routeConfiguration"]["portNumber"] == 80
+        ]
+        hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        [vhost] = [v for v in hcm["route_config"]["virtual_hosts"] if v["name"] == "managed.test:80"]
+        vhost["routes"].insert(0, route_patch["patch"]["value"])  # INSERT_FIRST, as istiod applies it
+        async with EnvoyProcess(bootstrap, admin, workdir=tmp_path / "envoy"), aiohttp.ClientSession() as session:
+            forged = {"Host": "managed.test", FAILOVER_HEADER: "default/managed"}
+            started = time.monotonic()
+            async with session.get(f"http://127.0.0.1:{listen}/", headers=forged) as response:
+                assert response.status == 200
+                assert response.headers.get(FAILOVER_HEADER) == "true"
+            assert time.monotonic() - started >= 1.0  # held for timeoutSeconds first, the header did nothing
+            async with session.get(f"http://127.0.0.1:{admin}/stats?filter=upstream_rq_total$") as stats:
+                text = await stats.text()
+            sent = dict(line.rsplit(": ", 1) for line in text.splitlines() if line.startswith("cluster.outbound"))
+            assert sent["cluster.outbound|80||other.default.svc.cluster.local.upstream_rq_total"] == "1"
+            assert sent["cluster.outbound|80||managed.default.svc.cluster.local.upstream_rq_total"] == "0"
+            assert server.processor.stats.failovers == 1
+    finally:
+        await server.stop()
