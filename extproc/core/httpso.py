@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from extproc.core.durations import parse_duration
 from extproc.core.fieldcheck import LEAF, Tree, UnknownField, unknown_fields
-from extproc.core.placeholder import Placeholder, PlaceholderError, compile_template
+from extproc.core.placeholder import Placeholder, compile_template
 
 API_GROUP = "http.keda.sh"
 API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -515,11 +515,7 @@ def _placeholder(value: Any) -> PlaceholderConfig | None:
         raise InvalidSpec(f"{where}.content: expected a string, got {type(content).__name__}")
     if not enabled:
         return None
-    try:
-        template = compile_template(content or "")
-    except PlaceholderError as exc:
-        raise InvalidSpec(f"{where}.content: {exc}") from None
-    return PlaceholderConfig(status, refresh, tuple(headers), template)
+    return PlaceholderConfig(status, refresh, tuple(headers), compile_template(content or ""))
 
 
 def _string_map(value: Any, where: str) -> dict[str, str]:

@@ -52,10 +52,6 @@ _REFRESH_SCRIPT = """<script>
 </script>""".replace("SERVED_HEADER", SERVED_HEADER)
 
 
-class PlaceholderError(ValueError):
-    """Content that cannot be used at all."""
-
-
 @dataclass(frozen=True, slots=True)
 class Placeholder:
     """Compiled content: literal text at even indexes of `parts`, variable names at odd ones.

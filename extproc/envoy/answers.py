@@ -109,7 +109,8 @@ def placeholder(status: int, headers: tuple[tuple[str, str], ...], content_type:
         ("cache-control", "no-cache, no-store, must-revalidate"),
         (COLD_START_HEADER, "true"),
     )
-    names = {name for name, _ in fixed}
+    # The body's framing is Envoy's to write: an object's length or encoding header would contradict it.
+    names = {name for name, _ in fixed} | {"content-length", "transfer-encoding", "connection"}
     mutation = [_header(name, value) for name, value in headers if name not in names]
     mutation += [_header(name, value) for name, value in fixed]
     immediate = ep.ImmediateResponse(

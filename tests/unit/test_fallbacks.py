@@ -206,7 +206,7 @@ def test_the_filter_accepts_zerohops_metadata_namespace_only() -> None:
 
 
 def test_placeholder_answer_puts_the_add_ons_headers_last() -> None:
-    headers = (("x-extra", "1"), ("cache-control", "public"), ("content-type", "text/x"))
+    headers = (("x-extra", "1"), ("cache-control", "public"), ("content-type", "text/x"), ("content-length", "99"))
     response = ep.ProcessingResponse.FromString(answers.placeholder(503, headers, "text/html; charset=utf-8", "<p>"))
     immediate = response.immediate_response
     assert (immediate.status.code, immediate.body, immediate.details) == (503, b"<p>", "zerohop_placeholder")
