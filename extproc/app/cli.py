@@ -111,6 +111,7 @@ def _host_port(value: str) -> tuple[str, int]:
 
 
 def _envoyfilter(args: argparse.Namespace) -> int:
+    from extproc.core import iroute
     from extproc.core.httpso import KIND, InvalidSpec, parse
     from extproc.envoy import istio
 
@@ -134,14 +135,13 @@ def _envoyfilter(args: argparse.Namespace) -> int:
         except (OSError, yaml.YAMLError) as exc:
             raise SettingsError(f"{path}: {exc}") from None
         for document in documents:
-            if document.get("kind") != KIND:
+            kind = document.get("kind")
+            if kind not in (KIND, iroute.KIND):
                 continue
             try:
-                target = parse(document)
+                target = parse(document) if kind == KIND else iroute.parse(document)
             except InvalidSpec as exc:
-                raise SettingsError(
-                    f"{path}: HTTPScaledObject {document.get('metadata', {}).get('name')}: {exc}"
-                ) from None
+                raise SettingsError(f"{path}: {kind} {document.get('metadata', {}).get('name')}: {exc}") from None
             targets += 1
             parsed.append(target)
             if target.failover is not None and target.failover.port is None:
@@ -154,7 +154,7 @@ def _envoyfilter(args: argparse.Namespace) -> int:
             named = [h for h in target.hosts if h != "*"]
             if not named:
                 print(
-                    f"zerohop envoyfilter: warning: {path}: HTTPScaledObject {target.key} names no host "
+                    f"zerohop envoyfilter: warning: {path}: {kind} {target.key} names no host "
                     "(a catch-all): the scoped filter does not enable it",
                     file=sys.stderr,
                 )
@@ -239,7 +239,12 @@ def parser() -> argparse.ArgumentParser:
         "zerohop envoyfilter examples/httpscaledobject.yaml;  "
         "zerohop envoyfilter --gateway-name public app/httpso.yaml other/httpso.yaml | kubectl apply -f -",
     )
-    istio.add_argument("httpso", nargs="*", type=Path, help="YAML files with HTTPScaledObjects to scope the filter to")
+    istio.add_argument(
+        "httpso",
+        nargs="*",
+        type=Path,
+        help="YAML files with HTTPScaledObjects or InterceptorRoutes to scope the filter to",
+    )
     istio.add_argument(
         "--selector",
         help=f"gateway pod labels KEY=VALUE[,...] (default {DEFAULT_SELECTOR})",

@@ -155,7 +155,8 @@ class Settings:
     config: Path | None = _setting(
         None,
         Path,
-        "Local provider: YAML file of HTTPScaledObject and LocalWorkload documents (reloaded on change).",
+        "Local provider: YAML file of HTTPScaledObject, InterceptorRoute (with the ScaledObject naming it) and "
+        "LocalWorkload documents (reloaded on change).",
         group="general",
         metavar="FILE",
     )
@@ -329,7 +330,8 @@ class Settings:
     namespaces: tuple[str, ...] = _setting(
         (),
         _namespaces,
-        "Kubernetes provider: namespaces to watch for HTTPScaledObjects, comma-separated; default all.",
+        "Kubernetes provider: namespaces to watch for HTTPScaledObjects and InterceptorRoutes, comma-separated; "
+        "default all.",
         group="kubernetes provider",
         metavar="NS[,NS]",
     )
@@ -365,14 +367,16 @@ class Settings:
         True,
         _bool,
         "On the first cold request, patch the target's scale subresource 0 -> max(1, replicas.min) at once "
-        "(besides pushing to KEDA). Never scales down or touches a non-zero count.",
+        "(besides pushing to KEDA); for an InterceptorRoute, the workload and minReplicaCount of the ScaledObject "
+        "whose trigger names it. Never scales down or touches a non-zero count.",
         group="kubernetes provider",
     )
     manage_scaledobjects: bool = _setting(
         True,
         _bool,
         "Create and update a KEDA ScaledObject for each HTTPScaledObject (as the add-on's operator does), "
-        "unless it is annotated httpscaledobject.keda.sh/skip-scaledobject-creation.",
+        "unless it is annotated httpscaledobject.keda.sh/skip-scaledobject-creation; and keep scalingMetricHash "
+        "in the triggers of users' ScaledObjects that name an InterceptorRoute.",
         group="kubernetes provider",
     )
     leader_election: bool = _setting(

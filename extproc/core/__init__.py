@@ -1,6 +1,7 @@
 """The core: what zerohop knows and decides, with no I/O of its own. Standard library only.
 
 - `httpso`: HTTPScaledObject documents parsed into typed targets; `durations`: Go duration strings
+- `iroute`: InterceptorRoute documents parsed into the same targets, and the ScaledObject triggers naming them
 - `placeholder`: placeholder pages, the add-on's template variables substituted safely
 - `fieldcheck`: unknown fields in a document against a declared field tree, with the nearest valid name
 - `registry`: the live state of every target; `routing`: the route table, an immutable snapshot

@@ -114,4 +114,4 @@ class Core:
 
 def _routing(target: ScaledTarget) -> tuple[object, ...]:
     """The parts of a target the route table reads."""
-    return (target.hosts, target.path_prefixes, target.headers)
+    return target.routing_rules

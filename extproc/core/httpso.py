@@ -82,8 +82,12 @@ SPEC_FIELDS: Tree = {
 FIELDS: Tree = {"apiVersion": LEAF, "kind": LEAF, "metadata": OBJECT_META, "spec": SPEC_FIELDS, "status": LEAF}
 
 # Add-on fields zerohop accepts (so manifests migrate unchanged) but does not act on, and what happens instead.
-# None today: `coldStartTimeoutFailoverRef` and `placeholderConfig` are acted on (docs/istio.md, migration table).
-IGNORED_FIELDS: Mapping[str, str] = {}
+# `coldStartTimeoutFailoverRef`, `placeholderConfig` (and an InterceptorRoute's `coldStart.fallback`) are acted on
+# (docs/istio.md, add-on fields).
+IGNORED_FIELDS: Mapping[str, str] = {
+    # InterceptorRoute (core/iroute.py) fields, by their own names.
+    "proxyMode": "the gateway routes to the Service as it always does; zerohop is not a proxy",
+}
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -130,6 +134,16 @@ class HeaderMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteRule:
+    """One way a request reaches a target: any of `hosts` (none: every host), the longest of `path_prefixes`
+    (none: every path), and all of `headers`. An HTTPScaledObject is one rule; an InterceptorRoute lists several."""
+
+    hosts: tuple[str, ...] = ()
+    path_prefixes: tuple[str, ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ScaleTargetRef:
     name: str
     service: str
@@ -159,7 +173,12 @@ class PlaceholderConfig:
 
 @dataclass(frozen=True, slots=True)
 class ScaledTarget:
-    """One valid HTTPScaledObject: what to match, what to scale, and how to count."""
+    """One valid HTTPScaledObject or InterceptorRoute (`kind`): what to match, what to scale, and how to count.
+
+    An InterceptorRoute may list several `rules` (then `hosts`, `path_prefixes` and `headers` are their union,
+    for whoever only asks which hosts a target has) and scale on both metrics (`metrics`, `metric` being the
+    one whose window the request rate is counted over). It names no workload: `scale_target.name` is empty
+    and the ScaledObject whose trigger names the route says what to scale."""
 
     key: TargetKey
     hosts: tuple[str, ...]
@@ -175,6 +194,9 @@ class ScaledTarget:
     response_header_timeout: float | None = None
     failover: FailoverRef | None = None
     placeholder: PlaceholderConfig | None = None
+    kind: str = KIND
+    rules: tuple[RouteRule, ...] = ()
+    metrics: tuple[ScalingMetric, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     annotations: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     uid: str = field(default="", compare=False)
@@ -186,15 +208,29 @@ class ScaledTarget:
     @property
     def hold_wait(self) -> float | None:
         """How long a cold request may be held, as the add-on decides it: the failover's `timeoutSeconds`
-        when a failover is set, else `timeouts.conditionWait`; None for zerohop's --hold-timeout."""
+        when a failover is set (it replaces `timeouts.conditionWait`), else `timeouts.conditionWait`; None for
+        zerohop's --hold-timeout."""
         if self.failover is not None:
-            return float(self.failover.timeout_seconds)
+            wait = float(self.failover.timeout_seconds)
+            if self.kind != KIND and self.condition_wait is not None:
+                wait = min(wait, self.condition_wait)  # an InterceptorRoute's timeouts.request bounds it too
+            return wait
         return self.condition_wait
 
     @property
     def catch_all(self) -> bool:
         """Neither hosts nor path prefixes: the target matches every request its headers allow."""
-        return not self.hosts and not self.path_prefixes
+        return all(not rule.hosts and not rule.path_prefixes for rule in self.routing_rules)
+
+    @property
+    def routing_rules(self) -> tuple[RouteRule, ...]:
+        """Every rule a request may match (an HTTPScaledObject's one, or an InterceptorRoute's list)."""
+        return self.rules or (RouteRule(self.hosts, self.path_prefixes, self.headers),)
+
+    @property
+    def scaling_metrics(self) -> tuple[ScalingMetric, ...]:
+        """Every metric reported to KEDA: `metric`, or both of an InterceptorRoute that sets both."""
+        return self.metrics or (self.metric,)
 
     def notices(self) -> list[str]:
         """What an operator should hear about this target once: typos, ignored add-on fields, a catch-all."""
@@ -205,12 +241,16 @@ class ScaledTarget:
         if self.placeholder is not None and self.placeholder.template.problem:
             lines.append(f"{self.key}: spec.placeholderConfig.content: {self.placeholder.template.problem}")
         if self.catch_all:
-            lines.append(f"{self.key}: neither hosts nor pathPrefixes: it matches every host and path")
+            what = "neither hosts nor pathPrefixes" if self.kind == KIND else "no rule with hosts or paths"
+            lines.append(f"{self.key}: {what}: it matches every host and path")
         return lines
 
     @property
     def metric_name(self) -> str:
-        """The add-on's metric name: `http-<ns>/<name>` with unsafe characters escaped as `_%04X`."""
+        """The add-on's metric name: `http-<ns>/<name>` with unsafe characters escaped as `_%04X` (an
+        InterceptorRoute: `http_<name>_concurrency` or `http_<name>_rate`, for `metric`)."""
+        if self.kind != KIND:
+            return route_metric_name(self.key.name, self.metric.kind)
         return metric_name_for(self.key)
 
     @property
@@ -224,6 +264,11 @@ def metric_name_for(key: TargetKey) -> str:
         return "_" + match.group(0).encode().hex().upper().rjust(4, "0")
 
     return _UNSAFE_METRIC_CHARS.sub(escape, f"http-{key.namespace}/{key.name}")
+
+
+def route_metric_name(route: str, kind: MetricKind) -> str:
+    """The add-on's metric name for an InterceptorRoute's metric: `http_<route>_concurrency` / `http_<route>_rate`."""
+    return f"http_{route}_{'rate' if kind is MetricKind.REQUEST_RATE else 'concurrency'}"
 
 
 def normalize_host(host: str) -> str:
@@ -343,44 +388,44 @@ def _duration(value: Any, where: str, default: float) -> float:
     return seconds
 
 
-def _hosts(value: Any) -> tuple[str, ...]:
+def _hosts(value: Any, where: str = "spec.hosts") -> tuple[str, ...]:
     hosts: list[str] = []
-    for i, item in enumerate(_list(value, "spec.hosts")):
+    for i, item in enumerate(_list(value, where)):
         if not isinstance(item, str) or not item.strip():
-            raise InvalidSpec(f"spec.hosts[{i}]: expected a host name, got {item!r}")
+            raise InvalidSpec(f"{where}[{i}]: expected a host name, got {item!r}")
         host = normalize_host(item)
         if host != "*" and not _HOST.match(host):
-            raise InvalidSpec(f"spec.hosts[{i}]: {item!r} is not a host name or *.suffix wildcard")
+            raise InvalidSpec(f"{where}[{i}]: {item!r} is not a host name or *.suffix wildcard")
         if host not in hosts:
             hosts.append(host)
     return tuple(hosts)
 
 
-def _path_prefixes(value: Any) -> tuple[str, ...]:
+def _path_prefixes(value: Any, where: str = "spec.pathPrefixes") -> tuple[str, ...]:
     """Each prefix as whole path segments: `/api`, `/api/` and `/api//` are one prefix, `/api` (the add-on
     trims slashes off its keys too); `/` is every path. Envoy's segment-separated prefixes reject `?` and `#`."""
     prefixes: list[str] = []
-    for i, item in enumerate(_list(value, "spec.pathPrefixes")):
+    for i, item in enumerate(_list(value, where)):
         if not isinstance(item, str) or not item.startswith("/"):
-            raise InvalidSpec(f"spec.pathPrefixes[{i}]: must start with '/', got {item!r}")
+            raise InvalidSpec(f"{where}[{i}]: must start with '/', got {item!r}")
         if "?" in item or "#" in item:
-            raise InvalidSpec(f"spec.pathPrefixes[{i}]: a path prefix has no query or fragment, got {item!r}")
+            raise InvalidSpec(f"{where}[{i}]: a path prefix has no query or fragment, got {item!r}")
         prefix = "/" + item.strip("/")
         if prefix not in prefixes:
             prefixes.append(prefix)
     return tuple(prefixes)
 
 
-def _headers(value: Any) -> tuple[HeaderMatch, ...]:
+def _headers(value: Any, where: str = "spec.headers") -> tuple[HeaderMatch, ...]:
     matches: list[HeaderMatch] = []
-    for i, item in enumerate(_list(value, "spec.headers")):
-        entry = _mapping(item, f"spec.headers[{i}]")
+    for i, item in enumerate(_list(value, where)):
+        entry = _mapping(item, f"{where}[{i}]")
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
-            raise InvalidSpec(f"spec.headers[{i}].name: required")
+            raise InvalidSpec(f"{where}[{i}].name: required")
         header_value = entry.get("value")
         if header_value is not None and not isinstance(header_value, str):
-            raise InvalidSpec(f"spec.headers[{i}].value: expected a string, got {header_value!r}")
+            raise InvalidSpec(f"{where}[{i}].value: expected a string, got {header_value!r}")
         matches.append(HeaderMatch(name.strip().lower(), header_value))
     return tuple(matches)
 

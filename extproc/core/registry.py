@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from extproc.core.coldstart import ColdGate, TargetGate
-from extproc.core.httpso import MetricKind, ScaledTarget, TargetKey
+from extproc.core.httpso import MetricKind, ScaledTarget, ScalingMetric, TargetKey
 from extproc.core.traffic import TargetTraffic, TrafficSnapshot
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,16 @@ class TargetState:
     def snapshot(self, now: float | None = None) -> TrafficSnapshot:
         return self.traffic.snapshot(time.monotonic() if now is None else now, self.gate.held)
 
-    def metric_value(self, snapshot: TrafficSnapshot) -> float:
-        """The value KEDA scales on: request rate or in-flight (held included), per the spec."""
-        if self.spec.metric.kind is MetricKind.REQUEST_RATE:
+    def metric_value(self, snapshot: TrafficSnapshot, metric: ScalingMetric | None = None) -> float:
+        """The value KEDA scales on: request rate or in-flight (held included), per the spec's `metric` (or
+        the one given: an InterceptorRoute reports both)."""
+        if (metric or self.spec.metric).kind is MetricKind.REQUEST_RATE:
             return snapshot.rate
         return float(snapshot.in_flight)
+
+    def active(self, snapshot: TrafficSnapshot) -> bool:
+        """Any reported metric above zero, or requests held: what IsActive says (the warm path aside)."""
+        return snapshot.held > 0 or any(self.metric_value(snapshot, m) > 0 for m in self.spec.scaling_metrics)
 
 
 class TargetRegistry:
@@ -82,7 +87,9 @@ class TargetRegistry:
         key = spec.key
         state = self._states.get(key)
         budget = self._budget(spec)
-        follow = self._in_flight is InFlightMode.ALL or spec.metric.kind is MetricKind.CONCURRENCY
+        follow = self._in_flight is InFlightMode.ALL or any(
+            metric.kind is MetricKind.CONCURRENCY for metric in spec.scaling_metrics
+        )
         if state is None:
             state = self._states[key] = TargetState(spec, self._cold_gate.for_target(key), budget, follow)
             log.info("target %s added", key)
@@ -110,7 +117,7 @@ class TargetRegistry:
             log.warning(
                 "target %s: %s %.1fs exceeds --hold-timeout %.1fs; using %.1fs",
                 spec.key,
-                "coldStartTimeoutFailoverRef.timeoutSeconds" if spec.failover else "timeouts.conditionWait",
+                "the failover timeout" if spec.failover else "timeouts.conditionWait",
                 wanted,
                 self._hold_timeout,
                 self._hold_timeout,

@@ -191,13 +191,15 @@ class RouteTable:
         for key in gone:
             del self.states[key]
         for key, state in upserts.items():
-            spec = state.spec
-            hosts = tuple(dict.fromkeys(spec.hosts or ("*",)))
-            routes = [_Route(prefix, spec.headers, state) for prefix in (spec.path_prefixes or ("/",))]
+            placed: dict[str, None] = {}
+            for rule in state.spec.routing_rules:
+                hosts = tuple(dict.fromkeys(rule.hosts or ("*",)))
+                routes = [_Route(prefix, rule.headers, state) for prefix in (rule.path_prefixes or ("/",))]
+                for host in hosts:
+                    placed[host] = None
+                    added.setdefault(host, []).extend(routes)
             self.states[key] = state
-            self._placed[key] = hosts
-            for host in hosts:
-                added.setdefault(host, []).extend(routes)
+            self._placed[key] = tuple(placed)
         wildcards_touched = False
         for host, routes in added.items():
             if host == "*":

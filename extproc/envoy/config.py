@@ -252,10 +252,11 @@ def target_routes(targets: Iterable[ScaledTarget]) -> list[RouteSpec]:
     routes = []
     for target in targets:
         cluster = target_cluster_name(target)
-        headers = tuple((h.name, h.value) for h in target.headers)
-        for host in target.hosts or ("*",):
-            for prefix in target.path_prefixes or ("/",):
-                routes.append(RouteSpec(host, prefix, headers, cluster, target.response_header_timeout))
+        for rule in target.routing_rules:
+            headers = tuple((h.name, h.value) for h in rule.headers)
+            for host in rule.hosts or ("*",):
+                for prefix in rule.path_prefixes or ("/",):
+                    routes.append(RouteSpec(host, prefix, headers, cluster, target.response_header_timeout))
     return routes
 
 
@@ -308,7 +309,7 @@ def with_failover_routes(hosts: list[dict[str, Any]], targets: Iterable[ScaledTa
     for target in sorted(targets, key=lambda t: t.key):
         cluster = failover_cluster_name(target)
         if cluster is not None:
-            for host in target_hosts(target):
+            for host in dict.fromkeys(h for rule in target.routing_rules for h in rule.hosts or ("*",)):
                 route = failover_route(str(target.key), cluster, target.response_header_timeout)
                 first.setdefault(host, []).append(route)
     if not first:

@@ -28,6 +28,7 @@ import grpc
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
+from extproc.core import iroute
 from extproc.core.background import BackgroundTasks
 from extproc.core.httpso import ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
@@ -70,10 +71,12 @@ class _TargetLoop:
         self._set = set_replicas
         self._current = current
         self._interval = polling_interval
+        # As the trigger of the ScaledObject the add-on's operator creates, or of the user's own for a route.
+        names = iroute.TRIGGER_KEY if target.kind == iroute.KIND else "httpScaledObject"
         self._ref = pb.ScaledObjectRef(
             name=target.key.name,
             namespace=target.key.namespace,
-            scalerMetadata={"scalerAddress": address, "httpScaledObject": target.key.name},
+            scalerMetadata={"scalerAddress": address, names: target.key.name},
         )
         self._started = time.monotonic()
         self._last_active = -math.inf
@@ -114,14 +117,14 @@ class _TargetLoop:
             backoff = min(_STREAM_BACKOFF_MAX, backoff * 2)
 
     async def _poll(self) -> None:
-        metric_name = ""
+        metrics: list[tuple[str, float]] = []
         while True:
             try:
-                if not metric_name or self._spec_stale:
+                if not metrics or self._spec_stale:
                     self._spec_stale = False
                     spec = await self._stub.GetMetricSpec(self._ref, timeout=5)
-                    metric_name = spec.metricSpecs[0].metricName
-                await self._tick(metric_name)
+                    metrics = [(m.metricName, m.targetSizeFloat or float(m.targetSize)) for m in spec.metricSpecs]
+                await self._tick(metrics)
             except grpc.aio.AioRpcError as exc:
                 log.warning(
                     "autoscaler: scaler API call for %s failed: %s %s",
@@ -131,12 +134,21 @@ class _TargetLoop:
                 )
             await asyncio.sleep(self._interval)
 
-    async def _tick(self, metric_name: str) -> None:
-        request = pb.GetMetricsRequest(scaledObjectRef=self._ref, metricName=metric_name)
-        metrics = await self._stub.GetMetrics(request, timeout=5)
+    async def _tick(self, metrics: list[tuple[str, float]]) -> None:
+        # One GetMetrics per metric, as KEDA asks; with two (a route scaling on both) the HPA follows the one
+        # that wants more replicas, so the decision gets that one, in units of the target's own metric.
+        values: list[tuple[float, float]] = []
+        for name, target_size in metrics:
+            request = pb.GetMetricsRequest(scaledObjectRef=self._ref, metricName=name)
+            value = (await self._stub.GetMetrics(request, timeout=5)).metricValues[0]
+            values.append(
+                (value.metricValueFloat if value.metricValueFloat > 0 else float(value.metricValue), target_size)
+            )
         active = (await self._stub.IsActive(self._ref, timeout=5)).result
-        value = metrics.metricValues[0]
-        metric = value.metricValueFloat if value.metricValueFloat > 0 else float(value.metricValue)
+        if len(values) == 1:
+            metric = values[0][0]
+        else:
+            metric = max(v / t for v, t in values if t > 0) * self.target.metric.target_value
         self.decide(metric, active, time.monotonic())
 
     def decide(self, metric: float, active: bool, now: float) -> None:

@@ -1,9 +1,14 @@
 """The KEDA-facing servicer (`externalscaler.ExternalScaler`), answering as the KEDA HTTP add-on's scaler does.
 
-- metric name `http-<ns>/<name>` (escaped), target = the scaling metric's targetValue;
+- which target: trigger metadata `interceptorRoute` (the user's own ScaledObject for an InterceptorRoute), else
+  `httpScaledObject`, else the ScaledObject's own name; always in the ScaledObject's namespace;
+- metric name `http-<ns>/<name>` (escaped), target = the scaling metric's targetValue; asked through
+  `interceptorRoute`, one metric per scaling metric the route sets: `http_<route>_concurrency`,
+  `http_<route>_rate` (both when both are set);
 - GetMetrics = request rate or in-flight (held included), summed over every zerohop replica the
-  `CountSource` knows, in both the int (ceil) and float fields;
-- IsActive = the metric is above zero or requests are held, or the warm path is not confirmed gated
+  `CountSource` knows, in both the int (ceil) and float fields; for a route with both metrics, the one
+  asked for by name (KEDA asks per metric), or both when the name is none of them;
+- IsActive = a metric is above zero or requests are held, or the warm path is not confirmed gated
   (`TargetState.forced_active`: requests may bypass zerohop, so only a confirmed gate lets it say false);
 - StreamIsActive pushes `true` the moment a cold request wakes the target (event-driven, no ticker).
 An unknown ScaledObjectRef is a NOT_FOUND that names what was asked (names clipped: the answer's size is
@@ -24,7 +29,8 @@ from google.protobuf.message import DecodeError, Message
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
 from extproc.core.activation import ActivationBus
-from extproc.core.httpso import TargetKey
+from extproc.core.httpso import ScalingMetric, TargetKey, route_metric_name
+from extproc.core.iroute import TRIGGER_KEY as ROUTE_METADATA_KEY
 from extproc.core.loglimit import LogLimiter, clip
 from extproc.core.registry import TargetState
 from extproc.core.routing import Router
@@ -54,9 +60,18 @@ class LocalCounts:
 
 
 def target_key(ref: pb.ScaledObjectRef) -> TargetKey:
-    """The HTTPScaledObject a ScaledObjectRef means: `scalerMetadata.httpScaledObject`, else its own name."""
-    name = ref.scalerMetadata.get(HTTPSO_METADATA_KEY) or ref.name
+    """The target a ScaledObjectRef means: `scalerMetadata.interceptorRoute`, else `httpScaledObject`, else
+    the ScaledObject's own name."""
+    name = ref.scalerMetadata.get(ROUTE_METADATA_KEY) or ref.scalerMetadata.get(HTTPSO_METADATA_KEY) or ref.name
     return TargetKey(ref.namespace or "default", name)
+
+
+def _metrics(state: TargetState, ref: pb.ScaledObjectRef) -> list[tuple[str, ScalingMetric]]:
+    """The metrics KEDA is told about, by name: the add-on's names for what the trigger named."""
+    route = ref.scalerMetadata.get(ROUTE_METADATA_KEY)
+    if route:
+        return [(route_metric_name(route, metric.kind), metric) for metric in state.spec.scaling_metrics]
+    return [(state.spec.metric_name, state.spec.metric)]
 
 
 def _lenient(message: type[M]) -> Callable[[bytes], M | None]:
@@ -107,25 +122,29 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
         if ref is None:
             await self._invalid(context, "the request is not a valid externalscaler message")
         assert ref is not None  # abort() above raises
-        if not (ref.name or ref.scalerMetadata.get(HTTPSO_METADATA_KEY)):
+        named = ref.scalerMetadata.get(ROUTE_METADATA_KEY) or ref.scalerMetadata.get(HTTPSO_METADATA_KEY)
+        if not (ref.name or named):
             await self._invalid(context, "the ScaledObjectRef names no ScaledObject (name and metadata are empty)")
         key = target_key(ref)
         state = self._router.table.states.get(key)
         if state is None:
             asked = f"ScaledObject {clip(ref.namespace, _NAME_LIMIT)}/{clip(ref.name, _NAME_LIMIT)}"
-            if ref.scalerMetadata.get(HTTPSO_METADATA_KEY):
-                asked += f" with httpScaledObject={clip(ref.scalerMetadata[HTTPSO_METADATA_KEY], _NAME_LIMIT)}"
+            what = "HTTPScaledObject"
+            for metadata_key in (ROUTE_METADATA_KEY, HTTPSO_METADATA_KEY):
+                if ref.scalerMetadata.get(metadata_key):
+                    asked += f" with {metadata_key}={clip(ref.scalerMetadata[metadata_key], _NAME_LIMIT)}"
+                    what = "InterceptorRoute" if metadata_key == ROUTE_METADATA_KEY else what
+                    break
             asked_key = f"{clip(key.namespace, _NAME_LIMIT)}/{clip(key.name, _NAME_LIMIT)}"
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
-                f"zerohop serves no HTTPScaledObject {asked_key} (asked for {asked}); "
+                f"zerohop serves no {what} {asked_key} (asked for {asked}); "
                 "check that it exists and is valid (its status conditions say why not)",
             )
         return state  # abort() above raises, so state is not None here
 
     async def _is_active(self, state: TargetState) -> bool:
-        totals = await self._counts.totals(state)
-        return state.forced_active or totals.held > 0 or state.metric_value(totals) > 0
+        return state.forced_active or state.active(await self._counts.totals(state))
 
     async def IsActive(
         self, request: pb.ScaledObjectRef | None, context: grpc.aio.ServicerContext[object, object]
@@ -156,9 +175,14 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
     ) -> pb.GetMetricSpecResponse:
         self.calls["GetMetricSpec"] += 1
         state = await self._target(request, context)
-        target = state.spec.metric.target_value
-        spec = pb.MetricSpec(metricName=state.spec.metric_name, targetSize=math.ceil(target), targetSizeFloat=target)
-        return pb.GetMetricSpecResponse(metricSpecs=[spec])
+        assert request is not None
+        specs = [
+            pb.MetricSpec(
+                metricName=name, targetSize=math.ceil(metric.target_value), targetSizeFloat=metric.target_value
+            )
+            for name, metric in _metrics(state, request)
+        ]
+        return pb.GetMetricSpecResponse(metricSpecs=specs)
 
     async def GetMetrics(
         self, request: pb.GetMetricsRequest | None, context: grpc.aio.ServicerContext[object, object]
@@ -166,9 +190,18 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
         self.calls["GetMetrics"] += 1
         state = await self._target(None if request is None else request.scaledObjectRef, context)
         assert request is not None
-        value = state.metric_value(await self._counts.totals(state))
-        name = request.metricName or state.spec.metric_name
-        if name != state.spec.metric_name:
-            log.debug("GetMetrics for %s asked for metric %r; answering it", state.key, name)
-        metric = pb.MetricValue(metricName=name, metricValue=math.ceil(value), metricValueFloat=value)
-        return pb.GetMetricsResponse(metricValues=[metric])
+        totals = await self._counts.totals(state)
+        metrics = _metrics(state, request.scaledObjectRef)
+        if len(metrics) > 1:
+            # KEDA asks once per metric and hands every value it gets to the HPA under the name it asked for:
+            # answering both would add concurrency and rate together.
+            asked = [(name, metric) for name, metric in metrics if name == request.metricName]
+            metrics = asked or metrics
+        elif request.metricName and request.metricName != metrics[0][0]:
+            log.debug("GetMetrics for %s asked for metric %r; answering it", state.key, request.metricName)
+            metrics = [(request.metricName, metrics[0][1])]
+        values = []
+        for name, metric in metrics:
+            value = state.metric_value(totals, metric)
+            values.append(pb.MetricValue(metricName=name, metricValue=math.ceil(value), metricValueFloat=value))
+        return pb.GetMetricsResponse(metricValues=values)

@@ -79,10 +79,16 @@ def target_status(
         "name": str(state.key),
         "hosts": list(spec.hosts),
         "pathPrefixes": list(spec.path_prefixes),
+        "kind": spec.kind,
         "metric": spec.metric.kind.value,
         "metricName": spec.metric_name,
         "targetValue": spec.metric.target_value,
         "metricValue": state.metric_value(snapshot),
+        # Every metric KEDA is told about (an InterceptorRoute may scale on both).
+        "metrics": [
+            {"metric": m.kind.value, "targetValue": m.target_value, "metricValue": state.metric_value(snapshot, m)}
+            for m in spec.scaling_metrics
+        ],
         "routable": state.gate.routable,
         "replicas": None if replicas is None else {"desired": replicas.desired, "ready": replicas.ready},
         "minReplicas": spec.min_replicas,

@@ -416,7 +416,12 @@ async def test_dynamic_client_discovers_served_resources(kube_api: client.ApiCli
 async def test_crds_are_listed_and_new_ones_are_served(kube_api: client.ApiClient) -> None:
     ext = client.ApiextensionsV1Api(kube_api)
     names = {c.metadata.name for c in (await ext.list_custom_resource_definition()).items}
-    assert {"httpscaledobjects.http.keda.sh", "scaledobjects.keda.sh", "envoyfilters.networking.istio.io"} <= names
+    assert {
+        "httpscaledobjects.http.keda.sh",
+        "interceptorroutes.http.keda.sh",
+        "scaledobjects.keda.sh",
+        "envoyfilters.networking.istio.io",
+    } <= names
     await ext.create_custom_resource_definition(
         {
             "apiVersion": "apiextensions.k8s.io/v1",

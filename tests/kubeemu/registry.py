@@ -136,6 +136,7 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
                  generation=True, short_names=("crd", "crds")),
     ResourceType("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject", builtin=False, status=True,
                  short_names=("httpso",)),
+    ResourceType("http.keda.sh", "v1beta1", "interceptorroutes", "InterceptorRoute", builtin=False, status=True),
     ResourceType("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", builtin=False, status=True,
                  short_names=("so",)),
     ResourceType("networking.istio.io", "v1alpha3", "envoyfilters", "EnvoyFilter", builtin=False),

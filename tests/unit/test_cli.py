@@ -125,3 +125,18 @@ def test_a_missing_config_is_reported_before_anything_starts(tmp_path: Path) -> 
     assert lines[-1] == f"zerohop: {missing}: cannot read: No such file or directory"
     assert "ZEROHOP_HOLD_TIMOUT is not a zerohop setting and is ignored; did you mean ZEROHOP_HOLD_TIMEOUT?" in lines[0]
     assert len(lines) == 2, done.stderr  # nothing started, so nothing stopped
+
+
+def test_envoyfilter_scoped_to_an_interceptor_routes_rule_hosts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "route.yaml"
+    path.write_text(
+        "apiVersion: http.keda.sh/v1beta1\nkind: InterceptorRoute\nmetadata: {name: shop}\n"
+        "spec:\n  target: {service: shop, port: 80}\n  scalingMetric: {concurrency: {}}\n"
+        "  rules: [{hosts: [shop.example.com]}, {hosts: [admin.example.com], paths: [{value: /x}]}]\n"
+    )
+    code, out, _ = run(capsys, "envoyfilter", str(path))
+    assert code == 0
+    assert "shop.example.com:80" in out
+    assert "admin.example.com:80" in out

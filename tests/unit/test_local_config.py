@@ -80,7 +80,10 @@ spec:
     assert [t.key.name for t in config.targets] == ["app"]
     problems = "\n".join(map(str, config.problems))
     assert "cfg.yaml: document 3 (HTTPScaledObject bad): spec.scaleTargetRef: one of port or portName" in problems
-    assert "document 4 (Deployment what): kind: expected HTTPScaledObject or LocalWorkload" in problems
+    assert (
+        "document 4 (Deployment what): kind: expected one of HTTPScaledObject, InterceptorRoute, ScaledObject, "
+        "LocalWorkload" in problems
+    )
     assert "HTTPScaledObject default/orphan: no LocalWorkload default/nothing-runs-me" in problems
 
 
@@ -160,3 +163,96 @@ def test_an_empty_file_says_so() -> None:
     assert parse("").empty
     assert parse("# nothing yet\n").empty
     assert not parse(GOOD).empty
+
+
+ROUTE = """
+apiVersion: http.keda.sh/v1beta1
+kind: InterceptorRoute
+metadata: {name: app}
+spec:
+  target: {service: app, port: 8080}
+  rules:
+    - hosts: [app.localhost]
+      paths: [{value: /api}]
+    - hosts: [admin.localhost]
+  scalingMetric:
+    concurrency: {targetValue: 5}
+    requestRate: {targetValue: 50}
+"""
+ROUTE_SCALED_OBJECT = """
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: app-so}
+spec:
+  scaleTargetRef: {name: app-deploy}
+  minReplicaCount: 1
+  maxReplicaCount: 3
+  cooldownPeriod: 30
+  triggers:
+    - type: external-push
+      metadata: {scalerAddress: "127.0.0.1:9090", interceptorRoute: app}
+"""
+WORKLOAD = "---" + GOOD.split("---")[1]
+
+
+def test_an_interceptor_route_runs_the_workload_its_scaled_object_names() -> None:
+    config = parse(ROUTE + "---" + ROUTE_SCALED_OBJECT + WORKLOAD)
+    assert config.problems == ()
+    [target] = config.targets
+    assert (target.kind, target.key) == ("InterceptorRoute", TargetKey("default", "app"))
+    assert len(target.rules) == 2
+    assert len(target.scaling_metrics) == 2
+    assert (target.scale_target.name, target.min_replicas, target.max_replicas, target.scaledown_period) == (
+        "app-deploy",
+        1,
+        3,
+        30,
+    )
+    workload = config.workload_for(target)
+    assert workload is not None
+    assert workload.key == TargetKey("default", "app-deploy")
+
+
+def test_a_route_no_scaled_object_names_runs_the_workload_of_its_own_name() -> None:
+    config = parse(ROUTE + WORKLOAD.replace("name: app-deploy", "name: app"))
+    [target] = config.targets
+    assert (target.scale_target.name, target.min_replicas, target.max_replicas) == ("app", 0, 100)
+
+
+def test_route_problems_name_the_route_and_the_scaled_object() -> None:
+    orphan = ROUTE_SCALED_OBJECT.replace("interceptorRoute: app", "interceptorRoute: gone")
+    config = parse(ROUTE + "---" + orphan + WORKLOAD.replace("name: app-deploy", "name: app"))
+    assert "<config>: ScaledObject default/app-so: names InterceptorRoute default/gone, which is not in the file" in [
+        str(p) for p in config.problems
+    ]
+    twice = ROUTE_SCALED_OBJECT.replace("name: app-so", "name: other-so")
+    config = parse(
+        GOOD
+        + "---"
+        + ROUTE.replace("name: app", "name: route")
+        + "---"
+        + ROUTE_SCALED_OBJECT.replace("interceptorRoute: app", "interceptorRoute: route")
+        + "---"
+        + twice.replace("interceptorRoute: app", "interceptorRoute: route")
+    )
+    assert [t.key.name for t in config.targets] == ["app"]
+    assert any(
+        "named by several ScaledObjects (default/app-so, default/other-so); left out" in str(p) for p in config.problems
+    )
+
+
+def test_a_route_and_an_httpscaledobject_share_names() -> None:
+    config = parse(GOOD + "---" + ROUTE)
+    assert [t.kind for t in config.targets] == ["HTTPScaledObject"]
+    assert [p.message for p in config.problems if p.severity == "error"] == [
+        "duplicate InterceptorRoute default/app (HTTPScaledObjects and InterceptorRoutes share names)"
+    ]
+
+
+def test_an_invalid_route_names_the_field() -> None:
+    broken = ROUTE.replace("hosts: [admin.localhost]", "hosts: [admin.localhost]\n      host: [x]")
+    with pytest.raises(ConfigError) as raised:
+        parse(broken + WORKLOAD)
+    assert "document 1 (InterceptorRoute app): spec.rules[1].host: unknown field; did you mean hosts?" in str(
+        raised.value
+    )

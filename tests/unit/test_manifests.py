@@ -38,7 +38,7 @@ from extproc import __version__
 from extproc.app import cli
 from extproc.app.server import kubernetes_provider
 from extproc.app.settings import ProviderKind, Settings, env_var, flag, from_namespace
-from extproc.core import httpso
+from extproc.core import httpso, iroute
 from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
 from extproc.providers.kubernetes import api as kube
@@ -53,6 +53,7 @@ RECONCILE = MANIFESTS / "components" / "envoyfilter-reconcile"
 WITHOUT_CRD = MANIFESTS / "components" / "without-crd"
 NAMESPACED = MANIFESTS / "components" / "namespaced"
 GATEWAY_STATS = MANIFESTS / "components" / "gateway-stats"
+INTERCEPTORROUTE = MANIFESTS / "components" / "interceptorroute"
 GATEWAY_STATS_SNIPPETS = MANIFESTS / "gateway-stats"
 DOCS = ROOT / "docs" / "istio.md"
 
@@ -88,6 +89,9 @@ CLUSTER_RULES: frozenset[Rule] = frozenset(
         ("http.keda.sh", "httpscaledobjects", "list", None),
         ("http.keda.sh", "httpscaledobjects", "watch", None),
         ("http.keda.sh", "httpscaledobjects/status", "patch", None),
+        ("http.keda.sh", "interceptorroutes", "list", None),
+        ("http.keda.sh", "interceptorroutes", "watch", None),
+        ("http.keda.sh", "interceptorroutes/status", "patch", None),
         ("keda.sh", "scaledobjects", "list", None),
         ("keda.sh", "scaledobjects", "watch", None),
         ("keda.sh", "scaledobjects", "create", None),
@@ -252,6 +256,7 @@ def all_objects() -> Iterator[tuple[str, Doc]]:
     yield from _objects(MANIFESTS)
     yield from _objects(RECONCILE)
     yield from _objects(NAMESPACED)
+    yield from _objects(INTERCEPTORROUTE)
 
 
 @pytest.mark.parametrize(
@@ -300,12 +305,14 @@ def kustomization_dirs() -> list[Path]:
 
 
 def test_the_base_and_its_components() -> None:
-    assert kustomization_dirs() == sorted([MANIFESTS, RECONCILE, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED])
+    assert kustomization_dirs() == sorted(
+        [MANIFESTS, RECONCILE, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED, INTERCEPTORROUTE]
+    )
     base = kustomization(MANIFESTS)
     assert (base["apiVersion"], base["kind"]) == ("kustomize.config.k8s.io/v1beta1", "Kustomization")
     # No `namespace:`: it would move the component's Role out of the gateway's namespace.
     assert "namespace" not in base
-    for component in (RECONCILE, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED):
+    for component in (RECONCILE, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED, INTERCEPTORROUTE):
         document = kustomization(component)
         assert (document["apiVersion"], document["kind"]) == ("kustomize.config.k8s.io/v1alpha1", "Component")
 
@@ -320,7 +327,7 @@ def test_kustomization_lists_every_yaml_file_in_its_directory(directory: Path) -
 
 
 def test_every_object_names_its_namespace_and_carries_the_app_label() -> None:
-    for document in objects() + objects(RECONCILE) + objects(NAMESPACED):
+    for document in objects() + objects(RECONCILE) + objects(NAMESPACED) + objects(INTERCEPTORROUTE):
         metadata = document["metadata"]
         assert metadata["labels"]["app.kubernetes.io/name"] == "zerohop", metadata["name"]
         cluster_scoped = document["kind"] in (
@@ -373,6 +380,7 @@ def test_kustomize_builds_the_base_and_each_component_as_expected(tmp_path: Path
         "without-crd": [d for d in base if d["kind"] != "CustomResourceDefinition"],
         "gateway-stats": base,  # it patches gateways only, and zerohop's base has none
         "namespaced": namespaced(base),
+        "interceptorroute": base + objects(INTERCEPTORROUTE),
     }
     for name in expected:
         overlay = tmp_path / name
@@ -596,6 +604,8 @@ def test_the_rbac_table_names_what_the_code_calls() -> None:
     used = {
         (kube.HTTPSCALEDOBJECTS.group, kube.HTTPSCALEDOBJECTS.plural),
         (kube.HTTPSCALEDOBJECTS.group, f"{kube.HTTPSCALEDOBJECTS.plural}/status"),
+        (kube.INTERCEPTORROUTES.group, kube.INTERCEPTORROUTES.plural),
+        (kube.INTERCEPTORROUTES.group, f"{kube.INTERCEPTORROUTES.plural}/status"),
         (kube.SCALEDOBJECTS.group, kube.SCALEDOBJECTS.plural),
         (kube.SERVICES.group, kube.SERVICES.plural),
         (kube.ENDPOINTSLICES.group, kube.ENDPOINTSLICES.plural),
@@ -1139,6 +1149,82 @@ def test_zerohops_status_writes_fit_the_schema() -> None:
         assert status_patch({**FULL_EXAMPLE, **patch}, condition, 3, target, "2025-01-02T03:04:06Z") is None
     foreign = {"type": "Other", "status": "True", "timestamp": "x"}  # another writer's condition is kept
     assert schema_errors(crd_schema(), {**FULL_EXAMPLE, "status": {"conditions": [foreign]}}) == []
+
+
+# --- the InterceptorRoute CRD (components/interceptorroute) ---------------------------------------------
+
+
+def route_crd() -> Doc:
+    return one(objects(INTERCEPTORROUTE), "CustomResourceDefinition")
+
+
+def route_schema() -> Doc:
+    [version] = route_crd()["spec"]["versions"]
+    schema: Doc = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+ROUTE_EXAMPLE: Doc = {
+    "apiVersion": "http.keda.sh/v1beta1",
+    "kind": "InterceptorRoute",
+    "metadata": {"name": "podinfo", "namespace": "podinfo"},
+    "spec": {
+        "target": {"service": "podinfo", "port": 9898},
+        "proxyMode": "Service",
+        "rules": [
+            {"hosts": ["podinfo.example.com"], "paths": [{"value": "/api"}]},
+            {
+                "hosts": ["*.podinfo.example.com"],
+                "headers": [{"name": "x-tenant", "value": "blue"}, {"name": "x-canary"}],
+            },
+        ],
+        "scalingMetric": {
+            "concurrency": {"targetValue": 50},
+            "requestRate": {"targetValue": 200, "window": "1m", "granularity": "1s"},
+        },
+        "coldStart": {"fallback": {"service": "podinfo-fallback", "portName": "http"}},
+        "timeouts": {"readiness": "20s", "request": "1m", "responseHeader": "5s"},
+    },
+}
+
+
+def test_the_route_crd_is_the_add_ons_resource_as_zerohop_reads_it() -> None:
+    spec = route_crd()["spec"]
+    assert route_crd()["metadata"]["name"] == f"{kube.INTERCEPTORROUTES.plural}.{kube.INTERCEPTORROUTES.group}"
+    assert spec["group"] == kube.INTERCEPTORROUTES.group
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == iroute.KIND == kube.INTERCEPTORROUTES.kind
+    assert spec["names"]["plural"] == kube.INTERCEPTORROUTES.plural
+    [version] = spec["versions"]
+    assert f"{spec['group']}/{version['name']}" == iroute.API_VERSION == kube.INTERCEPTORROUTES.api_version
+    assert version["subresources"] == {"status": {}}
+    assert untyped(route_schema()) == []
+    # One list of fields: what the CRD keeps is what zerohop's field check accepts.
+    assert schema_tree(route_schema()["properties"]["spec"]) == iroute.SPEC_FIELDS
+
+
+def test_a_route_example_fits_the_schema_zerohop_accepts_it_and_its_status_writes_fit() -> None:
+    assert schema_errors(route_schema(), ROUTE_EXAMPLE) == []
+    target = iroute.parse(ROUTE_EXAMPLE, strict=True)
+    for condition in (Condition(True, "Reconciled", "routing"), Condition(False, "NameConflict", "taken")):
+        patch = status_patch(ROUTE_EXAMPLE, condition, 2, target, "2025-01-02T03:04:05Z", workload=False)
+        assert patch is not None
+        assert schema_errors(route_schema(), {**ROUTE_EXAMPLE, **patch}) == []
+        assert (
+            status_patch({**ROUTE_EXAMPLE, **patch}, condition, 2, target, "2025-01-02T03:04:06Z", workload=False)
+            is None
+        )
+
+
+def test_the_readmes_route_examples_fit_the_schema_and_their_scaled_object_names_them() -> None:
+    documents = [d for d in fenced_yaml(ROOT / "README.md") if isinstance(d, dict)]
+    routes = [d for d in documents if d.get("kind") == iroute.KIND]
+    assert routes, "no InterceptorRoute example in the README"
+    for route in routes:
+        assert schema_errors(route_schema(), route) == []
+        target = iroute.parse(route, strict=True)
+        named = [b for d in documents if d.get("kind") == "ScaledObject" for b in iroute.bindings(d)]
+        assert [b.route for b in named] == [target.key]
 
 
 # --- the Dockerfile ----------------------------------------------------------------------------------------

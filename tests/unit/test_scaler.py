@@ -13,6 +13,7 @@ import pytest
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
+from extproc.core import iroute
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.keda.scaler import LocalCounts, ScalerServicer
@@ -246,3 +247,112 @@ async def test_stream_is_active_reports_current_activity_on_connect(scaler: tupl
     hold.close()
     await asyncio.sleep(0.05)
     assert core.bus.subscribers(RATE) == 0
+
+
+# --- InterceptorRoute: the user's own ScaledObject names the route in its trigger --------------------------
+
+
+def route_target(name: str, metric: dict[str, Any]) -> Any:
+    return iroute.parse(
+        {
+            "apiVersion": "http.keda.sh/v1beta1",
+            "kind": "InterceptorRoute",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "target": {"service": name, "port": 80},
+                "rules": [{"hosts": [f"{name}.example"]}],
+                "scalingMetric": metric,
+            },
+        }
+    )
+
+
+@pytest.fixture
+async def routes() -> AsyncIterator[tuple[Core, pb_grpc.ExternalScalerAsyncStub]]:
+    core = Core(hold_timeout=30, max_held_per_target=100, max_held_total=100)
+    core.apply_targets(
+        [
+            route_target("both", {"concurrency": {"targetValue": 5}, "requestRate": {"targetValue": 20}}),
+            route_target("rate", {"requestRate": {"targetValue": 2.5}}),
+        ],
+        {},
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((ScalerServicer(core.router, core.bus, LocalCounts()).rpc_handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield core, pb_grpc.ExternalScalerStub(channel)
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
+def so_ref(route: str) -> pb.ScaledObjectRef:
+    # The user's ScaledObject has a name of its own; its trigger metadata names the route.
+    metadata = {"scalerAddress": "zerohop.zerohop-system:9090", "interceptorRoute": route}
+    return pb.ScaledObjectRef(name="my-app-so", namespace="shop", scalerMetadata=metadata)
+
+
+async def test_a_route_with_both_metrics_reports_both_under_the_add_ons_names(routes: tuple[Core, Any]) -> None:
+    _core, stub = routes
+    specs = (await stub.GetMetricSpec(so_ref("both"))).metricSpecs
+    assert [(s.metricName, s.targetSize, s.targetSizeFloat) for s in specs] == [
+        ("http_both_concurrency", 5, 5.0),
+        ("http_both_rate", 20, 20.0),
+    ]
+    [only] = (await stub.GetMetricSpec(so_ref("rate"))).metricSpecs
+    assert (only.metricName, only.targetSize, only.targetSizeFloat) == ("http_rate_rate", 3, 2.5)
+
+
+async def test_get_metrics_answers_the_metric_keda_asks_for(routes: tuple[Core, Any]) -> None:
+    core, stub = routes
+    state = core.registry.get(TargetKey("shop", "both"))
+    assert state is not None
+    state.traffic.in_flight = 4
+    state.traffic.rate.record(time.monotonic(), 3)
+
+    async def values(name: str) -> list[tuple[str, int, float]]:
+        request = pb.GetMetricsRequest(scaledObjectRef=so_ref("both"), metricName=name)
+        return [
+            (v.metricName, v.metricValue, v.metricValueFloat) for v in (await stub.GetMetrics(request)).metricValues
+        ]
+
+    assert await values("http_both_concurrency") == [("http_both_concurrency", 4, 4.0)]
+    assert await values("http_both_rate") == [("http_both_rate", 3, 3.0)]
+    # Asked for no metric of its own (as the add-on's scaler answers): every metric.
+    assert await values("") == [("http_both_concurrency", 4, 4.0), ("http_both_rate", 3, 3.0)]
+
+
+async def test_a_route_is_active_on_either_metric(routes: tuple[Core, Any]) -> None:
+    core, stub = routes
+    state = core.registry.get(TargetKey("shop", "both"))
+    assert state is not None
+    assert not (await stub.IsActive(so_ref("both"))).result
+    state.traffic.in_flight = 1
+    assert (await stub.IsActive(so_ref("both"))).result
+    state.traffic.in_flight = 0
+    state.traffic.rate.record(time.monotonic(), 1)
+    assert (await stub.IsActive(so_ref("both"))).result
+
+
+async def test_an_unknown_route_is_not_found_naming_the_route(routes: tuple[Core, Any]) -> None:
+    _core, stub = routes
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.GetMetricSpec(so_ref("missing"))
+    assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+    details = raised.value.details() or ""
+    assert "InterceptorRoute shop/missing" in details
+    assert "ScaledObject shop/my-app-so with interceptorRoute=missing" in details
+
+
+async def test_stream_is_active_for_a_route_reports_a_held_request(routes: tuple[Core, Any]) -> None:
+    core, stub = routes
+    hold = core.cold_gate.try_hold(core.cold_gate.for_target(TargetKey("shop", "rate")))
+    assert hold is not None
+    stream = stub.StreamIsActive(so_ref("rate"))
+    first = await asyncio.wait_for(stream.read(), 1.0)
+    assert first.result is True
+    stream.cancel()
+    hold.close()

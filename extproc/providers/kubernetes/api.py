@@ -62,6 +62,7 @@ class Resource:
 
 
 HTTPSCALEDOBJECTS = Resource("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject")
+INTERCEPTORROUTES = Resource("http.keda.sh", "v1beta1", "interceptorroutes", "InterceptorRoute")
 SCALEDOBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject")
 SERVICES = Resource("", "v1", "services", "Service")
 ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
@@ -253,6 +254,18 @@ class KubeApi:
             if exc.code == 404:
                 return None
             raise
+
+    async def served(self, resource: Resource) -> bool:
+        """Whether the API server serves `resource` (its group/version's discovery document lists it): False
+        for a custom resource whose CRD is not installed."""
+        base = f"/apis/{resource.group}/{resource.version}" if resource.group else f"/api/{resource.version}"
+        try:
+            document = await self._json("GET", base)
+        except KubeError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return any(item.get("name") == resource.plural for item in document.get("resources") or [])
 
     async def create(self, resource: Resource, namespace: str | None, body: JsonObj) -> JsonObj:
         return await self._json("POST", resource.path(namespace), body=body)

@@ -1,7 +1,8 @@
-"""The Kubernetes provider: HTTPScaledObjects, Services and EndpointSlices from the API server.
+"""The Kubernetes provider: HTTPScaledObjects, InterceptorRoutes, Services and EndpointSlices from the API server.
 
-- Routes: every valid HTTPScaledObject (watched in all or the configured namespaces) becomes a target;
-  Istio's cluster name for its Service port maps the gateway's routing choice to it.
+- Routes: every valid HTTPScaledObject and InterceptorRoute (watched in all or the configured namespaces)
+  becomes a target; Istio's cluster name for its Service port maps the gateway's routing choice to it.
+  InterceptorRoutes are watched when their CRD is installed (checked at start, then every minute until it is).
 - Readiness: a target is routable once its Service has a ready endpoint (EndpointSlices) and every gateway
   pod has loaded it: each Ready pod matching `--gateway-selector` in `--gateway-namespace` is watched and
   its Envoy stats (`POD_IP:--gateway-stats-port`) read until it reports a healthy member in the target's
@@ -11,7 +12,9 @@
   Outside Istio, `--envoy-admin` reads the gateways' admin API instead.
 - Waking: besides KEDA's StreamIsActive push, the first cold request scales the target's scale
   subresource 0 -> max(1, replicas.min) (`scaling.scale_from_zero`: read, then write with the Scale's
-  resourceVersion), so it never touches a non-zero count and never scales down.
+  resourceVersion), so it never touches a non-zero count and never scales down. An InterceptorRoute names
+  no workload: the ScaledObject whose `external-push` trigger names the route says which, and its
+  minReplicaCount.
 - The Lease holder writes ScaledObjects, statuses and the scoped EnvoyFilter (reconciler).
 - Peers: zerohop's own Service's ready endpoints are the replicas to sum counts with.
 While the API server is unreachable everything keeps running on the last known state.
@@ -26,15 +29,17 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from extproc.core import iroute
 from extproc.core.background import BackgroundTasks
 from extproc.core.engine import Core
-from extproc.core.httpso import ScaledTarget, TargetKey
+from extproc.core.httpso import KIND as HTTPSO_KIND
+from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
 from extproc.envoy.config import istio_cluster_name
 from extproc.envoy.gatewaystats import Confirmation, GatewayStats, GatewayStatsStatus
 from extproc.envoy.gatewayview import GatewayView
 from extproc.providers.kubernetes import api as kube
-from extproc.providers.kubernetes.api import JsonObj, KubeApi
+from extproc.providers.kubernetes.api import JsonObj, KubeApi, KubeError
 from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
 from extproc.providers.kubernetes.gatewaypods import PODS, ready_gateway_pods
 from extproc.providers.kubernetes.informer import Informer, InformerStatus
@@ -53,6 +58,9 @@ _MAX_DOUBLINGS = 5
 # HTTPScaledObjects (re)derived per step of the event loop: a relist of 10k objects is worked off in steps of
 # a few ms, with requests served between them.
 _CHANGES_PER_STEP = 64
+# How often to look again for the InterceptorRoute CRD when it was not installed at start.
+_ROUTE_CRD_RECHECK = 60.0
+_BACKOFF_FIRST = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +158,10 @@ class KubernetesProvider:
         self._gateway_pods: Informer | None = None
         self._informers: list[Informer] = []
         self._httpso_informers: list[Informer] = []
+        self._route_informers: list[Informer] = []
+        # InterceptorRoute -> the ScaledObjects whose trigger names it, with what they scale.
+        self._route_bindings: dict[TargetKey, dict[TargetKey, iroute.Binding]] = {}
+        self._routes_named: dict[TargetKey, tuple[TargetKey, ...]] = {}  # ScaledObject -> the routes it names
         self._service_informers: list[Informer] = []
         self._so_informers: list[Informer] = []
         self._confirming: dict[TargetKey, asyncio.Future[None]] = {}
@@ -172,13 +184,19 @@ class KubernetesProvider:
             self.api = await self._api_source()  # type: ignore[operator]
         api = self.api
         scopes: Iterable[str | None] = self.options.namespaces or (None,)
+        routes = await self._routes_served(api)
+        reconcile = self.options.reconcile
+        # ScaledObjects: the ones zerohop keeps, and (to wake a route's workload) the ones naming routes.
+        watch_scaled_objects = (reconcile is not None and reconcile.manage_scaledobjects) or self.options.scale_on_wake
         for namespace in scopes:
             self._httpso_informers.append(Informer(api, kube.HTTPSCALEDOBJECTS, self._on_httpso, namespace=namespace))
+            if routes:
+                self._route_informers.append(self._route_informer(api, namespace))
             self._service_informers.append(Informer(api, kube.SERVICES, self._on_service, namespace=namespace))
             self._informers.append(
                 Informer(api, kube.ENDPOINTSLICES, self._on_slice, namespace=namespace, label_selector=SERVICE_LABEL)
             )
-            if self.options.reconcile is not None and self.options.reconcile.manage_scaledobjects:
+            if watch_scaled_objects:
                 self._so_informers.append(
                     Informer(api, kube.SCALEDOBJECTS, self._on_scaled_object, namespace=namespace)
                 )
@@ -192,9 +210,13 @@ class KubernetesProvider:
                     label_selector=f"{SERVICE_LABEL}={self.options.service_name}",
                 )
             )
-        self._informers += self._httpso_informers + self._service_informers + self._so_informers
+        self._informers += self._httpso_informers + self._route_informers + self._service_informers + self._so_informers
         for informer in self._informers:
             informer.start()
+        if not routes:
+            self._tasks.spawn(
+                self._watch_for_route_crd(api, scopes, unknown=routes is None), name="InterceptorRoute CRD check"
+            )
         if self.gateway_stats is not None:
             # Not part of readiness: without the gateway pods (RBAC, a wrong selector) zerohop still serves,
             # releasing on --propagation-delay, and says so in the log and /status.
@@ -224,6 +246,7 @@ class KubernetesProvider:
                 self._httpsos,
                 self._scaled_objects,
                 self.gateway_condition,
+                routes=self._routes,
                 resolve_port=self._service_port,
             )
             if self.options.leader_election:
@@ -239,8 +262,18 @@ class KubernetesProvider:
         if not self.options.scale_on_wake or self.api is None:
             return
         target = self.table.by_key.get(key)
+        if target is not None and target.kind == iroute.KIND:
+            target = self._bound(target)
         if target is not None:
             self._tasks.spawn(self._scale_from_zero(target), name=f"scale from zero {key}")
+
+    def _bound(self, route: ScaledTarget) -> ScaledTarget | None:
+        """A route with the workload of the ScaledObject naming it (the first by name when several do)."""
+        named = self._route_bindings.get(route.key)
+        if not named:
+            log.debug("%s: no ScaledObject names this InterceptorRoute; KEDA activates it, if anything", route.key)
+            return None
+        return iroute.bind(route, named[min(named)])
 
     def reconfirm(self, key: TargetKey) -> None:
         if self._core is not None:
@@ -258,7 +291,8 @@ class KubernetesProvider:
         if self.reconciler is not None:
             await self.reconciler.stop()
         await self._tasks.close()
-        for informer in self._informers:
+        # Route informers started late join `_informers` once synced; stop those that had not yet too.
+        for informer in [*self._informers, *(i for i in self._route_informers if i not in self._informers)]:
             await informer.stop()
         if self._gateway_pods is not None:
             await self._gateway_pods.stop()
@@ -285,7 +319,7 @@ class KubernetesProvider:
             {
                 "file": None,
                 "document": None,
-                "kind": "HTTPScaledObject",
+                "kind": self.table.entries[key].kind,
                 "name": str(key),
                 "message": condition.message,
                 "severity": "error",
@@ -343,6 +377,50 @@ class KubernetesProvider:
     def _scaled_objects(self) -> dict[tuple[str, str], JsonObj]:
         return self._merged(self._so_informers)
 
+    def _routes(self) -> dict[tuple[str, str], JsonObj]:
+        return self._merged(self._route_informers)
+
+    def _route_informer(self, api: KubeApi, namespace: str | None) -> Informer:
+        # Same handler as HTTPScaledObjects: the two kinds share names, `_document` picks which one serves.
+        return Informer(api, kube.INTERCEPTORROUTES, self._on_httpso, namespace=namespace)
+
+    async def _routes_served(self, api: KubeApi) -> bool | None:
+        """Whether the InterceptorRoute CRD is installed; None when the API server could not say."""
+        try:
+            served = await api.served(kube.INTERCEPTORROUTES)
+        except KubeError as exc:
+            log.warning("cannot tell yet whether InterceptorRoutes are served (%s); asking again shortly", exc)
+            return None
+        if not served:
+            log.info(
+                "the InterceptorRoute CRD (http.keda.sh/v1beta1) is not installed: serving HTTPScaledObjects "
+                "only, and looking for it again every %.0fs",
+                _ROUTE_CRD_RECHECK,
+            )
+        return served
+
+    async def _watch_for_route_crd(self, api: KubeApi, scopes: Iterable[str | None], unknown: bool) -> None:
+        """Start watching InterceptorRoutes once their CRD is installed (asked again every minute; sooner while
+        the API server could not answer); they join readiness once synced."""
+        delay = _ROUTE_CRD_RECHECK if not unknown else _BACKOFF_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                if not await api.served(kube.INTERCEPTORROUTES):
+                    delay = _ROUTE_CRD_RECHECK
+                    continue
+            except KubeError:
+                delay = min(_ROUTE_CRD_RECHECK, delay * 2)
+                continue
+            informers = [self._route_informer(api, namespace) for namespace in scopes]
+            for informer in informers:
+                informer.start()
+            self._route_informers += informers
+            await asyncio.gather(*(informer.synced.wait() for informer in informers))
+            self._informers += informers
+            log.info("InterceptorRoutes are served: watching them")
+            return
+
     def _on_httpso(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
         if old is not None and new is not None and _same_spec_and_metadata(old, new):
             # A status write (zerohop's own, on every replica): nothing routing or the targets read changed.
@@ -364,7 +442,24 @@ class KubernetesProvider:
         if self._applying is None:
             self._applying = self._tasks.spawn(self._apply_pending(), name="apply HTTPScaledObject changes")
 
-    def _on_scaled_object(self, _kind: str, _old: JsonObj | None, _new: JsonObj | None) -> None:
+    def _on_scaled_object(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
+        # Which routes a ScaledObject names (the workload to wake for each): replaced on every change.
+        own = TargetKey(*kube.object_key(new or old or {}))
+        for route in self._routes_named.pop(own, ()):
+            named = self._route_bindings.get(route, {})
+            named.pop(own, None)
+            if not named:
+                self._route_bindings.pop(route, None)
+        bindings: list[iroute.Binding] = []
+        if new is not None:
+            try:
+                bindings = iroute.bindings(new)
+            except InvalidSpec as exc:
+                log.debug("ScaledObject %s: %s", own, exc)
+        for binding in bindings:
+            self._route_bindings.setdefault(binding.route, {})[own] = binding
+        if bindings:
+            self._routes_named[own] = tuple(b.route for b in bindings)
         if self.reconciler is not None:
             self.reconciler.trigger()
 
@@ -395,8 +490,8 @@ class KubernetesProvider:
         clusters: dict[str, TargetKey | None] = {}
         for namespace, name in keys:
             key = TargetKey(namespace, name)
-            document = self._httpso((namespace, name))
-            derived = entry(document, self._service) if document is not None else None
+            document, kind = self._document((namespace, name))
+            derived = entry(document, self._service, kind) if document is not None else None
             clusters.update(self.table.set(key, derived))
             if derived is None or derived.target is None:
                 removed.append(key)
@@ -408,12 +503,14 @@ class KubernetesProvider:
         if self.reconciler is not None:
             self.reconciler.trigger()
 
-    def _httpso(self, key: tuple[str, str]) -> JsonObj | None:
-        for informer in self._httpso_informers:
-            document = informer.cache.get(key)
-            if document is not None:
-                return document
-        return None
+    def _document(self, key: tuple[str, str]) -> tuple[JsonObj | None, str]:
+        """The object that serves `key`: its HTTPScaledObject, else its InterceptorRoute (they share names)."""
+        for informers, kind in ((self._httpso_informers, HTTPSO_KIND), (self._route_informers, iroute.KIND)):
+            for informer in informers:
+                document = informer.cache.get(key)
+                if document is not None:
+                    return document, kind
+        return None, HTTPSO_KIND
 
     def _service_port(self, namespace: str, service: str, port_name: str) -> int | None:
         """The number of a Service's named port, from the Service cache (a fallback's `portName`)."""

@@ -1,5 +1,5 @@
-"""What the leader writes: a ScaledObject per HTTPScaledObject, each HTTPScaledObject's status, and (optionally)
-the EnvoyFilter scoping ext_proc to the gateway hosts they name.
+"""What the leader writes: a ScaledObject per HTTPScaledObject, each HTTPScaledObject's and InterceptorRoute's
+status, and (optionally) the EnvoyFilter scoping ext_proc to the gateway hosts they name.
 
 Runs are coalesced (many changes, one pass) and idempotent: each pass compares the caches with what should
 be and writes only differences, so a restart, a new leader or a relist converges without churn. A pass plans
@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from extproc.core import iroute
 from extproc.core.background import BackgroundTasks
 from extproc.core.httpso import SKIP_SCALEDOBJECT_ANNOTATION, ScaledTarget, TargetKey
 from extproc.envoy import istio
@@ -25,13 +26,15 @@ from extproc.providers.kubernetes import scaledobjects
 from extproc.providers.kubernetes.api import (
     ENVOYFILTERS,
     HTTPSCALEDOBJECTS,
+    INTERCEPTORROUTES,
     SCALEDOBJECTS,
     JsonObj,
     KubeApi,
     KubeError,
+    Resource,
     resource_version,
 )
-from extproc.providers.kubernetes.targets import Condition, TargetTable
+from extproc.providers.kubernetes.targets import Condition, TargetTable, route_condition
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +76,15 @@ class _Work:
     patch: JsonObj | None = None
     scaled_version: str = ""
     status: bool = True
+    resource: Resource = HTTPSCALEDOBJECTS  # whose status: an HTTPScaledObject's or an InterceptorRoute's
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _generation(document: JsonObj) -> int:
+    return int((document.get("metadata") or {}).get("generation") or 0)
 
 
 def _truthy(value: str | None) -> bool:
@@ -94,6 +102,7 @@ class Reconciler:
         httpsos: Callable[[], Mapping[tuple[str, str], JsonObj]],
         scaled_objects: Callable[[], Mapping[tuple[str, str], JsonObj]],
         gateway: Callable[[], Condition | None] = lambda: None,
+        routes: Callable[[], Mapping[tuple[str, str], JsonObj]] = dict,
         *,
         resolve_port: istio.PortResolver | None = None,
     ) -> None:
@@ -103,6 +112,7 @@ class Reconciler:
         self._httpsos = httpsos
         self._scaled_objects = scaled_objects
         self._gateway = gateway
+        self._routes = routes
         self._wake = asyncio.Event()
         self._tasks = BackgroundTasks()
         self.writes = 0
@@ -176,9 +186,52 @@ class Reconciler:
                 work.status = self._status_patch(work, work.condition) is not None
             if work.status or work.create is not None or work.patch is not None:
                 await queue.put(work)
+        for index, ((namespace, name), document) in enumerate(list(self._routes().items())):
+            if index % _PLAN_SLICE == _PLAN_SLICE - 1:
+                await asyncio.sleep(0)
+            # InterceptorRoutes: their status only (the user writes their ScaledObject).
+            key = TargetKey(namespace, name)
+            served = table.entries.get(key)
+            mine = served is not None and served.kind == iroute.KIND  # else an HTTPScaledObject holds the name
+            condition = route_condition(table, key) or Condition(False, "Unknown", "not processed yet")
+            generation = served.generation if served is not None and mine else _generation(document)
+            target = targets.get(key) if mine else None
+            work = _Work(document, condition, generation, target, gateway, resource=INTERCEPTORROUTES)
+            if self._is_pending(("route-status", namespace, name), resource_version(document)):
+                continue
+            if self._status_patch(work, condition) is not None:
+                await queue.put(work)
+        if self.options.manage_scaledobjects:
+            await self._route_hashes(targets, scaled)
         if self.options.manage_envoyfilters:
             failovers = istio.failover_routes(table.targets, self._resolve_port)
             await self._envoyfilter(sorted({h for t in table.targets for h in t.hosts if h != "*"}), failovers)
+
+    async def _route_hashes(
+        self, targets: Mapping[TargetKey, ScaledTarget], scaled: Mapping[tuple[str, str], JsonObj]
+    ) -> None:
+        """Keep the digest of each route's metrics in the user's ScaledObject triggers naming it (rare writes:
+        only when a route's metrics change, or a ScaledObject first names it)."""
+        hashes: dict[str, dict[str, str]] = {}
+        for key, target in targets.items():
+            if target.kind == iroute.KIND:
+                hashes.setdefault(key.namespace, {})[key.name] = iroute.scaling_metric_hash(target)
+        if not hashes:
+            return
+        for (namespace, name), document in scaled.items():
+            patch = scaledobjects.route_hash_patch(document, hashes.get(namespace, {}))
+            if patch is None or self._is_pending(("route-hash", namespace, name), resource_version(document)):
+                continue
+            try:
+                await self._api.patch(SCALEDOBJECTS, namespace, name, patch)
+            except KubeError as exc:
+                if exc.code not in (404, 409):  # gone, or edited meanwhile: the next pass sees the new one
+                    log.warning("ScaledObject %s/%s: writing its routes' scalingMetricHash: %s", namespace, name, exc)
+                continue
+            self.writes += 1
+            log.info("ScaledObject %s/%s: its routes' scaling metrics changed (scalingMetricHash)", namespace, name)
+            pending = (resource_version(document), time.monotonic() + _PENDING_TTL)
+            self._pending[("route-hash", namespace, name)] = pending
 
     def _is_pending(self, what: tuple[str, str, str], version: str) -> bool:
         """Whether this pass's write would repeat one whose result the caches do not show yet."""
@@ -234,7 +287,15 @@ class Reconciler:
         return None
 
     def _status_patch(self, work: _Work, condition: Condition) -> JsonObj | None:
-        return scaledobjects.status_patch(work.document, condition, work.generation, work.target, _now(), work.gateway)
+        return scaledobjects.status_patch(
+            work.document,
+            condition,
+            work.generation,
+            work.target,
+            _now(),
+            work.gateway,
+            workload=work.resource is HTTPSCALEDOBJECTS,
+        )
 
     async def _status(self, work: _Work, condition: Condition) -> None:
         patch = self._status_patch(work, condition)
@@ -243,14 +304,15 @@ class Reconciler:
         metadata = work.document.get("metadata") or {}
         namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
         try:
-            await self._api.patch(HTTPSCALEDOBJECTS, namespace, name, patch, subresource="status")
+            await self._api.patch(work.resource, namespace, name, patch, subresource="status")
         except KubeError as exc:
             if exc.code != 404:
-                log.warning("status of HTTPScaledObject %s/%s: %s", namespace, name, exc)
+                log.warning("status of %s %s/%s: %s", work.resource.kind, namespace, name, exc)
             return
         self.writes += 1
         version = resource_version(work.document)
-        self._pending[("status", namespace, name)] = (version, time.monotonic() + _PENDING_TTL)
+        pending = "status" if work.resource is HTTPSCALEDOBJECTS else "route-status"
+        self._pending[(pending, namespace, name)] = (version, time.monotonic() + _PENDING_TTL)
 
     async def _envoyfilter(self, hosts: list[str], failovers: list[istio.FailoverRoute] | None = None) -> None:
         failovers = failovers or []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from extproc.core import iroute
 from extproc.core.httpso import API_VERSION as HTTPSO_API_VERSION
 from extproc.core.httpso import IGNORED_FIELDS, ORPHAN_SCALEDOBJECT_ANNOTATION, ScaledTarget
 from extproc.core.httpso import KIND as HTTPSO_KIND
@@ -69,6 +70,33 @@ def desired(target: ScaledTarget, uid: str, scaler_address: str) -> JsonObj:
             ],
         },
     }
+
+
+def route_hash_patch(scaled_object: Mapping[str, Any], hashes: Mapping[str, str]) -> JsonObj | None:
+    """The merge patch setting `scalingMetricHash` in a user's ScaledObject triggers that name a route (`hashes`:
+    route name -> `iroute.scaling_metric_hash`), or None when each already says it. A merge patch replaces the
+    whole trigger list, so it carries the resourceVersion it was computed from: a concurrent edit gets a 409."""
+    triggers = (scaled_object.get("spec") or {}).get("triggers")
+    if not isinstance(triggers, list):
+        return None
+    changed = False
+    wanted: list[Any] = []
+    for trigger in triggers:
+        metadata = trigger.get("metadata") if isinstance(trigger, Mapping) else None
+        route = metadata.get(iroute.TRIGGER_KEY) if isinstance(metadata, Mapping) else None
+        digest = hashes.get(route) if isinstance(route, str) else None
+        if (
+            digest is not None
+            and isinstance(metadata, Mapping)
+            and metadata.get(iroute.SCALING_METRIC_HASH_KEY) != digest
+        ):
+            trigger = {**trigger, "metadata": {**metadata, iroute.SCALING_METRIC_HASH_KEY: digest}}
+            changed = True
+        wanted.append(trigger)
+    if not changed:
+        return None
+    version = (scaled_object.get("metadata") or {}).get("resourceVersion")
+    return {"metadata": {"resourceVersion": version}, "spec": {"triggers": wanted}}
 
 
 def owned_by(scaled_object: Mapping[str, Any], uid: str) -> bool:
@@ -146,8 +174,11 @@ def status_patch(
     target: ScaledTarget | None,
     now: str,
     gateway: Condition | None = None,
+    *,
+    workload: bool = True,
 ) -> JsonObj | None:
-    """The `status` merge patch for an HTTPScaledObject, or None when it already says this.
+    """The `status` merge patch for an HTTPScaledObject (an InterceptorRoute without `workload`: its status has
+    conditions only), or None when it already says this.
 
     Conditions: `Ready` (the object is valid and served), with `gateway`, `GatewayVisible` (whether
     zerohop can see that the gateway has loaded an endpoint before it releases held requests), and while
@@ -163,7 +194,7 @@ def status_patch(
     stale = ignored is None and any(c.get("type") == IGNORED for c in conditions)
     others = [c for c in conditions if c.get("type") not in wanted and c.get("type") != IGNORED]
     new_status: JsonObj = {"conditions": [*others, *written.values()]}
-    if target is not None:
+    if target is not None and workload:
         ref = target.scale_target
         new_status["targetWorkload"] = f"{ref.api_version}/{ref.kind}/{ref.name}"
         new_status["targetService"] = f"{ref.service}:{ref.port if ref.port is not None else ref.port_name}"

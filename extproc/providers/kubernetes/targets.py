@@ -1,8 +1,10 @@
-"""HTTPScaledObjects and Services in, targets out: what the route table serves, how the gateway names each
-target's cluster, and the `Ready` condition each HTTPScaledObject should carry.
+"""HTTPScaledObjects, InterceptorRoutes and Services in, targets out: what the route table serves, how the
+gateway names each target's cluster, and the `Ready` condition each object should carry.
 
-Each HTTPScaledObject is an `Entry`, a pure function of its document and its Service, so a bad object only
-ever affects its own condition and a change costs that object alone.
+Each object is an `Entry`, a pure function of its document and its Service, so a bad object only ever affects
+its own condition and a change costs that object alone. The two kinds share names (namespace/name), as in the
+add-on; where both exist, the HTTPScaledObject is served and the route's condition says why it is not
+(`route_condition`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey, parse
+from extproc.core import httpso, iroute
+from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey
 from extproc.envoy.config import istio_cluster_name
 
 JsonObj = dict[str, Any]
@@ -20,6 +23,7 @@ REASON_OK = "Reconciled"
 REASON_INVALID = "InvalidSpec"
 REASON_NO_SERVICE = "ServiceNotFound"
 REASON_NO_PORT = "PortNotFound"
+REASON_NAME_TAKEN = "NameConflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,8 @@ ServiceKey = tuple[str, str]
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """What one HTTPScaledObject comes to: its target (None when invalid), condition, Service, port, cluster."""
+    """What one HTTPScaledObject or InterceptorRoute (`kind`) comes to: its target (None when invalid),
+    condition, Service, port, cluster."""
 
     target: ScaledTarget | None
     condition: Condition
@@ -44,6 +49,7 @@ class Entry:
     service: ServiceKey | None = None
     port: int | None = None
     cluster: str | None = None
+    kind: str = httpso.KIND
 
 
 class TargetTable:
@@ -132,15 +138,20 @@ def document_key(document: Mapping[str, Any]) -> TargetKey:
     return TargetKey(str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
 
 
-def entry(document: Mapping[str, Any], service_of: Callable[[ServiceKey], Mapping[str, Any] | None]) -> Entry:
-    """Parse one HTTPScaledObject and resolve its Service port (`service_of` reads the Service cache)."""
+def entry(
+    document: Mapping[str, Any],
+    service_of: Callable[[ServiceKey], Mapping[str, Any] | None],
+    kind: str = httpso.KIND,
+) -> Entry:
+    """Parse one HTTPScaledObject (or InterceptorRoute, by `kind`) and resolve its Service port (`service_of`
+    reads the Service cache)."""
     metadata = document.get("metadata") or {}
     key = document_key(document)
     generation = int(metadata.get("generation") or 0)
     try:
-        target = parse(document)
+        target = (iroute.parse if kind == iroute.KIND else httpso.parse)(document)
     except InvalidSpec as exc:
-        return Entry(None, Condition(False, REASON_INVALID, str(exc)), generation)
+        return Entry(None, Condition(False, REASON_INVALID, str(exc)), generation, kind=kind)
     ref = target.scale_target
     service_key = (key.namespace, ref.service)
     service = service_of(service_key)
@@ -158,8 +169,21 @@ def entry(document: Mapping[str, Any], service_of: Callable[[ServiceKey], Mappin
             )
     cluster = istio_cluster_name(ref.service, key.namespace, port) if port is not None else None
     if condition is None:
-        condition = Condition(True, REASON_OK, f"routing to {ref.service}:{port}; scaling {ref.kind}/{ref.name}")
-    return Entry(target, condition, generation, service_key, port, cluster)
+        scaling = f"scaling {ref.kind}/{ref.name}" if ref.name else "scaled by the ScaledObject whose trigger names it"
+        condition = Condition(True, REASON_OK, f"routing to {ref.service}:{port}; {scaling}")
+    return Entry(target, condition, generation, service_key, port, cluster, kind)
+
+
+def route_condition(table: TargetTable, key: TargetKey) -> Condition | None:
+    """The Ready condition of the InterceptorRoute `key`: its entry's, or, when an HTTPScaledObject of the
+    same name is served instead, why not; None before it is processed."""
+    found = table.entries.get(key)
+    if found is None:
+        return None
+    if found.kind == iroute.KIND:
+        return found.condition
+    message = f"HTTPScaledObject {key} has the same name and is served instead; rename or delete one of them"
+    return Condition(False, REASON_NAME_TAKEN, message)
 
 
 def build(httpsos: Iterable[Mapping[str, Any]], services: Mapping[tuple[str, str], Mapping[str, Any]]) -> TargetTable:

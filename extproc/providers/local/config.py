@@ -18,6 +18,11 @@ spec:
   readinessProbe: {httpGet: {path: /}, periodSeconds: 0.05}
 ```
 
+InterceptorRoutes (`http.keda.sh/v1beta1`) work too, with the KEDA ScaledObject whose `external-push` trigger
+names the route (`metadata.interceptorRoute`), as on Kubernetes: its `scaleTargetRef.name` is the LocalWorkload
+to run and `minReplicaCount`, `maxReplicaCount`, `cooldownPeriod`, `initialCooldownPeriod` bound it. A route no
+ScaledObject names runs the LocalWorkload of its own name, 0..100 replicas.
+
 A target's fallback (`coldStartTimeoutFailoverRef`, where held requests go once its timeout runs out) is
 another target of the same file: the one whose `scaleTargetRef` has the same `service` and `port` (or
 `portName`) in the same namespace. zerohop runs its replicas like any target's (give it `replicas.min: 1` to
@@ -37,12 +42,15 @@ from typing import Any
 
 import yaml
 
-from extproc.core import httpso
+from extproc.core import httpso, iroute
 from extproc.core.fieldcheck import LEAF, Tree, unknown_fields
 from extproc.core.httpso import OBJECT_META, InvalidSpec, ScaledTarget, TargetKey
 
 API_VERSION = "zerohop.dev/v1alpha1"
 KIND = "LocalWorkload"
+SCALED_OBJECT = "ScaledObject"
+# Kinds whose documents are targets (a broken one keeps its last good version on a reload).
+TARGET_KINDS = (httpso.KIND, iroute.KIND)
 
 _PROBE: Tree = {
     "httpGet": {"path": LEAF},
@@ -178,6 +186,7 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
     workloads: dict[TargetKey, Workload] = {}
     problems: list[Problem] = []
     kept: list[TargetKey] = []
+    routes: dict[TargetKey, list[iroute.Binding]] = {}
     unidentified = False
     last_good = previous.by_key if previous is not None else {}
     for index, document in enumerate(documents):
@@ -185,23 +194,37 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
         try:
             if not isinstance(document, Mapping):
                 raise InvalidSpec("expected a mapping with apiVersion, kind, metadata and spec")
-            if kind == httpso.KIND:
-                target = httpso.parse(document, strict=True)
+            if kind in TARGET_KINDS:
+                parser = httpso.parse if kind == httpso.KIND else iroute.parse
+                target = parser(document, strict=True)
                 if target.key in targets:
-                    raise InvalidSpec(f"duplicate HTTPScaledObject {target.key}")
+                    # One name space for both kinds, as in the add-on (and as KEDA's trigger names them).
+                    raise InvalidSpec(
+                        f"duplicate {kind} {target.key} (HTTPScaledObjects and InterceptorRoutes share names)"
+                    )
                 targets[target.key] = target
+            elif kind == SCALED_OBJECT:
+                named = iroute.bindings(document)
+                if not named:
+                    raise InvalidSpec(
+                        f"no external-push trigger names an InterceptorRoute ({iroute.TRIGGER_KEY}); ignored"
+                    )
+                for binding in named:
+                    routes.setdefault(binding.route, []).append(binding)
             elif kind == KIND:
                 workload = _workload(document)
                 if workload.key in workloads:
                     raise InvalidSpec(f"duplicate LocalWorkload {workload.key}")
                 workloads[workload.key] = workload
             else:
-                raise InvalidSpec(f"kind: expected {httpso.KIND} or {KIND}, got {kind!r}")
+                raise InvalidSpec(
+                    f"kind: expected one of {', '.join((*TARGET_KINDS, SCALED_OBJECT, KIND))}, got {kind!r}"
+                )
         except InvalidSpec as exc:
             message = str(exc)
-            key = _key(document) if kind in (httpso.KIND, KIND) else None
+            key = _key(document) if kind in (*TARGET_KINDS, KIND) else None
             if previous is not None and key is not None:
-                if kind == httpso.KIND and key in last_good and key not in targets:
+                if kind in TARGET_KINDS and key in last_good and key not in targets:
                     targets[key] = last_good[key]
                     kept.append(key)
                     message += "; keeping its last good version"
@@ -220,7 +243,11 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
         for key, workload in previous.workloads.items():
             workloads.setdefault(key, workload)
     valid: list[ScaledTarget] = []
-    for target in targets.values():
+    for parsed in targets.values():
+        bound = _bound(parsed, routes.pop(parsed.key, []), source, problems) if parsed.kind == iroute.KIND else parsed
+        if bound is None:
+            continue
+        target = bound
         workload_key = TargetKey(target.key.namespace, target.scale_target.name)
         found = workloads.get(workload_key)
         if found is None:
@@ -228,7 +255,7 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
                 Problem(
                     source,
                     None,
-                    httpso.KIND,
+                    target.kind,
                     str(target.key),
                     f"no LocalWorkload {workload_key} (scaleTargetRef.name) says how to run it; left out",
                 )
@@ -240,7 +267,7 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
                 Problem(
                     source,
                     None,
-                    httpso.KIND,
+                    target.kind,
                     str(target.key),
                     f"replicas.max {target.max_replicas} exceeds the {ports} port(s) of LocalWorkload "
                     f"{workload_key}; at most {ports} will run",
@@ -248,10 +275,32 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
                 )
             )
         valid.append(target)
+    for route, bindings in routes.items():
+        names = ", ".join(str(b.scaled_object) for b in bindings)
+        problems.append(
+            Problem(source, None, SCALED_OBJECT, names, f"names InterceptorRoute {route}, which is not in the file")
+        )
     problems += _fallback_problems(source, valid)
     if not valid and documents:
-        raise ConfigError("no usable HTTPScaledObject:\n  " + "\n  ".join([str(p) for p in problems] or ["(empty)"]))
+        raise ConfigError(
+            "no usable HTTPScaledObject or InterceptorRoute:\n  "
+            + "\n  ".join([str(p) for p in problems] or ["(empty)"])
+        )
     return LocalConfig(tuple(valid), workloads, tuple(problems), empty=not documents, kept=tuple(kept))
+
+
+def _bound(
+    target: ScaledTarget, bindings: list[iroute.Binding], source: str, problems: list[Problem]
+) -> ScaledTarget | None:
+    """A route scaling what its ScaledObject names, or (no ScaledObject) the LocalWorkload of its own name."""
+    if len(bindings) > 1:
+        names = ", ".join(str(b.scaled_object) for b in bindings)
+        problems.append(
+            Problem(source, None, iroute.KIND, str(target.key), f"named by several ScaledObjects ({names}); left out")
+        )
+        return None
+    binding = bindings[0] if bindings else iroute.Binding(target.key, target.key, target.key.name)
+    return iroute.bind(target, binding)
 
 
 def _fallback_problems(source: str, targets: list[ScaledTarget]) -> list[Problem]:
@@ -263,16 +312,17 @@ def _fallback_problems(source: str, targets: list[ScaledTarget]) -> list[Problem
     problems = []
     for target in targets:
         ref = target.failover
+        field = "coldStartTimeoutFailoverRef" if target.kind == httpso.KIND else "coldStart.fallback"
         if ref is not None and (target.key.namespace, ref.service, ref.port or ref.port_name) not in served:
             problems.append(
                 Problem(
                     source,
                     None,
-                    httpso.KIND,
+                    target.kind,
                     str(target.key),
-                    f"coldStartTimeoutFailoverRef names Service {ref.service} port {ref.port or ref.port_name}, "
-                    "which no HTTPScaledObject in this file serves (scaleTargetRef.service and port); requests "
-                    "held past its timeout get 504",
+                    f"{field} names Service {ref.service} port {ref.port or ref.port_name}, which no target in "
+                    "this file serves (scaleTargetRef.service or target.service, and port); requests held past "
+                    "its timeout get 504",
                     severity="warning",
                 )
             )
