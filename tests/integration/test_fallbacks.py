@@ -16,7 +16,7 @@ from extproc.app.settings import Settings
 from extproc.dev.envoyproc import EnvoyProcess
 from extproc.envoy import istio
 from extproc.envoy.config import FAILOVER_HEADER
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 from tests.integration.stack import Stack, app, httpso, never_ready
 from tests.istio_gateway import istio_gateway_bootstrap
 
@@ -52,7 +52,7 @@ async def test_a_request_held_past_the_failover_timeout_is_answered_by_the_fallb
         assert reply.headers.get(FAILOVER_HEADER) == "true"
         stats = stack.server.processor.stats
         assert (stats.failovers, stats.failovers_down, stats.timeouts) == (1, 0, 0)
-        assert stack.state("never").traffic.outcomes.get("failover") == 1
+        await wait_for(lambda: stack.state("never").traffic.outcomes == {"failover": 1}, 5, what="outcome counted")
         assert stack.server.core.cold_gate.held_total == 0
 
 
@@ -84,7 +84,8 @@ async def test_a_fallback_that_is_down_too_gives_the_504(tmp_path: Path) -> None
         assert reply.elapsed >= 1.0
         stats = stack.server.processor.stats
         assert (stats.failovers, stats.failovers_down, stats.timeouts) == (1, 1, 1)
-        assert stack.state("downfb").traffic.outcomes == {"timeout": 1}
+        # Counted once the stream ends, which may be just after the client has its answer.
+        await wait_for(lambda: stack.state("downfb").traffic.outcomes == {"timeout": 1}, 5, what="outcome counted")
 
 
 PLACEHOLDER = """  placeholderConfig:

@@ -357,7 +357,9 @@ def test_a_local_fallback_is_another_target_of_the_file() -> None:
     [problem] = unserved.problems
     assert problem.severity == "warning"
     assert problem.name == str(TargetKey("default", "app"))
-    assert "names Service backup port 9999, which no HTTPScaledObject in this file serves" in problem.message
+    assert "coldStartTimeoutFailoverRef names Service backup port 9999, which no target in this file serves" in (
+        problem.message
+    )
 
 
 def test_zerohop_envoyfilter_from_files_carries_the_failover_routes(
