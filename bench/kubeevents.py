@@ -186,7 +186,7 @@ async def _measure(targets: int) -> dict[str, Any]:
             namespaces=(NAMESPACE,), pod_name="bench", pod_namespace=NAMESPACE, pod_ip="127.0.0.1",
             service_name="zerohop", scaler_port=9090, scale_on_wake=False, leader_election=False,
             propagation_delay=0.0, envoy_admin=(), gateway_namespace=NAMESPACE, gateway_selector="app=gw",
-            gateway_stats_port=0, reconcile=None,
+            gateway_stats_port=0, reconcile=None, warm_path=None, stats_interval=1.0, gateway_probe_port=8080,
         )  # fmt: skip
         provider = KubernetesProvider(api, options)
         core = Core(hold_timeout=30, max_held_per_target=10, max_held_total=1000)

@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from extproc.core.registry import TargetState
 from extproc.core.routing import NoUpstream, RouteTable
@@ -76,3 +77,25 @@ def route(
     cluster: str | NoUpstream | None = None,
 ) -> TargetState | None:
     return table.lookup(Request(authority, path, headers or {}, cluster), READER)
+
+
+async def steady_samples(
+    load: Any, ask: Callable[[], Awaitable[float]], count: int, settle: float
+) -> list[tuple[int, float]]:
+    """`count` (requests the client has in flight, what `ask()` answers) pairs, each taken while the client's
+    in-flight count has not changed for `settle` seconds before and during the call (so a reading that lags
+    by less than `settle` sees the same number). `load` has `in_flight` and `changed_at` (monotonic)."""
+    samples: list[tuple[int, float]] = []
+    while len(samples) < count:
+        since = load.changed_at
+        remaining = since + settle - time.monotonic()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+            continue
+        in_flight = load.in_flight
+        value = await ask()
+        if load.changed_at == since:
+            samples.append((in_flight, value))
+        else:
+            await asyncio.sleep(0.01)
+    return samples

@@ -19,9 +19,10 @@ Two shapes:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -78,14 +79,27 @@ Routes = Mapping[str, tuple[str, str, int]]
 
 
 def _patches(envoyfilter: Mapping[str, Any], gateway_port: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The HTTP filter value and, by virtual host name, the MERGE values for `gateway_port`."""
+    """The HTTP filter value and, by virtual host name, what the EnvoyFilter does to it on `gateway_port`:
+    `{"merge": VALUE, "insert_first": [ROUTE, ...]}`."""
     patches = envoyfilter["spec"]["configPatches"]
     [filter_patch] = [p for p in patches if p["applyTo"] == "HTTP_FILTER"]
-    vhost_patches = {
-        p["match"]["routeConfiguration"]["vhost"]["name"]: p["patch"]["value"]
-        for p in patches
-        if p["applyTo"] == "VIRTUAL_HOST" and p["match"]["routeConfiguration"]["portNumber"] == gateway_port
-    }
+    vhost_patches: dict[str, Any] = {}
+    for patch in patches:
+        if patch["applyTo"] not in ("VIRTUAL_HOST", "HTTP_ROUTE"):
+            continue
+        assert patch["match"]["context"] == "GATEWAY", patch
+        configuration = patch["match"]["routeConfiguration"]
+        if configuration["portNumber"] != gateway_port:
+            continue
+        vhost = vhost_patches.setdefault(configuration["vhost"]["name"], {"merge": {}, "insert_first": []})
+        operation = patch["patch"]["operation"]
+        if patch["applyTo"] == "VIRTUAL_HOST":
+            assert operation == "MERGE", patch
+            vhost["merge"].update(patch["patch"]["value"])
+        else:
+            # Istio applies the INSERT_FIRSTs in order, each at the front: the last one ends up first.
+            assert operation == "INSERT_FIRST", patch
+            vhost["insert_first"].insert(0, patch["patch"]["value"])
     return filter_patch["patch"]["value"], vhost_patches
 
 
@@ -118,12 +132,13 @@ def _ext_proc_cluster_name(filter_value: Mapping[str, Any]) -> str:
 
 def _virtual_host(host: str, gateway_port: int, cluster: str, vhost_patches: Mapping[str, Any]) -> dict[str, Any]:
     """Istio's virtual host for `host` (named `HOST:PORT`), routing to `cluster`, with the EnvoyFilter merged."""
+    patches = vhost_patches.get(f"{host}:{gateway_port}", {"merge": {}, "insert_first": []})
     vhost: dict[str, Any] = {
         "name": f"{host}:{gateway_port}",
         "domains": [host],
-        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+        "routes": [*patches["insert_first"], {"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
     }
-    vhost.update(vhost_patches.get(vhost["name"], {}))
+    vhost.update(patches["merge"])
     return vhost
 
 
@@ -261,6 +276,18 @@ def prepare_endpoints(xds_dir: Path, routes: Routes) -> None:
         push_endpoints(xds_dir, cluster, [])
 
 
+def gateway_route_configuration(
+    envoyfilter: Mapping[str, Any], routes: Routes, gateway_port: int = 80
+) -> dict[str, Any]:
+    """The route configuration `http.PORT` istiod gives a gateway pod for `routes` with `envoyfilter` applied."""
+    _, vhost_patches = _patches(envoyfilter, gateway_port)
+    virtual_hosts = [
+        _virtual_host(host, gateway_port, envoyconfig.istio_cluster_name(*service), vhost_patches)
+        for host, service in sorted(routes.items())
+    ]
+    return {"name": f"http.{gateway_port}", "virtual_hosts": virtual_hosts}
+
+
 def istio_gateway_pod_bootstrap(
     envoyfilter: Mapping[str, Any],
     routes: Routes,
@@ -274,6 +301,7 @@ def istio_gateway_pod_bootstrap(
     gateway_port: int = 80,
     stats_inclusion: bool = True,
     manifest: Path = SHIPPED_GATEWAY_STATS,
+    dynamic_routes: XdsFiles | None = None,
 ) -> dict[str, Any]:
     """One Istio gateway pod at `pod_ip` (several can run side by side on 127.0.0.2, 127.0.0.3, ... sharing
     `stats_port`; each needs its own `admin_port` and `xds_dir`).
@@ -284,14 +312,18 @@ def istio_gateway_pod_bootstrap(
       to its `outbound|PORT||SVC.NS.svc.cluster.local` EDS cluster read from `xds_dir` (see `push_endpoints`;
       call `prepare_endpoints` first), with zerohop's EnvoyFilter applied (ext_proc to 127.0.0.1:`ext_proc_port`);
     - a static `xds-grpc` cluster (never dialled), whose stats Istio always includes;
-    - Istio's stats_config with the `proxy.istio.io/config` of `manifest`, or without it (`stats_inclusion=False`).
+    - Istio's stats_config with the `proxy.istio.io/config` of `manifest`, or without it (`stats_inclusion=False`);
+    - `dynamic_routes` (the writer of `xds_dir`'s route file): the route config comes by RDS, as istiod sends
+      it, so a changed EnvoyFilter's VIRTUAL_HOST and HTTP_ROUTE patches reach the running pod (`push_routes`).
     """
-    filter_value, vhost_patches = _patches(envoyfilter, gateway_port)
-    virtual_hosts = [
-        _virtual_host(host, gateway_port, envoyconfig.istio_cluster_name(*service), vhost_patches)
-        for host, service in sorted(routes.items())
-    ]
-    route_config = {"name": f"http.{gateway_port}", "virtual_hosts": virtual_hosts}
+    filter_value, _ = _patches(envoyfilter, gateway_port)
+    route_config = gateway_route_configuration(envoyfilter, routes, gateway_port)
+    if dynamic_routes is not None:
+        dynamic_routes.write_routes(route_config)
+        route_config = {
+            "route_config_name": route_config["name"],
+            "config_source": envoyconfig.file_source(xds_dir / envoyconfig.RDS_FILE),
+        }
     hcm = _gateway_hcm(route_config, filter_value, f"outbound_0.0.0.0_{gateway_port}")
     return {
         # path_config_source (the EDS files) is refused unless the node has an id and a cluster.
@@ -322,6 +354,9 @@ class GatewayPod:
     listen_port: int
     admin_port: int
     xds_dir: Path
+    routes: Routes = field(default_factory=dict)
+    xds: XdsFiles | None = None  # with dynamic routes: the writer of its route file (one version sequence)
+    envoy: EnvoyProcess | None = None  # the pod's Envoy (a test may restart it)
 
     def stats_url(self, stat_filter: str | None = None) -> str:
         """`http://POD_IP:STATS_PORT/stats/prometheus`, with `?filter=` (URL-encoded) when given."""
@@ -334,6 +369,12 @@ class GatewayPod:
 
     def push(self, cluster: str, endpoints: Iterable[tuple[str, int]]) -> None:
         push_endpoints(self.xds_dir, cluster, endpoints)
+
+    def push_routes(self, envoyfilter: Mapping[str, Any], gateway_port: int = 80) -> None:
+        """Play istiod after an EnvoyFilter change: this pod's route configuration with `envoyfilter` applied
+        (a pod started with `dynamic_routes`)."""
+        assert self.xds is not None, "started without dynamic_routes"
+        self.xds.write_routes(gateway_route_configuration(envoyfilter, self.routes, gateway_port))
 
 
 @asynccontextmanager
@@ -348,9 +389,11 @@ async def gateway_pod(
     listen_port: int | None = None,
     stats_inclusion: bool = True,
     manifest: Path = SHIPPED_GATEWAY_STATS,
+    dynamic_routes: bool = False,
 ) -> AsyncIterator[GatewayPod]:
     """Run one gateway pod (`istio_gateway_pod_bootstrap`) under `workdir`, every cluster at zero endpoints."""
-    pod = GatewayPod(pod_ip, stats_port, listen_port or free_port(), free_port(), workdir / "xds")
+    xds = XdsFiles(workdir / "xds") if dynamic_routes else None
+    pod = GatewayPod(pod_ip, stats_port, listen_port or free_port(), free_port(), workdir / "xds", dict(routes), xds)
     prepare_endpoints(pod.xds_dir, routes)
     bootstrap = istio_gateway_pod_bootstrap(
         envoyfilter,
@@ -363,6 +406,8 @@ async def gateway_pod(
         stats_port=stats_port,
         stats_inclusion=stats_inclusion,
         manifest=manifest,
+        dynamic_routes=xds,
     )
-    async with EnvoyProcess(bootstrap, pod.admin_port, workdir=workdir / "envoy"):
-        yield pod
+    process = EnvoyProcess(bootstrap, pod.admin_port, workdir=workdir / "envoy")
+    async with process:
+        yield dataclasses.replace(pod, envoy=process)

@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65xtproc/_proto/peers.proto\x12\x10zerohop.peers.v1\"p\n\x0cTargetCounts\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tin_flight\x18\x03 \x01(\x03\x12\x0c\n\x04held\x18\x04 \x01(\x03\x12\x10\n\x08requests\x18\x05 \x01(\x03\x12\x0c\n\x04rate\x18\x06 \x01(\x01\"\x0f\n\rCountsRequest\"R\n\x0e\x43ountsResponse\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12/\n\x07targets\x18\x02 \x03(\x0b\x32\x1e.zerohop.peers.v1.TargetCounts\")\n\x06Target\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"R\n\x0f\x41\x63tivateRequest\x12\x14\n\x0c\x66rom_replica\x18\x01 \x01(\t\x12)\n\x07targets\x18\x02 \x03(\x0b\x32\x18.zerohop.peers.v1.Target\"\x12\n\x10\x41\x63tivateResponse2\xae\x01\n\x05Peers\x12P\n\tGetCounts\x12\x1f.zerohop.peers.v1.CountsRequest\x1a .zerohop.peers.v1.CountsResponse\"\x00\x12S\n\x08\x41\x63tivate\x12!.zerohop.peers.v1.ActivateRequest\x1a\".zerohop.peers.v1.ActivateResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65xtproc/_proto/peers.proto\x12\x10zerohop.peers.v1\"\x87\x01\n\x0cTargetCounts\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tin_flight\x18\x03 \x01(\x03\x12\x0c\n\x04held\x18\x04 \x01(\x03\x12\x10\n\x08requests\x18\x05 \x01(\x03\x12\x0c\n\x04rate\x18\x06 \x01(\x01\x12\x15\n\rforced_active\x18\x07 \x01(\x08\"\x0f\n\rCountsRequest\"R\n\x0e\x43ountsResponse\x12\x0f\n\x07replica\x18\x01 \x01(\t\x12/\n\x07targets\x18\x02 \x03(\x0b\x32\x1e.zerohop.peers.v1.TargetCounts\")\n\x06Target\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"R\n\x0f\x41\x63tivateRequest\x12\x14\n\x0c\x66rom_replica\x18\x01 \x01(\t\x12)\n\x07targets\x18\x02 \x03(\x0b\x32\x18.zerohop.peers.v1.Target\"\x12\n\x10\x41\x63tivateResponse2\xae\x01\n\x05Peers\x12P\n\tGetCounts\x12\x1f.zerohop.peers.v1.CountsRequest\x1a .zerohop.peers.v1.CountsResponse\"\x00\x12S\n\x08\x41\x63tivate\x12!.zerohop.peers.v1.ActivateRequest\x1a\".zerohop.peers.v1.ActivateResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'extproc._proto.peers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TARGETCOUNTS']._serialized_start=48
-  _globals['_TARGETCOUNTS']._serialized_end=160
-  _globals['_COUNTSREQUEST']._serialized_start=162
-  _globals['_COUNTSREQUEST']._serialized_end=177
-  _globals['_COUNTSRESPONSE']._serialized_start=179
-  _globals['_COUNTSRESPONSE']._serialized_end=261
-  _globals['_TARGET']._serialized_start=263
-  _globals['_TARGET']._serialized_end=304
-  _globals['_ACTIVATEREQUEST']._serialized_start=306
-  _globals['_ACTIVATEREQUEST']._serialized_end=388
-  _globals['_ACTIVATERESPONSE']._serialized_start=390
-  _globals['_ACTIVATERESPONSE']._serialized_end=408
-  _globals['_PEERS']._serialized_start=411
-  _globals['_PEERS']._serialized_end=585
+  _globals['_TARGETCOUNTS']._serialized_start=49
+  _globals['_TARGETCOUNTS']._serialized_end=184
+  _globals['_COUNTSREQUEST']._serialized_start=186
+  _globals['_COUNTSREQUEST']._serialized_end=201
+  _globals['_COUNTSRESPONSE']._serialized_start=203
+  _globals['_COUNTSRESPONSE']._serialized_end=285
+  _globals['_TARGET']._serialized_start=287
+  _globals['_TARGET']._serialized_end=328
+  _globals['_ACTIVATEREQUEST']._serialized_start=330
+  _globals['_ACTIVATEREQUEST']._serialized_end=412
+  _globals['_ACTIVATERESPONSE']._serialized_start=414
+  _globals['_ACTIVATERESPONSE']._serialized_end=432
+  _globals['_PEERS']._serialized_start=435
+  _globals['_PEERS']._serialized_end=609
 # @@protoc_insertion_point(module_scope)

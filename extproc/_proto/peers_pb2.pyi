@@ -33,12 +33,17 @@ class TargetCounts(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     REQUESTS_FIELD_NUMBER: _builtins.int
     RATE_FIELD_NUMBER: _builtins.int
+    FORCED_ACTIVE_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     name: _builtins.str
     in_flight: _builtins.int
     held: _builtins.int
     requests: _builtins.int
     rate: _builtins.float
+    forced_active: _builtins.bool
+    """The warm path may let this target's requests bypass zerohop (the leader's switch is not confirmed gated):
+    every replica answers KEDA's IsActive true.
+    """
     def __init__(
         self,
         *,
@@ -48,10 +53,11 @@ class TargetCounts(_message.Message):
         held: _builtins.int = ...,
         requests: _builtins.int = ...,
         rate: _builtins.float = ...,
+        forced_active: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["held", b"held", "in_flight", b"in_flight", "name", b"name", "namespace", b"namespace", "rate", b"rate", "requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forced_active", b"forced_active", "held", b"held", "in_flight", b"in_flight", "name", b"name", "namespace", b"namespace", "rate", b"rate", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 
 from extproc._proto import peers_pb2_grpc as peers_grpc
-from extproc.app.settings import ProviderKind, Settings, SettingsError
+from extproc.app.settings import ProviderKind, Settings, SettingsError, resolve_warm_path
 from extproc.core.background import BackgroundTasks
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey
@@ -77,12 +77,21 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _warm_path(settings: Settings) -> WarmPathMode:
+    mode, why_not_open = resolve_warm_path(settings)
+    if why_not_open is not None:
+        log.info("--warm-path auto: every request asks zerohop (ext-proc), because %s", why_not_open)
+    else:
+        log.info("warm path: %s", mode.value)
+    return mode
+
+
 def local_provider(settings: Settings) -> LocalProvider:
     if settings.config is None:
         raise SettingsError("--config (ZEROHOP_CONFIG) is required with --provider local")
     # Read it before anything listens or starts: a missing or broken file is then the only thing reported.
     local_config.load(settings.config)
-    warm = WarmPath(settings.open_after) if settings.warm_path is WarmPathMode.OPEN else None
+    warm = WarmPath(settings.open_after) if _warm_path(settings) is WarmPathMode.OPEN else None
     return LocalProvider(
         settings.config,
         state_dir=settings.state_dir,
@@ -128,6 +137,9 @@ def kubernetes_provider(settings: Settings, peers: Peers, api: KubeApi | None = 
         gateway_selector=settings.gateway_selector,
         gateway_stats_port=settings.gateway_stats_port,
         reconcile=reconcile,
+        warm_path=WarmPath(settings.open_after) if _warm_path(settings) is WarmPathMode.OPEN else None,
+        stats_interval=settings.stats_interval,
+        gateway_probe_port=settings.gateway_probe_port,
     )
     source: KubeApi | Callable[[], Coroutine[Any, Any, KubeApi]] = api or (
         lambda: kube.connect(settings.kubeconfig, qps=settings.kube_api_qps, burst=settings.kube_api_burst)

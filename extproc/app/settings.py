@@ -79,6 +79,13 @@ def _port_or_zero(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = _integer(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"expected a port 1..65535, got {value}")
+    return value
+
+
 def _positive_duration(text: str) -> float:
     if text.strip().startswith("-"):
         raise ValueError(f"must be > 0, got {text.strip()!r}")
@@ -250,12 +257,13 @@ class Settings:
         choices=[m.value for m in InFlightMode],
     )
     warm_path: WarmPathMode = _setting(
-        WarmPathMode.EXT_PROC,
+        WarmPathMode.AUTO,
         WarmPathMode,
-        "`open`: a virtual host whose targets are all warm skips ext_proc (`ExtProcPerRoute{disabled}`), its "
-        "requests counted from the gateway's stats; needs --envoy-admin and, for now, the local provider. "
-        "`ext-proc`: every request asks zerohop (exact per-request in-flight, warm-request spans). The default "
-        "stays `ext-proc` until the Kubernetes provider can switch the warm path too.",
+        "`open`: a virtual host whose targets are all warm skips ext_proc, its requests counted from the "
+        "gateways' stats (local provider: needs --envoy-admin; Kubernetes: needs --manage-envoyfilters and "
+        "the gateway pods' stats, --gateway-stats-port). `ext-proc`: every request asks zerohop (exact "
+        "per-request in-flight, warm-request spans; the choice with your own, unscoped EnvoyFilter). `auto`: "
+        "open where those are given (the shipped manifests and the demo), else ext-proc, saying why at start.",
         group="counting",
         choices=[m.value for m in WarmPathMode],
     )
@@ -421,6 +429,15 @@ class Settings:
         group="kubernetes provider",
         metavar="PORT",
     )
+    gateway_probe_port: int = _setting(
+        8080,
+        _port,
+        "Kubernetes provider, --warm-path open: the gateway pods' container port serving the first of "
+        "--gateway-ports over plain HTTP (Istio's ingress gateway: 8080 for port 80). zerohop confirms each "
+        "switch by sending a probe through every Ready pod there.",
+        group="kubernetes provider",
+        metavar="PORT",
+    )
     release_watch: float = _setting(
         10.0,
         parse_duration,
@@ -550,19 +567,43 @@ def _listen_overlap(a: str, b: str) -> bool:
     return host_a == host_b or host_a in _ANY_HOST or host_b in _ANY_HOST
 
 
-def _check_warm_path(settings: Settings) -> None:
-    if settings.warm_path is not WarmPathMode.OPEN:
-        return
+def _warm_path_missing(settings: Settings) -> str | None:
+    """What `--warm-path open` lacks with these settings (None: nothing)."""
+    unscoped = f"with your own EnvoyFilter, set {flag('warm_path')} ext-proc ({env_var('warm_path')})"
     if settings.provider is ProviderKind.KUBERNETES:
-        raise SettingsError(
-            f"{flag('warm_path')} open ({env_var('warm_path')}) is not supported yet with the Kubernetes provider; "
-            "use ext-proc (the default)"
-        )
+        if not settings.manage_envoyfilters:
+            return (
+                f"{flag('warm_path')} open needs {flag('manage_envoyfilters')} true "
+                f"({env_var('manage_envoyfilters')}): zerohop turns ext_proc on and off per virtual host through "
+                f"the EnvoyFilter it keeps; {unscoped}"
+            )
+        if settings.envoy_admin or not settings.gateway_stats_port:
+            return (
+                f"{flag('warm_path')} open with the Kubernetes provider reads and probes Istio gateway pods: it "
+                f"needs {flag('gateway_stats_port')} and no {flag('envoy_admin')}; {unscoped}"
+            )
+        return None
     if not settings.envoy_admin:
-        raise SettingsError(
+        return (
             f"{flag('warm_path')} open needs {flag('envoy_admin')} ({env_var('envoy_admin')}): zerohop confirms "
             "each switch and counts warm requests from the gateway's admin API"
         )
+    return None
+
+
+def resolve_warm_path(settings: Settings) -> tuple[WarmPathMode, str | None]:
+    """The warm path these settings run (`auto` resolved), and why it is `ext-proc` when auto chose it."""
+    if settings.warm_path is not WarmPathMode.AUTO:
+        return settings.warm_path, None
+    missing = _warm_path_missing(settings)
+    return (WarmPathMode.EXT_PROC, missing) if missing else (WarmPathMode.OPEN, None)
+
+
+def _check_warm_path(settings: Settings) -> None:
+    if settings.warm_path is WarmPathMode.OPEN:
+        missing = _warm_path_missing(settings)
+        if missing:
+            raise SettingsError(missing)
 
 
 def _check_listen_addresses(settings: Settings) -> None:

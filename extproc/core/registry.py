@@ -10,6 +10,7 @@ import enum
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from extproc.core.coldstart import ColdGate, TargetGate
 from extproc.core.httpso import MetricKind, ScaledTarget, ScalingMetric, TargetKey
@@ -50,7 +51,8 @@ class TargetState:
         self.follow_end = self.follow_base or self.gate.watching
 
     def snapshot(self, now: float | None = None) -> TrafficSnapshot:
-        return self.traffic.snapshot(time.monotonic() if now is None else now, self.gate.held)
+        snapshot = self.traffic.snapshot(time.monotonic() if now is None else now, self.gate.held)
+        return replace(snapshot, forced_active=True) if self.forced_active else snapshot
 
     def metric_value(self, snapshot: TrafficSnapshot, metric: ScalingMetric | None = None) -> float:
         """The value KEDA scales on: request rate or in-flight (held included), per the spec's `metric` (or

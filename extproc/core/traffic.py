@@ -161,6 +161,8 @@ class TrafficSnapshot:
     held: int
     requests: int
     rate: float
+    # The warm path may let requests bypass zerohop: the target is active whatever the counts say.
+    forced_active: bool = False
 
     def __add__(self, other: TrafficSnapshot) -> TrafficSnapshot:
         return TrafficSnapshot(
@@ -168,6 +170,7 @@ class TrafficSnapshot:
             self.held + other.held,
             self.requests + other.requests,
             round(self.rate + other.rate, _RATE_PRECISION),
+            self.forced_active or other.forced_active,
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -32,6 +32,15 @@ class ClusterCounters:
         return ClusterCounters(
             self.requests + other.requests, self.active + other.active, self.none_healthy + other.none_healthy
         )
+
+
+@dataclass(slots=True)
+class GatewayReading:
+    """One read of several gateways' counters: per gateway (an admin URL, a pod) the counters of each
+    cluster it has; the gateways that could not be read are in `errors` instead."""
+
+    counters: dict[str, dict[str, ClusterCounters]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
 
 
 _COUNTER_FIELDS = {

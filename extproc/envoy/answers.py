@@ -19,7 +19,13 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import duration_pb2, struct_pb2
 
 from extproc.core.placeholder import SERVED_HEADER
-from extproc.envoy.config import FAILOVER_HEADER, FAILOVER_METADATA_KEY, FAILOVER_METADATA_NAMESPACE
+from extproc.envoy.config import (
+    FAILOVER_HEADER,
+    FAILOVER_METADATA_KEY,
+    FAILOVER_METADATA_NAMESPACE,
+    GATE_GATED,
+    GATE_HEADER,
+)
 
 COLD_START_HEADER = "x-zerohop-cold-start"
 _SEND = processing_mode_pb2.ProcessingMode.SEND
@@ -71,6 +77,17 @@ FAILOVER_RESPONSE = _serialize(
                     set_headers=[_header(COLD_START_HEADER, "true"), _header(FAILOVER_HEADER, "true")]
                 )
             )
+        )
+    )
+)
+
+
+# A warm-path probe that reached zerohop: ext_proc is on for its virtual host (see config.PROBE_HEADER).
+GATED_PROBE = _serialize(
+    ep.ProcessingResponse(
+        immediate_response=ep.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=http_status_pb2.NoContent),
+            headers=ep.HeaderMutation(set_headers=[_header(GATE_HEADER, GATE_GATED)]),
         )
     )
 )

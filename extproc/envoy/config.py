@@ -45,6 +45,15 @@ CODE_DETAILS_ATTRIBUTE = "response.code_details"
 FAILOVER_METADATA_NAMESPACE = "zerohop"
 FAILOVER_METADATA_KEY = "failover"
 FAILOVER_HEADER = "x-zerohop-failover"
+
+# The warm path's probe (Istio): a request carrying PROBE_HEADER to a managed virtual host is answered by the
+# gateway's own probe route (GATE_HEADER: GATE_OPEN) when ext_proc is off there, and by zerohop (GATE_GATED) when it
+# is on, since ext_proc sees the request before the router does. Neither answer reaches the app.
+PROBE_HEADER = "x-zerohop-probe"
+GATE_HEADER = "x-zerohop-gate"
+GATE_OPEN = "open"
+GATE_GATED = "gated"
+PROBE_ROUTE_NAME = "zerohop-probe"
 # Warm answers take well under a millisecond; past this Envoy stops waiting (and fails open, see below).
 MESSAGE_TIMEOUT = 1.0
 # Every held request is one open stream to zerohop; zerohop's own caps must be the limit, not Envoy's 1024.
@@ -318,6 +327,19 @@ def with_failover_routes(hosts: list[dict[str, Any]], targets: Iterable[ScaledTa
         {**vhost, "routes": first[vhost["domains"][0]] + vhost["routes"]} if vhost["domains"][0] in first else vhost
         for vhost in hosts
     ]
+
+
+def probe_route() -> dict[str, Any]:
+    """The route put first in each managed virtual host: a probe (PROBE_HEADER present) is answered 204 by the
+    gateway itself, saying the ext_proc gate is off (GATE_OPEN), unless ext_proc answers it first."""
+    return {
+        "name": PROBE_ROUTE_NAME,
+        "match": {"prefix": "/", "headers": [{"name": PROBE_HEADER, "present_match": True}]},
+        "direct_response": {"status": 204},
+        "response_headers_to_add": [
+            {"header": {"key": GATE_HEADER, "value": GATE_OPEN}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ],
+    }
 
 
 def target_hosts(target: ScaledTarget) -> tuple[str, ...]:

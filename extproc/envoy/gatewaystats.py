@@ -24,9 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from extproc.core.background import BackgroundTasks
+from extproc.envoy.adminapi import ClusterCounters, GatewayReading
 from extproc.envoy.stats import (
     MEMBERSHIP_HEALTHY,
+    NONE_HEALTHY,
     PROMETHEUS_PATH,
+    UPSTREAM_RQ_ACTIVE,
+    UPSTREAM_RQ_TOTAL,
     StatsClient,
     StatsEndpoint,
     StatsError,
@@ -41,6 +45,7 @@ _INCLUSION_RECHECK = 30.0
 # Any outbound cluster's membership line: the answer can be large, so it is searched, not parsed.
 _OUTBOUND_SAMPLE = MEMBERSHIP_HEALTHY + '{cluster_name="outbound|'
 _ERROR_BACKOFF_MAX = 1.0
+_COUNTER_FAMILIES = (UPSTREAM_RQ_TOTAL, UPSTREAM_RQ_ACTIVE, NONE_HEALTHY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +343,46 @@ class GatewayStats:
                 self.on_visibility_change()
             except Exception:
                 log.exception("gateway visibility listener failed")
+
+    def recheck_blind(self, min_interval: float = 1.0) -> None:
+        """Look again, now, at each blind pod not looked at for `min_interval` (someone needs to see them: the
+        warm path opens no host while a pod is blind, and the slow re-check is for status only)."""
+        now = asyncio.get_running_loop().time()
+        for pod in self._pods.values():
+            if pod.state in BLIND and now - pod.inclusion_checked >= min_interval:
+                pod.inclusion_checked = now
+                self._tasks.spawn(self._check_inclusion(pod, now), name=f"gateway stats recheck {pod.pod.name}")
+
+    # --- counters (the warm path) -------------------------------------------------------------------
+
+    async def read_counters(self, clusters: list[str]) -> GatewayReading:
+        """Each Ready pod's request counters of `clusters` (`upstream_rq_total`, `upstream_rq_active`,
+        `upstream_cx_none_healthy`), by pod name; a pod that cannot be read is an error. A cluster a pod
+        does not show is absent for it."""
+        pods = list(self._pods.values())
+        answers = await asyncio.gather(
+            *(self._client.fetch_text(pod.endpoint, cluster_filter(clusters, _COUNTER_FAMILIES)) for pod in pods),
+            return_exceptions=True,
+        )
+        reading = GatewayReading()
+        for pod, answer in zip(pods, answers, strict=True):
+            self.fetches += 1
+            if isinstance(answer, StatsError):
+                self.fetch_errors += 1
+                reading.errors[pod.pod.name] = str(answer)
+                continue
+            if isinstance(answer, BaseException):
+                raise answer
+            stats = parse_cluster_stats(answer, _COUNTER_FAMILIES)
+            found: dict[str, ClusterCounters] = {}
+            for cluster in clusters:
+                total = stats.get((UPSTREAM_RQ_TOTAL, cluster))
+                if total is not None:
+                    active = stats.get((UPSTREAM_RQ_ACTIVE, cluster), 0.0)
+                    none_healthy = stats.get((NONE_HEALTHY, cluster), 0.0)
+                    found[cluster] = ClusterCounters(int(total), int(active), int(none_healthy))
+            reading.counters[pod.pod.name] = found
+        return reading
 
     # --- lifecycle and views ----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from extproc.envoy.adminapi import ClusterCounters, EnvoyAdmin, EnvoyAdminError, LoadedHost
+from extproc.envoy.adminapi import EnvoyAdmin, EnvoyAdminError, GatewayReading, LoadedHost
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +54,20 @@ class GatewayView:
             return None
         return sum(counts)
 
-    async def counters(self, clusters: list[str]) -> dict[str, ClusterCounters]:
-        """Each cluster's counters summed over every gateway; raises EnvoyAdminError when one cannot be read
-        (a partial sum would read as a counter reset)."""
-        answers = await asyncio.gather(*(admin.cluster_counters(clusters) for admin in self._admins))
-        total: dict[str, ClusterCounters] = {}
-        for answer in answers:
-            for cluster, counters in answer.items():
-                total[cluster] = total.get(cluster, ClusterCounters()) + counters
-        return total
+    async def counters(self, clusters: list[str]) -> GatewayReading:
+        """Each gateway's counters of `clusters`, by admin URL; a gateway that cannot be read is an error."""
+        answers = await asyncio.gather(
+            *(admin.cluster_counters(clusters) for admin in self._admins), return_exceptions=True
+        )
+        reading = GatewayReading()
+        for admin, answer in zip(self._admins, answers, strict=True):
+            if isinstance(answer, EnvoyAdminError):
+                reading.errors[admin.url] = str(answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                reading.counters[admin.url] = answer
+        return reading
 
     async def wait_route_version(self, name: str, version: Callable[[], str]) -> str:
         """Return once every gateway has loaded route configuration `name` at the version `version()` gives

@@ -24,12 +24,14 @@ from extproc.envoy.config import (
     EXT_PROC_FILTER,
     EXT_PROC_PER_ROUTE_TYPE,
     HCM_FILTER,
+    PROBE_ROUTE_NAME,
     ROUTER_FILTER,
     ext_proc_http_filter,
     failover_cluster_name,
     failover_route,
     istio_cluster_name,
     max_message_timeout_for,
+    probe_route,
 )
 from extproc.envoy.stats import PROMETHEUS_PATH
 
@@ -151,6 +153,17 @@ def failover_patches(routes: Iterable[FailoverRoute], ports: Sequence[int] = GAT
     return patches
 
 
+def _probe_route_patch(host: str, port: int) -> dict[str, Any]:
+    return {
+        "applyTo": "HTTP_ROUTE",
+        "match": {
+            "context": "GATEWAY",
+            "routeConfiguration": {"portNumber": port, "vhost": {"name": f"{host}:{port}"}},
+        },
+        "patch": {"operation": "INSERT_FIRST", "value": probe_route()},
+    }
+
+
 def envoyfilter(
     namespace: str = ZEROHOP_NAMESPACE,
     *,
@@ -161,16 +174,23 @@ def envoyfilter(
     hosts: Iterable[str] | None = None,
     ports: Sequence[int] = GATEWAY_PORTS,
     name: str = ENVOYFILTER_NAME,
+    open_hosts: Iterable[str] | None = None,
     failovers: Iterable[FailoverRoute] = (),
 ) -> dict[str, Any]:
     """The EnvoyFilter for gateways matching `selector`; with `hosts`, scoped to those hosts' virtual hosts;
     with `failovers`, the routes to the targets' fallback Services.
 
+    With `open_hosts` (the warm path, `--warm-path open`): ext_proc stays off on those of `hosts`, and each of
+    `hosts` gets the probe route first (`config.probe_route`), which tells which state a gateway pod runs.
     The filter reaches zerohop through Istio's outbound cluster of Service `service_name` in `namespace`.
     """
     patches = [_filter_patch(service_name, namespace, hold_timeout, disabled=hosts is not None)]
+    skipped = frozenset(open_hosts or ())
     for host in sorted(set(hosts or ())):
-        patches.extend(_virtual_host_patch(host, port) for port in ports)
+        if open_hosts is not None:
+            patches.extend(_probe_route_patch(host, port) for port in ports)
+        if host not in skipped:
+            patches.extend(_virtual_host_patch(host, port) for port in ports)
     patches += failover_patches(failovers, ports)
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
@@ -182,6 +202,23 @@ def envoyfilter(
             "configPatches": patches,
         },
     }
+
+
+def open_hosts_of(document: Mapping[str, Any]) -> frozenset[str]:
+    """The hosts an EnvoyFilter written by `envoyfilter(open_hosts=...)` leaves open: those with a probe route
+    and no virtual-host patch enabling ext_proc."""
+    probed, enabled = set(), set()
+    for patch in (document.get("spec") or {}).get("configPatches") or []:
+        vhost = (((patch.get("match") or {}).get("routeConfiguration") or {}).get("vhost") or {}).get("name")
+        if not isinstance(vhost, str):
+            continue
+        host = vhost.rpartition(":")[0]
+        value = (patch.get("patch") or {}).get("value") or {}
+        if patch.get("applyTo") == "HTTP_ROUTE" and value.get("name") == PROBE_ROUTE_NAME:
+            probed.add(host)
+        elif patch.get("applyTo") == "VIRTUAL_HOST":
+            enabled.add(host)
+    return frozenset(probed - enabled)
 
 
 def render(document: Mapping[str, Any], comment: str) -> str:
@@ -224,7 +261,7 @@ def render_gateway_api(
 # Envoy matches such a pattern against the whole stat name before tag extraction (RE2 full match: no anchors
 # needed, and a pattern matching only part of a name includes nothing), e.g.
 # `cluster.outbound|8080||app.default.svc.cluster.local.membership_healthy`; `cluster.outbound|8080|v1|...`
-# is a subset cluster. These are the only stats zerohop adds: three per outbound cluster.
+# is a subset cluster. These are the only stats zerohop adds: four per outbound cluster.
 # manifests/components/gateway-stats/ and manifests/gateway-stats/ carry them, kept equal by a test.
 
 PROXY_CONFIG_ANNOTATION = "proxy.istio.io/config"
@@ -237,6 +274,8 @@ GATEWAY_STATS_INCLUSION_REGEXPS: tuple[str, ...] = (
     r"cluster\.outbound\|[0-9]+\|[^|]*\|[^|]+\.upstream_rq_total",
     # requests in flight to the cluster (a gauge)
     r"cluster\.outbound\|[0-9]+\|[^|]*\|[^|]+\.upstream_rq_active",
+    # requests the pod answered 503 itself for want of a healthy endpoint (a counter; the warm path reports it)
+    r"cluster\.outbound\|[0-9]+\|[^|]*\|[^|]+\.upstream_cx_none_healthy",
 )
 
 

@@ -27,7 +27,7 @@ from extproc.core.registry import TargetState
 from extproc.core.routing import NO_UPSTREAM, NoUpstream, Router
 from extproc.envoy import answers
 from extproc.envoy.answers import Refusal
-from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE
+from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE, PROBE_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class ProcessorStats:
         "not_routed",
         "over_capacity",
         "placeholders",
+        "probes",
         "released",
         "released_5xx",
         "removed",
@@ -83,6 +84,7 @@ class ProcessorStats:
         self.failovers = 0  # held past the budget and sent to the target's fallback
         self.failovers_down = 0  # ... whose fallback could not answer either (answered 504)
         self.placeholders = 0  # browsers answered the placeholder page instead of being held
+        self.probes = 0  # warm-path probes answered "gated" (the Kubernetes provider's switch confirmation)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -212,6 +214,12 @@ class ExtProcServicer:
             log.debug("could not route ext_proc request headers; continuing", exc_info=True)
             state = None
         if state is None:
+            if _is_probe(request):
+                # A warm-path probe (its route has no cluster, so it never matches a target): answering it
+                # tells the prober that ext_proc is on for this virtual host.
+                self.stats.probes += 1
+                await context.write(answers.GATED_PROBE)
+                return
             self.stats.unmatched += 1
             await context.write(_CONTINUE)
             return
@@ -411,6 +419,10 @@ class ExtProcServicer:
                 return
             await context.write(answers.CONTINUE_FOR_KIND[kind])
             request = await context.read()
+
+
+def _is_probe(request: Any) -> bool:
+    return any(header.key == PROBE_HEADER for header in request.request_headers.headers.headers)
 
 
 def _routed(message: Any) -> bool | None:

@@ -22,6 +22,7 @@ import aiohttp
 MEMBERSHIP_HEALTHY = "envoy_cluster_membership_healthy"
 UPSTREAM_RQ_TOTAL = "envoy_cluster_upstream_rq_total"
 UPSTREAM_RQ_ACTIVE = "envoy_cluster_upstream_rq_active"
+NONE_HEALTHY = "envoy_cluster_upstream_cx_none_healthy"
 PROMETHEUS_PATH = "/stats/prometheus"
 
 # The stat-name suffix of each family, for building `filter=` expressions.
@@ -29,6 +30,7 @@ STAT_SUFFIX = {
     MEMBERSHIP_HEALTHY: "membership_healthy",
     UPSTREAM_RQ_TOTAL: "upstream_rq_total",
     UPSTREAM_RQ_ACTIVE: "upstream_rq_active",
+    NONE_HEALTHY: "upstream_cx_none_healthy",
 }
 
 _SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)")

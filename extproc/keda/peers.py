@@ -58,6 +58,7 @@ class PeerServicer(pb_grpc.PeersServicer):
                     held=snapshot.held,
                     requests=snapshot.requests,
                     rate=snapshot.rate,
+                    forced_active=snapshot.forced_active,
                 )
             )
         return pb.CountsResponse(replica=self._replica, targets=targets)
@@ -209,7 +210,7 @@ class Peers:
                 )
             return False
         peer.counts = {
-            TargetKey(t.namespace, t.name): TrafficSnapshot(t.in_flight, t.held, t.requests, t.rate)
+            TargetKey(t.namespace, t.name): TrafficSnapshot(t.in_flight, t.held, t.requests, t.rate, t.forced_active)
             for t in response.targets
         }
         peer.answered_at = time.monotonic()

@@ -144,7 +144,8 @@ class ScalerServicer(pb_grpc.ExternalScalerServicer):
         return state  # abort() above raises, so state is not None here
 
     async def _is_active(self, state: TargetState) -> bool:
-        return state.forced_active or state.active(await self._counts.totals(state))
+        totals = await self._counts.totals(state)
+        return state.forced_active or totals.forced_active or state.active(totals)
 
     async def IsActive(
         self, request: pb.ScaledObjectRef | None, context: grpc.aio.ServicerContext[object, object]

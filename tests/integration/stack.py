@@ -30,6 +30,7 @@ from extproc.app.server import ZerohopServer
 from extproc.app.settings import Settings
 from extproc.core.httpso import TargetKey
 from extproc.core.registry import TargetState
+from extproc.core.warmpath import WarmPathMode
 from extproc.dev.envoyproc import EnvoyProcess
 from extproc.envoy.adminapi import EnvoyAdmin
 from extproc.envoy.config import CDS_FILE, RDS_FILE, GatewayPorts, local_bootstrap, target_cluster_name
@@ -196,6 +197,9 @@ class Stack:
             "admin_address": "127.0.0.1:0",
             "polling_interval": 0.2,
             "hold_timeout": 20.0,
+            # Every request asks zerohop unless a test opens the warm path (test_warm_path.py): what most tests
+            # check (holding, counting each request, spans) is the gated path.
+            "warm_path": WarmPathMode.EXT_PROC,
         }
         defaults.update(settings)
         self.settings = Settings(**defaults)

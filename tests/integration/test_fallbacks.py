@@ -157,14 +157,10 @@ async def test_istio_shaped_gateway_sends_the_timed_out_request_to_the_fallback_
             admin_port=admin,
             upstream_port=upstream,
         )
-        [route_patch] = [
-            p
-            for p in document["spec"]["configPatches"]
-            if p["applyTo"] == "HTTP_ROUTE" and p["match"]["routeConfiguration"]["portNumber"] == 80
-        ]
+        # The harness applies the HTTP_ROUTE patch as istiod does: first in `managed.test:80`.
         hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         [vhost] = [v for v in hcm["route_config"]["virtual_hosts"] if v["name"] == "managed.test:80"]
-        vhost["routes"].insert(0, route_patch["patch"]["value"])  # INSERT_FIRST, as istiod applies it
+        assert vhost["routes"][0]["name"] == "zerohop-failover-default-managed"
         async with EnvoyProcess(bootstrap, admin, workdir=tmp_path / "envoy"), aiohttp.ClientSession() as session:
             forged = {"Host": "managed.test", FAILOVER_HEADER: "default/managed"}
             started = time.monotonic()

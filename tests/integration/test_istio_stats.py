@@ -30,7 +30,12 @@ HOST = "app.example.com"
 ROUTES = {HOST: ("app", "default", 8080)}
 APP = istio_cluster_name("app", "default", 8080)
 EXT_PROC = istio_cluster_name(istio.SERVICE_NAME, "zerohop-system", istio.EXT_PROC_PORT)
-NARROW = {"envoy_cluster_membership_healthy", "envoy_cluster_upstream_rq_total", "envoy_cluster_upstream_rq_active"}
+NARROW = {
+    "envoy_cluster_membership_healthy",
+    "envoy_cluster_upstream_rq_total",
+    "envoy_cluster_upstream_rq_active",
+    "envoy_cluster_upstream_cx_none_healthy",
+}
 
 _SAMPLE = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -149,7 +154,7 @@ async def test_upstream_rq_total_counts_and_upstream_rq_active_follows_requests_
         assert await value(session, gateway, APP, "upstream_rq_total") == 4
 
 
-async def test_the_inclusion_adds_three_stats_per_outbound_cluster_and_nothing_else(tmp_path: Path) -> None:
+async def test_the_inclusion_adds_four_stats_per_outbound_cluster_and_nothing_else(tmp_path: Path) -> None:
     async with pod(tmp_path) as gateway, aiohttp.ClientSession() as session:
         samples = await stats(session, gateway)
     by_cluster: dict[str, set[str]] = {}

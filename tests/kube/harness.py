@@ -9,6 +9,7 @@ from typing import Any
 from extproc.app.server import ZerohopServer
 from extproc.app.settings import ProviderKind, Settings
 from extproc.core.httpso import TargetKey
+from extproc.core.warmpath import WarmPathMode
 from extproc.providers.kubernetes.api import KubeApi
 from tests.kubeemu import KubeEmulator
 from tests.kubeemu.manifests import deployment, service
@@ -49,6 +50,8 @@ def settings(**overrides: Any) -> Settings:
         "peer_address": "127.0.0.1:0",
         "pod_name": "zerohop-0",
         "propagation_delay": 0.05,
+        # Every request asks zerohop unless a test opens the warm path (test_warm_path.py).
+        "warm_path": WarmPathMode.EXT_PROC,
     }
     values.update(overrides)
     return Settings(**values)

@@ -130,6 +130,29 @@ async def test_keda_gets_the_sum_over_all_replicas(kube_emulator: KubeEmulator) 
             assert value.metricValue == 0
 
 
+async def test_a_target_kept_active_by_the_leaders_warm_path_is_active_on_every_replica(
+    kube_emulator: KubeEmulator,
+) -> None:
+    workload(kube_emulator, "app")
+    kube_emulator.create(httpso("app"))
+    async with replicas(kube_emulator) as servers:
+        for index in range(3):
+            async with scaler(servers[index]) as stub:
+                assert not (await stub.IsActive(ref())).result, f"asked replica {index}"
+        # The warm path of the replica that switches it has the host open: requests may bypass every replica.
+        state = servers[0].core.registry.get(key("app"))
+        assert state is not None
+        state.forced_active = True
+        for index in range(3):
+            async with scaler(servers[index]) as stub:
+                await asyncio.sleep(0.15)  # past the window in which concurrent KEDA calls share one fetch
+                assert (await stub.IsActive(ref())).result, f"asked replica {index}"
+        state.forced_active = False
+        async with scaler(servers[2]) as stub:
+            await asyncio.sleep(0.15)
+            assert not (await stub.IsActive(ref())).result
+
+
 async def test_a_cold_request_on_one_replica_pushes_on_the_stream_held_by_another(kube_emulator: KubeEmulator) -> None:
     workload(kube_emulator, "app")
     kube_emulator.create(httpso("app"))

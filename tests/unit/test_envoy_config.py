@@ -192,6 +192,28 @@ def test_scoped_envoyfilter_patches_are_exact_protos_and_envoy_accepts_them(tmp_
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_warm_path_envoyfilter_enables_only_gated_hosts_and_probes_every_managed_one(tmp_path: Path) -> None:
+    from envoy.config.route.v3 import route_components_pb2
+
+    document = istio.envoyfilter(hosts=["gated.test", "open.test"], ports=(80,), open_hosts=["open.test"])
+    patches = document["spec"]["configPatches"][1:]
+    probes = [p for p in patches if p["applyTo"] == "HTTP_ROUTE"]
+    enabled = [p for p in patches if p["applyTo"] == "VIRTUAL_HOST"]
+    assert [p["match"]["routeConfiguration"]["vhost"]["name"] for p in probes] == ["gated.test:80", "open.test:80"]
+    assert [p["match"]["routeConfiguration"]["vhost"]["name"] for p in enabled] == ["gated.test:80"]
+    for probe in probes:
+        assert probe["patch"]["operation"] == "INSERT_FIRST"
+        route = strict(route_components_pb2.Route(), probe["patch"]["value"])
+        assert route.direct_response.status == 204
+        assert route.match.headers[0].name == envoyconfig.PROBE_HEADER
+    assert istio.open_hosts_of(document) == {"open.test"}
+    assert istio.open_hosts_of(istio.envoyfilter(hosts=["a.test"])) == frozenset()  # no probes: warm path off
+    # Envoy takes the probe route and the per-host switch as Istio would apply them.
+    bootstrap = istio_gateway_bootstrap(document, ["gated.test", "open.test"], ext_proc_port=9000)
+    result = validate_config(bootstrap, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_envoy_bootstrap_with_an_otlp_endpoint_adds_envoys_tracer_and_passes_envoy_validate(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

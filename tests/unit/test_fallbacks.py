@@ -306,9 +306,8 @@ def test_istio_failover_patches_insert_first_in_each_virtual_host_and_envoy_acce
     # Applied as istiod would (first in the virtual host), Envoy takes the route configuration.
     bootstrap = istio_gateway_bootstrap(document_, ["managed.test", "other.test"], ext_proc_port=9000)
     hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    for vhost in hcm["route_config"]["virtual_hosts"]:
-        if vhost["name"] == "managed.test:80":
-            vhost["routes"].insert(0, value)
+    [vhost] = [v for v in hcm["route_config"]["virtual_hosts"] if v["name"] == "managed.test:80"]
+    assert vhost["routes"][0] == value
     result = validate_config(bootstrap, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 

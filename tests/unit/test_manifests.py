@@ -3,7 +3,8 @@
 - every object parses into the official client's model for its kind and serialises back unchanged, so a
   misspelled or misplaced field fails here rather than being dropped by the API server;
 - the Deployment's args and environment are run through zerohop's own settings parser;
-- RBAC equals a frozen table of the calls the Kubernetes provider makes;
+- RBAC equals a frozen table of the calls the Kubernetes provider makes (the EnvoyFilter's, by running the
+  reconciler against a recording API);
 - ports and names agree across Service, Deployment, probes, NetworkPolicies and the EnvoyFilter;
 - HTTPScaledObjects (README, docs, a full example) and zerohop's own status writes fit the CRD's schema;
 - every shipped copy of the gateway stats inclusion (components/gateway-stats, gateway-stats/, the docs)
@@ -37,19 +38,21 @@ from kubernetes import client
 from extproc import __version__
 from extproc.app import cli
 from extproc.app.server import kubernetes_provider
-from extproc.app.settings import ProviderKind, Settings, env_var, flag, from_namespace
+from extproc.app.settings import ProviderKind, Settings, env_var, flag, from_namespace, resolve_warm_path
 from extproc.core import httpso, iroute
+from extproc.core.warmpath import WarmPathMode
 from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.gatewaypods import PODS
 from extproc.providers.kubernetes.provider import LEASE_NAME, PEER_PORT_NAME
+from extproc.providers.kubernetes.reconciler import Reconciler
 from extproc.providers.kubernetes.scaledobjects import status_patch
 from extproc.providers.kubernetes.targets import Condition
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-RECONCILE = MANIFESTS / "components" / "envoyfilter-reconcile"
+OWN_ENVOYFILTER = MANIFESTS / "components" / "own-envoyfilter"
 WITHOUT_CRD = MANIFESTS / "components" / "without-crd"
 NAMESPACED = MANIFESTS / "components" / "namespaced"
 GATEWAY_STATS = MANIFESTS / "components" / "gateway-stats"
@@ -79,9 +82,10 @@ DOWNWARD = {"metadata.name": "zerohop-5d8f7c9b6-x2x7q", "status.podIP": "10.244.
 
 # --- the frozen RBAC table: (apiGroup, resource, verb, resourceName or None) ----------------------------
 # Each entry is a call in extproc/providers/kubernetes/ (informer.py lists and watches; reconciler.py creates
-# and patches ScaledObjects and patches HTTPScaledObject status; provider.py patches the scale subresource;
-# leader.py gets, creates and updates (PUT) the Lease). The watched kinds get no `get`: zerohop's caches come
-# from list + watch only. A new permission must be added here and in the manifests alike.
+# and patches ScaledObjects, patches HTTPScaledObject status, and gets, creates and replaces (PUT) the
+# EnvoyFilter; provider.py patches the scale subresource; leader.py gets, creates and updates (PUT) the Lease).
+# The watched kinds get no `get`: zerohop's caches come from list + watch only. A new permission must be added
+# here and in the manifests alike.
 Rule = tuple[str, str, str, str | None]
 
 CLUSTER_RULES: frozenset[Rule] = frozenset(
@@ -125,6 +129,7 @@ GATEWAY_POD_RULES: frozenset[Rule] = frozenset(
         ("", "pods", "watch", None),
     }
 )
+# Keeping the gateway's EnvoyFilter (the base turns it on for the warm path), in the gateway's namespace.
 ENVOYFILTER_RULES: frozenset[Rule] = frozenset(
     {
         ("networking.istio.io", "envoyfilters", "get", "zerohop-ext-proc"),
@@ -182,12 +187,6 @@ def container(workload: Doc) -> Doc:
     return result
 
 
-def component_patch() -> list[Doc]:
-    [entry] = kustomization(RECONCILE)["patches"]
-    ops: list[Doc] = yaml.safe_load((RECONCILE / entry["path"]).read_text())
-    return ops
-
-
 def apply_json_patch(document: Doc, ops: list[Doc]) -> Doc:
     """RFC 6902 `add` and `replace` (all the patches here use), on a copy."""
     result = copy.deepcopy(document)
@@ -221,13 +220,41 @@ def namespaced(documents: list[Doc]) -> list[Doc]:
     return patched + objects(NAMESPACED)
 
 
-def with_component(documents: list[Doc]) -> list[Doc]:
-    """The base plus the envoyfilter-reconcile component, as kustomize builds it."""
-    patched = [
-        apply_json_patch(d, component_patch()) if (d["kind"], d["metadata"]["name"]) == ("Deployment", "zerohop") else d
-        for d in documents
+def key(document: Doc) -> tuple[str, str, str]:
+    return (document["kind"], document["metadata"].get("namespace", ""), document["metadata"]["name"])
+
+
+def own_envoyfilter(documents: list[Doc]) -> list[Doc]:
+    """The base plus the own-envoyfilter component, as kustomize builds it: its `$patch: delete` patches
+    remove their objects, and its strategic merge patch sets the named variables of zerohop's container
+    (replacing a variable of the same name, adding the others)."""
+    patches = [
+        p for entry in kustomization(OWN_ENVOYFILTER)["patches"] for p in load_all(OWN_ENVOYFILTER / entry["path"])
     ]
-    return patched + objects(RECONCILE)
+    deleted = {key(p) for p in patches if p.get("$patch") == "delete"}
+    [merge] = [p for p in patches if p.get("$patch") != "delete"]
+    # Only what this function applies: the environment of the one container.
+    assert set(merge["spec"]) == {"template"}
+    assert set(merge["spec"]["template"]) == {"spec"}
+    [changes] = merge["spec"]["template"]["spec"]["containers"]
+    assert set(merge["spec"]["template"]["spec"]) == {"containers"}
+    assert set(changes) == {"name", "env"}
+    result = []
+    for document in documents:
+        if key(document) in deleted:
+            continue
+        if key(document) == key(merge):
+            document = copy.deepcopy(document)
+            env = container(document)["env"]
+            assert container(document)["name"] == changes["name"]
+            for variable in changes["env"]:
+                same = [v for v in env if v["name"] == variable["name"]]
+                if same:
+                    env[env.index(same[0])] = variable
+                else:
+                    env.append(variable)
+        result.append(document)
+    return result
 
 
 # --- models ----------------------------------------------------------------------------------------------
@@ -254,7 +281,6 @@ def round_trips(document: Doc) -> bool:
 
 def all_objects() -> Iterator[tuple[str, Doc]]:
     yield from _objects(MANIFESTS)
-    yield from _objects(RECONCILE)
     yield from _objects(NAMESPACED)
     yield from _objects(INTERCEPTORROUTE)
 
@@ -306,13 +332,13 @@ def kustomization_dirs() -> list[Path]:
 
 def test_the_base_and_its_components() -> None:
     assert kustomization_dirs() == sorted(
-        [MANIFESTS, RECONCILE, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED, INTERCEPTORROUTE]
+        [MANIFESTS, OWN_ENVOYFILTER, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED, INTERCEPTORROUTE]
     )
     base = kustomization(MANIFESTS)
     assert (base["apiVersion"], base["kind"]) == ("kustomize.config.k8s.io/v1beta1", "Kustomization")
-    # No `namespace:`: it would move the component's Role out of the gateway's namespace.
+    # No `namespace:`: it would move the Roles in the gateway's namespace out of it.
     assert "namespace" not in base
-    for component in (RECONCILE, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED, INTERCEPTORROUTE):
+    for component in (OWN_ENVOYFILTER, WITHOUT_CRD, GATEWAY_STATS, NAMESPACED, INTERCEPTORROUTE):
         document = kustomization(component)
         assert (document["apiVersion"], document["kind"]) == ("kustomize.config.k8s.io/v1alpha1", "Component")
 
@@ -327,7 +353,7 @@ def test_kustomization_lists_every_yaml_file_in_its_directory(directory: Path) -
 
 
 def test_every_object_names_its_namespace_and_carries_the_app_label() -> None:
-    for document in objects() + objects(RECONCILE) + objects(NAMESPACED) + objects(INTERCEPTORROUTE):
+    for document in objects() + objects(NAMESPACED) + objects(INTERCEPTORROUTE):
         metadata = document["metadata"]
         assert metadata["labels"]["app.kubernetes.io/name"] == "zerohop", metadata["name"]
         cluster_scoped = document["kind"] in (
@@ -368,15 +394,23 @@ def load_all_text(text: str) -> list[Doc]:
 
 
 def _keyed(documents: list[Doc]) -> dict[tuple[str, str, str], Doc]:
-    keyed = {(d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]): d for d in documents}
+    """The objects by kind, namespace and name, each container's environment in name order: a strategic merge
+    patch puts the variables it names first, and the order carries no meaning here (no `$(VAR)` references)."""
+    keyed = {key(d): copy.deepcopy(d) for d in documents}
     assert len(keyed) == len(documents), "two objects with one kind, namespace and name"
+    for document in keyed.values():
+        if document["kind"] == "Deployment":
+            for spec in document["spec"]["template"]["spec"]["containers"]:
+                if "env" in spec:
+                    assert all("$(" not in v.get("value", "") for v in spec["env"])
+                    spec["env"] = sorted(spec["env"], key=lambda v: v["name"])
     return keyed
 
 
 def test_kustomize_builds_the_base_and_each_component_as_expected(tmp_path: Path) -> None:
     base = objects()
     expected = {
-        "envoyfilter-reconcile": with_component(base),
+        "own-envoyfilter": own_envoyfilter(base),
         "without-crd": [d for d in base if d["kind"] != "CustomResourceDefinition"],
         "gateway-stats": base,  # it patches gateways only, and zerohop's base has none
         "namespaced": namespaced(base),
@@ -444,8 +478,14 @@ def test_deployment_runs_the_kubernetes_provider_with_the_documented_addresses()
     assert settings.pod_ip == DOWNWARD["status.podIP"]
     assert settings.pod_namespace == workload["metadata"]["namespace"] == "zerohop-system"
     assert settings.service_name == one(objects(), "Service")["metadata"]["name"] == "zerohop"
-    assert settings.manage_envoyfilters is False
     assert settings.leader_election is True
+    # The warm path (issue 9): the leader keeps the EnvoyFilter, so warm virtual hosts skip ext_proc, counted
+    # from the gateway pods' stats (port 15090) and switched as confirmed by probes (Istio's 8080 for port 80).
+    assert settings.manage_envoyfilters is True
+    assert settings.warm_path is WarmPathMode.AUTO
+    assert resolve_warm_path(settings) == (WarmPathMode.OPEN, None)
+    assert (settings.gateway_stats_port, settings.gateway_probe_port) == (15090, 8080)
+    assert settings.gateway_ports[0] == 80
 
 
 def test_deployment_sets_only_known_variables_and_the_downward_api_exactly() -> None:
@@ -462,13 +502,32 @@ def test_deployment_sets_only_known_variables_and_the_downward_api_exactly() -> 
     }
 
 
-def test_the_reconcile_component_turns_on_envoyfilters_in_the_gateway_namespace() -> None:
-    built = with_component(objects())
-    settings = settings_of(one(built, "Deployment", "zerohop"))
-    assert settings.manage_envoyfilters is True
-    assert settings.provider is ProviderKind.KUBERNETES
-    role = one(objects(RECONCILE), "Role")
+def test_the_envoyfilter_role_is_in_the_gateway_namespace() -> None:
+    settings = settings_of(deployment())
+    role = one(objects(), "Role", "zerohop-envoyfilters")
     assert role["metadata"]["namespace"] == settings.gateway_namespace == "istio-system"
+
+
+def test_the_own_envoyfilter_component_leaves_the_envoyfilter_and_every_request_to_the_user() -> None:
+    built = own_envoyfilter(objects())
+    settings = settings_of(one(built, "Deployment", "zerohop"))
+    assert settings.provider is ProviderKind.KUBERNETES
+    assert settings.manage_envoyfilters is False
+    assert settings.warm_path is WarmPathMode.EXT_PROC
+    assert resolve_warm_path(settings) == (WarmPathMode.EXT_PROC, None)
+    # `auto` would come to the same without the EnvoyFilter; the component says it rather than rely on that.
+    assert resolve_warm_path(dataclasses.replace(settings, warm_path=WarmPathMode.AUTO))[0] is WarmPathMode.EXT_PROC
+    # Every other setting as in the base.
+    assert dataclasses.replace(settings, manage_envoyfilters=True, warm_path=WarmPathMode.AUTO) == settings_of(
+        deployment()
+    )
+    removed = {key(d) for d in objects()} - {key(d) for d in built}
+    assert removed == {
+        ("Role", "istio-system", "zerohop-envoyfilters"),
+        ("RoleBinding", "istio-system", "zerohop-envoyfilters"),
+    }
+    account = one(objects(), "ServiceAccount")["metadata"]
+    assert not any(group == "networking.istio.io" for rules in grants(built, account).values() for group, *_ in rules)
 
 
 def test_termination_grace_covers_the_pre_stop_sleep_and_the_drain() -> None:
@@ -543,11 +602,19 @@ def binds(binding: Doc, role: Doc) -> bool:
                 ("ClusterRole", "", "zerohop"): CLUSTER_RULES,
                 ("Role", "zerohop-system", "zerohop-leader-election"): LEADER_RULES,
                 ("Role", "istio-system", "zerohop-gateway-pods"): GATEWAY_POD_RULES,
+                ("Role", "istio-system", "zerohop-envoyfilters"): ENVOYFILTER_RULES,
             },
         ),
-        (objects(RECONCILE), {("Role", "istio-system", "zerohop-envoyfilters"): ENVOYFILTER_RULES}),
+        (
+            own_envoyfilter(objects()),
+            {
+                ("ClusterRole", "", "zerohop"): CLUSTER_RULES,
+                ("Role", "zerohop-system", "zerohop-leader-election"): LEADER_RULES,
+                ("Role", "istio-system", "zerohop-gateway-pods"): GATEWAY_POD_RULES,
+            },
+        ),
     ],
-    ids=["base", "envoyfilter-reconcile"],
+    ids=["base", "own-envoyfilter"],
 )
 def test_rbac_grants_exactly_the_frozen_table_to_zerohops_account(
     documents: list[Doc], expected: dict[tuple[str, str, str], frozenset[Rule]]
@@ -589,7 +656,7 @@ def test_the_namespaced_component_grants_the_rules_in_the_watched_namespaces_onl
     assert grants(documents, account) == {
         **dict.fromkeys(settings.namespaces, CLUSTER_RULES),
         settings.pod_namespace: LEADER_RULES | PEER_RULES,
-        settings.gateway_namespace: GATEWAY_POD_RULES,
+        settings.gateway_namespace: GATEWAY_POD_RULES | ENVOYFILTER_RULES,
     }
     # The base, for comparison: the same rules in every namespace.
     assert grants(objects(), account)["*"] == CLUSTER_RULES
@@ -618,6 +685,54 @@ def test_the_rbac_table_names_what_the_code_calls() -> None:
     assert granted == used
     assert {name for *_, name in LEADER_RULES} == {LEASE_NAME, None}
     assert {name for *_, name in ENVOYFILTER_RULES} == {istio.ENVOYFILTER_NAME, None}
+
+
+class RecordingApi:
+    """The API calls the reconciler makes, as (apiGroup, resource, verb, resourceName or None, namespace),
+    over a store; a call of any other kind fails (no such method)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, str | None, str | None]] = []
+        self.stored: dict[tuple[str, str | None, str], Doc] = {}
+
+    async def get(self, resource: kube.Resource, namespace: str | None, name: str) -> Doc | None:
+        self.calls.append((resource.group, resource.plural, "get", name, namespace))
+        return copy.deepcopy(self.stored.get((resource.plural, namespace, name)))
+
+    async def create(self, resource: kube.Resource, namespace: str | None, body: Doc) -> Doc:
+        self.calls.append((resource.group, resource.plural, "create", None, namespace))
+        self.stored[(resource.plural, namespace, body["metadata"]["name"])] = copy.deepcopy(body)
+        return body
+
+    async def replace(self, resource: kube.Resource, namespace: str | None, name: str, body: Doc) -> Doc:
+        self.calls.append((resource.group, resource.plural, "update", name, namespace))  # a PUT is `update`
+        self.stored[(resource.plural, namespace, name)] = copy.deepcopy(body)
+        return body
+
+
+async def test_the_envoyfilter_role_grants_exactly_what_the_reconciler_calls() -> None:
+    settings = settings_of(deployment())
+    provider = kubernetes_provider(settings, SimpleNamespace(set_peers=lambda _peers: None))  # type: ignore[arg-type]
+    assert provider.options.reconcile is not None
+    assert provider.options.reconcile.manage_envoyfilters
+    api = RecordingApi()
+    target = httpso.parse(FULL_EXAMPLE)
+    reconciler = Reconciler(
+        api,  # type: ignore[arg-type]
+        provider.options.reconcile,
+        table=lambda: SimpleNamespace(targets=[target]),  # type: ignore[arg-type,return-value]
+        httpsos=dict,
+        scaled_objects=dict,
+    )
+    # A new leader reads what the filter leaves open; the warm path writes it (created), then opens a host
+    # (replaced); the next leader reads that host as open.
+    assert await reconciler.current_open_hosts() == frozenset()
+    await reconciler.set_open_hosts(frozenset())
+    await reconciler.set_open_hosts(frozenset({target.hosts[0]}))
+    assert await reconciler.current_open_hosts() == {target.hosts[0]}
+    role = one(objects(), "Role", "zerohop-envoyfilters")
+    assert {namespace for *_, namespace in api.calls} == {role["metadata"]["namespace"]}
+    assert {call[:4] for call in api.calls} == rules_of(role) == ENVOYFILTER_RULES
 
 
 # --- ports and names -------------------------------------------------------------------------------------
@@ -758,11 +873,12 @@ def inclusion_copies(node: Any) -> Iterator[tuple[str, Any]]:
         "cluster.outbound|8080||app.default.svc.cluster.local.membership_healthy",
         "cluster.outbound|8080||app.default.svc.cluster.local.upstream_rq_total",
         "cluster.outbound|8080||app.default.svc.cluster.local.upstream_rq_active",
+        "cluster.outbound|8080||app.default.svc.cluster.local.upstream_cx_none_healthy",
         "cluster.outbound|8080|v1|app.default.svc.cluster.local.membership_healthy",  # a subset cluster
         "cluster.outbound|443||api.example.com.upstream_rq_total",  # a ServiceEntry host
     ],
 )
-def test_the_inclusion_takes_the_three_stats_of_outbound_clusters(stat: str) -> None:
+def test_the_inclusion_takes_the_four_stats_of_outbound_clusters(stat: str) -> None:
     # Envoy full-matches a safe_regex stats pattern against the stat name (RE2; the same as re.fullmatch here).
     assert sum(bool(re.fullmatch(regexp, stat)) for regexp in istio.GATEWAY_STATS_INCLUSION_REGEXPS) == 1
 
@@ -885,7 +1001,7 @@ def docs_network_policy(namespace: str) -> Doc:
     return policy
 
 
-def test_docs_network_policies_open_the_stats_port_from_zerohop_to_the_gateway_pods() -> None:
+def test_docs_network_policies_open_the_stats_and_probe_ports_from_zerohop_to_the_gateway_pods() -> None:
     workload = deployment()
     settings = settings_of(workload)
     gateway_pods = {
@@ -896,7 +1012,12 @@ def test_docs_network_policies_open_the_stats_port_from_zerohop_to_the_gateway_p
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": workload["metadata"]["namespace"]}},
         "podSelector": workload["spec"]["selector"],
     }
-    port = [{"port": istio.GATEWAY_STATS_PORT, "protocol": "TCP"}]
+    assert settings.gateway_stats_port == istio.GATEWAY_STATS_PORT
+    # The stats (release and warm-path counts) and the warm path's probes.
+    port = [
+        {"port": settings.gateway_stats_port, "protocol": "TCP"},
+        {"port": settings.gateway_probe_port, "protocol": "TCP"},
+    ]
     egress = docs_network_policy(workload["metadata"]["namespace"])
     assert egress["spec"] == {
         "podSelector": workload["spec"]["selector"],

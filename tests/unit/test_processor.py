@@ -23,7 +23,7 @@ from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.routing import NO_UPSTREAM
 from extproc.envoy import answers
-from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE
+from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE, GATE_HEADER, PROBE_HEADER
 from extproc.envoy.processor import ExtProcServicer, _ExtProcReader
 from tests.helpers import wait_for
 
@@ -151,6 +151,21 @@ async def test_a_request_the_gateway_routes_nowhere_is_unmatched_whatever_its_ho
     assert answer.SerializeToString() == answers.CONTINUE
     assert proc.state(COLD).traffic.requests == 0
     assert proc.servicer.stats.unmatched == 1
+    assert proc.servicer.stats.cold_requests == 0
+
+
+async def test_a_warm_path_probe_is_answered_gated_and_counts_nowhere(proc: Fixture) -> None:
+    # The probe route is a direct response (no cluster): ext_proc sees it only where it is on for the host.
+    request = request_headers([*host("cold.test"), (PROBE_HEADER, b"1")])
+    request.attributes[ATTRIBUTES_KEY].CopyFrom(struct_pb2.Struct())
+    [answer] = await exchange(proc, request)
+    assert answer.SerializeToString() == answers.GATED_PROBE
+    immediate = answer.immediate_response
+    assert immediate.status.code == 204
+    assert [(h.header.key, h.header.raw_value) for h in immediate.headers.set_headers] == [(GATE_HEADER, b"gated")]
+    assert proc.state(COLD).traffic.requests == 0
+    assert proc.servicer.stats.probes == 1
+    assert proc.servicer.stats.unmatched == 0
     assert proc.servicer.stats.cold_requests == 0
 
 

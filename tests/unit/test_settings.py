@@ -13,8 +13,10 @@ from extproc.app.settings import (
     SettingsError,
     misspelled_variables,
     reference_markdown,
+    resolve_warm_path,
 )
 from extproc.core.registry import InFlightMode
+from extproc.core.warmpath import WarmPathMode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,11 +128,38 @@ def test_the_other_known_variables_are_the_ones_their_commands_read() -> None:
     assert set(OTHER_VARIABLES) == {ADMIN_URL_ENV, ENVOY_BIN_ENV}
 
 
-def test_warm_path_open_is_refused_with_the_kubernetes_provider_and_without_the_gateway_admin() -> None:
-    with pytest.raises(SettingsError, match="not supported yet with the Kubernetes provider"):
-        Settings.from_args(["--provider", "kubernetes", "--warm-path", "open"], env={})
+def test_warm_path_open_needs_what_it_switches_and_reads() -> None:
+    kube = ["--provider", "kubernetes", "--warm-path", "open"]
+    with pytest.raises(SettingsError, match="--warm-path open needs --manage-envoyfilters true"):
+        Settings.from_args([*kube, "--manage-envoyfilters", "false"], env={})
+    with pytest.raises(SettingsError, match="needs --gateway-stats-port and no --envoy-admin"):
+        Settings.from_args([*kube, "--manage-envoyfilters", "true", "--gateway-stats-port", "0"], env={})
+    with pytest.raises(SettingsError, match="needs --gateway-stats-port and no --envoy-admin"):
+        Settings.from_args([*kube, "--manage-envoyfilters", "true", "--envoy-admin", "http://gw:9901"], env={})
+    settings = Settings.from_args([*kube, "--manage-envoyfilters", "true"], env={})
+    assert settings.gateway_probe_port == 8080
+
+
+def test_warm_path_auto_is_open_wherever_the_provider_can_switch_and_count() -> None:
+    assert Settings.from_args([], env={}).warm_path is WarmPathMode.AUTO
+    local = Settings.from_args(["--config", "x.yaml"], env={})
+    mode, why = resolve_warm_path(local)
+    assert mode is WarmPathMode.EXT_PROC
+    assert why is not None
+    assert "--envoy-admin" in why
+    admin = Settings.from_args(["--config", "x.yaml", "--envoy-admin", "http://127.0.0.1:9901"], env={})
+    assert resolve_warm_path(admin) == (WarmPathMode.OPEN, None)
+    kube = Settings.from_args(["--provider", "kubernetes"], env={})
+    mode, why = resolve_warm_path(kube)
+    assert mode is WarmPathMode.EXT_PROC
+    assert why is not None
+    assert "--manage-envoyfilters" in why
+    managed = Settings.from_args(["--provider", "kubernetes", "--manage-envoyfilters", "true"], env={})
+    assert resolve_warm_path(managed) == (WarmPathMode.OPEN, None)
+    chosen = managed.replace(warm_path=WarmPathMode.EXT_PROC)
+    assert resolve_warm_path(chosen) == (WarmPathMode.EXT_PROC, None)
     with pytest.raises(SettingsError, match="--warm-path open needs --envoy-admin"):
         Settings.from_args(["--config", "x.yaml", "--warm-path", "open"], env={})
     settings = Settings.from_args(["--warm-path", "open", "--envoy-admin", "http://127.0.0.1:9901"], env={})
     assert settings.warm_path.value == "open"
-    assert Settings.from_args([], env={}).warm_path.value == "ext-proc"
+    assert Settings.from_args([], env={}).warm_path.value == "auto"

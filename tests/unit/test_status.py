@@ -160,6 +160,9 @@ def kubernetes(**options: Any) -> KubernetesProvider:
         gateway_selector="istio=ingressgateway",
         gateway_stats_port=15090,
         reconcile=None,
+        warm_path=None,
+        stats_interval=1.0,
+        gateway_probe_port=8080,
     )
     return KubernetesProvider(no_api, dataclasses.replace(base, **options))
 

@@ -7,7 +7,7 @@ from typing import Any
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.registry import TargetState
-from extproc.core.warmpath import PathState, StatsCounter, WarmPath, counter_increase
+from extproc.core.warmpath import GatewayCounters, PathState, StatsCounter, WarmPath, counter_increase
 
 
 def spec(name: str, host: str, prefix: str = "/") -> Any:
@@ -32,6 +32,8 @@ def setup(*specs: Any, open_after: float = 3.0) -> tuple[Core, WarmPath, dict[st
     states = {state.key.name: state for state in core.registry}
     warm = WarmPath(open_after)
     warm.set_hosts(states.values(), {state.key: state.spec.hosts for state in states.values()})
+    # As the warm-path loop wires it: the core tells it which targets turn routable or not.
+    core.add_routable_hook(lambda key, routable: warm.routable_changed(key, routable))
     return core, warm, states
 
 
@@ -49,18 +51,56 @@ def test_counter_increase_reads_a_decrease_as_a_reset() -> None:
 
 def test_stats_counter_subtracts_what_ext_proc_counted_itself() -> None:
     counter = StatsCounter()
-    assert counter.add(gateway_total=1000, own_total=40) == 0  # the first read only sets the baseline
+    assert counter.add({"gw": 1000}, own_total=40) == 0  # the first read only sets the baseline
     # 30 more upstream requests, 10 of which went through ext_proc (a switch under way): 20 bypassed.
-    assert counter.add(gateway_total=1030, own_total=50) == 20
+    assert counter.add({"gw": 1030}, own_total=50) == 20
     counter.own_counted(20)  # the caller adds the 20 to the target's own count
-    assert counter.add(gateway_total=1050, own_total=80) == 10  # 20 upstream, 10 of them via ext_proc
+    assert counter.add({"gw": 1050}, own_total=80) == 10  # 20 upstream, 10 of them via ext_proc
     counter.own_counted(10)
-    assert counter.add(gateway_total=5, own_total=90) == 5  # a gateway restart: it has counted 5 since
+    assert counter.add({"gw": 5}, own_total=90) == 5  # a gateway restart: it has counted 5 since
     counter.own_counted(5)
     # ext_proc counted 2 whose upstream requests the gateway has not counted yet: carried, not lost...
-    assert counter.add(gateway_total=5, own_total=97) == 0
+    assert counter.add({"gw": 5}, own_total=97) == 0
     # ...so when the gateway counts them (and 3 that bypassed), only the 3 are new.
-    assert counter.add(gateway_total=10, own_total=97) == 3
+    assert counter.add({"gw": 10}, own_total=97) == 3
+
+
+def test_gateway_counters_sum_each_gateway_with_its_own_resets_and_absences() -> None:
+    counters = GatewayCounters()
+    assert counters.increase({"pod-a": 100, "pod-b": 50}) == 0  # baselines
+    assert counters.increase({"pod-a": 110, "pod-b": 55}) == 15
+    assert not counters.reset
+    # pod-b restarted (its 3 are new); pod-a grew by 5: a sum-then-difference would read -52 here.
+    assert counters.increase({"pod-a": 115, "pod-b": 3}) == 8
+    assert counters.reset
+    # pod-a could not be read: nothing of it is lost, its growth arrives with its next read.
+    assert counters.increase({"pod-b": 4}) == 1
+    assert counters.increase({"pod-a": 130, "pod-b": 4}) == 15
+    # A new pod only sets its baseline (its total may predate this reader), then counts.
+    assert counters.increase({"pod-a": 130, "pod-b": 4, "pod-c": 900}) == 0
+    assert counters.increase({"pod-a": 130, "pod-b": 4, "pod-c": 905}) == 5
+    counters.forget(["pod-c"])
+    assert counters.increase({"pod-c": 2}) == 0
+
+
+def test_stats_counter_with_two_gateways_one_restarting() -> None:
+    counter = StatsCounter()
+    assert counter.add({"a": 10, "b": 20}, own_total=0) == 0
+    assert counter.add({"a": 15, "b": 2}, own_total=0) == 7  # 5 on a, b restarted and counted 2 since
+
+
+def test_assumed_open_hosts_keep_their_targets_active_until_a_confirmed_gate() -> None:
+    _core, warm, states = setup(spec("a", "a.test"), open_after=3.0)
+    a = states["a"]
+    warm.assume_open(["a.test"])
+    assert warm.host_state("a.test") is PathState.OPEN
+    assert a.forced_active
+    assert warm.update(100.0) == frozenset()  # not eligible (no traffic seen): gate it
+    assert warm.host_state("a.test") is PathState.CLOSING
+    assert a.forced_active
+    warm.confirmed(frozenset())
+    assert warm.host_state("a.test") is PathState.GATED
+    assert not a.forced_active
 
 
 def test_a_target_opens_only_after_being_routable_and_active_for_open_after() -> None:

@@ -35,9 +35,11 @@ from extproc.core.engine import Core
 from extproc.core.httpso import KIND as HTTPSO_KIND
 from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
+from extproc.core.warmpath import WarmPath
 from extproc.envoy.config import istio_cluster_name
 from extproc.envoy.gatewaystats import Confirmation, GatewayStats, GatewayStatsStatus
 from extproc.envoy.gatewayview import GatewayView
+from extproc.envoy.warmswitch import WarmSwitch
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes.api import JsonObj, KubeApi, KubeError
 from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
@@ -47,6 +49,7 @@ from extproc.providers.kubernetes.leader import LeaderElector
 from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
 from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
 from extproc.providers.kubernetes.targets import REASON_INVALID, Condition, TargetTable, entry, service_port
+from extproc.providers.kubernetes.warmgateways import KubeGateways
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,11 @@ class KubernetesOptions:
     gateway_selector: str
     gateway_stats_port: int
     reconcile: ReconcileOptions | None
+    # --warm-path open (Istio): the hosts' switch, how often open targets' counters are read, and the gateway
+    # pods' container port their probes go to. None: every request asks zerohop.
+    warm_path: WarmPath | None
+    stats_interval: float
+    gateway_probe_port: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,7 @@ class GatewayStatus:
     propagation_delay: float = 0.0  # delay: the delay after readiness
     stats: GatewayStatsStatus | None = None  # pod-stats: the pods' stats
     pod_informer: InformerStatus | None = None  # pod-stats: the watch of the gateway pods, once started
+    warm_path: dict[str, Any] | None = None  # --warm-path open: the switch (leader) or who runs it
 
     def as_dict(self) -> dict[str, Any]:
         if self.source == "envoy-admin":
@@ -101,6 +110,8 @@ class GatewayStatus:
         document: dict[str, Any] = {"source": self.source, **(self.stats.as_dict() if self.stats else {})}
         if self.pod_informer is not None:
             document["podInformer"] = self.pod_informer.as_dict()
+        if self.warm_path is not None:
+            document["warmPath"] = self.warm_path
         return document
 
 
@@ -175,6 +186,12 @@ class KubernetesProvider:
         self.elector: LeaderElector | None = None
         self.reconciler: Reconciler | None = None
         self.scale_patches = 0
+        self.warm_switch: WarmSwitch | None = None
+        self._warm_gateways: KubeGateways | None = None
+        self._warm_task: asyncio.Future[None] | None = None
+        # Targets changed or removed since the warm path last heard (it is told each round, see _refresh_warm_hosts).
+        self._warm_changed: set[TargetKey] = set()
+        self._warm_removed: set[TargetKey] = set()
 
     # --- Provider interface -------------------------------------------------------------------------
 
@@ -238,6 +255,20 @@ class KubernetesProvider:
                 unsynced,
             )
         await self._applied.wait()
+        if self.options.warm_path is not None and self.gateway_stats is not None:
+            self._warm_gateways = KubeGateways(
+                self._write_open_hosts,
+                self.gateway_stats,
+                self.options.gateway_probe_port,
+                self.options.propagation_delay,
+            )
+            self.warm_switch = WarmSwitch(
+                core,
+                self.options.warm_path,
+                self._warm_gateways,
+                self.options.stats_interval,
+                refresh=self._refresh_warm_hosts,
+            )
         if self.options.reconcile is not None:
             self.reconciler = Reconciler(
                 api,
@@ -253,7 +284,7 @@ class KubernetesProvider:
                 self.elector = LeaderElector(api, self.options.pod_namespace, LEASE_NAME, self.identity, self._leading)
                 self.elector.start()
             else:
-                self.reconciler.start()
+                self._leading(True)
 
     def ready(self) -> bool:
         return all(informer.synced.is_set() for informer in self._informers)
@@ -291,6 +322,8 @@ class KubernetesProvider:
         if self.reconciler is not None:
             await self.reconciler.stop()
         await self._tasks.close()
+        if self._warm_gateways is not None:
+            await self._warm_gateways.close()
         # Route informers started late join `_informers` once synced; stop those that had not yet too.
         for informer in [*self._informers, *(i for i in self._route_informers if i not in self._informers)]:
             await informer.stop()
@@ -336,7 +369,13 @@ class KubernetesProvider:
         if self.gateway_stats is None:
             return GatewayStatus("delay", propagation_delay=self.options.propagation_delay)
         pod_informer = self._gateway_pods.status() if self._gateway_pods is not None else None
-        return GatewayStatus("pod-stats", stats=self.gateway_stats.status(), pod_informer=pod_informer)
+        warm: dict[str, Any] | None = None
+        if self.warm_switch is not None:
+            running = self._warm_task is not None and not self._warm_task.done()
+            warm = self.warm_switch.status() if running else {"runBy": "leader", "leader": False}
+            if running and self._warm_gateways is not None:
+                warm["unconfirmableHosts"] = self._warm_gateways.unconfirmable()
+        return GatewayStatus("pod-stats", stats=self.gateway_stats.status(), pod_informer=pod_informer, warm_path=warm)
 
     def gateway_condition(self) -> Condition:
         """The HTTPScaledObjects' GatewayVisible condition: can zerohop see when the gateway can route?"""
@@ -498,6 +537,9 @@ class KubernetesProvider:
             else:
                 changed.append(derived.target)
         self._core.update_targets(changed, removed, clusters)
+        if self.options.warm_path is not None:
+            self._warm_changed.update(target.key for target in changed)
+            self._warm_removed.update(removed)
         for target in changed:
             self._update_routable(target.key)
         if self.reconciler is not None:
@@ -606,10 +648,62 @@ class KubernetesProvider:
     def _leading(self, leading: bool) -> None:
         if self.reconciler is None:
             return
+        if self.warm_switch is None:
+            if leading:
+                self.reconciler.start()
+            else:
+                self._tasks.spawn(self.reconciler.stop(), name="reconciler stop", cancel_on_close=False)
+            return
         if leading:
-            self.reconciler.start()
+            self._warm_task = self._tasks.spawn(self._lead_with_warm_path(), name="warm path")
         else:
+            if self._warm_task is not None:
+                self._warm_task.cancel()
+                self._warm_task = None
+            # The new leader decides now, and its targets' IsActive travels to this replica through the peers.
+            self.warm_switch.warm.forget_all()
+            self.warm_switch.written = frozenset()
             self._tasks.spawn(self.reconciler.stop(), name="reconciler stop", cancel_on_close=False)
+
+    async def _lead_with_warm_path(self) -> None:
+        """Take over the warm path, then run it. The EnvoyFilter may leave hosts open (an earlier leader):
+        those count as open, and are written as they are, until this leader has read their counters and
+        confirmed a gate; only then does the reconciler's first pass run."""
+        assert self.reconciler is not None
+        assert self.warm_switch is not None
+        delay = 0.1
+        while True:
+            try:
+                already_open = await self.reconciler.current_open_hosts()
+                break
+            except KubeError as exc:
+                log.warning("warm path: cannot read the EnvoyFilter (retrying): %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+        if already_open:
+            log.info("warm path: %d host(s) left open by an earlier leader; reading their counters", len(already_open))
+        self.warm_switch.assume_written(already_open)
+        self.reconciler.warm_path_hosts(already_open)
+        self.reconciler.start()
+        await self.warm_switch.run()
+
+    async def _write_open_hosts(self, open_hosts: frozenset[str]) -> None:
+        assert self.reconciler is not None
+        await self.reconciler.set_open_hosts(open_hosts)
+
+    def _refresh_warm_hosts(self) -> None:
+        """Hand the warm path the targets changed since the last round (what changed only: at 10,000 targets
+        a whole pass would stall requests)."""
+        if not (self._warm_changed or self._warm_removed) or self._core is None or self.warm_switch is None:
+            return
+        changed = []
+        for key in self._warm_changed:
+            state = self._core.registry.get(key)
+            target = self.table.by_key.get(key)
+            if state is not None and target is not None:
+                changed.append((state, tuple(h for h in target.hosts if h != "*")))
+        self.warm_switch.warm.apply(changed, self._warm_removed - self._warm_changed)
+        self._warm_changed, self._warm_removed = set(), set()
 
     async def _scale_from_zero(self, target: ScaledTarget) -> None:
         assert self.api is not None

@@ -119,10 +119,15 @@ class Reconciler:
         self.passes = 0
         # (kind, namespace, name) -> (the resourceVersion a write was based on, until when to trust it).
         self._pending: dict[tuple[str, str, str], tuple[str, float]] = {}
-        self._envoyfilter_hosts: tuple[str, ...] | None = None
+        # (managed hosts, open hosts or None without the warm path) of the EnvoyFilter last written.
+        self._envoyfilter_written: (
+            tuple[tuple[str, ...], tuple[str, ...] | None, tuple[istio.FailoverRoute, ...]] | None
+        ) = None
+        self._envoyfilter_lock = asyncio.Lock()
+        # --warm-path open: the hosts left without ext_proc (set by the warm path); None: the warm path is off.
+        self._open_hosts: frozenset[str] | None = None
         # Routes to the targets' fallback Services in the EnvoyFilter (named ports resolved from Services).
         self._resolve_port = resolve_port
-        self._envoyfilter_failovers: tuple[istio.FailoverRoute, ...] = ()
 
     def start(self) -> None:
         self._wake.set()
@@ -204,8 +209,7 @@ class Reconciler:
         if self.options.manage_scaledobjects:
             await self._route_hashes(targets, scaled)
         if self.options.manage_envoyfilters:
-            failovers = istio.failover_routes(table.targets, self._resolve_port)
-            await self._envoyfilter(sorted({h for t in table.targets for h in t.hosts if h != "*"}), failovers)
+            await self._envoyfilter(self._managed_hosts())
 
     async def _route_hashes(
         self, targets: Mapping[TargetKey, ScaledTarget], scaled: Mapping[tuple[str, str], JsonObj]
@@ -314,9 +318,45 @@ class Reconciler:
         pending = "status" if work.resource is HTTPSCALEDOBJECTS else "route-status"
         self._pending[(pending, namespace, name)] = (version, time.monotonic() + _PENDING_TTL)
 
-    async def _envoyfilter(self, hosts: list[str], failovers: list[istio.FailoverRoute] | None = None) -> None:
-        failovers = failovers or []
-        if self._envoyfilter_hosts == tuple(hosts) and self._envoyfilter_failovers == tuple(failovers):
+    # --- the scoped EnvoyFilter --------------------------------------------------------------------
+
+    def _managed_hosts(self) -> list[str]:
+        return sorted({h for t in self._table().targets for h in t.hosts if h != "*"})
+
+    def warm_path_hosts(self, open_hosts: frozenset[str]) -> None:
+        """The warm path is on, and these hosts are open: every EnvoyFilter written says so."""
+        self._open_hosts = open_hosts
+
+    async def set_open_hosts(self, open_hosts: frozenset[str]) -> None:
+        """The warm path: write the EnvoyFilter with ext_proc off on `open_hosts` (and the probe route on every
+        managed host) now, outside the pass (a sync of thousands of statuses must not delay a gate); retried
+        until written."""
+        self._open_hosts = open_hosts
+        delay = 0.1
+        while True:
+            try:
+                await self._envoyfilter(self._managed_hosts())
+                return
+            except KubeError as exc:
+                log.warning("writing the EnvoyFilter for the warm path failed (retrying): %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
+
+    async def current_open_hosts(self) -> frozenset[str]:
+        """The managed hosts the EnvoyFilter in the API leaves open now (written by an earlier leader)."""
+        options = self.options
+        current = await self._api.get(ENVOYFILTERS, options.gateway_namespace, istio.ENVOYFILTER_NAME)
+        return istio.open_hosts_of(current) if current is not None else frozenset()
+
+    async def _envoyfilter(self, hosts: list[str]) -> None:
+        async with self._envoyfilter_lock:
+            await self._write_envoyfilter(hosts)
+
+    async def _write_envoyfilter(self, hosts: list[str]) -> None:
+        open_hosts = None if self._open_hosts is None else sorted(self._open_hosts.intersection(hosts))
+        failovers = istio.failover_routes(self._table().targets, self._resolve_port)
+        written = (tuple(hosts), None if open_hosts is None else tuple(open_hosts), tuple(failovers))
+        if self._envoyfilter_written == written:
             return
         options = self.options
         wanted = istio.envoyfilter(
@@ -327,6 +367,7 @@ class Reconciler:
             selector=options.gateway_selector,
             hosts=hosts,
             ports=options.gateway_ports,
+            open_hosts=open_hosts,
             failovers=failovers,
         )
         name = wanted["metadata"]["name"]
@@ -337,8 +378,11 @@ class Reconciler:
             # A replace, not a merge patch: a merge would keep labels of an old workloadSelector.
             await self._api.replace(ENVOYFILTERS, options.gateway_namespace, name, {**current, "spec": wanted["spec"]})
         else:
-            self._envoyfilter_hosts, self._envoyfilter_failovers = tuple(hosts), tuple(failovers)
+            self._envoyfilter_written = written
             return
         self.writes += 1
-        self._envoyfilter_hosts, self._envoyfilter_failovers = tuple(hosts), tuple(failovers)
-        log.info("EnvoyFilter %s/%s enables zerohop on %d host(s)", options.gateway_namespace, name, len(hosts))
+        self._envoyfilter_written = written
+        opened = f", {len(open_hosts)} of them open (warm path)" if open_hosts else ""
+        log.info(
+            "EnvoyFilter %s/%s enables zerohop on %d host(s)%s", options.gateway_namespace, name, len(hosts), opened
+        )

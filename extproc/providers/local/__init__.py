@@ -4,5 +4,5 @@
 - `replicas`: replicas as process groups, probed and converged on a desired count
 - `records`: replicas recorded in the state dir, adopted after a restart; the state dir's lock
 - `xds_files`: the routes, clusters and endpoints files the gateway Envoy watches
-- `warmswitch`: `--warm-path open`: switches warm virtual hosts past ext_proc and counts them from the gateway
+- `warmswitch`: `--warm-path open`: a switch is a route-file rewrite, confirmed from each gateway's admin API
 """

@@ -25,11 +25,12 @@ from extproc.core.provider import ReplicaCounts
 from extproc.core.warmpath import WarmPath
 from extproc.envoy.config import route_configuration, target_cluster_name, target_clusters, target_hosts
 from extproc.envoy.gatewayview import GatewayView
+from extproc.envoy.warmswitch import WarmSwitch
 from extproc.providers.local import config as local_config
 from extproc.providers.local.config import ConfigError, LocalConfig, Workload
 from extproc.providers.local.records import ReplicaRecord, ReplicaRecords, StateDirLock
 from extproc.providers.local.replicas import Endpoints, ReplicaSet
-from extproc.providers.local.warmswitch import WarmSwitch
+from extproc.providers.local.warmswitch import LocalGateways
 from extproc.providers.local.xds_files import XdsFiles
 
 log = logging.getLogger(__name__)
@@ -156,14 +157,8 @@ class LocalProvider:
     async def start(self, core: Core) -> None:
         self._core = core
         if self._warm_path is not None:
-            self.warm_switch = WarmSwitch(
-                core,
-                self._warm_path,
-                self._gateway,
-                self._write_open_hosts,
-                lambda: self.xds.routes_version,
-                self._stats_interval,
-            )
+            gateways = LocalGateways(self._gateway, self._write_open_hosts, lambda: self.xds.routes_version)
+            self.warm_switch = WarmSwitch(core, self._warm_path, gateways, self._stats_interval)
         self._lock.acquire()
         self._stamp = self._stat()
         config = local_config.load(self.config_path)
