@@ -789,10 +789,11 @@ def _warm_open(runs: Runs) -> str:
         "is every server process on the request's path (gateway, interceptor, ext_proc server, app), wrk "
         "left out. zerohop's CPU in G is what it burns while the warm requests pass it by: its autoscaler and "
         "its reads of the gateway's stats (once a second), divided by the requests. What G's gateway still "
-        "does per request beyond A's: the ext_proc filter stays in its chain (created for each stream, then "
-        "finding itself disabled by the route), and zerohop's routes carry a retry policy (`connect-failure`, "
-        "`refused-stream`); its upstream is the target's replica, an Envoy configured like the shared app, "
-        "reached through zerohop's EDS cluster.",
+        "does per request beyond A's: Envoy looks the ext_proc filter up in the virtual host's per-filter "
+        "config and skips it (the filter is not created), and zerohop's routes carry a retry policy "
+        "(`connect-failure`, `refused-stream`; A's route has none, Istio's gateways have one by default) that "
+        "costs nothing until a connection fails; its upstream is the target's replica, an Envoy configured "
+        "like the shared app, reached through zerohop's EDS cluster.",
         "",
         "| setup | req/s vs A | added p50 vs A, paired (ms) | added p50 vs A, wrk fixed rate (ms) "
         "| total CPU µs/req, saturation | zerohop CPU µs/req, saturation | zerohop CPU µs/req, fixed rate "

@@ -54,8 +54,9 @@ SETUPS: dict[str, tuple[str, str]] = {
         "gateway + zerohop, warm target open",
         "the gateway as `zerohop envoy-bootstrap` builds it (routes, clusters and endpoints from the files "
         "zerohop writes, the ext_proc filter before the router) and `zerohop serve --warm-path open`: once the "
-        "target has been warm for `--open-after`, its virtual host disables the ext_proc filter "
-        "(`ExtProcPerRoute{disabled}`), so warm requests never reach zerohop, which counts them from the "
+        "target has been warm for `--open-after`, its virtual host skips the ext_proc filter (route "
+        "`FilterConfig{disabled}`: Envoy does not create the filter for its requests), so warm requests "
+        "never reach zerohop, which counts them from the "
         "gateway's stats (`--stats-interval`, default 1 s). The target's replica is an Envoy with the shared "
         "app's configuration (its CPU is this setup's `app`), so the gateway routes to it through zerohop's "
         "EDS cluster; its rate window (10 minutes) keeps the host open through the run.",

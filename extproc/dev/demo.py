@@ -1,6 +1,7 @@
-"""`zerohop demo`: a real Envoy gateway, zerohop (`zerohop serve`, local provider) and a sample app at zero
-replicas. It sends one cold request, a few warm ones, a burst, then goes idle, and prints a timeline of what
-happened: how long the cold request was held, how replicas followed the load, and the scale back to zero.
+"""`zerohop demo`: a real Envoy gateway, zerohop (`zerohop serve --warm-path open`, local provider) and a
+sample app at zero replicas. It sends one cold request, a few warm ones, a burst, then goes idle, and prints a
+timeline of what happened: how long the cold request was held, the warm path opening (warm requests skip
+zerohop) and gated again when idle, how replicas followed the load, and the scale back to zero.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -32,6 +34,15 @@ BURST_SECONDS = 6
 TARGET_PER_REPLICA = 10
 MAX_REPLICAS = 3
 SCALEDOWN_PERIOD = 5
+# --warm-path open: short enough to see the host open within the demo's warm requests and burst.
+OPEN_AFTER = 1.0
+STATS_INTERVAL = 0.25
+WARM_PATH_EVENTS = {
+    "opening": "warm path: opening (zerohop writes the virtual host without ext_proc)",
+    "open": "warm path: open (the gateway loaded it): warm requests now skip zerohop, counted from Envoy's stats",
+    "closing": "warm path: closing: idle, so the host gets ext_proc back before any scale to zero",
+    "gated": "warm path: gated (the gateway loaded it): the next cold request will be held",
+}
 
 CONFIG = """\
 # The demo's config for `zerohop serve --config`: one HTTPScaledObject, exactly as on Kubernetes,
@@ -90,7 +101,7 @@ class Timeline:
 
 @dataclass
 class ReplicaWatch:
-    """Follows the target's replicas through zerohop's /status and reports each change."""
+    """Follows the target's replicas and warm path through zerohop's /status and reports each change."""
 
     status_url: str
     timeline: Timeline
@@ -98,12 +109,34 @@ class ReplicaWatch:
     peak: int = 0
     history: list[tuple[float, int, int]] = field(default_factory=list)
     at_zero: asyncio.Event = field(default_factory=asyncio.Event)
+    path: str = "gated"
+    path_history: list[tuple[float, str]] = field(default_factory=list)
+    streams: int = 0  # ext_proc streams Envoy opened to zerohop, at the last read
+
+    def _follow_path(self, status: dict[str, Any]) -> None:
+        self.streams = int(status.get("extProc", {}).get("streams", 0))
+        targets: dict[str, dict[str, Any]] = status.get("provider", {}).get("warmPath", {}).get("targets", {})
+        path = str(next(iter(targets.values()), {}).get("state", "gated"))
+        if path != self.path:
+            self.path = path
+            self.path_history.append((self.timeline.now(), path))
+            self.timeline.say(WARM_PATH_EVENTS.get(path, f"warm path: {path}"))
+
+    def opened_at(self) -> float | None:
+        return next((t for t, path in self.path_history if path == "open"), None)
+
+    def gated_again_at(self) -> float | None:
+        opened = self.opened_at()
+        if opened is None:
+            return None
+        return next((t for t, path in self.path_history if path == "gated" and t > opened), None)
 
     async def run(self, session: aiohttp.ClientSession) -> None:
         while True:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with session.get(self.status_url) as response:
                     status = await response.json()
+                self._follow_path(status)
                 target = status["targets"][0]
                 replicas = target["replicas"] or {"desired": 0, "ready": 0}
                 current = (replicas["desired"], replicas["ready"])
@@ -112,7 +145,7 @@ class ReplicaWatch:
                     self.peak = max(self.peak, current[1])
                     self.history.append((self.timeline.now(), *current))
                     self.timeline.say(f"replicas: {current[0]} desired, {current[1]} ready")
-                    if current == (0, 0) and self.peak > 0:
+                    if current == (0, 0) and self.peak > 0 and self.path == "gated":
                         self.at_zero.set()
             await asyncio.sleep(0.02)
 
@@ -179,6 +212,9 @@ async def _run_in(workdir: Path, port: int, keep_running: bool, startup_delay: f
         "--admin-address", f"127.0.0.1:{admin}",
         "--polling-interval", "0.25s",
         "--hold-timeout", f"{HOLD_TIMEOUT:g}s",
+        "--warm-path", "open",
+        "--open-after", f"{OPEN_AFTER:g}s",
+        "--stats-interval", f"{STATS_INTERVAL:g}s",
     ]  # fmt: skip
     with zerohop_log.open("ab") as log_file:
         zerohop = await asyncio.create_subprocess_exec(*command, stdout=log_file, stderr=subprocess.STDOUT)
@@ -210,7 +246,8 @@ async def _scenario(
 ) -> int:
     url = f"http://127.0.0.1:{port}/"
     print(
-        "\nzerohop demo: a real Envoy gateway with zerohop's ext_proc filter, and a sample app at zero replicas\n\n"
+        "\nzerohop demo: a real Envoy gateway with zerohop's ext_proc filter (warm path open: a warm host skips "
+        "it), and a sample app at zero replicas\n\n"
         f"  gateway   {url}  (Host: {HOST})\n"
         f"  zerohop   status at http://127.0.0.1:{admin}/status\n"
         f"  app       python -m extproc.dev.demoapp (boots in {startup_delay:g}s), 0..{MAX_REPLICAS} replicas, "
@@ -238,6 +275,7 @@ async def _scenario(
         timeline.say("-> 5 warm requests: " + ", ".join(f"{ms:.1f}" for ms in warm) + " ms (no hold, no extra hop)")
 
         timeline.say(f"-> burst: {BURST_RATE} req/s for {BURST_SECONDS}s")
+        streams_before = watch.streams
         codes: dict[int, int] = {}
         latencies: list[float] = []
 
@@ -252,11 +290,19 @@ async def _scenario(
             await asyncio.sleep(1 / BURST_RATE)
         await asyncio.gather(*tasks)
         p50 = statistics.median(latencies)
-        timeline.say(f"<- burst done: {dict(sorted(codes.items()))}, p50 {p50:.1f} ms; now idle")
+        await asyncio.sleep(0.1)  # the watch's next read of /status
+        asked = watch.streams - streams_before
+        timeline.say(
+            f"<- burst done: {dict(sorted(codes.items()))}, p50 {p50:.1f} ms, {asked} of {len(latencies)} "
+            "asked zerohop; now idle"
+        )
 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watch.at_zero.wait(), 60)
         idle_at = [t for t, desired, _ready in watch.history if desired == 0]
+        opened, gated = watch.opened_at(), watch.gated_again_at()
+        zero_at = idle_at[-1] if watch.last == (0, 0) and idle_at else None
+        gated_first = opened is not None and gated is not None and zero_at is not None and gated < zero_at
         print(
             "\nsummary\n"
             f"  cold start: the first request was held {cold_ms:.0f} ms (app boot {startup_delay:g}s) and "
@@ -264,6 +310,11 @@ async def _scenario(
             f"  warm requests: median {statistics.median(warm):.1f} ms through the gateway\n"
             f"  burst: peak {watch.peak} replica(s) for {BURST_RATE} req/s at {TARGET_PER_REPLICA} req/s each "
             f"(max {MAX_REPLICAS}); {sum(codes.values())} requests, {codes.get(200, 0)} x 200\n"
+            + (
+                f"  warm path: open at t+{opened:.1f}s, gated again at t+{gated:.1f}s, before the scale to zero\n"
+                if gated_first and opened is not None and gated is not None
+                else "  warm path: did not open and close again before the scale to zero\n"
+            )
             + (
                 f"  idle: back to zero replicas at t+{idle_at[-1]:.1f}s\n"
                 if watch.last == (0, 0) and idle_at
@@ -273,7 +324,7 @@ async def _scenario(
         if keep_running:
             print(f"left running; try:  curl -i -H 'Host: {HOST}' {url}   (Ctrl-C to stop)\n")
             await _wait_forever()
-        return 0 if codes.get(200, 0) == sum(codes.values()) and watch.last == (0, 0) else 1
+        return 0 if codes.get(200, 0) == sum(codes.values()) and zero_at is not None and gated_first else 1
     finally:
         await background.close()
 

@@ -282,6 +282,18 @@ class WarmSwitch:
             log.warning("warm path: cannot read the gateways' stats (counts catch up when they answer): %s", error)
         health.failing = True
 
+    # What /metrics reads (`observability.metrics.WarmPathSource`).
+
+    def target_state(self, key: TargetKey) -> PathState:
+        return self.warm.target_state(key)
+
+    def gateway_503s(self, key: TargetKey) -> int:
+        return self.gateway_503.get(key, 0)
+
+    @property
+    def gated_unexpectedly(self) -> int:
+        return self.warm.gated_unexpectedly
+
     def status(self) -> dict[str, Any]:
         health = self.health
         return {

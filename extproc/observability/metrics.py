@@ -17,9 +17,11 @@ from typing import Protocol, runtime_checkable
 from extproc import __version__
 from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
+from extproc.core.httpso import TargetKey
 from extproc.core.provider import Provider
 from extproc.core.registry import TargetState
 from extproc.core.traffic import HOLD_BUCKETS
+from extproc.core.warmpath import PathState
 from extproc.envoy.gatewaystats import GatewayStatsStatus, PodStatsState
 from extproc.envoy.processor import ProcessorStats
 from extproc.keda.peers import PeersStatus
@@ -31,6 +33,7 @@ HOLD_OUTCOMES = tuple(HoldOutcome)
 _OUTCOME_LABELS: tuple[tuple[HoldOutcome, Labels], ...] = tuple(
     (outcome, (("outcome", outcome.value),)) for outcome in HOLD_OUTCOMES
 )
+_PATH_STATES: tuple[tuple[PathState, Labels], ...] = tuple((state, (("state", state.value),)) for state in PathState)
 _DESIRED: Labels = (("state", "desired"),)
 _READY: Labels = (("state", "ready"),)
 
@@ -161,6 +164,36 @@ class ClusterStatus(Protocol):
     def gateway_stats(self) -> GatewayStatsStatus | None: ...
 
 
+class StatsHealth(Protocol):
+    """How reading the gateways' stats goes (`warmswitch.ScrapeHealth` has it)."""
+
+    @property
+    def scrapes(self) -> int: ...
+    @property
+    def failures(self) -> int: ...
+    @property
+    def failing(self) -> bool: ...
+
+
+class WarmPathSource(Protocol):
+    """What the warm-path families read (`providers.local.warmswitch.WarmSwitch` has it)."""
+
+    @property
+    def health(self) -> StatsHealth: ...
+    @property
+    def gated_unexpectedly(self) -> int: ...
+    def target_state(self, key: TargetKey) -> PathState: ...
+    def gateway_503s(self, key: TargetKey) -> int: ...
+
+
+@runtime_checkable
+class WarmPathProvider(Protocol):
+    """A provider that may run the warm path (`--warm-path open`): `warm_switch` is None when it does not."""
+
+    @property
+    def warm_switch(self) -> WarmPathSource | None: ...
+
+
 @runtime_checkable
 class ConfigStatus(Protocol):
     """A provider status that reloads a config file (`LocalStatus`): the config families come from it."""
@@ -234,11 +267,29 @@ class _Collection:
             "s",
             bounds=HOLD_BUCKETS,
         )
+        provider = sources.provider
+        # --warm-path open: families only then, present from the first collection (OTLP instruments need that).
+        self.warm = provider.warm_switch if isinstance(provider, WarmPathProvider) else None
+        self.path_state = Family(
+            "zerohop.warm_path.state",
+            "gauge",
+            "1 for the warm path's state the target is in, 0 for the others: gated (ext_proc on), opening, open "
+            "(its virtual hosts skip ext_proc; counted from the gateway's stats), closing.",
+        )
+        self.gateway_503 = Family(
+            "zerohop.warm_path.gateway_503",
+            "counter",
+            "Requests to an open target the gateway answered itself with 503 (no healthy upstream): its endpoints "
+            "vanished while its warm path was open.",
+            "{request}",
+        )
 
     def per_target_families(self) -> list[Family]:
         families = [self.requests, self.cold, self.released_5xx, self.in_flight, self.held, self.rate]
         families += [self.routable_family, self.replicas, self.cold_starts, self.activations, self.last_cold]
         families.append(self.hold)
+        if self.warm is not None:
+            families += [self.path_state, self.gateway_503]
         return families
 
     def add(self, state: TargetState) -> None:
@@ -271,6 +322,12 @@ class _Collection:
         for outcome, histogram in sorted(traffic.holds.items()):
             label = (("outcome", outcome.value),)
             self.hold.add_target_histogram(target, label, histogram.cumulative(), histogram.sum, histogram.count)
+        warm = self.warm
+        if warm is not None:
+            current = warm.target_state(state.key)
+            for path_state, label in _PATH_STATES:
+                self.path_state.add_target(target, 1 if path_state is current else 0, label)
+            self.gateway_503.add_target(target, warm.gateway_503s(state.key))
 
     def families(self) -> list[Family]:
         families = self.per_target_families()
@@ -285,6 +342,8 @@ class _Collection:
         )
         dropped.add(self.dropped)
         families += [targets, dropped]
+        if self.warm is not None:
+            families += _warm_path_families(self.warm)
         return families + _process_families(self.sources)
 
 
@@ -356,6 +415,35 @@ def _process_families(sources: Sources) -> list[Family]:
     if isinstance(status, ConfigStatus):
         families += _config_families(status)
     return families
+
+
+def _warm_path_families(warm: WarmPathSource) -> list[Family]:
+    health = warm.health
+    scrapes = Family(
+        "zerohop.warm_path.stats_scrapes",
+        "counter",
+        "Reads of the gateways' stats that counted the requests of targets not gated.",
+        "{scrape}",
+    )
+    scrapes.add(health.scrapes)
+    failures = Family(
+        "zerohop.warm_path.stats_failures", "counter", "Reads of the gateways' stats that failed.", "{failure}"
+    )
+    failures.add(health.failures)
+    failing = Family(
+        "zerohop.warm_path.stats_failing",
+        "gauge",
+        "1 while the last read of the gateways' stats failed (open targets' counts wait for the next one).",
+    )
+    failing.add(1 if health.failing else 0)
+    unexpected = Family(
+        "zerohop.warm_path.gated_unexpectedly",
+        "counter",
+        "Times an open target lost its endpoints (a crash, a scale to 0 from elsewhere) and was gated at once.",
+        "{event}",
+    )
+    unexpected.add(warm.gated_unexpectedly)
+    return [scrapes, failures, failing, unexpected]
 
 
 def _config_families(status: ConfigStatus) -> list[Family]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -214,6 +215,22 @@ def test_demo_runs_its_scenario_and_exits(tmp_path: Path) -> None:
     assert "<- 200 after" in out
     assert "replicas: 3 desired, 3 ready" in out
     assert "back to zero replicas" in out
+    # The warm path opens while the demo's traffic flows and is gated again before the scale to zero.
+    lines = out.splitlines()
+
+    def first(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    opened = first("warm path: open (the gateway loaded it)")
+    gated = first("warm path: gated (the gateway loaded it)")
+    at_zero = max(i for i, line in enumerate(lines) if "replicas: 0 desired, 0 ready" in line)
+    assert first("-> cold request") < opened < gated < at_zero, out
+    assert "  warm path: open at t+" in out
+    burst = lines[first("<- burst done")]
+    counts = re.search(r"(\d+) of (\d+) asked zerohop", burst)
+    assert counts is not None, burst
+    asked, sent = map(int, counts.groups())
+    assert asked < sent / 2, burst  # most of the burst went past zerohop
 
 
 # --- replicas outlive zerohop (issue 10, item 11) ----------------------------------------------------------

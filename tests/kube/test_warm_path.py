@@ -34,6 +34,7 @@ from extproc.core.warmpath import PathState, WarmPathMode
 from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
 from extproc.envoy.gatewayprobe import GateSeen, GatewayProber
+from extproc.observability import metrics
 from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
 from extproc.providers.kubernetes.provider import KubernetesProvider
 from tests.helpers import free_port, steady_samples, wait_for
@@ -382,6 +383,8 @@ async def test_a_warm_target_skips_ext_proc_on_every_pod_and_is_counted_from_the
         try:
             await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
             assert istio.open_hosts_of(current_envoyfilter(kube_emulator) or {}) == {HOST}
+            scrape = metrics.render(w.server.metrics_families())
+            assert 'zerohop_warm_path_state{namespace="default",name="app",state="open"} 1' in scrape
             streams = await w.ext_proc_streams()
             await asyncio.sleep(RATE_WINDOW + 1.0)
             value = await w.metric()

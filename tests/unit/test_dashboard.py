@@ -18,6 +18,7 @@ from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.provider import ReplicaCounts
+from extproc.core.warmpath import PathState
 from extproc.envoy.gatewaystats import Confirmation, GatewayStatsStatus, PodStatsState, PodStatsStatus
 from extproc.envoy.processor import ProcessorStats
 from extproc.keda.peers import PeersStatus, PeerStatus
@@ -47,8 +48,31 @@ REQUIRED = {
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless"}
 
 
+@dataclass
+class StatsHealth:
+    scrapes: int = 3
+    failures: int = 1
+    failing: bool = False
+
+
+class WarmSwitchLike:
+    """A warm switch (`--warm-path open`) with one target open, so the warm-path families have samples."""
+
+    health = StatsHealth()
+    gated_unexpectedly = 0
+
+    def target_state(self, key: TargetKey) -> PathState:
+        return PathState.OPEN
+
+    def gateway_503s(self, key: TargetKey) -> int:
+        return 0
+
+
 class KubernetesLikeProvider:
-    """A provider with replica counts and a Kubernetes status, so the provider-fed families have samples."""
+    """A provider with replica counts, a Kubernetes status and a warm switch, so the provider-fed families have
+    samples."""
+
+    warm_switch = WarmSwitchLike()
 
     def replicas(self, key: TargetKey) -> ReplicaCounts:
         return ReplicaCounts(desired=2, ready=1)

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import json_format
@@ -97,13 +97,17 @@ def test_clusters_and_routes_are_exact_protos(tmp_path: Path) -> None:
     assert by_domain["*"].routes[0].direct_response.status == 404
 
 
-def test_an_open_virtual_host_disables_ext_proc_and_the_others_keep_it() -> None:
+def test_an_open_virtual_host_skips_ext_proc_and_the_others_keep_it() -> None:
     config = envoyconfig.route_configuration(targets(), open_hosts=frozenset({"a.example"}))
     routes = strict(route_pb2.RouteConfiguration(), config)
     by_domain = {vh.domains[0]: vh for vh in routes.virtual_hosts}
-    per_route = ext_proc_pb2.ExtProcPerRoute()
-    by_domain["a.example"].typed_per_filter_config[envoyconfig.EXT_PROC_FILTER].Unpack(per_route)
-    assert per_route.disabled
+    # The route's generic FilterConfig, which Envoy reads before it creates the filter: an ExtProcPerRoute
+    # would be read by a filter already created for each request.
+    per_filter = by_domain["a.example"].typed_per_filter_config[envoyconfig.EXT_PROC_FILTER]
+    filter_config = route_components_pb2.FilterConfig()
+    assert per_filter.Unpack(filter_config), per_filter.type_url
+    assert filter_config.disabled
+    assert not filter_config.HasField("config")
     others = [vh for domain, vh in by_domain.items() if domain != "a.example"]
     assert others
     assert all(not vh.typed_per_filter_config for vh in others)

@@ -10,7 +10,9 @@ from extproc.core.coldstart import HoldOutcome
 from extproc.core.engine import Core
 from extproc.core.httpso import TargetKey, parse
 from extproc.core.provider import ReplicaCounts
+from extproc.core.warmpath import WarmPath
 from extproc.envoy.processor import ProcessorStats
+from extproc.envoy.warmswitch import WarmSwitch
 from extproc.observability import metrics
 from extproc.providers.local.provider import LocalStatus, ReloadStatus
 from tests import promtext
@@ -176,3 +178,67 @@ def test_every_documented_metric_is_served_with_its_type() -> None:
         assert f"# TYPE {name} {kind}\n" in text, f"{name} ({kind}) is documented but not served"
         series = f"{name}_count" if kind == "histogram" else name
         assert any(key.partition("{")[0] == series for key in served), f"{name} is served without a sample"
+
+
+class WarmLocalProvider(LocalLikeProvider):
+    """The local provider's shape with `--warm-path open`: its warm switch is where the warm-path series come from."""
+
+    def __init__(self, warm_switch: WarmSwitch) -> None:
+        self.warm_switch = warm_switch
+
+
+def warm_switch_of(core: Core) -> WarmSwitch:
+    gateways: Any = None  # never used: no round runs here
+    return WarmSwitch(core, WarmPath(open_after=0.0), gateways, 1.0)
+
+
+def test_the_warm_path_series_come_from_the_warm_switch() -> None:
+    core = shop()
+    state = next(iter(core.registry))
+    switch = warm_switch_of(core)
+    switch.warm.set_hosts(core.registry, {state.key: ("shop.example",)})
+    core.set_routable(state.key, True)
+    state.traffic.requests += 1
+    state.traffic.rate.record(100.0)
+    assert switch.warm.update(100.0) == {"shop.example"}
+    switch.warm.confirmed(frozenset({"shop.example"}))
+    switch.gateway_503[state.key] = 2
+    switch.health.scrapes, switch.health.failures, switch.health.failing = 7, 1, True
+    provider: Any = WarmLocalProvider(switch)
+    target = 'namespace="default",name="shop"'
+
+    def lines() -> set[str]:
+        return set(samples(metrics.render(metrics.collect(metrics.Sources(core, provider)))))
+
+    expected = {
+        f'zerohop_warm_path_state{{{target},state="gated"}} 0',
+        f'zerohop_warm_path_state{{{target},state="opening"}} 0',
+        f'zerohop_warm_path_state{{{target},state="open"}} 1',
+        f'zerohop_warm_path_state{{{target},state="closing"}} 0',
+        f"zerohop_warm_path_gateway_503_total{{{target}}} 2",
+        "zerohop_warm_path_stats_scrapes_total 7",
+        "zerohop_warm_path_stats_failures_total 1",
+        "zerohop_warm_path_stats_failing 1",
+        "zerohop_warm_path_gated_unexpectedly_total 0",
+    }
+    assert expected <= lines(), sorted(expected - lines())
+
+    # Its endpoints vanish while open: counted, and being gated from the switch's next round.
+    core.set_routable(state.key, False)
+    assert switch.warm.update(100.5) == frozenset()
+    after = lines()
+    assert f'zerohop_warm_path_state{{{target},state="open"}} 0' in after
+    assert f'zerohop_warm_path_state{{{target},state="closing"}} 1' in after
+    assert "zerohop_warm_path_gated_unexpectedly_total 1" in after
+
+
+def test_the_warm_path_per_target_series_obey_the_target_cap_and_are_absent_without_it() -> None:
+    core = shop()
+    provider: Any = WarmLocalProvider(warm_switch_of(core))
+    capped = metrics.render(metrics.collect(metrics.Sources(core, provider), max_targets=0))
+    assert "# TYPE zerohop_warm_path_state gauge" in capped  # the family stays, empty
+    assert not [line for line in samples(capped) if line.startswith("zerohop_warm_path_state")]
+    assert "zerohop_warm_path_stats_scrapes_total 0" in samples(capped)
+
+    plain: Any = LocalLikeProvider()
+    assert "zerohop_warm_path" not in metrics.render(metrics.collect(metrics.Sources(core, plain)))
