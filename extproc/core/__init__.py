@@ -2,6 +2,7 @@
 
 - `httpso`: HTTPScaledObject documents parsed into typed targets; `durations`: Go duration strings
 - `iroute`: InterceptorRoute documents parsed into the same targets, and the ScaledObject triggers naming them
+- `placeholder`: placeholder pages, the add-on's template variables substituted safely
 - `fieldcheck`: unknown fields in a document against a declared field tree, with the nearest valid name
 - `registry`: the live state of every target; `routing`: the route table, an immutable snapshot
 - `traffic`: per-target counters; `coldstart`: the cold gate and held requests; `activation`: wake fan-out

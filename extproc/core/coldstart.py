@@ -40,8 +40,11 @@ class HoldOutcome(enum.StrEnum):
     """How a cold request ended: the one vocabulary of the servicer, traffic counters, metrics and spans.
 
     The gate resolves a hold with RELEASED, TIMEOUT, SHUTDOWN or REMOVED; the servicer adds OVER_CAPACITY and
-    SHUTDOWN for a request refused without being held, and ABORTED when the client went away while held. The
-    values are metric label values and span attributes: changing one changes what operators query.
+    SHUTDOWN for a request refused without being held, ABORTED when the client went away while held, FAILOVER
+    for a request whose hold timed out and whose answer came from the target's fallback Service (TIMEOUT when
+    the fallback could not answer either), and PLACEHOLDER for a browser answered the placeholder page at once
+    instead of being held. The values are metric label values and span attributes: changing one changes what
+    operators query.
     """
 
     RELEASED = "released"
@@ -50,6 +53,8 @@ class HoldOutcome(enum.StrEnum):
     SHUTDOWN = "shutdown"
     REMOVED = "removed"
     ABORTED = "aborted"
+    FAILOVER = "failover"
+    PLACEHOLDER = "placeholder"
 
 
 class TargetGate:
@@ -307,14 +312,19 @@ class ColdGate:
         for hook in self._watch_hooks:
             hook(gate.key, on)
 
-    def try_hold(self, gate: TargetGate) -> Hold | None:
-        """Admit a cold request to the waiting room, or None when a cap is reached. Wakes the target either way."""
+    def wake_cold(self, gate: TargetGate) -> None:
+        """A cold request answered without being held (a placeholder page): the cold start begins (if it has
+        not yet) and the target wakes, as for a held one."""
         if gate.cold_since is None and not gate.routable:
             gate.cold_since = time.monotonic()
             gate.last_cold_start = time.time()
             gate.cold_starts += 1
             log.info("cold start of %s: holding requests until it is routable", gate.key)
         self.wake(gate)
+
+    def try_hold(self, gate: TargetGate) -> Hold | None:
+        """Admit a cold request to the waiting room, or None when a cap is reached. Wakes the target either way."""
+        self.wake_cold(gate)
         if self.draining:
             return None
         if gate.held >= self.max_held_per_target or self.held_total >= self.max_held_total:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from extproc.core.durations import parse_duration
 from extproc.core.fieldcheck import LEAF, Tree, UnknownField, unknown_fields
+from extproc.core.placeholder import Placeholder, compile_template
 
 API_GROUP = "http.keda.sh"
 API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -32,6 +33,8 @@ DEFAULT_MIN_REPLICAS = 0
 DEFAULT_MAX_REPLICAS = 100
 DEFAULT_SCALEDOWN_PERIOD = 300
 DEFAULT_FAILOVER_TIMEOUT_SECONDS = 30
+DEFAULT_PLACEHOLDER_STATUS = 503
+DEFAULT_PLACEHOLDER_REFRESH_SECONDS = 5
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?)*$")
@@ -80,13 +83,13 @@ SPEC_FIELDS: Tree = {
 FIELDS: Tree = {"apiVersion": LEAF, "kind": LEAF, "metadata": OBJECT_META, "spec": SPEC_FIELDS, "status": LEAF}
 
 # Add-on fields zerohop accepts (so manifests migrate unchanged) but does not act on, and what happens instead.
+# `coldStartTimeoutFailoverRef`, `placeholderConfig` (and an InterceptorRoute's `coldStart.fallback`) are acted on
+# (docs/istio.md, add-on fields).
 IGNORED_FIELDS: Mapping[str, str] = {
-    "coldStartTimeoutFailoverRef": "held requests are never sent to a failover service; they wait or time out",
-    "placeholderConfig": "held browsers get zerohop's own waiting page, not this placeholder",
     # InterceptorRoute (core/iroute.py) fields, by their own names.
-    "coldStart": "held requests are never sent to the fallback service; they wait or time out",
     "proxyMode": "the gateway routes to the Service as it always does; zerohop is not a proxy",
 }
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 class InvalidSpec(ValueError):
@@ -160,6 +163,16 @@ class FailoverRef:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaceholderConfig:
+    """`spec.placeholderConfig` when enabled: what a browser asking for a cold target gets at once."""
+
+    status_code: int = DEFAULT_PLACEHOLDER_STATUS
+    refresh_interval: int = DEFAULT_PLACEHOLDER_REFRESH_SECONDS
+    headers: tuple[tuple[str, str], ...] = ()
+    template: Placeholder = field(default_factory=lambda: compile_template(""))
+
+
+@dataclass(frozen=True, slots=True)
 class ScaledTarget:
     """One valid HTTPScaledObject or InterceptorRoute (`kind`): what to match, what to scale, and how to count.
 
@@ -181,6 +194,7 @@ class ScaledTarget:
     condition_wait: float | None = None
     response_header_timeout: float | None = None
     failover: FailoverRef | None = None
+    placeholder: PlaceholderConfig | None = None
     kind: str = KIND
     rules: tuple[RouteRule, ...] = ()
     metrics: tuple[ScalingMetric, ...] = ()
@@ -191,6 +205,18 @@ class ScaledTarget:
     # Fields the document has that zerohop does not know (typos), and add-on fields it accepts but ignores.
     unknown: tuple[UnknownField, ...] = field(default=(), compare=False)
     ignored: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def hold_wait(self) -> float | None:
+        """How long a cold request may be held, as the add-on decides it: the failover's `timeoutSeconds`
+        when a failover is set (it replaces `timeouts.conditionWait`), else `timeouts.conditionWait`; None for
+        zerohop's --hold-timeout."""
+        if self.failover is not None:
+            wait = float(self.failover.timeout_seconds)
+            if self.kind != KIND and self.condition_wait is not None:
+                wait = min(wait, self.condition_wait)  # an InterceptorRoute's timeouts.request bounds it too
+            return wait
+        return self.condition_wait
 
     @property
     def catch_all(self) -> bool:
@@ -213,6 +239,8 @@ class ScaledTarget:
         lines += [
             f"{self.key}: spec.{name} is accepted but not acted on: {IGNORED_FIELDS[name]}" for name in self.ignored
         ]
+        if self.placeholder is not None and self.placeholder.template.problem:
+            lines.append(f"{self.key}: spec.placeholderConfig.content: {self.placeholder.template.problem}")
         if self.catch_all:
             what = "neither hosts nor pathPrefixes" if self.kind == KIND else "no rule with hosts or paths"
             lines.append(f"{self.key}: {what}: it matches every host and path")
@@ -291,6 +319,7 @@ def parse(document: Mapping[str, Any], default_namespace: str = "default", *, st
         condition_wait=_timeout(spec, "conditionWait"),
         response_header_timeout=_timeout(spec, "responseHeader"),
         failover=_failover(spec.get("coldStartTimeoutFailoverRef")),
+        placeholder=_placeholder(spec.get("placeholderConfig")),
         labels=_string_map(metadata.get("labels"), "metadata.labels"),
         annotations=_string_map(metadata.get("annotations"), "metadata.annotations"),
         uid=str(metadata.get("uid") or ""),
@@ -301,11 +330,7 @@ def parse(document: Mapping[str, Any], default_namespace: str = "default", *, st
 
 
 def _ignored(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    names = [name for name in IGNORED_FIELDS if spec.get(name) is not None]
-    placeholder = spec.get("placeholderConfig")
-    if isinstance(placeholder, Mapping) and placeholder.get("enabled") is False:
-        names.remove("placeholderConfig")  # switched off: nothing is lost by ignoring it
-    return tuple(names)
+    return tuple(name for name in IGNORED_FIELDS if spec.get(name) is not None)
 
 
 def _mapping(value: Any, where: str) -> Mapping[str, Any]:
@@ -513,6 +538,36 @@ def _failover(value: Any) -> FailoverRef | None:
     port, port_name = _port(ref, where, required=True)
     timeout = _int(ref.get("timeoutSeconds"), f"{where}.timeoutSeconds", DEFAULT_FAILOVER_TIMEOUT_SECONDS, 1)
     return FailoverRef(service, port, port_name, timeout)
+
+
+def _placeholder(value: Any) -> PlaceholderConfig | None:
+    where = "spec.placeholderConfig"
+    config = _mapping(value, where)
+    enabled = config.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise InvalidSpec(f"{where}.enabled: expected true or false, got {enabled!r}")
+    status = _int(config.get("statusCode"), f"{where}.statusCode", DEFAULT_PLACEHOLDER_STATUS, 100)
+    if status > 599:
+        raise InvalidSpec(f"{where}.statusCode: expected 100..599, got {status}")
+    if status < 200:
+        # Envoy sends no informational status as a final answer.
+        raise InvalidSpec(f"{where}.statusCode: zerohop answers with a final status, 200..599, got {status}")
+    refresh = _int(config.get("refreshInterval"), f"{where}.refreshInterval", DEFAULT_PLACEHOLDER_REFRESH_SECONDS, 1)
+    if refresh > 60:
+        raise InvalidSpec(f"{where}.refreshInterval: expected 1..60 seconds, got {refresh}")
+    headers = []
+    for name, header_value in _mapping(config.get("headers"), f"{where}.headers").items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise InvalidSpec(f"{where}.headers: {name!r} is not an HTTP header name")
+        if not isinstance(header_value, str) or any(c in header_value for c in "\r\n\0"):
+            raise InvalidSpec(f"{where}.headers.{name}: expected a one-line string, got {header_value!r}")
+        headers.append((name.lower(), header_value))
+    content = config.get("content")
+    if content is not None and not isinstance(content, str):
+        raise InvalidSpec(f"{where}.content: expected a string, got {type(content).__name__}")
+    if not enabled:
+        return None
+    return PlaceholderConfig(status, refresh, tuple(headers), compile_template(content or ""))
 
 
 def _string_map(value: Any, where: str) -> dict[str, str]:

@@ -107,7 +107,7 @@ def parse(document: Mapping[str, Any], default_namespace: str = "default", *, st
     proxy_mode = spec.get("proxyMode")
     if proxy_mode is not None and proxy_mode not in PROXY_MODES:
         raise InvalidSpec(f"spec.proxyMode: expected one of {', '.join(PROXY_MODES)}, got {proxy_mode!r}")
-    ignored = tuple(n for n, on in (("coldStart", "coldStart" in spec), ("proxyMode", proxy_mode == "Endpoint")) if on)
+    ignored = ("proxyMode",) if proxy_mode == "Endpoint" else ()  # coldStart.fallback is acted on (failover)
     waits = [t for t in (readiness, request) if t]
     one = rules[0] if len(rules) == 1 else None
     return ScaledTarget(

@@ -112,13 +112,14 @@ class TargetRegistry:
         return True
 
     def _budget(self, spec: ScaledTarget) -> float:
-        wanted = spec.condition_wait
+        wanted = spec.hold_wait
         if wanted is None:
             return self._hold_timeout
         if wanted > self._hold_timeout:
             log.warning(
-                "target %s: timeouts.conditionWait %.1fs exceeds --hold-timeout %.1fs; using %.1fs",
+                "target %s: %s %.1fs exceeds --hold-timeout %.1fs; using %.1fs",
                 spec.key,
+                "the failover timeout" if spec.failover else "timeouts.conditionWait",
                 wanted,
                 self._hold_timeout,
                 self._hold_timeout,

@@ -16,9 +16,16 @@ from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
-from extproc.envoy.config import GATE_GATED, GATE_HEADER
+from extproc.core.placeholder import SERVED_HEADER
+from extproc.envoy.config import (
+    FAILOVER_HEADER,
+    FAILOVER_METADATA_KEY,
+    FAILOVER_METADATA_NAMESPACE,
+    GATE_GATED,
+    GATE_HEADER,
+)
 
 COLD_START_HEADER = "x-zerohop-cold-start"
 _SEND = processing_mode_pb2.ProcessingMode.SEND
@@ -61,6 +68,20 @@ COLD_START_RESPONSE = _serialize(
     )
 )
 
+# Response headers of a request sent to its target's fallback: a cold start, answered by the fallback.
+FAILOVER_RESPONSE = _serialize(
+    ep.ProcessingResponse(
+        response_headers=ep.HeadersResponse(
+            response=ep.CommonResponse(
+                header_mutation=ep.HeaderMutation(
+                    set_headers=[_header(COLD_START_HEADER, "true"), _header(FAILOVER_HEADER, "true")]
+                )
+            )
+        )
+    )
+)
+
+
 # A warm-path probe that reached zerohop: ext_proc is on for its virtual host (see config.PROBE_HEADER).
 GATED_PROBE = _serialize(
     ep.ProcessingResponse(
@@ -70,6 +91,53 @@ GATED_PROBE = _serialize(
         )
     )
 )
+
+
+@functools.lru_cache(maxsize=256)
+def failover(target: str, fallback: str) -> bytes:
+    """Request headers of a held request whose hold ran out: let it go to the fallback of `target` (its
+    `namespace/name`) instead; the request header names the `fallback` Service for the app that gets it.
+
+    The dynamic metadata selects the fallback route (config.FAILOVER_METADATA_*, value `target`); Envoy
+    re-matches routes only after a header mutation with `clear_route_cache`, which the request header
+    provides. The response headers are asked for, to mark the answer and to tell a fallback that is down
+    from one that answered."""
+    metadata = struct_pb2.Struct()
+    metadata.update({FAILOVER_METADATA_NAMESPACE: {FAILOVER_METADATA_KEY: target}})
+    return _serialize(
+        ep.ProcessingResponse(
+            request_headers=ep.HeadersResponse(
+                response=ep.CommonResponse(
+                    header_mutation=ep.HeaderMutation(set_headers=[_header(FAILOVER_HEADER, fallback)]),
+                    clear_route_cache=True,
+                )
+            ),
+            dynamic_metadata=metadata,
+            mode_override=processing_mode_pb2.ProcessingMode(response_header_mode=_SEND),
+        )
+    )
+
+
+def placeholder(status: int, headers: tuple[tuple[str, str], ...], content_type: str, body: str) -> bytes:
+    """The placeholder page as an ImmediateResponse: the object's headers, then the add-on's own (which win)."""
+    fixed = (
+        ("content-type", content_type),
+        (SERVED_HEADER, "true"),
+        ("cache-control", "no-cache, no-store, must-revalidate"),
+        (COLD_START_HEADER, "true"),
+    )
+    # The body's framing is Envoy's to write: an object's length or encoding header would contradict it.
+    names = {name for name, _ in fixed} | {"content-length", "transfer-encoding", "connection"}
+    mutation = [_header(name, value) for name, value in headers if name not in names]
+    mutation += [_header(name, value) for name, value in fixed]
+    immediate = ep.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=status),
+        headers=ep.HeaderMutation(set_headers=mutation),
+        body=body.encode(),
+        details="zerohop_placeholder",
+    )
+    return _serialize(ep.ProcessingResponse(immediate_response=immediate))
+
 
 # A CONTINUE for every kind of message, for input zerohop did not ask for (misconfigured processing mode).
 CONTINUE_FOR_KIND: dict[str, bytes] = {
@@ -104,6 +172,11 @@ def client_kind(content_type: str, accept: str) -> ClientKind:
     if "text/html" in accept:
         return ClientKind.BROWSER
     return ClientKind.OTHER
+
+
+def wants_html(content_type: str, accept: str) -> bool:
+    """A browser (or anything asking for HTML): who gets a placeholder page instead of being held."""
+    return client_kind(content_type, accept) is ClientKind.BROWSER
 
 
 class Refusal(enum.Enum):

@@ -38,6 +38,14 @@ ATTRIBUTES_KEY = EXT_PROC_FILTER
 CLUSTER_ATTRIBUTE = "xds.cluster_name"
 # Sent with response headers zerohop asked for: tells the gateway's own "no healthy upstream" from the app's 503.
 CODE_DETAILS_ATTRIBUTE = "response.code_details"
+# A held request whose hold ran out goes to its target's fallback (coldStartTimeoutFailoverRef): zerohop sets
+# this dynamic metadata (namespace, key) to the fallback's cluster name and clears the route cache, and a route
+# matching it, first in the virtual host, sends the request there. Clients cannot set dynamic metadata, so no
+# client can force the fallback; the request header only tells the fallback app (and logs) why it got it.
+FAILOVER_METADATA_NAMESPACE = "zerohop"
+FAILOVER_METADATA_KEY = "failover"
+FAILOVER_HEADER = "x-zerohop-failover"
+
 # The warm path's probe (Istio): a request carrying PROBE_HEADER to a managed virtual host is answered by the
 # gateway's own probe route (GATE_HEADER: GATE_OPEN) when ext_proc is off there, and by zerohop (GATE_GATED) when it
 # is on, since ext_proc sees the request before the router does. Neither answer reaches the app.
@@ -102,6 +110,7 @@ def ext_proc_config(
         "max_message_timeout": _seconds(max_message_timeout),
         "request_attributes": [CLUSTER_ATTRIBUTE],
         "response_attributes": [CODE_DETAILS_ATTRIBUTE],
+        "metadata_options": {"receiving_namespaces": {"untyped": [FAILOVER_METADATA_NAMESPACE]}},
         "stat_prefix": "zerohop",
     }
 
@@ -280,6 +289,46 @@ def _route(spec: RouteSpec) -> dict[str, Any]:
     return {"match": match, "route": action}
 
 
+def failover_cluster_name(target: ScaledTarget, port: int | None = None) -> str | None:
+    """The cluster of the target's fallback Service (None without one), named as its own cluster is: the
+    fallback's `port` (or portName, unless a resolved `port` is given) in the target's namespace."""
+    ref = target.failover
+    if ref is None:
+        return None
+    return istio_cluster_name(ref.service, target.key.namespace, port or ref.port or ref.port_name or "")
+
+
+def failover_route(target: str, cluster: str, timeout: float | None = None) -> dict[str, Any]:
+    """The route, first in each virtual host of `target` (`namespace/name`), that sends a request zerohop let
+    go to the fallback (dynamic metadata FAILOVER_METADATA_*, which only zerohop sets) to `cluster`."""
+    matcher = {
+        "filter": FAILOVER_METADATA_NAMESPACE,
+        "path": [{"key": FAILOVER_METADATA_KEY}],
+        "value": {"string_match": {"exact": target}},
+    }
+    action: dict[str, Any] = {"cluster": cluster}
+    if timeout is not None:
+        action["timeout"] = _seconds(timeout)
+    return {"match": {"prefix": "/", "dynamic_metadata": [matcher]}, "route": action}
+
+
+def with_failover_routes(hosts: list[dict[str, Any]], targets: Iterable[ScaledTarget]) -> list[dict[str, Any]]:
+    """`hosts` (from `virtual_hosts`) with each target's failover route first in each of its virtual hosts."""
+    first: dict[str, list[dict[str, Any]]] = {}
+    for target in sorted(targets, key=lambda t: t.key):
+        cluster = failover_cluster_name(target)
+        if cluster is not None:
+            for host in dict.fromkeys(h for rule in target.routing_rules for h in rule.hosts or ("*",)):
+                route = failover_route(str(target.key), cluster, target.response_header_timeout)
+                first.setdefault(host, []).append(route)
+    if not first:
+        return hosts
+    return [
+        {**vhost, "routes": first[vhost["domains"][0]] + vhost["routes"]} if vhost["domains"][0] in first else vhost
+        for vhost in hosts
+    ]
+
+
 def probe_route() -> dict[str, Any]:
     """The route put first in each managed virtual host: a probe (PROBE_HEADER present) is answered 204 by the
     gateway itself, saying the ext_proc gate is off (GATE_OPEN), unless ext_proc answers it first."""
@@ -357,7 +406,9 @@ def route_configuration(
 ) -> dict[str, Any]:
     """The gateway's RouteConfiguration for plain Envoy: each target's hosts and paths to its cluster; the
     hosts in `open_hosts` without ext_proc (the warm path)."""
-    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": virtual_hosts(target_routes(targets), fallback, open_hosts)}
+    targets = list(targets)
+    hosts = with_failover_routes(virtual_hosts(target_routes(targets), fallback, open_hosts), targets)
+    return {"name": ROUTE_CONFIG_NAME, "virtual_hosts": hosts}
 
 
 def target_clusters(targets: Iterable[ScaledTarget], xds_dir: Path) -> list[dict[str, Any]]:

@@ -5,16 +5,20 @@ Two shapes, both built on `config.ext_proc_http_filter` (what the demo, tests an
 - scoped to hosts: the filter is inserted disabled, and only the virtual hosts HTTPScaledObjects name
   (`HOST:PORT`, Istio's virtual host names) enable it with an `ExtProcPerRoute`, so requests to every
   other host never reach zerohop.
+Either shape may carry failover routes (`failover_patches`): for each HTTPScaledObject with a
+`coldStartTimeoutFailoverRef`, a route inserted first in each of its virtual hosts that sends the requests
+zerohop lets go to the fallback (config.failover_route) to the fallback Service's outbound cluster.
 `envoyfilter/*.yaml` is this module's output, kept in sync by a test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import yaml
 
+from extproc.core.httpso import ScaledTarget
 from extproc.envoy.config import (
     DEFAULT_HOLD_TIMEOUT,
     EXT_PROC_FILTER,
@@ -23,6 +27,8 @@ from extproc.envoy.config import (
     PROBE_ROUTE_NAME,
     ROUTER_FILTER,
     ext_proc_http_filter,
+    failover_cluster_name,
+    failover_route,
     istio_cluster_name,
     max_message_timeout_for,
     probe_route,
@@ -92,6 +98,61 @@ def _virtual_host_patch(host: str, port: int) -> dict[str, Any]:
     }
 
 
+class FailoverRoute(NamedTuple):
+    """A target's fallback as the gateway routes to it: on `host`'s virtual hosts, `target`'s released
+    requests (`namespace/name`, the dynamic metadata zerohop sets) go to `cluster`."""
+
+    host: str
+    target: str
+    cluster: str
+
+
+# Resolves a Service's named port to its number: (namespace, service, port name) -> port, or None.
+PortResolver = Callable[[str, str, str], int | None]
+
+
+def failover_routes(targets: Iterable[ScaledTarget], resolve: PortResolver | None = None) -> list[FailoverRoute]:
+    """The failover routes of `targets`: one per named host of each target with a fallback whose port is
+    known (a `portName` needs `resolve`; a catch-all target has no virtual host of its own to put it in)."""
+    routes: list[FailoverRoute] = []
+    for target in targets:
+        ref = target.failover
+        if ref is None:
+            continue
+        port = ref.port
+        if port is None and ref.port_name is not None and resolve is not None:
+            port = resolve(target.key.namespace, ref.service, ref.port_name)
+        if port is None:
+            continue
+        cluster = failover_cluster_name(target, port)
+        assert cluster is not None
+        routes.extend(FailoverRoute(host, str(target.key), cluster) for host in target.hosts if host != "*")
+    return sorted(set(routes))
+
+
+def failover_patches(routes: Iterable[FailoverRoute], ports: Sequence[int] = GATEWAY_PORTS) -> list[dict[str, Any]]:
+    """HTTP_ROUTE patches inserting each failover route first in its host's virtual hosts (`HOST:PORT`), with
+    no timeout (Istio's default for the routes of a VirtualService)."""
+    patches = []
+    for route in sorted(set(routes)):
+        value = {
+            "name": f"zerohop-failover-{route.target.replace('/', '-')}",
+            **failover_route(route.target, route.cluster, 0),
+        }
+        for port in ports:
+            patches.append(
+                {
+                    "applyTo": "HTTP_ROUTE",
+                    "match": {
+                        "context": "GATEWAY",
+                        "routeConfiguration": {"portNumber": port, "vhost": {"name": f"{route.host}:{port}"}},
+                    },
+                    "patch": {"operation": "INSERT_FIRST", "value": value},
+                }
+            )
+    return patches
+
+
 def _probe_route_patch(host: str, port: int) -> dict[str, Any]:
     return {
         "applyTo": "HTTP_ROUTE",
@@ -114,8 +175,10 @@ def envoyfilter(
     ports: Sequence[int] = GATEWAY_PORTS,
     name: str = ENVOYFILTER_NAME,
     open_hosts: Iterable[str] | None = None,
+    failovers: Iterable[FailoverRoute] = (),
 ) -> dict[str, Any]:
-    """The EnvoyFilter for gateways matching `selector`; with `hosts`, scoped to those hosts' virtual hosts.
+    """The EnvoyFilter for gateways matching `selector`; with `hosts`, scoped to those hosts' virtual hosts;
+    with `failovers`, the routes to the targets' fallback Services.
 
     With `open_hosts` (the warm path, `--warm-path open`): ext_proc stays off on those of `hosts`, and each of
     `hosts` gets the probe route first (`config.probe_route`), which tells which state a gateway pod runs.
@@ -128,6 +191,7 @@ def envoyfilter(
             patches.extend(_probe_route_patch(host, port) for port in ports)
         if host not in skipped:
             patches.extend(_virtual_host_patch(host, port) for port in ports)
+    patches += failover_patches(failovers, ports)
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",

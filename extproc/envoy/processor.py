@@ -22,6 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from extproc.core.coldstart import ColdGate, HoldOutcome
 from extproc.core.durations import format_duration
 from extproc.core.loglimit import LogLimiter
+from extproc.core.placeholder import render, timestamp
 from extproc.core.registry import TargetState
 from extproc.core.routing import NO_UPSTREAM, NoUpstream, Router
 from extproc.envoy import answers
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "envoy.service.ext_proc.v3.ExternalProcessor"
 # Envoy's response code details when the gateway itself could not pick an upstream host or cluster.
 NOT_ROUTED_DETAILS = frozenset({"no_healthy_upstream", "cluster_not_found"})
+# ... and when it found no upstream host that answered (a fallback that is down gets the 504 instead).
+NOT_ANSWERED_PREFIX = "upstream_reset_before_response_started"
 # zerohop answers a timed-out hold itself this long before Envoy's own message timer would fire.
 TIMEOUT_MARGIN = 2.0
 
@@ -49,9 +52,12 @@ class ProcessorStats:
     __slots__ = (
         "cold_requests",
         "errors",
+        "failovers",
+        "failovers_down",
         "malformed",
         "not_routed",
         "over_capacity",
+        "placeholders",
         "probes",
         "released",
         "released_5xx",
@@ -75,6 +81,9 @@ class ProcessorStats:
         self.timeouts = 0
         self.over_capacity = 0
         self.shutdown_refusals = 0
+        self.failovers = 0  # held past the budget and sent to the target's fallback
+        self.failovers_down = 0  # ... whose fallback could not answer either (answered 504)
+        self.placeholders = 0  # browsers answered the placeholder page instead of being held
         self.probes = 0  # warm-path probes answered "gated" (the Kubernetes provider's switch confirmation)
 
     def as_dict(self) -> dict[str, int]:
@@ -235,7 +244,33 @@ class ExtProcServicer:
                 self.stats.not_routed += 1
                 self._gate.released(gate, False, False)
             return
+        if state.spec.placeholder is not None:
+            headers = _headers_dict(request.request_headers.headers.headers)
+            if answers.wants_html(headers.get("content-type", ""), headers.get("accept", "")):
+                await self._placeholder(headers, state, context)
+                return
         await self._hold(request, state, context)
+
+    async def _placeholder(
+        self, headers: dict[str, str], state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]
+    ) -> None:
+        """A browser asking for a cold target with `placeholderConfig`: the page at once, and the target wakes."""
+        self.stats.placeholders += 1
+        self._gate.wake_cold(state.gate)
+        state.traffic.hold_ended(HoldOutcome.PLACEHOLDER, None)
+        config = state.spec.placeholder
+        assert config is not None
+        template = config.template
+        values = {
+            "ServiceName": state.spec.scale_target.service,
+            "Namespace": state.key.namespace,
+            "RefreshInterval": str(config.refresh_interval),
+            "RequestID": headers.get("x-request-id", ""),
+            "Timestamp": timestamp(),
+        }
+        content_type = template.content_type
+        body = render(template, values)
+        await context.write(answers.placeholder(config.status_code, config.headers, content_type, body))
 
     async def _hold(self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]) -> None:
         stats = self.stats
@@ -287,6 +322,10 @@ class ExtProcServicer:
             elif result is HoldOutcome.REMOVED:
                 stats.removed += 1
                 await context.write(_CONTINUE)
+            elif result is HoldOutcome.TIMEOUT and state.spec.failover is not None:
+                # The client's answer decides: the fallback's (FAILOVER), or the 504 (TIMEOUT) when it had none.
+                answered = await self._failover(request, state, context)
+                outcome = HoldOutcome.FAILOVER if answered else HoldOutcome.TIMEOUT
             elif result is HoldOutcome.TIMEOUT:
                 stats.timeouts += 1
                 log.info("request for %s timed out after %.1fs held", state.key, state.hold_budget)
@@ -302,6 +341,26 @@ class ExtProcServicer:
                     observer.hold_ended(token, state, outcome, held or 0.0)
                 except Exception:
                     log.warning("hold observer failed; the request was answered", exc_info=True)
+
+    async def _failover(self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]) -> bool:
+        """The hold ran out and the target has a fallback: send the request there (the fallback route matches
+        zerohop's dynamic metadata); if the fallback cannot answer either, the client gets the 504 (False)."""
+        ref = state.spec.failover
+        assert ref is not None
+        self.stats.failovers += 1
+        log.info("request for %s held %.1fs: sending it to its fallback %s", state.key, state.hold_budget, ref.service)
+        await context.write(answers.failover(str(state.key), f"{ref.service}.{state.key.namespace}"))
+        response = await self._response_headers(context)
+        if response is None:
+            return True  # the stream ended first (client gone): it was sent
+        if _answered(response):
+            await context.write(answers.FAILOVER_RESPONSE)
+            return True
+        self.stats.failovers_down += 1
+        self.stats.timeouts += 1
+        log.info("fallback %s of %s could not answer either; answering 504", ref.service, state.key)
+        await context.write(self._refusal(request, Refusal.TIMEOUT, state))
+        return False
 
     # Observers (tracing) must never keep a request from its answer: a failure there is logged and the
     # request goes on as if no observer were installed.
@@ -331,12 +390,19 @@ class ExtProcServicer:
 
     async def _answer_response_headers(self, context: grpc.aio.ServicerContext[Any, bytes], answer: bytes) -> Any:
         """Wait for this request's response headers and answer them; returns that message, or None."""
+        message = await self._response_headers(context)
+        if message is not None:
+            await context.write(answer)
+        return message
+
+    async def _response_headers(self, context: grpc.aio.ServicerContext[Any, bytes]) -> Any:
+        """This request's response headers message, unanswered (None when the stream ended first); messages of
+        other kinds before it are answered with CONTINUE."""
         while True:
             message = await context.read()
             if message is _EOF:
                 return None
             if message.HasField("response_headers"):
-                await context.write(answer)
                 return message
             kind = message.WhichOneof("request")
             if kind is None:
@@ -373,6 +439,15 @@ def _routed(message: Any) -> bool | None:
     if _status(headers) != b"503":
         return True
     return any(header.key == "x-envoy-upstream-service-time" for header in headers)
+
+
+def _answered(message: Any) -> bool:
+    """Did an upstream answer this request (not the gateway itself: no host, no cluster, no connection)?"""
+    if _routed(message) is False:
+        return False
+    attributes = message.attributes.get(ATTRIBUTES_KEY)
+    details = attributes.fields.get(CODE_DETAILS_ATTRIBUTE) if attributes is not None else None
+    return details is None or not details.string_value.startswith(NOT_ANSWERED_PREFIX)
 
 
 def _status(headers: Any) -> bytes:

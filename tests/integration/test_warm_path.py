@@ -19,6 +19,7 @@ from extproc.envoy.config import target_cluster_name
 from extproc.providers.local.provider import LocalProvider
 from tests.helpers import steady_samples, wait_for
 from tests.integration.stack import Reply, Stack, app, httpso
+from tests.load import Load
 
 pytestmark = pytest.mark.envoy
 
@@ -62,68 +63,9 @@ async def ext_proc_streams(stack: Stack) -> int:
     return values[0]
 
 
-class Load:
-    """Requests to one host at a steady pace (or `workers` back-to-back loops) until stopped."""
-
-    def __init__(self, stack: Stack, host: str, *, rate: float = 0.0, workers: int = 0) -> None:
-        self.stack = stack
-        self.host = host
-        self.replies: list[tuple[float, Reply]] = []
-        self.errors: list[BaseException] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._pending: set[asyncio.Task[None]] = set()
-        self._rate = rate
-        self._workers = workers
-        self._stop = asyncio.Event()
-        self.in_flight = 0  # requests sent and not answered yet, as the client knows it
-        self.changed_at = time.monotonic()  # when in_flight last changed
-
-    async def _one(self) -> None:
-        self.in_flight += 1
-        self.changed_at = time.monotonic()
-        try:
-            reply = await self.stack.get(self.host)
-        except Exception as exc:
-            self.errors.append(exc)
-            return
-        finally:
-            self.in_flight -= 1
-            self.changed_at = time.monotonic()
-        self.replies.append((time.monotonic(), reply))
-
-    async def _paced(self) -> None:
-        interval = 1 / self._rate
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            task = asyncio.create_task(self._one())
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            await self._one()
-
-    def start(self) -> Load:
-        if self._rate:
-            self._tasks.append(asyncio.create_task(self._paced()))
-        for _ in range(self._workers):
-            self._tasks.append(asyncio.create_task(self._loop()))
-        return self
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-        if self._pending:
-            await asyncio.gather(*list(self._pending))
-
-    @property
-    def sent(self) -> int:
-        return len(self.replies) + len(self.errors)
-
-    def statuses(self) -> list[int]:
-        return [reply.status for _, reply in self.replies]
+def load_on(stack: Stack, host: str, *, rate: float = 0.0, workers: int = 0) -> Load[Reply]:
+    """Requests to `host` through the stack's gateway (see tests/load.py)."""
+    return Load(lambda: stack.get(host), lambda reply: reply.status, rate=rate, workers=workers)
 
 
 RATE_WINDOW = 6.0
@@ -138,7 +80,7 @@ async def test_a_warm_open_target_is_counted_from_the_gateway_with_no_ext_proc_s
     ) + app("rate")
     async with open_stack(tmp_path, config) as stack:
         await stack.warm("rate")
-        load = Load(stack, "rate.test", rate=40).start()
+        load = load_on(stack, "rate.test", rate=40).start()
         try:
             await wait_for(lambda: path_state(stack, "rate") is PathState.OPEN, 10, 0.02, what="rate open")
             streams = await ext_proc_streams(stack)
@@ -160,7 +102,7 @@ async def test_concurrency_of_an_open_target_comes_from_the_gateway(tmp_path: Pa
     config = httpso("slow", replicas="{min: 1, max: 1}", metric="concurrency: {}") + app("slow", work=0.5)
     async with open_stack(tmp_path, config) as stack:
         await stack.warm("slow")
-        load = Load(stack, "slow.test", workers=5).start()
+        load = load_on(stack, "slow.test", workers=5).start()
         try:
             await wait_for(lambda: path_state(stack, "slow") is PathState.OPEN, 10, 0.02, what="slow open")
             streams = await ext_proc_streams(stack)
@@ -197,11 +139,11 @@ async def test_an_idle_open_target_is_gated_before_it_scales_to_zero_with_no_503
             scale(key, replicas)
 
         provider(stack).scale = recording_scale  # type: ignore[method-assign]
-        load = Load(stack, "idle.test", rate=20).start()
+        load = load_on(stack, "idle.test", rate=20).start()
         await wait_for(lambda: path_state(stack, "idle") is PathState.OPEN, 15, 0.02, what="idle open")
         await load.stop()
         # A trickle, sparser than the rate window, through the scale to zero and after it.
-        trickle = Load(stack, "idle.test", rate=0.4).start()
+        trickle = load_on(stack, "idle.test", rate=0.4).start()
         try:
             await wait_for(lambda: any(n == 0 for n, _ in scaled), 20, 0.05, what="scale to zero")
             await wait_for(lambda: not stack.state("idle").gate.routable, 5, 0.02, what="endpoints gone")
@@ -225,7 +167,7 @@ async def test_cold_to_warm_counts_every_request_exactly_once_across_the_switch(
     ) + app("cold", startup_delay=0.5)
     # Route updates 1 s late: requests keep going through ext_proc for a second after the counter starts.
     async with open_stack(tmp_path, config, rds_delay=1.0) as stack:
-        load = Load(stack, "cold.test", rate=50).start()
+        load = load_on(stack, "cold.test", rate=50).start()
         try:
             await wait_for(lambda: path_state(stack, "cold") is PathState.OPEN, 15, 0.02, what="cold open")
             await asyncio.sleep(1.5)
@@ -253,7 +195,7 @@ async def test_a_gateway_restart_and_unreadable_stats_keep_counts_sane(tmp_path:
     ) + app("gw")
     async with open_stack(tmp_path, config) as stack:
         await stack.warm("gw")
-        load = Load(stack, "gw.test", rate=30).start()
+        load = load_on(stack, "gw.test", rate=30).start()
         await wait_for(lambda: path_state(stack, "gw") is PathState.OPEN, 10, 0.02, what="gw open")
         await load.stop()
         state = stack.state("gw")
@@ -298,7 +240,7 @@ async def test_an_open_target_whose_endpoints_vanish_is_gated_at_once_and_its_50
     ) + app("gone", startup_delay=0.3)
     async with open_stack(tmp_path, config, autoscale=False) as stack:
         await stack.warm("gone")
-        load = Load(stack, "gone.test", rate=40).start()
+        load = load_on(stack, "gone.test", rate=40).start()
         try:
             await wait_for(lambda: path_state(stack, "gone") is PathState.OPEN, 10, 0.02, what="gone open")
             provider(stack).scale(TargetKey("default", "gone"), 0)  # someone scales it to 0 behind KEDA's back

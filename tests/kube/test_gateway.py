@@ -88,11 +88,12 @@ class FakeIstiod:
 
 
 @contextlib.asynccontextmanager
-async def app_process() -> AsyncIterator[int]:
-    """The app's pod: always running here; whether the gateway may use it is what EndpointSlices decide."""
+async def app_process(work: float = 0.0) -> AsyncIterator[int]:
+    """The app's pod: always running here; whether the gateway may use it is what EndpointSlices decide.
+    Each request takes `work` seconds."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "extproc.dev.demoapp", "--port", str(port), "--startup-delay", "0",
+        sys.executable, "-m", "extproc.dev.demoapp", "--port", str(port), "--startup-delay", "0", "--work", str(work),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip

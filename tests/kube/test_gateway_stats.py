@@ -44,12 +44,20 @@ POD_IPS = ("127.0.1.2", "127.0.1.3")
 
 @dataclass
 class PodIstiod:
-    """Pushes the app Service's ready endpoints to each gateway pod, each `lag` seconds after they change."""
+    """Pushes the app Service's ready endpoints to each gateway pod, each `lag` seconds after they change; with
+    `envoyfilters`, also each pod's route configuration with zerohop's current EnvoyFilter applied (the pods
+    run with dynamic routes)."""
 
     emu: KubeEmulator
     pods: Sequence[tuple[GatewayPod, float]]
+    envoyfilters: bool = False
     pushed_at: dict[str, float] = field(default_factory=dict)  # pod IP -> when it first got an endpoint
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def envoyfilter(self) -> dict[str, Any] | None:
+        return self.emu.get(
+            "networking.istio.io/v1alpha3", "EnvoyFilter", istio.ENVOYFILTER_NAME, istio.GATEWAY_NAMESPACE
+        )
 
     def endpoints(self) -> list[tuple[str, int]]:
         found = []
@@ -61,13 +69,23 @@ class PodIstiod:
 
     async def _run(self) -> None:
         last: list[tuple[str, int]] | None = None
+        spec: Any = None
         while True:
             current = self.endpoints()
             if current != last:
                 last = current
                 for pod, lag in self.pods:
                     self._spawn(self._push(pod, lag, current))
+            document = self.envoyfilter() if self.envoyfilters else None
+            if document is not None and document["spec"] != spec:
+                spec = document["spec"]
+                for pod, lag in self.pods:
+                    self._spawn(self._push_routes(pod, lag, document))
             await asyncio.sleep(0.002)
+
+    async def _push_routes(self, pod: GatewayPod, lag: float, envoyfilter: dict[str, Any]) -> None:
+        await asyncio.sleep(lag)
+        pod.push_routes(envoyfilter)
 
     async def _push(self, pod: GatewayPod, lag: float, endpoints: list[tuple[str, int]]) -> None:
         await asyncio.sleep(lag)

@@ -231,6 +231,38 @@ async def test_leader_keeps_the_scoped_envoyfilter_in_step_with_hosts(kube_emula
         await emu.wait_until(lambda: hosts() == ["moved.example.com:80"])
 
 
+async def test_the_managed_envoyfilter_routes_to_each_targets_fallback_service(kube_emulator: KubeEmulator) -> None:
+    """coldStartTimeoutFailoverRef: a route first in each of the target's virtual hosts, to the fallback's
+    outbound cluster (a portName resolved from the Service), and gone with the field."""
+    emu = kube_emulator
+    workload(emu, "app")
+    workload(emu, "backup", target_port=18081)
+    failover = {"service": "backup", "portName": "http", "timeoutSeconds": 5}
+    emu.create(httpso("app", hosts=["app.example.com"], coldStartTimeoutFailoverRef=failover))
+    emu.create(httpso("backup", hosts=["backup.example.com"]))
+
+    def routes() -> list[tuple[str, str, str]]:
+        current = emu.get("networking.istio.io/v1alpha3", "EnvoyFilter", "zerohop-ext-proc", "istio-system") or {}
+        return [
+            (
+                p["match"]["routeConfiguration"]["vhost"]["name"],
+                p["patch"]["operation"],
+                p["patch"]["value"]["route"]["cluster"],
+            )
+            for p in (current.get("spec") or {}).get("configPatches") or []
+            if p["applyTo"] == "HTTP_ROUTE"
+        ]
+
+    async with zerohop(emu, manage_envoyfilters=True, gateway_ports=(80,)):
+        await emu.wait_until(
+            lambda: (
+                routes() == [("app.example.com:80", "INSERT_FIRST", "outbound|8080||backup.default.svc.cluster.local")]
+            )
+        )
+        emu.patch(HTTPSO, "HTTPScaledObject", "app", {"spec": {"coldStartTimeoutFailoverRef": None}})
+        await emu.wait_until(lambda: routes() == [])
+
+
 async def test_the_managed_envoyfilter_points_at_zerohops_own_service(kube_emulator: KubeEmulator) -> None:
     """--service-name and --pod-namespace name the Service the gateway's ext_proc cluster reaches."""
     emu = kube_emulator
@@ -250,39 +282,37 @@ def condition_of(emu: KubeEmulator, name: str, kind: str) -> dict[str, object] |
     return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
 
 
-async def test_fields_zerohop_does_not_act_on_get_a_condition_and_one_warning(
+async def test_unknown_fields_get_a_condition_and_one_warning(
     kube_emulator: KubeEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     emu = kube_emulator
     workload(emu, "app")
     workload(emu, "typo")
     workload(emu, "plain")
+    # Acted on (failover, placeholder page): no IgnoredFields condition, no warning.
     placeholder = {"enabled": True, "statusCode": 503, "content": "starting"}
-    emu.create(httpso("app", placeholderConfig=placeholder))
+    failover = {"service": "plain", "port": 8080}
+    emu.create(httpso("app", placeholderConfig=placeholder, coldStartTimeoutFailoverRef=failover))
     # The emulator keeps unknown fields (a CRD with x-kubernetes-preserve-unknown-fields would too).
     emu.create(httpso("typo", targetPendingRequest=5))
     emu.create(httpso("plain"))
     with caplog.at_level("WARNING"):
         async with zerohop(emu) as server:
             assert target_keys(server) == {"default/app", "default/typo", "default/plain"}
-            ignored = await emu.wait_until(lambda: condition_of(emu, "app", "IgnoredFields"))
-            assert (ignored["status"], ignored["reason"]) == ("True", "NotActedOn")
-            assert "spec.placeholderConfig is not acted on" in str(ignored["message"])
             typo = await emu.wait_until(lambda: condition_of(emu, "typo", "IgnoredFields"))
             assert typo["reason"] == "UnknownFields"
             assert "spec.targetPendingRequest: unknown field; did you mean targetPendingRequests?" in str(
                 typo["message"]
             )
             await emu.wait_until(lambda: condition_of(emu, "plain", "Ready"))
+            await emu.wait_until(lambda: condition_of(emu, "app", "Ready"))
             assert condition_of(emu, "plain", "IgnoredFields") is None
-            # Once the field is gone, so is the condition.
-            emu.patch(HTTPSO, "HTTPScaledObject", "app", {"spec": {"placeholderConfig": None}})
-            await emu.wait_until(lambda: condition_of(emu, "app", "IgnoredFields") is None)
+            assert condition_of(emu, "app", "IgnoredFields") is None
             # An unrelated edit does not repeat the warnings.
             emu.patch(HTTPSO, "HTTPScaledObject", "typo", {"spec": {"replicas": {"max": 4}}})
             await wait_for(
                 lambda: any(state.spec.max_replicas == 4 for state in server.core.registry), 10, what="edit applied"
             )
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert sum("spec.placeholderConfig is accepted but not acted on" in w for w in warnings) == 1
+    assert not any("default/app" in w for w in warnings)
     assert sum("spec.targetPendingRequest: unknown field" in w for w in warnings) == 1

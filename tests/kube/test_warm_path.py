@@ -5,10 +5,10 @@ pods' own stats.
 The world: the Kubernetes API emulator with its kubelet, zerohop with the Kubernetes provider (leader, managing
 the EnvoyFilter), two real Envoy gateway pods configured as Istio configures them (tests/istio_gateway.py:
 Istio's stats tags and inclusion list plus the shipped `proxyStatsMatcher`, the stats listener on POD_IP, the
-route configuration by RDS), and `Istiod`, which plays istiod: each pod gets the app's ready endpoints and the
-route configuration with zerohop's current EnvoyFilter applied, `lag` seconds after either changes. `Keda`
-plays KEDA: it polls IsActive over the scaler API as KEDA does and scales the Deployment to zero after a
-cooldown. No request is sent to zerohop except by the gateways.
+route configuration by RDS), and `PodIstiod` (tests/kube/test_gateway_stats.py), which plays istiod: each
+pod gets the app's ready endpoints and the route configuration with zerohop's current EnvoyFilter applied,
+`lag` seconds after either changes. `Keda` plays KEDA: it polls IsActive over the scaler API as KEDA does
+and scales the Deployment to zero after a cooldown. No request is sent to zerohop except by the gateways.
 """
 
 from __future__ import annotations
@@ -35,12 +35,14 @@ from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
 from extproc.envoy.gatewayprobe import GateSeen, GatewayProber
 from extproc.observability import metrics
-from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
 from extproc.providers.kubernetes.provider import KubernetesProvider
 from tests.helpers import free_port, steady_samples, wait_for
 from tests.istio_gateway import GatewayPod, gateway_pod
 from tests.kube.harness import gateway_pod_object, httpso, workload, zerohop
+from tests.kube.test_gateway import app_process
+from tests.kube.test_gateway_stats import PodIstiod
 from tests.kubeemu import KubeEmulator
+from tests.load import Load
 
 pytest_plugins = ["tests.kubeemu.pytest_plugin"]
 pytestmark = [pytest.mark.kube, pytest.mark.envoy]
@@ -53,89 +55,8 @@ POD_IPS = ("127.0.1.4", "127.0.1.5")
 ENVOYFILTER = ("networking.istio.io/v1alpha3", "EnvoyFilter", istio.ENVOYFILTER_NAME, istio.GATEWAY_NAMESPACE)
 
 
-@contextlib.asynccontextmanager
-async def app_process(work: float = 0.0) -> AsyncIterator[int]:
-    """The app's pod: always running; whether the gateway may use it is what EndpointSlices decide."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        "python", "-m", "extproc.dev.demoapp", "--port", str(port), "--startup-delay", "0", "--work", str(work),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        async with aiohttp.ClientSession() as session:
-
-            async def up() -> bool:
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await wait_for(up, 10, 0.02, what="app listening")
-        yield port
-    finally:
-        process.terminate()
-        await process.wait()
-
-
 def current_envoyfilter(emu: KubeEmulator) -> dict[str, Any] | None:
-    api_version, kind, name, namespace = ENVOYFILTER
-    return emu.get(api_version, kind, name, namespace)
-
-
-@dataclass
-class Istiod:
-    """Pushes each gateway pod the app's ready endpoints and the route configuration with the current
-    EnvoyFilter applied, `lag` seconds after either changes."""
-
-    emu: KubeEmulator
-    pods: list[GatewayPod]
-    lag: float
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def endpoints(self) -> list[tuple[str, int]]:
-        found = []
-        for endpoint_slice in self.emu.list("discovery.k8s.io/v1", "EndpointSlice", "default"):
-            port = slice_port(endpoint_slice)
-            if slice_service(endpoint_slice) == ("default", "app") and port is not None:
-                found.extend((address, port) for address in ready_addresses(endpoint_slice)[0])
-        return sorted(found)
-
-    def envoyfilter(self) -> dict[str, Any] | None:
-        return current_envoyfilter(self.emu)
-
-    async def _run(self) -> None:
-        endpoints: list[tuple[str, int]] | None = None
-        spec: Any = None
-        while True:
-            current = self.endpoints()
-            if current != endpoints:
-                endpoints = current
-                self._spawn(self._later(lambda e=current: [pod.push(CLUSTER, e) for pod in self.pods]))
-            document = self.envoyfilter()
-            if document is not None and document["spec"] != spec:
-                spec = document["spec"]
-                self._spawn(self._later(lambda d=document: [pod.push_routes(d) for pod in self.pods]))
-            await asyncio.sleep(0.005)
-
-    async def _later(self, push: Any) -> None:
-        await asyncio.sleep(self.lag)
-        push()
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Istiod]:
-        self._spawn(self._run())
-        try:
-            yield self
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    return PodIstiod(emu, []).envoyfilter()
 
 
 @dataclass
@@ -306,68 +227,16 @@ async def world(
             ]
             session = await stack.enter_async_context(aiohttp.ClientSession())
             channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{server.scaler_port}"))
-            await stack.enter_async_context(Istiod(emu, pods, lag).running())
+            await stack.enter_async_context(PodIstiod(emu, [(pod, lag) for pod in pods], envoyfilters=True).running())
             w = World(server, pods, session, pb_grpc.ExternalScalerStub(channel))
             if running:
                 await wait_for(w.pods_route, 15, 0.02, what="every gateway pod routing to the warm app")
             yield w
 
 
-class Load:
-    """Requests at a steady pace (or `workers` back-to-back loops) until stopped."""
-
-    def __init__(self, w: World, *, rate: float = 0.0, workers: int = 0) -> None:
-        self.w = w
-        self.replies: list[tuple[float, int]] = []
-        self.errors: list[BaseException] = []
-        self.in_flight = 0
-        self.changed_at = time.monotonic()  # when in_flight last changed
-        self._rate = rate
-        self._workers = workers
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._pending: set[asyncio.Task[None]] = set()
-
-    async def _one(self) -> None:
-        self.in_flight += 1
-        self.changed_at = time.monotonic()
-        try:
-            status = await self.w.get()
-        except Exception as exc:
-            self.errors.append(exc)
-            return
-        finally:
-            self.in_flight -= 1
-            self.changed_at = time.monotonic()
-        self.replies.append((time.monotonic(), status))
-
-    async def _paced(self) -> None:
-        interval, next_at = 1 / self._rate, time.monotonic()
-        while not self._stop.is_set():
-            task = asyncio.create_task(self._one())
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-
-    async def _loop(self) -> None:
-        while not self._stop.is_set():
-            await self._one()
-
-    def start(self) -> Load:
-        if self._rate:
-            self._tasks.append(asyncio.create_task(self._paced()))
-        self._tasks += [asyncio.create_task(self._loop()) for _ in range(self._workers)]
-        return self
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-        if self._pending:
-            await asyncio.gather(*list(self._pending))
-
-    def statuses(self) -> list[int]:
-        return [status for _, status in self.replies]
+def load_on(w: World, *, rate: float = 0.0, workers: int = 0) -> Load[int]:
+    """Requests through the gateway pods, round robin (see tests/load.py)."""
+    return Load(w.get, lambda status: status, rate=rate, workers=workers)
 
 
 RATE_WINDOW = 4.0
@@ -379,7 +248,7 @@ async def test_a_warm_target_skips_ext_proc_on_every_pod_and_is_counted_from_the
 ) -> None:
     metric = {"requestRate": {"targetValue": 1000, "window": f"{RATE_WINDOW}s", "granularity": f"{RATE_GRANULARITY}s"}}
     async with world(tmp_path, kube_emulator, running=1, scalingMetric=metric) as w:
-        load = Load(w, rate=40).start()  # round robin over both pods
+        load = load_on(w, rate=40).start()  # round robin over both pods
         try:
             await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
             assert istio.open_hosts_of(current_envoyfilter(kube_emulator) or {}) == {HOST}
@@ -404,7 +273,7 @@ async def test_concurrency_of_an_open_target_is_summed_over_the_gateway_pods(
     tmp_path: Path, kube_emulator: KubeEmulator
 ) -> None:
     async with world(tmp_path, kube_emulator, running=1, work=0.5, scalingMetric={"concurrency": {}}) as w:
-        load = Load(w, workers=6).start()
+        load = load_on(w, workers=6).start()
         try:
             await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
             streams = await w.ext_proc_streams()
@@ -426,10 +295,10 @@ async def test_idle_warm_target_is_gated_on_every_pod_before_keda_scales_it_to_z
     # open_after longer than the rate window: one trickle request (active for a window) does not reopen it.
     async with world(tmp_path, kube_emulator, lag=1.0, open_after=1.5, scalingMetric=metric) as w:
         async with Keda(kube_emulator, w.scaler, w.pods, cooldown=0.3).running() as keda:
-            load = Load(w, rate=20).start()
+            load = load_on(w, rate=20).start()
             await wait_for(lambda: w.path_state() is PathState.OPEN, 20, 0.02, what="open")
             await load.stop()
-            trickle = Load(w, rate=0.4).start()  # sparser than the rate window
+            trickle = load_on(w, rate=0.4).start()  # sparser than the rate window
             try:
                 await wait_for(lambda: bool(keda.scaled_to_zero), 20, 0.05, what="a scale to zero")
                 await wait_for(
@@ -457,7 +326,7 @@ async def test_cold_to_warm_counts_every_request_exactly_once_across_the_switch(
 ) -> None:
     metric = {"requestRate": {"targetValue": 1000, "window": "60s", "granularity": "1s"}}
     async with world(tmp_path, kube_emulator, lag=0.5, scalingMetric=metric) as w:
-        load = Load(w, rate=50).start()
+        load = load_on(w, rate=50).start()
         try:
             await wait_for(lambda: w.path_state() is PathState.OPEN, 20, 0.02, what="open")
             await asyncio.sleep(1.0)
@@ -484,7 +353,7 @@ async def test_a_pod_restart_and_an_unreadable_pod_keep_counts_sane(
 ) -> None:
     metric = {"requestRate": {"targetValue": 1000, "window": "60s", "granularity": "1s"}}
     async with world(tmp_path, kube_emulator, running=1, scalingMetric=metric) as w:
-        load = Load(w, rate=30).start()
+        load = load_on(w, rate=30).start()
         await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
         await load.stop()
         state = w.server.core.registry.get(TargetKey("default", "app"))

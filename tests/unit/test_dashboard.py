@@ -163,7 +163,16 @@ def test_outcome_label_values_are_the_documented_strings() -> None:
     """Dashboards and alerts query these values: the enum behind them must not change what is exposed."""
     [cold] = [f for f in every_family() if f.name == "zerohop_cold_requests_total"]
     values = [value for labels, _ in cold.samples for name, value in labels if name == "outcome"]
-    assert values == ["released", "timeout", "over_capacity", "shutdown", "removed", "aborted"]
+    assert values == [
+        "released",
+        "timeout",
+        "over_capacity",
+        "shutdown",
+        "removed",
+        "aborted",
+        "failover",
+        "placeholder",
+    ]
     assert all(type(value) is str for value in values)
     assert 'zerohop_cold_requests_total{namespace="default",name="shop",outcome="released"} 1' in metrics.render([cold])
 

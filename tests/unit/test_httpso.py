@@ -220,15 +220,16 @@ def test_every_add_on_field_is_known() -> None:
     doc["status"] = {"conditions": []}
     target = parse(doc, strict=True)
     assert target.unknown == ()
-    assert target.ignored == ("coldStartTimeoutFailoverRef", "placeholderConfig")
-    notices = target.notices()
-    assert any("spec.placeholderConfig is accepted but not acted on" in line for line in notices)
-    assert any("spec.coldStartTimeoutFailoverRef is accepted but not acted on" in line for line in notices)
-
-
-def test_placeholder_switched_off_is_not_a_notice() -> None:
-    target = parse(document(placeholderConfig={"enabled": False}))
+    # Every add-on field is acted on: none is accepted-but-ignored any more.
     assert target.ignored == ()
+    assert target.notices() == []
+    assert target.failover is not None
+    assert target.placeholder is not None
+
+
+def test_placeholder_switched_off_is_none() -> None:
+    target = parse(document(placeholderConfig={"enabled": False, "content": "{{.Anything}}"}))
+    assert target.placeholder is None
     assert target.notices() == []
 
 

@@ -103,6 +103,8 @@ def test_a_known_state_renders_exactly() -> None:
         f'zerohop_cold_requests_total{{{target},outcome="shutdown"}} 0',
         f'zerohop_cold_requests_total{{{target},outcome="removed"}} 0',
         f'zerohop_cold_requests_total{{{target},outcome="aborted"}} 0',
+        f'zerohop_cold_requests_total{{{target},outcome="failover"}} 0',
+        f'zerohop_cold_requests_total{{{target},outcome="placeholder"}} 0',
         f"zerohop_released_errors_total{{{target}}} 0",
         f"zerohop_in_flight_requests{{{target}}} 0",
         f"zerohop_held_requests{{{target}}} 0",

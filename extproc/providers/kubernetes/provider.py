@@ -49,7 +49,7 @@ from extproc.providers.kubernetes.informer import Informer, InformerStatus
 from extproc.providers.kubernetes.leader import LeaderElector
 from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
 from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
-from extproc.providers.kubernetes.targets import REASON_INVALID, Condition, TargetTable, entry
+from extproc.providers.kubernetes.targets import REASON_INVALID, Condition, TargetTable, entry, service_port
 from extproc.providers.kubernetes.warmgateways import KubeGateways
 
 log = logging.getLogger(__name__)
@@ -281,6 +281,7 @@ class KubernetesProvider:
                 self._scaled_objects,
                 self.gateway_condition,
                 routes=self._routes,
+                resolve_port=self._service_port,
             )
             if self.options.leader_election:
                 self.elector = LeaderElector(api, self.options.pod_namespace, LEASE_NAME, self.identity, self._leading)
@@ -555,6 +556,11 @@ class KubernetesProvider:
                 if document is not None:
                     return document, kind
         return None, HTTPSO_KIND
+
+    def _service_port(self, namespace: str, service: str, port_name: str) -> int | None:
+        """The number of a Service's named port, from the Service cache (a fallback's `portName`)."""
+        found = self._service((namespace, service))
+        return None if found is None else service_port(found, port_name)
 
     def _service(self, key: tuple[str, str]) -> JsonObj | None:
         for informer in self._service_informers:

@@ -109,6 +109,8 @@ class Reconciler:
         scaled_objects: Callable[[], Mapping[tuple[str, str], JsonObj]],
         gateway: Callable[[], Condition | None] = lambda: None,
         routes: Callable[[], Mapping[tuple[str, str], JsonObj]] = dict,
+        *,
+        resolve_port: istio.PortResolver | None = None,
     ) -> None:
         # Thousands of writes may wait for tokens here; the lease and scale-from-zero keep the main limiter.
         self._api = api.bulk()
@@ -127,10 +129,14 @@ class Reconciler:
         # (namespace, name) -> what a pass read when the object needed no write (see `_plan`).
         self._settled: dict[tuple[str, str], tuple[object, ...]] = {}
         # (managed hosts, open hosts or None without the warm path) of the EnvoyFilter last written.
-        self._envoyfilter_written: tuple[tuple[str, ...], tuple[str, ...] | None] | None = None
+        self._envoyfilter_written: (
+            tuple[tuple[str, ...], tuple[str, ...] | None, tuple[istio.FailoverRoute, ...]] | None
+        ) = None
         self._envoyfilter_lock = asyncio.Lock()
         # --warm-path open: the hosts left without ext_proc (set by the warm path); None: the warm path is off.
         self._open_hosts: frozenset[str] | None = None
+        # Routes to the targets' fallback Services in the EnvoyFilter (named ports resolved from Services).
+        self._resolve_port = resolve_port
 
     def start(self) -> None:
         self._wake.set()
@@ -384,7 +390,8 @@ class Reconciler:
 
     async def _write_envoyfilter(self, hosts: list[str]) -> None:
         open_hosts = None if self._open_hosts is None else sorted(self._open_hosts.intersection(hosts))
-        written = (tuple(hosts), None if open_hosts is None else tuple(open_hosts))
+        failovers = istio.failover_routes(self._table().targets, self._resolve_port)
+        written = (tuple(hosts), None if open_hosts is None else tuple(open_hosts), tuple(failovers))
         if self._envoyfilter_written == written:
             return
         options = self.options
@@ -397,6 +404,7 @@ class Reconciler:
             hosts=hosts,
             ports=options.gateway_ports,
             open_hosts=open_hosts,
+            failovers=failovers,
         )
         name = wanted["metadata"]["name"]
         current = await self._api.get(ENVOYFILTERS, options.gateway_namespace, name)

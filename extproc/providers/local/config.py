@@ -23,6 +23,11 @@ names the route (`metadata.interceptorRoute`), as on Kubernetes: its `scaleTarge
 to run and `minReplicaCount`, `maxReplicaCount`, `cooldownPeriod`, `initialCooldownPeriod` bound it. A route no
 ScaledObject names runs the LocalWorkload of its own name, 0..100 replicas.
 
+A target's fallback (`coldStartTimeoutFailoverRef`, where held requests go once its timeout runs out) is
+another target of the same file: the one whose `scaleTargetRef` has the same `service` and `port` (or
+`portName`) in the same namespace. zerohop runs its replicas like any target's (give it `replicas.min: 1` to
+keep it up); a fallback no target serves is a warning, and its requests get the 504.
+
 Errors name the file, the document (index, kind and name) and the field; a field neither kind has is an error
 that names the nearest valid one (`spec.host: unknown field; did you mean hosts?`).
 """
@@ -275,6 +280,7 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
         problems.append(
             Problem(source, None, SCALED_OBJECT, names, f"names InterceptorRoute {route}, which is not in the file")
         )
+    problems += _fallback_problems(source, valid)
     if not valid and documents:
         raise ConfigError(
             "no usable HTTPScaledObject or InterceptorRoute:\n  "
@@ -295,6 +301,32 @@ def _bound(
         return None
     binding = bindings[0] if bindings else iroute.Binding(target.key, target.key, target.key.name)
     return iroute.bind(target, binding)
+
+
+def _fallback_problems(source: str, targets: list[ScaledTarget]) -> list[Problem]:
+    """A local fallback (`coldStartTimeoutFailoverRef`) is another target of the same file: the one whose
+    `scaleTargetRef` names the same Service and port in the same namespace (its replicas serve the fallback)."""
+    served = {
+        (t.key.namespace, t.scale_target.service, t.scale_target.port or t.scale_target.port_name) for t in targets
+    }
+    problems = []
+    for target in targets:
+        ref = target.failover
+        field = "coldStartTimeoutFailoverRef" if target.kind == httpso.KIND else "coldStart.fallback"
+        if ref is not None and (target.key.namespace, ref.service, ref.port or ref.port_name) not in served:
+            problems.append(
+                Problem(
+                    source,
+                    None,
+                    target.kind,
+                    str(target.key),
+                    f"{field} names Service {ref.service} port {ref.port or ref.port_name}, which no target in "
+                    "this file serves (scaleTargetRef.service or target.service, and port); requests held past "
+                    "its timeout get 504",
+                    severity="warning",
+                )
+            )
+    return problems
 
 
 def _identity(document: Any) -> tuple[str | None, str | None]:
