@@ -33,7 +33,7 @@ _CONSISTENT_TRIES = 4
 # still inside the gateway between zerohop's answer and the upstream), waiting at most `_QUIET_WAIT` for that.
 _QUIET = 0.01
 _QUIET_POLL = 0.002
-_QUIET_WAIT = 1.0
+_QUIET_WAIT = 3.0
 
 
 class SwitchedGateways(Protocol):
@@ -188,20 +188,21 @@ class WarmSwitch:
                     seen, since = traffic.requests, loop.time()
             # Two reads: a gateway counter still moving means a request is still on its way to the upstream.
             first = await self._gateways.read([cluster])
+            own = traffic.requests  # the baseline's own count if no quiet moment comes: the nearest to the read
             reading = await self._gateways.read([cluster])
             errors = first.errors | reading.errors
             if errors:
                 self._failed("; ".join(f"{gateway}: {error}" for gateway, error in sorted(errors.items())))
                 return False
             totals = _totals(reading, cluster)
-            quiet = traffic.requests == seen and totals == _totals(first, cluster)
+            quiet = traffic.requests == seen == own and totals == _totals(first, cluster)
             if quiet or loop.time() >= deadline:
                 break
         if quiet:
             self.quiet_baselines += 1
         else:
             self.busy_baselines += 1
-        self.warm.counter(state.key).add(totals, seen)
+        self.warm.counter(state.key).add(totals, own)
         return True
 
     def _switched(self, task: asyncio.Future[None]) -> None:
