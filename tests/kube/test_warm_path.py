@@ -91,7 +91,9 @@ class Keda:
                 idle_since = None
                 wanted = 1
                 if self.target:
-                    request = pb.GetMetricsRequest(scaledObjectRef=ref, metricName="app")
+                    # As KEDA does: the metric name comes from GetMetricSpec (without KEDA's `sN-` prefix).
+                    [spec] = (await self.scaler.GetMetricSpec(ref)).metricSpecs
+                    request = pb.GetMetricsRequest(scaledObjectRef=ref, metricName=spec.metricName)
                     value = (await self.scaler.GetMetrics(request)).metricValues[0].metricValueFloat
                     wanted = max(1, min(self.maximum, math.ceil(value / self.target)))
                 if wanted > replicas:
@@ -164,7 +166,8 @@ class World:
 
     async def metric(self) -> float:
         ref = pb.ScaledObjectRef(name="app", namespace="default", scalerMetadata={"httpScaledObject": "app"})
-        answer = await self.scaler.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref, metricName="app"))
+        [spec] = (await self.scaler.GetMetricSpec(ref)).metricSpecs  # the name KEDA then asks for
+        answer = await self.scaler.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref, metricName=spec.metricName))
         return float(answer.metricValues[0].metricValueFloat)
 
     async def after_two_more_scrapes(self) -> None:
