@@ -284,26 +284,44 @@ def normalize_host(host: str) -> str:
     return host.rstrip(".")
 
 
+def envelope(
+    document: Mapping[str, Any],
+    fields: Any,
+    kind: str,
+    api_version: str,
+    default_namespace: str,
+    *,
+    strict: bool,
+) -> tuple[tuple[Any, ...], str, str, Mapping[str, Any], Mapping[str, Any]]:
+    """What every kind zerohop reads checks first: a mapping of `kind` in `api_version`'s group, the fields
+    `fields` knows (unknown ones an InvalidSpec when `strict`, else returned), a valid name and namespace.
+    Returns (unknown fields, name, namespace, metadata, spec)."""
+    if not isinstance(document, Mapping):
+        raise InvalidSpec("document is not a mapping")
+    unknown = tuple(unknown_fields(document, fields))
+    if unknown and strict:
+        raise InvalidSpec("; ".join(str(problem) for problem in unknown))
+    found = document.get("kind")
+    if found != kind:
+        raise InvalidSpec(f"kind: expected {kind}, got {found!r}")
+    version = document.get("apiVersion")
+    group = api_version.partition("/")[0]
+    if not isinstance(version, str) or not version.startswith(group + "/"):
+        raise InvalidSpec(f"apiVersion: expected {api_version}, got {version!r}")
+    metadata = _mapping(document.get("metadata"), "metadata")
+    name = _dns_label(metadata.get("name"), "metadata.name")
+    namespace = _dns_label(metadata.get("namespace") or default_namespace, "metadata.namespace")
+    return unknown, name, namespace, metadata, _mapping(document.get("spec"), "spec")
+
+
 def parse(document: Mapping[str, Any], default_namespace: str = "default", *, strict: bool = False) -> ScaledTarget:
     """Validate one HTTPScaledObject document (a dict as read from YAML or the API) into a ScaledTarget.
 
     Fields no HTTPScaledObject has are an InvalidSpec when `strict` (a config file zerohop reads itself);
     otherwise (the API server, whose schema prunes them) they are kept in `ScaledTarget.unknown`."""
-    if not isinstance(document, Mapping):
-        raise InvalidSpec("document is not a mapping")
-    unknown = tuple(unknown_fields(document, FIELDS))
-    if unknown and strict:
-        raise InvalidSpec("; ".join(str(problem) for problem in unknown))
-    kind = document.get("kind")
-    if kind != KIND:
-        raise InvalidSpec(f"kind: expected {KIND}, got {kind!r}")
-    api_version = document.get("apiVersion")
-    if not isinstance(api_version, str) or not api_version.startswith(API_GROUP + "/"):
-        raise InvalidSpec(f"apiVersion: expected {API_VERSION}, got {api_version!r}")
-    metadata = _mapping(document.get("metadata"), "metadata")
-    name = _dns_label(metadata.get("name"), "metadata.name")
-    namespace = _dns_label(metadata.get("namespace") or default_namespace, "metadata.namespace")
-    spec = _mapping(document.get("spec"), "spec")
+    unknown, name, namespace, metadata, spec = envelope(
+        document, FIELDS, KIND, API_VERSION, default_namespace, strict=strict
+    )
 
     return ScaledTarget(
         key=TargetKey(namespace, name),

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc.core.durations import parse_duration
-from extproc.core.fieldcheck import LEAF, Tree, unknown_fields
+from extproc.core.fieldcheck import LEAF, Tree
 from extproc.core.httpso import (
     API_GROUP,
     DEFAULT_FAILOVER_TIMEOUT_SECONDS,
@@ -56,6 +56,7 @@ from extproc.core.httpso import (
     _port,
     _positive_number,
     _string_map,
+    envelope,
 )
 
 API_VERSION = f"{API_GROUP}/v1beta1"
@@ -86,21 +87,9 @@ def parse(document: Mapping[str, Any], default_namespace: str = "default", *, st
     """Validate one InterceptorRoute document into a ScaledTarget (`kind` InterceptorRoute, no workload yet).
 
     As `httpso.parse`: unknown fields are an InvalidSpec when `strict`, else kept in `ScaledTarget.unknown`."""
-    if not isinstance(document, Mapping):
-        raise InvalidSpec("document is not a mapping")
-    unknown = tuple(unknown_fields(document, FIELDS))
-    if unknown and strict:
-        raise InvalidSpec("; ".join(str(problem) for problem in unknown))
-    kind = document.get("kind")
-    if kind != KIND:
-        raise InvalidSpec(f"kind: expected {KIND}, got {kind!r}")
-    api_version = document.get("apiVersion")
-    if not isinstance(api_version, str) or not api_version.startswith(API_GROUP + "/"):
-        raise InvalidSpec(f"apiVersion: expected {API_VERSION}, got {api_version!r}")
-    metadata = _mapping(document.get("metadata"), "metadata")
-    name = _dns_label(metadata.get("name"), "metadata.name")
-    namespace = _dns_label(metadata.get("namespace") or default_namespace, "metadata.namespace")
-    spec = _mapping(document.get("spec"), "spec")
+    unknown, name, namespace, metadata, spec = envelope(
+        document, FIELDS, KIND, API_VERSION, default_namespace, strict=strict
+    )
     rules = _rules(spec.get("rules"))
     metrics = _scaling_metrics(spec.get("scalingMetric"))
     readiness, request, response_header = _timeouts(spec.get("timeouts"))
