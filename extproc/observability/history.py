@@ -198,7 +198,8 @@ class History:
         self.tracks: dict[TargetKey, Track] = {}
         self.rows = 0  # rows held by every track together
         self.level: int | None = None  # rows a track may keep while over the budget; None: no limit
-        self.tick = 0  # the last tick sampled (epoch seconds)
+        self.tick = 0  # the tick of the pass running or last run (epoch seconds)
+        self.done = 0  # the tick of the last finished pass: every track is sampled up to it
         self.first_tick = 0
         self.last_pass = PassStats()
 
@@ -261,6 +262,7 @@ class History:
             self.level = self._level()
         elif self.level is not None and self.rows < self.max_rows * 7 // 8:
             self.level = None  # room again: let the tracks grow back (not at once, to avoid flapping)
+        self.done = tick
         self.last_pass = PassStats(seen, self.rows, time.perf_counter() - started, pacer.longest, pacer.slices)
         return self.last_pass
 
@@ -291,8 +293,9 @@ class History:
 
     async def stream(self, keys: Iterable[TargetKey], after: int | None, pacer: Pacer) -> AsyncIterator[bytes]:
         """The history of `keys` as one JSON document, written target by target:
-        `{"now": tick, "horizon": s, "step": 1, "targets": {"ns/name": {...} | null}}`."""
-        head = {"now": self.tick, "first": self.first_tick, "horizon": self.horizon, "step": 1}
+        `{"now": tick, "horizon": s, "step": 1, "targets": {"ns/name": {...} | null}}`. `now` is the last
+        finished pass: each target's last value holds up to it (rows of a pass still running may follow)."""
+        head = {"now": self.done, "first": self.first_tick, "horizon": self.horizon, "step": 1}
         if after is not None:
             head["since"] = after
         yield (json.dumps(head, separators=(",", ":"))[:-1] + ',"targets":{').encode()
