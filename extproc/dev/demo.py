@@ -250,6 +250,7 @@ async def _scenario(
         "it), and a sample app at zero replicas\n\n"
         f"  gateway   {url}  (Host: {HOST})\n"
         f"  zerohop   status at http://127.0.0.1:{admin}/status\n"
+        f"  page      http://127.0.0.1:{admin}/  (status page: each target's last hour, cold starts marked)\n"
         f"  app       python -m extproc.dev.demoapp (boots in {startup_delay:g}s), 0..{MAX_REPLICAS} replicas, "
         f"scaled on request rate, target {TARGET_PER_REPLICA} req/s per replica\n"
         f"  files     {workdir} (config.yaml, zerohop.log, envoy/envoy.log, xds/; removed at exit)\n"
