@@ -42,6 +42,7 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 ROW_BYTES = 16  # tick (I: 4) + ready, desired, in flight, held (H: 2 each) + rate (f: 4)
 # Rows older than the horizon are dropped in batches, not one memmove a second per busy target.
 TRIM_BATCH = 60
+CLOCK_STEP_BACK = 60  # a clock set back by more than this clears the history (less: sampling waits for it)
 MAX_EVENTS = 64  # cold starts kept per target (within the horizon)
 UNKNOWN = 0xFFFF  # replicas the provider does not know (the target has no deployment yet)
 CLAMP = 0xFFFE  # larger counts are stored as this (a chart at 65,534 in flight says enough)
@@ -223,8 +224,15 @@ class History:
     async def sample(self, pacer: Pacer | None = None) -> PassStats:
         """One pass: a row for every target whose values changed, cold starts, and the bounds applied."""
         tick = int(self._clock())
-        if tick <= self.tick:
-            return self.last_pass  # the clock went back, or two passes in one second
+        if self.tick - CLOCK_STEP_BACK <= tick <= self.tick:
+            return self.last_pass  # two passes in one second, or the clock slewed back a little
+        if tick < self.tick:
+            # The wall clock was set back: rows must stay in time order, so the history starts afresh.
+            log.warning("the clock went back %d s: the status page's history starts afresh", self.tick - tick)
+            self.tracks.clear()
+            self.rows = 0
+            self.level = None
+            self.first_tick = tick
         self.tick = tick
         if not self.first_tick:
             self.first_tick = tick

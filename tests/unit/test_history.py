@@ -110,6 +110,23 @@ async def test_two_samples_in_one_second_store_one() -> None:
     assert hist.rows == 1
 
 
+async def test_a_clock_set_back_waits_a_little_or_starts_afresh() -> None:
+    core = core_with("a")
+    hist, clock = history(core)
+    state = core.registry.get(key("a"))
+    assert state is not None
+    await hist.sample()
+    clock.now -= 30  # a small step back: no sample until the clock is past the last one again
+    state.traffic.in_flight = 1
+    await hist.sample()
+    assert hist.rows == 1
+    clock.now -= 3600  # an hour back: the rows would be out of order, so the history restarts
+    await hist.sample()
+    body = hist.target(key("a"))
+    assert body is not None
+    assert (body["t"], body["inFlight"], hist.first_tick) == ([START - 3630], [1], START - 3630)
+
+
 async def test_rows_older_than_the_horizon_go_but_the_value_in_effect_stays() -> None:
     core = core_with("busy", "quiet")
     hist, clock = history(core, horizon=100)
