@@ -3,6 +3,7 @@ shared so quiet targets keep their hour, cold starts as events, and memory and l
 
 from __future__ import annotations
 
+import json
 import time
 import tracemalloc
 from typing import Any
@@ -287,3 +288,22 @@ async def test_the_admin_server_serves_the_history_of_the_targets_asked_for() ->
     assert (a["inFlight"], a["ready"], a["desired"], a["held"]) == ([0, 1, 2], [1, 1, 1], [2, 2, 2], [0, 0, 0])
     assert recent["targets"]["ns/a"]["t"] == [START + 2]
     assert recent["targets"]["ns/a"]["inFlight"] == [2]
+
+
+async def test_the_history_is_written_a_column_at_a_time_and_parses() -> None:
+    """An hour of a busy target is ~20k numbers: each column is its own slice of loop time."""
+    core = core_with("a", "b")
+    hist, clock = history(core)
+    state = core.registry.get(key("a"))
+    assert state is not None
+    for second in range(50):
+        state.traffic.in_flight = second % 3
+        await hist.sample()
+        clock.now += 1
+    pacer = Pacer(budget=0.0)  # gives the loop back at every pause
+    chunks = [chunk async for chunk in hist.stream([key("a"), key("b"), key("gone")], None, pacer)]
+    document = json.loads(b"".join(chunks))
+    assert document["targets"]["ns/a"] == hist.target(key("a"))
+    assert document["targets"]["ns/gone"] is None
+    assert len(document["targets"]["ns/a"]["t"]) == 50
+    assert pacer.slices == 1 + 2 * 7  # two tracks of seven columns
