@@ -234,7 +234,7 @@ def outbound_route_configuration(
     }
 
 
-def _static_cluster(name: str, endpoints: Iterable[tuple[str, int]], *, http2: bool = False) -> dict[str, Any]:
+def static_cluster(name: str, endpoints: Iterable[tuple[str, int]], *, http2: bool = False) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
@@ -331,8 +331,8 @@ def sidecar_bootstrap(
             "listeners": [virtual_outbound, per_port],
             "clusters": [
                 *clusters,
-                *(_static_cluster(name, [("127.0.0.1", ext_proc_port)], http2=True) for name in ext_proc_clusters),
-                _static_cluster(BLACK_HOLE, []),
+                *(static_cluster(name, [("127.0.0.1", ext_proc_port)], http2=True) for name in ext_proc_clusters),
+                static_cluster(BLACK_HOLE, []),
             ],
         },
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from extproc.envoy import istio
 from extproc.envoy.config import eds_cluster
 from extproc.providers.local.xds_files import XdsFiles
 from tests.helpers import wait_for
-from tests.istio_sidecar import MeshService, Sidecar, _static_cluster, sidecar
+from tests.istio_sidecar import MeshService, Sidecar, sidecar, static_cluster
 from tests.kube.harness import httpso, workload, zerohop
 from tests.kube.test_gateway import FakeIstiod, app_process
 from tests.kubeemu import KubeEmulator
@@ -51,8 +51,8 @@ class EastWest:
     def streams(self) -> int:
         return self.server.processor.stats.streams
 
-    def replicas(self) -> int:
-        spec = (self.emu.get("apps/v1", "Deployment", "backend") or {}).get("spec") or {}
+    def replicas(self, name: str = "backend") -> int:
+        spec = (self.emu.get("apps/v1", "Deployment", name) or {}).get("spec") or {}
         replicas: int = spec.get("replicas", 0)
         return replicas
 
@@ -77,33 +77,50 @@ async def other_service() -> AsyncIterator[int]:
 
 @contextlib.asynccontextmanager
 async def east_west(
-    tmp_path: Path, emu: KubeEmulator, envoyfilter: dict[str, Any], *, labels: dict[str, str] = FRONTEND
+    tmp_path: Path,
+    emu: KubeEmulator,
+    envoyfilter: dict[str, Any],
+    *,
+    labels: dict[str, str] = FRONTEND,
+    route_config: dict[str, Any] | None = None,
+    services: Sequence[MeshService] = (BACKEND, OTHER),
+    clusters: Sequence[dict[str, Any]] = (),
+    at_zero: Sequence[MeshService] = (),
 ) -> AsyncIterator[EastWest]:
+    """The world; a test may give the sidecar its own `route_config` (a mirror, a fault) and more `clusters`,
+    and add managed Services `at_zero` (each a Deployment at zero, a target, a cluster without endpoints)."""
     emu.enable_kubelet(ready_delay=0.2)
-    document = httpso("backend")
     files = XdsFiles(tmp_path / "xds")
     async with app_process() as app_port, other_service() as other_port:
         workload(emu, "backend", target_port=app_port)
-        emu.create(document)
+        emu.create(httpso("backend"))
+        for service in at_zero:
+            workload(emu, service.name, target_port=app_port)
+            emu.create(httpso(service.name))
+            files.write_endpoints(service.cluster, [])
         istiod = FakeIstiod(emu, files, BACKEND.cluster, ("default", "backend"), push_delay=0.05)
         istiod.start()
-        clusters = [
+        all_clusters = [
             eds_cluster(BACKEND.cluster, files.directory),
-            _static_cluster(OTHER.cluster, [("127.0.0.1", other_port)]),
+            static_cluster(OTHER.cluster, [("127.0.0.1", other_port)]),
+            *(eds_cluster(service.cluster, files.directory) for service in at_zero),
+            *clusters,
         ]
+        targets = 1 + len(at_zero)
         try:
             async with (
                 zerohop(emu, propagation_delay=0.5) as server,
                 sidecar(
                     [envoyfilter],
-                    [BACKEND, OTHER],
+                    services,
                     labels=labels,
                     ext_proc_port=server.ext_proc_port,
-                    clusters=clusters,
+                    clusters=all_clusters,
                     workdir=tmp_path / "envoy",
+                    route_config=route_config,
                 ) as pod,
             ):
-                await wait_for(lambda: any(True for _ in server.core.registry), 10, 0.02, what="target loaded")
+                await wait_for(lambda: sum(1 for _ in server.core.registry) == targets, 10, 0.02, what="targets loaded")
                 yield EastWest(emu, server, pod)
         finally:
             await istiod.stop()
