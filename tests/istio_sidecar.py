@@ -93,13 +93,15 @@ def selects(envoyfilter: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in wanted.items())
 
 
-def _patches(envoyfilters: Iterable[Mapping[str, Any]], labels: Mapping[str, str], apply_to: str) -> list[Any]:
+def _patches(
+    envoyfilters: Iterable[Mapping[str, Any]], labels: Mapping[str, str], apply_to: str, context: str = SIDECAR_OUTBOUND
+) -> list[Any]:
     found = []
     for document in envoyfilters:
         if not selects(document, labels):
             continue
         for patch in document["spec"]["configPatches"]:
-            if patch["applyTo"] == apply_to and patch["match"].get("context") in (SIDECAR_OUTBOUND, "ANY", None):
+            if patch["applyTo"] == apply_to and patch["match"].get("context") in (context, "ANY", None):
                 found.append(patch)
     return found
 
@@ -120,11 +122,15 @@ def istio_outbound_filters() -> list[dict[str, Any]]:
 
 
 def http_filters(
-    envoyfilters: Iterable[Mapping[str, Any]], labels: Mapping[str, str], base: Sequence[Mapping[str, Any]]
+    envoyfilters: Iterable[Mapping[str, Any]],
+    labels: Mapping[str, str],
+    base: Sequence[Mapping[str, Any]],
+    context: str = SIDECAR_OUTBOUND,
 ) -> list[dict[str, Any]]:
-    """`base` with every selected HTTP_FILTER patch applied, each relative to the sub-filter it names."""
+    """`base` with every selected HTTP_FILTER patch for `context` applied, each relative to the sub-filter it
+    names (Istio's gateways have the same filters in the same order)."""
     filters = [dict(f) for f in base]
-    for patch in _patches(envoyfilters, labels, "HTTP_FILTER"):
+    for patch in _patches(envoyfilters, labels, "HTTP_FILTER", context):
         sub = patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"]
         assert patch["match"]["listener"]["filterChain"]["filter"]["name"] == envoyconfig.HCM_FILTER, patch
         names = [f["name"] for f in filters]
