@@ -86,6 +86,8 @@ async def east_west(
     services: Sequence[MeshService] = (BACKEND, OTHER),
     clusters: Sequence[dict[str, Any]] = (),
     at_zero: Sequence[MeshService] = (),
+    push_delay: float = 0.05,
+    propagation_delay: float = 0.5,
 ) -> AsyncIterator[EastWest]:
     """The world; a test may give the sidecar its own `route_config` (a mirror, a fault) and more `clusters`,
     and add managed Services `at_zero` (each a Deployment at zero, a target, a cluster without endpoints)."""
@@ -98,7 +100,7 @@ async def east_west(
             workload(emu, service.name, target_port=app_port)
             emu.create(httpso(service.name))
             files.write_endpoints(service.cluster, [])
-        istiod = FakeIstiod(emu, files, BACKEND.cluster, ("default", "backend"), push_delay=0.05)
+        istiod = FakeIstiod(emu, files, BACKEND.cluster, ("default", "backend"), push_delay)
         istiod.start()
         all_clusters = [
             eds_cluster(BACKEND.cluster, files.directory),
@@ -109,7 +111,7 @@ async def east_west(
         targets = 1 + len(at_zero)
         try:
             async with (
-                zerohop(emu, propagation_delay=0.5) as server,
+                zerohop(emu, propagation_delay=propagation_delay) as server,
                 sidecar(
                     [envoyfilter],
                     services,
@@ -185,3 +187,16 @@ async def test_a_workload_the_selector_does_not_pick_gets_no_filter(
         assert status == 503
         assert world.streams == 0
         assert world.replicas() == 0
+
+
+async def test_control_released_before_istiod_pushes_to_the_sidecar_the_call_gets_503(
+    tmp_path: Path, kube_emulator: KubeEmulator
+) -> None:
+    """The propagation gap, east-west: zerohop sees no client sidecar's endpoints (no gateway pod or Envoy
+    admin to ask here), so it releases after `--propagation-delay`; a push slower than that reaches the
+    sidecar too late, and Envoy answers 503 itself (no healthy upstream; Istio's retry policy does not retry
+    it). The delay must cover istiod's push to the client sidecars (docs/istio.md)."""
+    async with east_west(tmp_path, kube_emulator, scoped_envoyfilter(), push_delay=1.0, propagation_delay=0.1) as world:
+        status, headers, _ = await world.sidecar.call(BACKEND)
+        assert status == 503
+        assert headers.get("x-zerohop-cold-start") == "true"
