@@ -63,15 +63,17 @@ def mirrored_routes() -> dict[str, Any]:
     return routes
 
 
-def faulty_routes(percent: int) -> dict[str, Any]:
-    """Route configuration 8080 for a VirtualService on `backend` with `fault.abort` (HTTP 418, `percent`)."""
+def faulty_routes(percent: int, delay: float | None = None) -> dict[str, Any]:
+    """Route configuration 8080 for a VirtualService on `backend` with `fault.abort` (HTTP 418, `percent`),
+    or with `delay` instead: `fault.delay` (`fixedDelay`, 100%)."""
     routes = outbound_route_configuration([BACKEND, OTHER], 8080)
-    backend_route(routes)["typed_per_filter_config"] = {
-        FAULT_FILTER: {
-            "@type": FAULT_TYPE,
-            "abort": {"http_status": 418, "percentage": {"numerator": percent * 10000, "denominator": "MILLION"}},
-        }
-    }
+    fraction = {"numerator": percent * 10000, "denominator": "MILLION"}
+    fault: dict[str, Any] = {"@type": FAULT_TYPE}
+    if delay is None:
+        fault["abort"] = {"http_status": 418, "percentage": fraction}
+    else:
+        fault["delay"] = {"fixed_delay": f"{delay}s", "percentage": fraction}
+    backend_route(routes)["typed_per_filter_config"] = {FAULT_FILTER: fault}
     return routes
 
 
@@ -170,3 +172,16 @@ async def test_control_zerohop_before_the_fault_filter_would_count_aborted_reque
         statuses = Counter(status for status, _, _ in results)
         assert statuses[418] > 0, statuses
         assert world.requests() == 40
+
+
+async def test_delayed_requests_are_counted_after_their_delay(tmp_path: Path, kube_emulator: KubeEmulator) -> None:
+    routes = faulty_routes(100, delay=0.3)
+    async with east_west(tmp_path, kube_emulator, envoyfilter("backend"), route_config=routes) as world:
+        loop = asyncio.get_running_loop()
+        call = asyncio.ensure_future(world.sidecar.call(BACKEND))
+        started = loop.time()
+        await wait_for(lambda: world.streams == 1, 5, 0.01, what="the delayed call at zerohop")
+        assert loop.time() - started >= 0.3
+        status, _, _ = await call
+        assert status == 200
+        assert world.requests() == 1
