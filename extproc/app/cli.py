@@ -241,14 +241,22 @@ def _sidecar_envoyfilter(args: argparse.Namespace) -> int:
     namespace = _option("--namespace", settings_module.parse_namespace, args.namespace)
     hold_timeout = _option("--hold-timeout", settings_module.parse_hold_timeout, args.hold_timeout)
     virtual_hosts: list[str] | None = None
+    failovers: list[istio.FailoverRoute] = []
     if args.httpso:
         found = _targets_of(args.httpso)
+        failovers = istio.sidecar_failover_routes(target for _, target in found)
         virtual_hosts, unresolved = istio.sidecar_virtual_hosts(target for _, target in found)
         for path, target in found:
             if target in unresolved:
                 print(
                     f"zerohop envoyfilter: warning: {path}: {target.kind} {target.key}: its Service port is given "
                     "by name, which only the Service resolves: not enabled (give the port number)",
+                    file=sys.stderr,
+                )
+            if target.failover is not None and target.failover.port is None:
+                print(
+                    f"zerohop envoyfilter: warning: {path}: {target.kind} {target.key}: its fallback names a "
+                    "port by name, which only the Service resolves: no failover route (set port)",
                     file=sys.stderr,
                 )
         if not virtual_hosts and not args.allow_empty:
@@ -265,6 +273,7 @@ def _sidecar_envoyfilter(args: argparse.Namespace) -> int:
         hold_timeout=hold_timeout,
         workload_namespace=workload_namespace,
         virtual_hosts=virtual_hosts,
+        failovers=failovers,
     )
     scope = (
         f"scoped to {len(virtual_hosts)} Service port(s) from {len(args.httpso)} file(s)"

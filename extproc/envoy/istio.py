@@ -265,6 +265,27 @@ def sidecar_virtual_hosts(
     return sorted(names), unresolved
 
 
+def sidecar_failover_routes(
+    targets: Iterable[ScaledTarget], resolve: PortResolver | None = None
+) -> list[FailoverRoute]:
+    """`failover_routes` for sidecars: each route goes into the virtual host of its target's Service port (a
+    target without hosts has one too)."""
+    routes: set[FailoverRoute] = set()
+    for target in targets:
+        ref = target.failover
+        if ref is None:
+            continue
+        port = ref.port
+        if port is None and ref.port_name is not None and resolve is not None:
+            port = resolve(target.key.namespace, ref.service, ref.port_name)
+        cluster = failover_cluster_name(target, port) if port is not None else None
+        if cluster is None:
+            continue
+        vhosts, _ = sidecar_virtual_hosts([target], resolve)
+        routes.update(FailoverRoute(vhost, str(target.key), cluster) for vhost in vhosts)
+    return sorted(routes)
+
+
 def sidecar_envoyfilter(
     selector: Mapping[str, str],
     namespace: str = ZEROHOP_NAMESPACE,
@@ -273,11 +294,13 @@ def sidecar_envoyfilter(
     hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
     workload_namespace: str = GATEWAY_NAMESPACE,
     virtual_hosts: Iterable[str] | None = None,
+    failovers: Iterable[FailoverRoute] = (),
     name: str = SIDECAR_ENVOYFILTER_NAME,
 ) -> dict[str, Any]:
     """The EnvoyFilter for the sidecars of workloads matching `selector` in `workload_namespace` (Istio's root
     namespace: in every namespace): zerohop's filter in their outbound listeners, before the router; with
-    `virtual_hosts` (`sidecar_virtual_hosts`), disabled except on those virtual hosts."""
+    `virtual_hosts` (`sidecar_virtual_hosts`), disabled except on those virtual hosts; with `failovers`
+    (`sidecar_failover_routes`), each target's failover route first in its virtual host."""
     patches = [_filter_patch(service_name, namespace, hold_timeout, virtual_hosts is not None, SIDECAR_CONTEXT)]
     for vhost in sorted(set(virtual_hosts or ())):
         patches.append(
@@ -285,6 +308,18 @@ def sidecar_envoyfilter(
                 "applyTo": "VIRTUAL_HOST",
                 "match": {"context": SIDECAR_CONTEXT, "routeConfiguration": {"vhost": {"name": vhost}}},
                 "patch": {"operation": "MERGE", "value": enable_on_virtual_host()},
+            }
+        )
+    for route in sorted(set(failovers)):
+        value = {
+            "name": f"zerohop-failover-{route.target.replace('/', '-')}",
+            **failover_route(route.target, route.cluster, 0),
+        }
+        patches.append(
+            {
+                "applyTo": "HTTP_ROUTE",
+                "match": {"context": SIDECAR_CONTEXT, "routeConfiguration": {"vhost": {"name": route.host}}},
+                "patch": {"operation": "INSERT_FIRST", "value": value},
             }
         )
     return {

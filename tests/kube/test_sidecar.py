@@ -88,14 +88,16 @@ async def east_west(
     at_zero: Sequence[MeshService] = (),
     push_delay: float = 0.05,
     propagation_delay: float = 0.5,
+    backend: dict[str, Any] | None = None,
 ) -> AsyncIterator[EastWest]:
     """The world; a test may give the sidecar its own `route_config` (a mirror, a fault) and more `clusters`,
-    and add managed Services `at_zero` (each a Deployment at zero, a target, a cluster without endpoints)."""
+    and add managed Services `at_zero` (each a Deployment at zero, a target, a cluster without endpoints);
+    `backend`: the backend's HTTPScaledObject, if not the plain one."""
     emu.enable_kubelet(ready_delay=0.2)
     files = XdsFiles(tmp_path / "xds")
     async with app_process() as app_port, other_service() as other_port:
         workload(emu, "backend", target_port=app_port)
-        emu.create(httpso("backend"))
+        emu.create(backend or httpso("backend"))
         for service in at_zero:
             workload(emu, service.name, target_port=app_port)
             emu.create(httpso(service.name))
@@ -200,3 +202,29 @@ async def test_control_released_before_istiod_pushes_to_the_sidecar_the_call_get
         status, headers, _ = await world.sidecar.call(BACKEND)
         assert status == 503
         assert headers.get("x-zerohop-cold-start") == "true"
+
+
+def with_fallback() -> dict[str, Any]:
+    """The backend's HTTPScaledObject with a fallback: Service `other`, after a 1 s hold."""
+    return httpso("backend", coldStartTimeoutFailoverRef={"service": "other", "port": 8080, "timeoutSeconds": 1})
+
+
+@pytest.mark.parametrize("routed", [True, False], ids=["with the failover route", "control: without it"])
+async def test_a_call_held_past_its_fallback_timeout_goes_to_the_fallback(
+    tmp_path: Path, kube_emulator: KubeEmulator, routed: bool
+) -> None:
+    """The sidecar filter carries the failover route, first in the backend's virtual host; without it the
+    call released to the fallback meets the backend's empty cluster and zerohop answers the 504."""
+    target = parse(with_fallback())
+    virtual_hosts, _ = istio.sidecar_virtual_hosts([target])
+    failovers = istio.sidecar_failover_routes([target]) if routed else []
+    envoyfilter = istio.sidecar_envoyfilter(FRONTEND, virtual_hosts=virtual_hosts, failovers=failovers)
+    kube_emulator.enable_kubelet(ready_delay=0.2).set_ready_delay("default", "backend", None)  # never ready
+    async with east_west(tmp_path, kube_emulator, envoyfilter, backend=with_fallback()) as world:
+        status, headers, body = await world.sidecar.call(BACKEND)
+        if routed:
+            assert (status, body) == (200, b"other")
+            assert headers.get("x-zerohop-failover") == "true"
+        else:
+            assert status == 504
+        assert world.server.processor.stats.failovers == 1

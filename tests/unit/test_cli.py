@@ -213,3 +213,17 @@ def test_envoyfilter_sidecar_without_files_runs_for_every_outbound_request(
     assert code == 0
     [patch] = yaml.safe_load(out)["spec"]["configPatches"]
     assert "disabled" not in patch["patch"]["value"]
+
+
+def test_envoyfilter_sidecar_carries_the_failover_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "httpso.yaml"
+    path.write_text(
+        SIDECAR_HTTPSO.format(name="backend", port="port: 8080")
+        + "  coldStartTimeoutFailoverRef: {service: fallback, port: 9090}\n"
+    )
+    code, out, _ = run(capsys, "envoyfilter", "--sidecar", "--workload-selector", "app=frontend", str(path))
+    assert code == 0
+    [route] = [p for p in yaml.safe_load(out)["spec"]["configPatches"] if p["applyTo"] == "HTTP_ROUTE"]
+    assert route["match"]["routeConfiguration"] == {"vhost": {"name": "backend.shop.svc.cluster.local:8080"}}
+    assert route["patch"]["operation"] == "INSERT_FIRST"
+    assert route["patch"]["value"]["route"]["cluster"] == "outbound|9090||fallback.shop.svc.cluster.local"
