@@ -4,8 +4,14 @@ patches reach."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
+from extproc.app import cli
 from extproc.core.httpso import parse
 from extproc.envoy import istio
 from extproc.envoy.config import EXT_PROC_FILTER, ROUTER_FILTER
@@ -18,7 +24,9 @@ from tests.istio_sidecar import (
     outbound_route_configuration,
 )
 from tests.kube.harness import httpso
+from tests.unit.test_manifests import DOCS, apply_json_patch, fenced_yaml, objects
 
+ROOT = Path(__file__).resolve().parents[2]
 FRONTEND = {"app": "frontend"}
 BACKEND = MeshService("backend", "shop", 8080, "10.96.0.10")
 OTHER = MeshService("other", "shop", 8080, "10.96.0.11")
@@ -69,3 +77,39 @@ def test_a_client_in_another_namespace_reaches_the_same_virtual_host() -> None:
     assert vhost["name"] == BACKEND.virtual_host
     assert "backend" not in vhost["domains"]
     assert "backend.shop" in vhost["domains"]
+
+
+def test_the_committed_sidecar_example_is_what_the_command_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["envoyfilter", "--sidecar", "--workload-selector", "app=frontend", "examples/httpscaledobject.yaml"]
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        assert cli.main(argv) == 0
+    finally:
+        os.chdir(cwd)
+    out, _ = capsys.readouterr()
+    assert (ROOT / "envoyfilter" / "sidecar.yaml").read_text() == out, (
+        "envoyfilter/sidecar.yaml is stale: zerohop envoyfilter --sidecar --workload-selector app=frontend "
+        "examples/httpscaledobject.yaml > envoyfilter/sidecar.yaml"
+    )
+
+
+def test_the_docs_overlay_lets_the_frontend_reach_ext_proc() -> None:
+    """docs/istio.md's overlay for east-west, applied to the shipped `zerohop-ext-proc` policy."""
+    [overlay] = [
+        d
+        for d in fenced_yaml(DOCS)
+        if isinstance(d, dict)
+        and d.get("kind") == "Kustomization"
+        and any(p["target"].get("name") == "zerohop-ext-proc" for p in d.get("patches", []))
+    ]
+    [entry] = overlay["patches"]
+    [policy] = [d for d in objects() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "zerohop-ext-proc"]
+    patched = apply_json_patch(policy, yaml.safe_load(entry["patch"]))
+    [rule] = patched["spec"]["ingress"]
+    assert rule["ports"] == [{"port": istio.EXT_PROC_PORT, "protocol": "TCP"}]
+    assert rule["from"][-1] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}},
+        "podSelector": {"matchLabels": FRONTEND},
+    }
+    assert rule["from"][:-1] == policy["spec"]["ingress"][0]["from"]  # the gateway keeps its way in
