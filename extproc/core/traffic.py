@@ -123,19 +123,35 @@ class TargetTraffic:
     `in_flight` counts the requests zerohop follows to their end: every held request, and every request of
     a target whose end is observed (concurrency metric, or `--in-flight=all`). `requests` only ever grows.
     `outcomes` counts held requests by how their hold ended, `holds` their durations (cold path only).
+    `mesh_requests`: those of `requests` that came through a client's sidecar (east-west), not a gateway.
     """
 
-    __slots__ = ("gateway_in_flight", "holds", "in_flight", "outcomes", "rate", "released_5xx", "requests")
+    __slots__ = (
+        "gateway_in_flight",
+        "holds",
+        "in_flight",
+        "mesh_requests",
+        "outcomes",
+        "rate",
+        "released_5xx",
+        "requests",
+    )
 
     def __init__(self, window: float, granularity: float) -> None:
         self.in_flight = 0
         self.requests = 0
+        self.mesh_requests = 0
         self.rate = RateWindow(window, granularity)
         self.outcomes: dict[HoldOutcome, int] = {}
         self.holds: dict[HoldOutcome, Histogram] = {}
         self.released_5xx = 0
         # Requests the gateway has open to the target, read from its stats while the warm path is open.
         self.gateway_in_flight = 0
+
+    @property
+    def gateway_requests(self) -> int:
+        """The requests zerohop counted that came through a gateway (or were counted from its stats)."""
+        return self.requests - self.mesh_requests
 
     def hold_ended(self, outcome: HoldOutcome, seconds: float | None) -> None:
         """Count a cold request's outcome; `seconds` held is None when it was refused without being held."""

@@ -49,6 +49,7 @@ ENVOYFILTER_NAME = "zerohop-ext-proc"
 # Applied after patches with the default priority 0 (Istio's own and most users'), so the router is in place.
 PRIORITY = 10
 LABELS = {"app.kubernetes.io/name": "zerohop", "app.kubernetes.io/component": "gateway-filter"}
+SIDECAR_CONTEXT = "SIDECAR_OUTBOUND"  # the EnvoyFilter context of a sidecar's outbound listeners (east-west)
 
 
 def parse_selector(text: str) -> dict[str, str]:
@@ -75,6 +76,7 @@ def _filter_patch(
     value = ext_proc_http_filter(
         istio_cluster_name(service_name, namespace, EXT_PROC_PORT),
         max_message_timeout=max_message_timeout_for(hold_timeout),
+        mesh=context == SIDECAR_CONTEXT,
     )
     if disabled:
         value = {"name": value["name"], "disabled": True, "typed_config": value["typed_config"]}
@@ -237,7 +239,6 @@ def open_hosts_of(document: Mapping[str, Any]) -> frozenset[str]:
 # name, which a sniffed port's "HOST:PORT" route configuration does not give, and the name alone is unique.
 
 SIDECAR_ENVOYFILTER_NAME = "zerohop-ext-proc-sidecar"
-SIDECAR_CONTEXT = "SIDECAR_OUTBOUND"
 SIDECAR_LABELS = {"app.kubernetes.io/name": "zerohop", "app.kubernetes.io/component": "sidecar-filter"}
 CLUSTER_DOMAIN = "svc.cluster.local"
 

@@ -47,6 +47,10 @@ class EastWest:
         """The requests zerohop counted for target default/NAME."""
         return sum(s.traffic.requests for s in self.server.core.registry if str(s.key) == f"default/{name}")
 
+    def mesh_requests(self, name: str = "backend") -> int:
+        """... of which zerohop knew they came through a client's sidecar (not a gateway)."""
+        return sum(s.traffic.mesh_requests for s in self.server.core.registry if str(s.key) == f"default/{name}")
+
     @property
     def streams(self) -> int:
         return self.server.processor.stats.streams
@@ -151,6 +155,7 @@ async def test_a_call_to_a_backend_at_zero_is_held_through_the_sidecar_and_answe
         assert world.server.provider.scale_patches == 1  # type: ignore[attr-defined]
         assert world.replicas() == 1
         assert world.requests() == 8
+        assert world.mesh_requests() == 8  # Envoy sent the sidecar filter's mesh attribute
         # Warm now: answered at once, still counted.
         status, headers, _ = await world.sidecar.call(BACKEND)
         assert status == 200
