@@ -215,3 +215,26 @@ async def test_a_version_at_weight_0_does_not_keep_the_host_gated(tmp_path: Path
         assert {served_by(reply) for _, reply in load.replies} == {"v1"}
         assert stack.state("v2").traffic.requests == 0
         assert replicas(stack, "v2") == (0, 0)
+
+
+async def test_editing_the_weights_in_the_config_file_moves_the_traffic(tmp_path: Path) -> None:
+    # Promote the canary: 100/0 -> 0/100 by an edit of the file zerohop watches, both versions running.
+    v1, v2 = version("v1", 100, min_replicas=1), version("v2", 0, min_replicas=1)
+    async with Stack(tmp_path, v1 + v2) as stack:
+        await stack.warm("v1")
+        await stack.warm("v2")
+        before = await asyncio.gather(*(stack.get(HOST) for _ in range(20)))
+        assert {served_by(r) for r in before} == {"v1"}
+        edited = v1.replace('zerohop.dev/weight: "100"', 'zerohop.dev/weight: "0"') + v2.replace(
+            'zerohop.dev/weight: "0"', 'zerohop.dev/weight: "100"'
+        )
+        stack.config_path.write_text(edited)
+
+        async def moved() -> bool:
+            return served_by(await stack.get(HOST)) == "v2"
+
+        await wait_for(moved, 15, 0.1, what="the gateway sending requests to v2")
+        after = await asyncio.gather(*(stack.get(HOST) for _ in range(20)))
+        assert {served_by(r) for r in after} == {"v2"}
+        assert {r.status for r in before + after} == {200}
+        assert stack.server.status()["provider"]["problems"] == []
