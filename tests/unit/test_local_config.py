@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from extproc.core.httpso import TargetKey
+from extproc.envoy.config import route_configuration
 from extproc.providers.local.config import ConfigError, load, parse
 
 GOOD = """
@@ -307,3 +308,30 @@ def test_a_weight_that_is_not_an_integer_rejects_the_document(weight: str) -> No
     [problem] = [p for p in config.problems if p.severity == "error"]
     assert problem.document == 3
     assert "metadata.annotations[zerohop.dev/weight]: expected an integer 0..1000000" in problem.message
+
+
+def test_an_interceptor_route_can_be_a_canary_version_of_an_httpscaledobject() -> None:
+    canary_route = """
+apiVersion: http.keda.sh/v1beta1
+kind: InterceptorRoute
+metadata: {name: v3, annotations: {zerohop.dev/weight: "10"}}
+spec:
+  target: {service: v3, port: 8080}
+  rules: [{hosts: [backend.localhost]}]
+  scalingMetric: {requestRate: {targetValue: 50}}
+---
+apiVersion: zerohop.dev/v1alpha1
+kind: LocalWorkload
+metadata: {name: v3}
+spec:
+  command: [python3, -m, http.server, "{port}"]
+  portRange: 18000-18099
+"""
+    config = parse(canary("90", "0") + "---" + canary_route)
+    assert config.problems == ()
+    [vhost] = [v for v in route_configuration(config.targets)["virtual_hosts"] if v["domains"] == ["backend.localhost"]]
+    [route] = vhost["routes"]
+    weights = {
+        c["name"].split("|")[3].split(".")[0]: c["weight"] for c in route["route"]["weighted_clusters"]["clusters"]
+    }
+    assert weights == {"v1": 90, "v2": 0, "v3": 10}
