@@ -123,13 +123,15 @@ class TargetTraffic:
     `in_flight` counts the requests zerohop follows to their end: every held request, and every request of
     a target whose end is observed (concurrency metric, or `--in-flight=all`). `requests` only ever grows.
     `outcomes` counts held requests by how their hold ended, `holds` their durations (cold path only).
-    `mesh_requests`: those of `requests` that came through a client's sidecar (east-west), not a gateway.
+    `mesh_requests`, `mesh_in_flight`: those of `requests` and `in_flight` that came through a client's
+    sidecar (east-west), not a gateway: the gateways' stats never count them.
     """
 
     __slots__ = (
         "gateway_in_flight",
         "holds",
         "in_flight",
+        "mesh_in_flight",
         "mesh_requests",
         "outcomes",
         "rate",
@@ -141,6 +143,7 @@ class TargetTraffic:
         self.in_flight = 0
         self.requests = 0
         self.mesh_requests = 0
+        self.mesh_in_flight = 0
         self.rate = RateWindow(window, granularity)
         self.outcomes: dict[HoldOutcome, int] = {}
         self.holds: dict[HoldOutcome, Histogram] = {}
@@ -164,8 +167,10 @@ class TargetTraffic:
         histogram.observe(seconds)
 
     def snapshot(self, now: float, held: int) -> TrafficSnapshot:
-        # The gateway's count includes requests zerohop follows too: the larger one, never their sum.
-        in_flight = max(self.in_flight, self.gateway_in_flight)
+        # The gateway's count includes the gateway requests zerohop follows too: the larger one, never their
+        # sum; east-west requests are in no gateway's count, so they are added.
+        mesh = self.mesh_in_flight
+        in_flight = max(self.in_flight - mesh, self.gateway_in_flight) + mesh
         return TrafficSnapshot(in_flight, held, self.requests, self.rate.average(now))
 
 

@@ -238,7 +238,8 @@ class ExtProcServicer:
             return
         traffic = state.traffic
         traffic.requests += 1
-        if _READER.from_mesh(request):
+        mesh = _READER.from_mesh(request)
+        if mesh:
             traffic.mesh_requests += 1
         traffic.rate.record(_monotonic())
         if state.gate.routable:
@@ -248,11 +249,13 @@ class ExtProcServicer:
                 await context.write(_CONTINUE)
                 return
             traffic.in_flight += 1
+            traffic.mesh_in_flight += mesh
             try:
                 await context.write(_CONTINUE_AND_FOLLOW)
                 response = await self._answer_response_headers(context, _CONTINUE_RESPONSE)
             finally:
                 traffic.in_flight -= 1
+                traffic.mesh_in_flight -= mesh
             gate = state.gate
             # Watched (a guessed release), or turned unroutable while this request was in flight.
             if (gate.watching or not gate.routable) and response is not None and _routed(response) is False:
@@ -291,7 +294,9 @@ class ExtProcServicer:
         stats = self.stats
         stats.cold_requests += 1
         traffic = state.traffic
+        mesh = _READER.from_mesh(request)
         traffic.in_flight += 1
+        traffic.mesh_in_flight += mesh
         observer = self.observer
         token = self._hold_started(observer, context, request, state) if observer is not None else None
         outcome = HoldOutcome.ABORTED  # unless set below: the client went away (Envoy reset the stream)
@@ -350,6 +355,7 @@ class ExtProcServicer:
                 await context.write(self._refusal(request, Refusal.SHUTDOWN, state))
         finally:
             traffic.in_flight -= 1
+            traffic.mesh_in_flight -= mesh
             traffic.hold_ended(outcome, held)
             if observer is not None:
                 try:

@@ -19,8 +19,19 @@ from extproc.envoy.adminapi import ClusterCounters, GatewayReading
 from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, MESH_ATTRIBUTE, target_cluster_name
 from extproc.envoy.processor import _ExtProcReader
 from extproc.envoy.warmswitch import WarmSwitch
+from tests.helpers import wait_for
 from tests.unit.test_metrics import shop
-from tests.unit.test_processor import WARM, Fixture, exchange, host, proc, request_headers
+from tests.unit.test_processor import (
+    FOLLOWED,
+    WARM,
+    Fixture,
+    exchange,
+    host,
+    open_stream,
+    proc,
+    request_headers,
+    response_headers,
+)
 
 __all__ = ["proc"]  # the fixture, used by name below
 
@@ -76,3 +87,24 @@ async def test_the_warm_path_does_not_subtract_east_west_calls_from_the_gateways
     state.traffic.mesh_requests += 3
     assert await switch._scrape([state])
     assert state.traffic.requests == 8
+
+
+async def test_a_followed_east_west_request_is_in_flight_as_a_mesh_request(proc: Fixture) -> None:
+    call, queue = open_stream(proc)
+    await queue.put(from_sidecar(request_headers(host("followed.test")), cluster="outbound|80||followed"))
+    await call.read()  # continue, and send me its response headers
+    traffic = proc.state(FOLLOWED).traffic
+    assert (traffic.in_flight, traffic.mesh_in_flight, traffic.mesh_requests) == (1, 1, 1)
+    await queue.put(response_headers())
+    await call.read()
+    await queue.put(None)
+    await wait_for(lambda: traffic.in_flight == 0, 2, 0.01, what="the request's end")
+    assert traffic.mesh_in_flight == 0
+
+
+def test_east_west_requests_in_flight_are_added_to_the_gateways_count() -> None:
+    """With the warm path open, the gateways' stats count their own requests in flight; zerohop's own count
+    holds the followed gateway requests (also in the gateways') and the east-west ones (in no gateway's)."""
+    traffic = next(iter(shop().registry)).traffic
+    traffic.in_flight, traffic.mesh_in_flight, traffic.gateway_in_flight = 3, 2, 4
+    assert traffic.snapshot(0.0, 0).in_flight == 6
