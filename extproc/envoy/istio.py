@@ -15,6 +15,7 @@ workloads' sidecars (`SIDECAR_OUTBOUND`), enabled on the managed Services' virtu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -243,6 +244,13 @@ SIDECAR_LABELS = {"app.kubernetes.io/name": "zerohop", "app.kubernetes.io/compon
 CLUSTER_DOMAIN = "svc.cluster.local"
 
 
+def sidecar_envoyfilter_name(selector: Mapping[str, str]) -> str:
+    """`zerohop-ext-proc-sidecar-VALUES` (e.g. `...-frontend` for app=frontend): one EnvoyFilter per selector,
+    so filters rendered for different client workloads do not replace each other."""
+    suffix = re.sub(r"[^a-z0-9-]+", "-", "-".join(selector.values()).lower()).strip("-")
+    return f"{SIDECAR_ENVOYFILTER_NAME}-{suffix}"[:253].rstrip("-") if suffix else SIDECAR_ENVOYFILTER_NAME
+
+
 def service_virtual_host(service: str, namespace: str, port: int) -> str:
     """The name of a Service port's virtual host in a sidecar's outbound route configuration."""
     return f"{service}.{namespace}.{CLUSTER_DOMAIN}:{port}"
@@ -296,12 +304,13 @@ def sidecar_envoyfilter(
     workload_namespace: str = GATEWAY_NAMESPACE,
     virtual_hosts: Iterable[str] | None = None,
     failovers: Iterable[FailoverRoute] = (),
-    name: str = SIDECAR_ENVOYFILTER_NAME,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """The EnvoyFilter for the sidecars of workloads matching `selector` in `workload_namespace` (Istio's root
     namespace: in every namespace): zerohop's filter in their outbound listeners, before the router; with
     `virtual_hosts` (`sidecar_virtual_hosts`), disabled except on those virtual hosts; with `failovers`
-    (`sidecar_failover_routes`), each target's failover route first in its virtual host."""
+    (`sidecar_failover_routes`), each target's failover route first in its virtual host. Named after the
+    selector (`sidecar_envoyfilter_name`) unless `name` is given."""
     patches = [_filter_patch(service_name, namespace, hold_timeout, virtual_hosts is not None, SIDECAR_CONTEXT)]
     for vhost in sorted(set(virtual_hosts or ())):
         patches.append(
@@ -326,7 +335,11 @@ def sidecar_envoyfilter(
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
-        "metadata": {"name": name, "namespace": workload_namespace, "labels": dict(SIDECAR_LABELS)},
+        "metadata": {
+            "name": name or sidecar_envoyfilter_name(selector),
+            "namespace": workload_namespace,
+            "labels": dict(SIDECAR_LABELS),
+        },
         "spec": {
             "workloadSelector": {"labels": dict(selector)},
             "priority": PRIORITY,

@@ -166,6 +166,7 @@ def test_envoyfilter_sidecar_is_scoped_to_the_targets_service_ports(
     assert code == 0
     document = yaml.safe_load(out)
     assert document["metadata"]["namespace"] == "istio-system"
+    assert document["metadata"]["name"] == "zerohop-ext-proc-sidecar-frontend"  # one per client workload
     assert document["spec"]["workloadSelector"] == {"labels": {"app": "frontend"}}
     patches = document["spec"]["configPatches"]
     assert {p["match"]["context"] for p in patches} == {"SIDECAR_OUTBOUND"}
