@@ -15,9 +15,12 @@ as fewer calls) while things happen:
 - scrape: `/metrics` fetched 3 times, one after another; status: `/status` fetched 3 times.
 
 For each window: calls, failed calls (no CONTINUE within the deadline: an error, a hold, a timeout), the
-first answer's latency p50 / p99 / max, and how many answers took longer than the shipped filter's 1 s
-`message_timeout` (behind a gateway those requests would have gone on uncounted). Not part of the test
-suite (tests/unit/test_bench.py runs it once with N = 10).
+first answer's latency p50 / p99 / max, how many answers took longer than the shipped filter's 1 s
+`message_timeout` (behind a gateway those requests would have gone on uncounted), and the CPU seconds each
+process used in it (`cpu_s`: zerohop, the emulator, this process, and the whole machine, every other
+program included): with two CPUs, a window whose processes want more than two leaves zerohop waiting for a
+CPU, which shows as latency however short its own steps are. `--calls FILE` keeps every call (start, latency,
+outcome) for a timeline. Not part of the test suite (tests/unit/test_bench.py runs it once with N = 10).
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
-from bench.procs import Child, free_port
+from bench.machine import cpu_times
+from bench.procs import Child, cpu_seconds, free_port
 from bench.scale_emulator import NAMESPACE, PROBE, SLICES, endpoint_slice, target_name
 from bench.scale_report import render, render_section, replace_section
 
@@ -58,6 +63,7 @@ class Options:
     quiet: float = 3.0
     settle: float = 2.0  # seconds of calls kept in a window after its event, for the stall to show
     workdir: Path | None = None
+    calls: Path | None = None  # every call written here (a timeline)
 
 
 @dataclass
@@ -73,6 +79,26 @@ class Window:
     start: float
     end: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CpuMeter:
+    """CPU seconds used by zerohop, the emulator, this process and the whole machine between two readings."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = {**pids, "bench": os.getpid()}
+        self._before = self._read()
+
+    def _read(self) -> dict[str, float]:
+        readings = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        readings["machine"] = cpu_times()[0]
+        return readings
+
+    def lap(self) -> dict[str, float]:
+        """The seconds used since the last lap (or the start)."""
+        now = self._read()
+        used = {name: round(now[name] - self._before[name], 2) for name in now}
+        self._before = now
+        return used
 
 
 def _rss_kib(pid: int) -> int:
@@ -244,7 +270,8 @@ async def _children(options: Options, workdir: Path) -> AsyncIterator[tuple[Chil
 async def run(options: Options) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zerohop-scale-") as tmp:
         workdir = options.workdir or Path(tmp)
-        async with _children(options, workdir) as (_emulator, zerohop, info):
+        async with _children(options, workdir) as (emulator, zerohop, info):
+            info["emulator_pid"] = emulator.pid
             return await _measure(options, zerohop, info)
 
 
@@ -279,6 +306,7 @@ async def _run_zerohop(
     await zerohop.wait_http_ok(f"{admin}/readyz", timeout=60 + options.targets / 100)
     ready = time.monotonic()
     rss_ready = _rss_kib(zerohop.pid)
+    result["cpu_to_ready_s"] = round(cpu_seconds(zerohop.pid), 2)
     result["admin_up_s"] = round(admin_up - started, 2)
     result["ready_s"] = round(ready - started, 2)
     result["sync_to_ready_s"] = round(ready - admin_up, 2)
@@ -290,16 +318,28 @@ async def _run_zerohop(
     await _until_warm(load)
     result["probe_warm_s"] = round(time.monotonic() - ready, 2)
     load.start()
+    cpu = CpuMeter({"zerohop": zerohop.pid, "emulator": int(info["emulator_pid"])})
     try:
-        windows.append(await _sync(options, session, api, statuses, started))
-        windows.append(await _quiet(options))
-        windows.append(await _burst(options, session, api))
-        windows.append(await _fetch(options, session, admin, "/metrics", "scrape"))
-        windows.append(await _fetch(options, session, admin, "/status", "status"))
+        steps: list[Callable[[], Awaitable[Window]]] = [
+            lambda: _sync(options, session, api, statuses, started),
+            lambda: _quiet(options),
+            lambda: _burst(options, session, api),
+            lambda: _fetch(options, session, admin, "/metrics", "scrape"),
+            lambda: _fetch(options, session, admin, "/status", "status"),
+        ]
+        for step in steps:
+            window = await step()
+            window.extra["cpu_s"] = cpu.lap()
+            windows.append(window)
         result["rss_end_mib"] = round(_rss_kib(zerohop.pid) / 1024, 1)
     finally:
         await load.stop()
     result["windows"] = {window.name: load.summary(window) for window in windows}
+    if options.calls is not None:
+        rows = [{"t": round(c.started - started, 4), "ms": round(1000 * c.latency, 2), "outcome": c.outcome}
+                for c in load.calls]  # fmt: skip
+        options.calls.write_text(json.dumps({"windows": [asdict(w) for w in windows], "started": started,
+                                             "calls": rows}) + "\n")  # fmt: skip
 
 
 async def _sync(
@@ -376,6 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--workdir", type=Path, help="keep the kubeconfig and the children's logs here")
+    parser.add_argument("--calls", type=Path, help="also write every ext_proc call (start, latency, outcome) here")
     parser.add_argument(
         "--report",
         type=Path,
@@ -390,7 +431,9 @@ def main(argv: list[str] | None = None) -> None:
         page = args.report.read_text() if args.report.exists() else ""
         args.report.write_text(replace_section(page, section))
         return
-    options = Options(targets=args.targets, rate=args.rate, sync_timeout=args.sync_timeout, workdir=args.workdir)
+    options = Options(
+        targets=args.targets, rate=args.rate, sync_timeout=args.sync_timeout, workdir=args.workdir, calls=args.calls
+    )
     result = asyncio.run(run(options))
     result["options"] = {k: str(v) for k, v in asdict(options).items()}
     print(render(result))
