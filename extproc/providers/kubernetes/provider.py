@@ -351,6 +351,9 @@ class KubernetesProvider:
 
     def problems(self) -> list[dict[str, Any]]:
         """HTTPScaledObjects left out as invalid, in /status's configuration-problems shape."""
+        # Filtered before sorting: every /metrics scrape and /status fetch asks, and sorting 10,000 valid keys
+        # stalled the loop for tens of milliseconds.
+        invalid = [(key, c) for key, c in self.table.conditions.items() if c.reason == REASON_INVALID]
         return [
             {
                 "file": None,
@@ -361,8 +364,7 @@ class KubernetesProvider:
                 "severity": "error",
                 "since": None,
             }
-            for key, condition in sorted(self.table.conditions.items())
-            if condition.reason == REASON_INVALID
+            for key, condition in sorted(invalid)
         ]
 
     def gateway_status(self) -> GatewayStatus:
