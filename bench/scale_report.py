@@ -15,7 +15,13 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"N = {result['targets']}: start -> admin up {result['admin_up_s']} s, -> ready {result['ready_s']} s "
         f"(sync {result['sync_to_ready_s']} s); RSS at ready {result['rss_ready_mib']} MiB, "
-        f"{result['kib_per_target']} KiB per target; probe warm {result['probe_warm_s']} s after ready",
+        f"{result['kib_per_target']} KiB per target; probe warm {result['probe_warm_s']} s after ready"
+        + (
+            f"; zerohop CPU to ready {result['cpu_to_ready_s']} s; the emulator alone serves the first sync's "
+            f"lists in {result['emulator_lists_s']} s"
+            if "emulator_lists_s" in result
+            else ""
+        ),
         f"ext_proc at {result['rate']:g} calls/s:",
         "| window | seconds | calls | failed | > 1 s | p50 ms | p99 ms | max ms | what happened |",
         "|---|---|---|---|---|---|---|---|---|",
