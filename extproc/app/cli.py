@@ -207,6 +207,11 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=10000, help="gateway listen port on 127.0.0.1 (default 10000)")
     demo.add_argument("--keep-running", action="store_true", help="leave everything up for curl until Ctrl-C")
     demo.add_argument("--startup-delay", type=float, default=0.5, help="sample app boot time in seconds")
+    demo.add_argument(
+        "--canary",
+        action="store_true",
+        help="two versions of the app behind one host, split 80/20 by Envoy, each woken and scaled by its share",
+    )
 
     boot = commands.add_parser(
         "envoy-bootstrap",
@@ -299,7 +304,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from extproc.dev.demo import run_demo
 
-            return run(run_demo(port=args.port, keep_running=args.keep_running, startup_delay=args.startup_delay))
+            return run(
+                run_demo(
+                    port=args.port,
+                    keep_running=args.keep_running,
+                    startup_delay=args.startup_delay,
+                    canary=args.canary,
+                )
+            )
         if args.command == "envoy-bootstrap":
             return _bootstrap(args)
         if args.command == "envoyfilter":
