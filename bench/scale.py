@@ -486,10 +486,14 @@ def main(argv: list[str] | None = None) -> None:
         help="measure nothing: write the scale section of PAGE (docs/performance.md) from the RESULTS files",
     )
     parser.add_argument("results", nargs="*", type=Path, help="with --report: --json files, smallest N first")
+    parser.add_argument(
+        "--before", type=Path, help="with --report: an earlier --json file of the largest N, shown beside it"
+    )
     args = parser.parse_args(argv)
     if args.report is not None:
         results = [json.loads(path.read_text()) for path in args.results]
-        section = render_section(results, [str(path) for path in args.results])
+        before = (json.loads(args.before.read_text()), str(args.before)) if args.before is not None else None
+        section = render_section(results, [str(path) for path in args.results], before)
         page = args.report.read_text() if args.report.exists() else ""
         args.report.write_text(replace_section(page, section))
         return
