@@ -36,6 +36,9 @@ LOCAL_OTLP_CLUSTER = "zerohop_otlp"
 ATTRIBUTES_KEY = EXT_PROC_FILTER
 # Asked for with request headers: the upstream cluster the gateway chose (the route table's first rule).
 CLUSTER_ATTRIBUTE = "xds.cluster_name"
+# Asked for by the sidecar filter only (east-west, istio.sidecar_envoyfilter): its presence says the request
+# came through a client's sidecar, not a gateway, so the warm path does not take it for one of the gateways'.
+MESH_ATTRIBUTE = "xds.listener_direction"
 # Sent with response headers zerohop asked for: tells the gateway's own "no healthy upstream" from the app's 503.
 CODE_DETAILS_ATTRIBUTE = "response.code_details"
 # A held request whose hold ran out goes to its target's fallback (coldStartTimeoutFailoverRef): zerohop sets
@@ -92,13 +95,14 @@ def ext_proc_config(
     max_message_timeout: float,
     failure_mode_allow: bool = True,
     message_timeout: float = MESSAGE_TIMEOUT,
+    mesh: bool = False,
 ) -> dict[str, Any]:
     """The `ExternalProcessor` filter config (typed_config) for a gateway in front of zerohop.
 
     `failure_mode_allow: true`: if zerohop is unreachable or slow, warm traffic still flows (a cold target
     then answers 503 from Envoy instead of being held) — availability over scale-from-zero.
     `max_message_timeout` must cover the longest hold (zerohop extends each held request's wait once):
-    `max_message_timeout_for(hold_timeout)`.
+    `max_message_timeout_for(hold_timeout)`. `mesh`: for a client's sidecar, not a gateway (MESH_ATTRIBUTE).
     """
     return {
         "@type": EXT_PROC_TYPE,
@@ -108,7 +112,7 @@ def ext_proc_config(
         "allow_mode_override": True,
         "message_timeout": _seconds(message_timeout),
         "max_message_timeout": _seconds(max_message_timeout),
-        "request_attributes": [CLUSTER_ATTRIBUTE],
+        "request_attributes": [CLUSTER_ATTRIBUTE, MESH_ATTRIBUTE] if mesh else [CLUSTER_ATTRIBUTE],
         "response_attributes": [CODE_DETAILS_ATTRIBUTE],
         "metadata_options": {"receiving_namespaces": {"untyped": [FAILOVER_METADATA_NAMESPACE]}},
         "stat_prefix": "zerohop",
