@@ -177,6 +177,7 @@ class WarmSwitch:
         """
         cluster = target_cluster_name(state.spec)
         traffic = state.traffic
+        traffic.mesh_apart = True  # before the first read of gateway_requests: east-west calls are in none
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _QUIET_WAIT
         quiet = False
@@ -234,6 +235,8 @@ class WarmSwitch:
         if not states:
             return True
         clusters = {target_cluster_name(s.spec): s for s in states}
+        for state in states:
+            state.traffic.mesh_apart = True  # a counter started without `_baseline` (a new leader's open hosts)
         for _ in range(_CONSISTENT_TRIES):
             own = [s.traffic.gateway_requests for s in states]
             reading = await self._gateways.read(list(clusters))
