@@ -254,14 +254,11 @@ class History:
                     track.events = [
                         [gate.last_cold_start, None if gate.cold_since is not None else gate.last_cold_duration]
                     ]
-            traffic = state.traffic
-            in_flight = (
-                traffic.in_flight if traffic.in_flight >= traffic.gateway_in_flight else traffic.gateway_in_flight
-            )
+            # The counts as /status and KEDA see them (in flight from zerohop, the gateways and the mesh).
+            snapshot = state.traffic.snapshot(now, state.gate.held)
             ready, desired = self._replicas(state.key)
-            added += track.add(
-                tick, (ready, desired, _count(in_flight), _count(state.gate.held), traffic.rate.average(now))
-            )
+            row = (ready, desired, _count(snapshot.in_flight), _count(snapshot.held), snapshot.rate)
+            added += track.add(tick, row)
             if track.events is not None or state.gate.cold_starts != track.cold_starts:
                 track.observe_cold(state, cutoff)
             size = len(track.ticks)

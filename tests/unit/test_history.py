@@ -307,3 +307,18 @@ async def test_the_history_is_written_a_column_at_a_time_and_parses() -> None:
     assert document["targets"]["ns/gone"] is None
     assert len(document["targets"]["ns/a"]["t"]) == 50
     assert pacer.slices == 1 + 2 * 7  # two tracks of seven columns
+
+
+async def test_in_flight_is_counted_as_status_counts_it() -> None:
+    """Gateway counts (warm path) and east-west requests: the chart shows what /status and KEDA see."""
+    core = core_with("a")
+    hist, _clock = history(core)
+    state = core.registry.get(key("a"))
+    assert state is not None
+    state.traffic.in_flight = 3  # followed by zerohop, 2 of them east-west
+    state.traffic.mesh_in_flight = 2
+    state.traffic.gateway_in_flight = 4
+    await hist.sample()
+    body = hist.target(key("a"))
+    assert body is not None
+    assert body["inFlight"] == [state.snapshot().in_flight] == [6]
