@@ -41,6 +41,7 @@ from tests.istio_gateway import GatewayPod, Routes, Split, gateway_pod
 from tests.kube.harness import gateway_pod_object, httpso, workload, zerohop
 from tests.kube.test_gateway import app_process
 from tests.kubeemu import KubeEmulator
+from tests.kubeemu.manifests import deployment, service
 
 pytest_plugins = ["tests.kubeemu.pytest_plugin"]
 pytestmark = [pytest.mark.kube, pytest.mark.envoy]
@@ -318,4 +319,174 @@ async def test_the_warm_path_opens_the_split_host_and_counts_each_version_from_t
         counts = await assert_counts_match_the_gateway(w, {V1: CLUSTER_V1, V2: CLUSTER_V2})
         assert counts[V1] + counts[V2] == 1100
         # Warm requests went past zerohop: only the warm path's probes asked it meanwhile.
+        assert w.server.processor.stats.streams - asks < 100
+
+
+# --- subsets of one Service -------------------------------------------------------------------------------------
+
+SERVICE = "backend"
+SUBSET_V1 = f"outbound|8080|v1|{SERVICE}.default.svc.cluster.local"
+SUBSET_V2 = f"outbound|8080|v2|{SERVICE}.default.svc.cluster.local"
+DR_VERSIONS = ("v1alpha3", "v1beta1", "v1")
+
+
+def destination_rule(api_version: str = "networking.istio.io/v1") -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": "DestinationRule",
+        "metadata": {"name": SERVICE, "namespace": "default"},
+        "spec": {
+            "host": SERVICE,
+            "subsets": [{"name": "v1", "labels": {"version": "v1"}}, {"name": "v2", "labels": {"version": "v2"}}],
+        },
+    }
+
+
+def subset_endpoints_of(emu: KubeEmulator, labels: dict[str, str]) -> EndpointSource:
+    """What istiod gives a subset's cluster: the Service's ready endpoints whose Pod carries the labels."""
+
+    def read() -> list[tuple[str, int]]:
+        pods = {
+            pod["metadata"]["name"]
+            for pod in emu.list("v1", "Pod", "default")
+            if labels.items() <= (pod["metadata"].get("labels") or {}).items()
+        }
+        found = []
+        for endpoint_slice in emu.list("discovery.k8s.io/v1", "EndpointSlice", "default"):
+            port = slice_port(endpoint_slice)
+            if slice_service(endpoint_slice) != ("default", SERVICE) or port is None:
+                continue
+            for endpoint in endpoint_slice.get("endpoints") or []:
+                ready = (endpoint.get("conditions") or {}).get("ready") is not False
+                if ready and (endpoint.get("targetRef") or {}).get("name") in pods:
+                    found.extend((address, port) for address in endpoint["addresses"])
+        return sorted(found)
+
+    return read
+
+
+@contextlib.asynccontextmanager
+async def subsets(
+    tmp_path: Path,
+    emu: KubeEmulator,
+    weights: tuple[int, int],
+    *,
+    running_v1: int = 0,
+    served: tuple[str, ...] = DR_VERSIONS,
+    **kwargs: Any,
+) -> AsyncIterator[World]:
+    """One Service `backend` over two Deployments (backend-v1, backend-v2: pods labelled `version: v1` / `v2`),
+    a DestinationRule with subsets v1 and v2, two HTTPScaledObjects naming the Service and each its Deployment,
+    and a route splitting by `weights` between the subset clusters. `served`: the DestinationRule versions the
+    API server serves."""
+    emu.enable_kubelet(ready_delay=0.2, address_for=lambda *_: "127.0.0.1", pods=True)
+    if served != DR_VERSIONS:
+        stored = [emu.resource(f"networking.istio.io/{v}", "DestinationRule") for v in DR_VERSIONS]
+        emu.registry.unregister("networking.istio.io", "destinationrules")
+        for resource in stored:
+            if resource.version in served:
+                emu.registry.register(resource)
+    async with app_process() as port_v1, app_process() as port_v2:
+        for name, version, port in ((V1, "v1", port_v1), (V2, "v2", port_v2)):
+            container = {
+                "name": "app",
+                "image": "example/backend:1",
+                "ports": [{"name": "http", "containerPort": port}],
+            }
+            labels = {"app": SERVICE, "version": version}
+            emu.create(
+                deployment(name, replicas=running_v1 if name == V1 else 0, labels=labels, containers=[container])
+            )
+            target = {"name": name, "kind": "Deployment", "apiVersion": "apps/v1", "service": SERVICE, "port": 8080}
+            emu.create(httpso(name, hosts=[HOST], scaleTargetRef=target, scalingMetric=WHOLE_RUN))
+        ports = [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+        emu.create(service(SERVICE, selector={"app": SERVICE}, ports=ports))
+        emu.create(destination_rule(f"networking.istio.io/{served[-1]}"))
+        routes = {HOST: Split(((SUBSET_V1, weights[0]), (SUBSET_V2, weights[1])))}
+        clusters = {
+            SUBSET_V1: subset_endpoints_of(emu, {"version": "v1"}),
+            SUBSET_V2: subset_endpoints_of(emu, {"version": "v2"}),
+        }
+        async with running_world(tmp_path, emu, routes, clusters, **kwargs) as w:
+            if running_v1:
+                await wait_for(lambda: bool(clusters[SUBSET_V1]()), 10, 0.02, what="v1 running")
+            yield w
+
+
+@pytest.mark.parametrize("served", [DR_VERSIONS, ("v1alpha3", "v1beta1")], ids=["v1", "v1beta1"])
+async def test_an_80_20_split_between_subsets_wakes_both_and_counts_each_share_exactly(
+    tmp_path: Path, kube_emulator: KubeEmulator, served: tuple[str, ...]
+) -> None:
+    async with subsets(tmp_path, kube_emulator, (80, 20), served=served) as w:
+        assert w.replicas(V1) == w.replicas(V2) == 0
+        statuses, errors = await w.send(1000)
+        assert not errors
+        assert statuses.count(200) == 1000, {s: statuses.count(s) for s in set(statuses)}
+        assert w.replicas(V1) >= 1
+        assert w.replicas(V2) >= 1
+        counts = await assert_counts_match_the_gateway(w, {V1: SUBSET_V1, V2: SUBSET_V2})
+        assert counts[V1] + counts[V2] == 1000
+        assert 700 <= counts[V1] <= 900, counts
+        # Each version's replicas are its own subset's pods, not the whole Service's.
+        for name in (V1, V2):
+            counted = w.provider.replicas(TargetKey("default", name))
+            assert counted is not None
+            assert counted.ready == w.replicas(name)
+
+
+async def test_a_subset_scaled_to_zero_while_its_sibling_stays_up_is_woken_again_not_failed(
+    tmp_path: Path, kube_emulator: KubeEmulator
+) -> None:
+    # The Service keeps ready endpoints (v1's) all along; only v2's own pods make v2 routable.
+    async with subsets(tmp_path, kube_emulator, (50, 50), running_v1=1) as w:
+        first, errors = await w.send(40, clients=4)
+        assert w.replicas(V2) >= 1
+        kube_emulator.patch("apps/v1", "Deployment", V2, {"spec": {"replicas": 0}})  # as KEDA does after a cooldown
+        gone = subset_endpoints_of(kube_emulator, {"version": "v2"})
+        await wait_for(lambda: not gone(), 10, 0.02, what="v2's pods gone")
+        key = TargetKey("default", V2)
+        await wait_for(lambda: not w.server.core.cold_gate.for_target(key).routable, 10, 0.02, what="v2 cold")
+        again, more_errors = await w.send(200, clients=10)
+        assert not errors
+        assert not more_errors
+        statuses = first + again
+        assert statuses.count(200) == 240, {s: statuses.count(s) for s in set(statuses)}
+        assert w.replicas(V2) >= 1  # woken again by its own share
+        await assert_counts_match_the_gateway(w, {V1: SUBSET_V1, V2: SUBSET_V2})
+
+
+async def test_a_subset_the_split_sends_nothing_stays_at_zero_and_keeps_the_host_gated(
+    tmp_path: Path, kube_emulator: KubeEmulator
+) -> None:
+    async with subsets(tmp_path, kube_emulator, (100, 0), running_v1=1, warm_path=WarmPathMode.OPEN) as w:
+        statuses, errors = await w.send(300, clients=5)
+        assert not errors
+        assert set(statuses) == {200}
+        await asyncio.sleep(1.0)  # open_after (0.5 s) and more: v1 alone would have opened by now
+        # v2 is reachable through the same virtual host and cold: the host stays gated, every request asks.
+        assert w.path_state(V1) is PathState.GATED
+        assert w.replicas(V2) == 0
+        assert not await w.active(V2)
+        assert await w.metric(V2) == 0
+        assert await w.metric(V1) == await w.upstream_requests(SUBSET_V1) == 300
+
+
+async def test_the_warm_path_opens_a_subset_split_and_counts_each_subset_from_the_gateways(
+    tmp_path: Path, kube_emulator: KubeEmulator
+) -> None:
+    async with subsets(tmp_path, kube_emulator, (80, 20), warm_path=WarmPathMode.OPEN) as w:
+        cold, errors = await w.send(100, clients=5)
+        await wait_for(lambda: w.path_state(V1) is PathState.OPEN, 20, 0.02, what="v1 open")
+        assert w.path_state(V2) is PathState.OPEN
+        asks = w.server.processor.stats.streams
+        warm, more_errors = await w.send(1000)
+        switch = w.provider.warm_switch
+        assert switch is not None
+        target = switch.health.scrapes + 2
+        await wait_for(lambda: switch.health.scrapes >= target, 10, 0.02, what="two more stats reads")
+        assert not errors
+        assert not more_errors
+        assert set(cold + warm) == {200}
+        counts = await assert_counts_match_the_gateway(w, {V1: SUBSET_V1, V2: SUBSET_V2})
+        assert counts[V1] + counts[V2] == 1100
         assert w.server.processor.stats.streams - asks < 100
