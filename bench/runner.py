@@ -34,7 +34,6 @@ from bench.setups import (
     SETUPS,
     ZEROHOP_SETUPS,
     Setup,
-    start_app,
     start_setup,
 )
 
@@ -236,7 +235,6 @@ class Bench:
         )
         self.saturation_script, self.paced_script = write_scripts(workdir / "lua")
         self.setups: dict[str, Setup] = {}
-        self.app_pid = 0
         total = options.rounds * len(options.setups) * 2
         self.repeats_left = math.ceil(REPEAT_BUDGET * total) if options.retries else 0
         self.quiet_left = QUIET_BUDGET
@@ -244,12 +242,9 @@ class Bench:
     async def start(self, stack: AsyncExitStack) -> None:
         servers = set(self.pinning.servers) if self.pinning.servers else None
         with affinity(servers):
-            app, app_port = await start_app(stack, self.workdir)
-            assert app.process is not None
-            self.app_pid = app.process.pid
             for key in self.options.setups:
                 self.progress(f"starting {key}: {SETUPS[key][0]}")
-                self.setups[key] = await start_setup(key, stack, self.workdir, app_port)
+                self.setups[key] = await start_setup(key, stack, self.workdir)
 
     async def warm_up(self) -> dict[str, dict[str, Any]]:
         results = {}
@@ -260,7 +255,7 @@ class Bench:
 
     async def idle_cpu(self) -> dict[str, dict[str, float]]:
         """CPU milliseconds per second each process burns with no traffic at all (timers, polling)."""
-        pids = {key: {**setup.pids(), "app": setup.app_pid or self.app_pid} for key, setup in self.setups.items()}
+        pids = {key: setup.pids() for key, setup in self.setups.items()}
         before = {key: {role: thread_cpu_seconds(pid) for role, pid in roles.items()} for key, roles in pids.items()}
         await asyncio.sleep(self.options.idle)
         return {
@@ -302,7 +297,7 @@ class Bench:
         await setup.ensure_open(session)
         await setup.settle(session)
         counters_before = await setup.counters(session)
-        pids = {**setup.pids(), "app": setup.app_pid or self.app_pid}
+        pids = setup.pids()
         cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
         busy_before, total_before = machine.cpu_times()
         children_before = _children_cpu()

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -23,8 +23,13 @@ from extproc.envoy.config import DEFAULT_HOLD_TIMEOUT
 from extproc.observability import logs
 from extproc.providers.local.config import ConfigError
 
+if TYPE_CHECKING:
+    from extproc.core.httpso import ScaledTarget
+
 T = TypeVar("T")
 DEFAULT_SELECTOR = istio_defaults.format_selector(istio_defaults.INGRESS_GATEWAY_SELECTOR)
+DEFAULT_PORTS = ",".join(map(str, istio_defaults.GATEWAY_PORTS))
+DEFAULT_ROOT_NAMESPACE = istio_defaults.GATEWAY_NAMESPACE
 DEFAULT_HOLD_TIMEOUT_TEXT = f"{DEFAULT_HOLD_TIMEOUT:g}s"
 HOLD_TIMEOUT_HELP = f"zerohop's --hold-timeout (default {DEFAULT_HOLD_TIMEOUT_TEXT})"
 
@@ -39,7 +44,7 @@ commands:
   serve             run the ext_proc server, the KEDA scaler API and a provider
   demo              Envoy + zerohop + a sample app scaled from zero, with a timeline (make demo)
   envoy-bootstrap   print an Envoy bootstrap for a plain-Envoy gateway in front of zerohop
-  envoyfilter       print the Istio EnvoyFilter that adds zerohop to an ingress gateway
+  envoyfilter       print the Istio EnvoyFilter that adds zerohop to a gateway (or, --sidecar, to sidecars)
   status            print the targets of a running zerohop (replicas, traffic, cold starts)
   version           print the version
 
@@ -115,15 +120,23 @@ def _envoyfilter(args: argparse.Namespace) -> int:
     from extproc.core.httpso import KIND, InvalidSpec, parse
     from extproc.envoy import istio
 
+    if args.sidecar:
+        return _sidecar_envoyfilter(args)
+    if args.workload_selector is not None or args.workload_namespace is not None:
+        raise SettingsError("envoyfilter: --workload-selector and --workload-namespace go with --sidecar")
     if args.gateway_name and args.selector is not None:
         raise SettingsError("envoyfilter: --gateway-name and --selector both select the gateway pods; give one")
     if args.gateway_name:
         selector = {istio.GATEWAY_API_LABEL: args.gateway_name}
     else:
         selector = _option("--selector", istio.parse_selector, args.selector or DEFAULT_SELECTOR)
-    ports = _option("--ports", settings_module.parse_ports, args.ports)
+    ports = _option("--ports", settings_module.parse_ports, DEFAULT_PORTS if args.ports is None else args.ports)
     namespace = _option("--namespace", settings_module.parse_namespace, args.namespace)
-    gateway_namespace = _option("--gateway-namespace", settings_module.parse_namespace, args.gateway_namespace)
+    gateway_namespace = _option(
+        "--gateway-namespace",
+        settings_module.parse_namespace,
+        DEFAULT_ROOT_NAMESPACE if args.gateway_namespace is None else args.gateway_namespace,
+    )
     hold_timeout = _option("--hold-timeout", settings_module.parse_hold_timeout, args.hold_timeout)
     hosts: set[str] | None = None
     targets = 0
@@ -181,6 +194,97 @@ def _envoyfilter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _targets_of(paths: Sequence[Path]) -> list[tuple[Path, ScaledTarget]]:
+    """The HTTPScaledObjects and InterceptorRoutes in `paths`, each with the file it came from."""
+    from extproc.core import iroute
+    from extproc.core.httpso import KIND, InvalidSpec, parse
+
+    found: list[tuple[Path, ScaledTarget]] = []
+    for path in paths:
+        try:
+            documents = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+        except (OSError, yaml.YAMLError) as exc:
+            raise SettingsError(f"{path}: {exc}") from None
+        for document in documents:
+            kind = document.get("kind")
+            if kind not in (KIND, iroute.KIND):
+                continue
+            try:
+                found.append((path, parse(document) if kind == KIND else iroute.parse(document)))
+            except InvalidSpec as exc:
+                raise SettingsError(f"{path}: {kind} {document.get('metadata', {}).get('name')}: {exc}") from None
+    return found
+
+
+def _sidecar_envoyfilter(args: argparse.Namespace) -> int:
+    from extproc.envoy import istio
+
+    for flag, value in (("--selector", args.selector), ("--gateway-name", args.gateway_name)):
+        if value is not None:
+            raise SettingsError(f"envoyfilter: {flag} selects gateway pods; with --sidecar, use --workload-selector")
+    for flag, value in (("--ports", args.ports), ("--gateway-namespace", args.gateway_namespace)):
+        if value is not None:
+            raise SettingsError(
+                f"envoyfilter: {flag} is for gateways; a sidecar's virtual hosts carry the Service port"
+            )
+    if args.workload_selector is None:
+        raise SettingsError(
+            "envoyfilter: --sidecar needs --workload-selector KEY=VALUE[,...]: the client workloads whose sidecars "
+            "get the filter (an EnvoyFilter without one would reach every sidecar in the mesh)"
+        )
+    selector = _option("--workload-selector", istio.parse_selector, args.workload_selector)
+    workload_namespace = _option(
+        "--workload-namespace",
+        settings_module.parse_namespace,
+        DEFAULT_ROOT_NAMESPACE if args.workload_namespace is None else args.workload_namespace,
+    )
+    namespace = _option("--namespace", settings_module.parse_namespace, args.namespace)
+    hold_timeout = _option("--hold-timeout", settings_module.parse_hold_timeout, args.hold_timeout)
+    virtual_hosts: list[str] | None = None
+    failovers: list[istio.FailoverRoute] = []
+    if args.httpso:
+        found = _targets_of(args.httpso)
+        failovers = istio.sidecar_failover_routes(target for _, target in found)
+        virtual_hosts, unresolved = istio.sidecar_virtual_hosts(target for _, target in found)
+        for path, target in found:
+            if target in unresolved:
+                print(
+                    f"zerohop envoyfilter: warning: {path}: {target.kind} {target.key}: its Service port is given "
+                    "by name, which only the Service resolves: not enabled (give the port number)",
+                    file=sys.stderr,
+                )
+            if target.failover is not None and target.failover.port is None:
+                print(
+                    f"zerohop envoyfilter: warning: {path}: {target.kind} {target.key}: its fallback names a "
+                    "port by name, which only the Service resolves: no failover route (set port)",
+                    file=sys.stderr,
+                )
+        if not virtual_hosts and not args.allow_empty:
+            files = ", ".join(str(p) for p in args.httpso)
+            raise SettingsError(
+                f"envoyfilter: no Service port found in {files} ({len(found)} target(s)): the filter would be "
+                "disabled on every virtual host, turning zerohop off for these sidecars. Pass --allow-empty to "
+                "print it anyway."
+            )
+    document = istio.sidecar_envoyfilter(
+        selector,
+        namespace,
+        service_name=args.service_name,
+        hold_timeout=hold_timeout,
+        workload_namespace=workload_namespace,
+        virtual_hosts=virtual_hosts,
+        failovers=failovers,
+    )
+    scope = (
+        f"scoped to {len(virtual_hosts)} Service port(s) from {len(args.httpso)} file(s)"
+        if virtual_hosts is not None
+        else "every outbound HTTP request"
+    )
+    comment = f"Generated by `zerohop envoyfilter --sidecar` (sidecars of {istio.format_selector(selector)}; {scope})."
+    sys.stdout.write(istio.render(document, comment))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="zerohop",
@@ -207,6 +311,11 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=10000, help="gateway listen port on 127.0.0.1 (default 10000)")
     demo.add_argument("--keep-running", action="store_true", help="leave everything up for curl until Ctrl-C")
     demo.add_argument("--startup-delay", type=float, default=0.5, help="sample app boot time in seconds")
+    demo.add_argument(
+        "--canary",
+        action="store_true",
+        help="two versions of the app behind one host, split 80/20 by Envoy, each woken and scaled by its share",
+    )
 
     boot = commands.add_parser(
         "envoy-bootstrap",
@@ -234,10 +343,13 @@ def parser() -> argparse.ArgumentParser:
         help="print the Istio EnvoyFilter",
         description="Print (YAML) the EnvoyFilter that inserts zerohop's ext_proc filter into Istio gateways. "
         "Given HTTPScaledObject files, the filter is installed disabled and enabled only on the virtual hosts "
-        "(HOST:PORT) they name, so other traffic never reaches zerohop.",
+        "(HOST:PORT) they name, so other traffic never reaches zerohop. With --sidecar, the same filter goes "
+        "into the outbound listeners of client workloads' sidecars (east-west calls), enabled only on the "
+        "virtual hosts of the files' Service ports.",
         epilog="Examples: zerohop envoyfilter > envoyfilter.yaml;  "
         "zerohop envoyfilter examples/httpscaledobject.yaml;  "
-        "zerohop envoyfilter --gateway-name public app/httpso.yaml other/httpso.yaml | kubectl apply -f -",
+        "zerohop envoyfilter --gateway-name public app/httpso.yaml other/httpso.yaml | kubectl apply -f -;  "
+        "zerohop envoyfilter --sidecar --workload-selector app=frontend backend/httpso.yaml | kubectl apply -f -",
     )
     istio.add_argument(
         "httpso",
@@ -255,13 +367,27 @@ def parser() -> argparse.ArgumentParser:
     )
     istio.add_argument(
         "--gateway-namespace",
-        default=istio_defaults.GATEWAY_NAMESPACE,
-        help="namespace of the EnvoyFilter (default %(default)s, the root)",
+        help=f"namespace of the EnvoyFilter (default {DEFAULT_ROOT_NAMESPACE}, the root)",
+    )
+    istio.add_argument("--ports", help=f"gateway server ports to scope to (default {DEFAULT_PORTS})")
+    istio.add_argument(
+        "--sidecar",
+        action="store_true",
+        help="east-west: render the filter for the outbound side of client workloads' sidecars "
+        "(SIDECAR_OUTBOUND) instead of a gateway, so their calls to a Service at zero are held while it wakes; "
+        "with files, enabled only on the virtual hosts of the targets' Service ports (SVC.NS.svc.cluster.local:PORT). "
+        "Needs --workload-selector",
     )
     istio.add_argument(
-        "--ports",
-        default=",".join(map(str, istio_defaults.GATEWAY_PORTS)),
-        help="gateway server ports to scope to (default %(default)s)",
+        "--workload-selector",
+        metavar="KEY=VALUE[,...]",
+        help="with --sidecar: labels of the client pods whose sidecars get the filter (e.g. app=frontend)",
+    )
+    istio.add_argument(
+        "--workload-namespace",
+        metavar="NAMESPACE",
+        help=f"with --sidecar: namespace of the EnvoyFilter; its selector picks pods in that namespace only, "
+        f"or in every namespace from the root (default {DEFAULT_ROOT_NAMESPACE})",
     )
     istio.add_argument(
         "--namespace", default=istio_defaults.ZEROHOP_NAMESPACE, help="namespace zerohop runs in (default %(default)s)"
@@ -299,7 +425,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from extproc.dev.demo import run_demo
 
-            return run(run_demo(port=args.port, keep_running=args.keep_running, startup_delay=args.startup_delay))
+            return run(
+                run_demo(
+                    port=args.port,
+                    keep_running=args.keep_running,
+                    startup_delay=args.startup_delay,
+                    canary=args.canary,
+                )
+            )
         if args.command == "envoy-bootstrap":
             return _bootstrap(args)
         if args.command == "envoyfilter":

@@ -123,19 +123,38 @@ class TargetTraffic:
     `in_flight` counts the requests zerohop follows to their end: every held request, and every request of
     a target whose end is observed (concurrency metric, or `--in-flight=all`). `requests` only ever grows.
     `outcomes` counts held requests by how their hold ended, `holds` their durations (cold path only).
+    `mesh_requests`, `mesh_in_flight`: those of `requests` and `in_flight` that came through a client's
+    sidecar (east-west), not a gateway: the gateways' stats never count them.
     """
 
-    __slots__ = ("gateway_in_flight", "holds", "in_flight", "outcomes", "rate", "released_5xx", "requests")
+    __slots__ = (
+        "gateway_in_flight",
+        "holds",
+        "in_flight",
+        "mesh_in_flight",
+        "mesh_requests",
+        "outcomes",
+        "rate",
+        "released_5xx",
+        "requests",
+    )
 
     def __init__(self, window: float, granularity: float) -> None:
         self.in_flight = 0
         self.requests = 0
+        self.mesh_requests = 0
+        self.mesh_in_flight = 0
         self.rate = RateWindow(window, granularity)
         self.outcomes: dict[HoldOutcome, int] = {}
         self.holds: dict[HoldOutcome, Histogram] = {}
         self.released_5xx = 0
         # Requests the gateway has open to the target, read from its stats while the warm path is open.
         self.gateway_in_flight = 0
+
+    @property
+    def gateway_requests(self) -> int:
+        """The requests zerohop counted that came through a gateway (or were counted from its stats)."""
+        return self.requests - self.mesh_requests
 
     def hold_ended(self, outcome: HoldOutcome, seconds: float | None) -> None:
         """Count a cold request's outcome; `seconds` held is None when it was refused without being held."""
@@ -148,8 +167,10 @@ class TargetTraffic:
         histogram.observe(seconds)
 
     def snapshot(self, now: float, held: int) -> TrafficSnapshot:
-        # The gateway's count includes requests zerohop follows too: the larger one, never their sum.
-        in_flight = max(self.in_flight, self.gateway_in_flight)
+        # The gateway's count includes the gateway requests zerohop follows too: the larger one, never their
+        # sum; east-west requests are in no gateway's count, so they are added.
+        mesh = self.mesh_in_flight
+        in_flight = max(self.in_flight - mesh, self.gateway_in_flight) + mesh
         return TrafficSnapshot(in_flight, held, self.requests, self.rate.average(now))
 
 

@@ -1,7 +1,8 @@
 """The demo's sample app: a small HTTP server that takes a moment to boot, like a real service.
 
 `python -m extproc.dev.demoapp --port 18080 --startup-delay 0.5` answers every path with 200 and a line naming
-its port, after sleeping `--startup-delay` seconds before it starts listening.
+its port (and its `--name`, e.g. the version of a canary), after sleeping `--startup-delay` seconds before it
+starts listening.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class _Handler(BaseHTTPRequestHandler):
         if work:
             time.sleep(work)
         port = cast(HTTPServer, self.server).server_port
-        body = f"hello from replica :{port} (pid {os.getpid()})\n".encode()
+        name = str(self.server.app_name)  # type: ignore[attr-defined]
+        body = f"hello from {name + ' ' if name else ''}replica :{port} (pid {os.getpid()})\n".encode()
         self.send_response(200)
         self.send_header("content-type", "text/plain")
         self.send_header("content-length", str(len(body)))
@@ -51,11 +53,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--startup-delay", type=float, default=0.5, help="seconds to sleep before listening")
     parser.add_argument("--work", type=float, default=0.0, help="seconds each request takes")
+    parser.add_argument("--name", default="", help="a name every answer carries (e.g. a canary's version)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     time.sleep(args.startup_delay)
     server = _Server((args.host, args.port), _Handler)
     server.work_seconds = args.work  # type: ignore[attr-defined]
+    server.app_name = args.name  # type: ignore[attr-defined]
     try:
         server.serve_forever()
     except (KeyboardInterrupt, SystemExit):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from extproc.core.httpso import ScaledTarget
+from extproc.core.httpso import ScaledTarget, TargetKey
 
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"
 EXT_PROC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
@@ -36,6 +36,9 @@ LOCAL_OTLP_CLUSTER = "zerohop_otlp"
 ATTRIBUTES_KEY = EXT_PROC_FILTER
 # Asked for with request headers: the upstream cluster the gateway chose (the route table's first rule).
 CLUSTER_ATTRIBUTE = "xds.cluster_name"
+# Asked for by the sidecar filter only (east-west, istio.sidecar_envoyfilter): its presence says the request
+# came through a client's sidecar, not a gateway, so the warm path does not take it for one of the gateways'.
+MESH_ATTRIBUTE = "xds.listener_direction"
 # Sent with response headers zerohop asked for: tells the gateway's own "no healthy upstream" from the app's 503.
 CODE_DETAILS_ATTRIBUTE = "response.code_details"
 # A held request whose hold ran out goes to its target's fallback (coldStartTimeoutFailoverRef): zerohop sets
@@ -92,13 +95,14 @@ def ext_proc_config(
     max_message_timeout: float,
     failure_mode_allow: bool = True,
     message_timeout: float = MESSAGE_TIMEOUT,
+    mesh: bool = False,
 ) -> dict[str, Any]:
     """The `ExternalProcessor` filter config (typed_config) for a gateway in front of zerohop.
 
     `failure_mode_allow: true`: if zerohop is unreachable or slow, warm traffic still flows (a cold target
     then answers 503 from Envoy instead of being held) — availability over scale-from-zero.
     `max_message_timeout` must cover the longest hold (zerohop extends each held request's wait once):
-    `max_message_timeout_for(hold_timeout)`.
+    `max_message_timeout_for(hold_timeout)`. `mesh`: for a client's sidecar, not a gateway (MESH_ATTRIBUTE).
     """
     return {
         "@type": EXT_PROC_TYPE,
@@ -108,7 +112,7 @@ def ext_proc_config(
         "allow_mode_override": True,
         "message_timeout": _seconds(message_timeout),
         "max_message_timeout": _seconds(max_message_timeout),
-        "request_attributes": [CLUSTER_ATTRIBUTE],
+        "request_attributes": [CLUSTER_ATTRIBUTE, MESH_ATTRIBUTE] if mesh else [CLUSTER_ATTRIBUTE],
         "response_attributes": [CODE_DETAILS_ATTRIBUTE],
         "metadata_options": {"receiving_namespaces": {"untyped": [FAILOVER_METADATA_NAMESPACE]}},
         "stat_prefix": "zerohop",
@@ -246,30 +250,89 @@ def eds_cluster(cluster_name: str, xds_dir: Path) -> dict[str, Any]:
     }
 
 
+# A canary on plain Envoy: targets whose routes match the same requests (host, path prefix, headers) and each
+# carry this annotation share those routes by weight, one route with `weighted_clusters`. Envoy picks the
+# cluster; zerohop reads the one it picked (`xds.cluster_name`), so each target is woken, counted and scaled by
+# its own share. An annotation, not a spec field: the add-on's schema has no weight, and on Kubernetes the
+# HTTPRoute or VirtualService does the split (the annotation is ignored there).
+WEIGHT_ANNOTATION = "zerohop.dev/weight"
+MAX_WEIGHT = 1_000_000
+
+
+def route_weight(target: ScaledTarget) -> int | None:
+    """The target's `zerohop.dev/weight` (None without one). Raises ValueError unless it is an integer
+    0..MAX_WEIGHT."""
+    value = target.annotations.get(WEIGHT_ANNOTATION)
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or int(text) > MAX_WEIGHT:
+        raise ValueError(
+            f"metadata.annotations[{WEIGHT_ANNOTATION}]: expected an integer 0..{MAX_WEIGHT}, got {value!r}"
+        )
+    return int(text)
+
+
+def _weight_or_none(target: ScaledTarget) -> int | None:
+    try:
+        return route_weight(target)
+    except ValueError:
+        return None  # the config loader reports it; rendering never fails on it
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
-    """One Envoy route of a plain-Envoy gateway: what it matches and which cluster it sends to."""
+    """One Envoy route of a plain-Envoy gateway: what it matches and which cluster it sends to; `weight` is the
+    target's share of a match it shares with other targets (`zerohop.dev/weight`, None: not set)."""
 
     host: str
     prefix: str
     headers: tuple[tuple[str, str | None], ...]
     cluster: str
     timeout: float | None = None
+    weight: int | None = None
+    target: TargetKey | None = None
+
+    @property
+    def match_key(self) -> tuple[str, str, tuple[tuple[str, str | None], ...]]:
+        return self.host, self.prefix, self.headers
 
 
 def target_routes(targets: Iterable[ScaledTarget]) -> list[RouteSpec]:
     routes = []
     for target in targets:
         cluster = target_cluster_name(target)
+        weight = _weight_or_none(target)
         for rule in target.routing_rules:
             headers = tuple((h.name, h.value) for h in rule.headers)
             for host in rule.hosts or ("*",):
                 for prefix in rule.path_prefixes or ("/",):
-                    routes.append(RouteSpec(host, prefix, headers, cluster, target.response_header_timeout))
+                    routes.append(
+                        RouteSpec(host, prefix, headers, cluster, target.response_header_timeout, weight, target.key)
+                    )
     return routes
 
 
-def _route(spec: RouteSpec) -> dict[str, Any]:
+def split_routes(specs: Iterable[RouteSpec]) -> list[list[RouteSpec]]:
+    """`specs` grouped by what they match, in first-seen order: a group of several is a shared match. Its
+    routes are split by weight when every one carries a weight and they sum above 0 (`is_split`); otherwise
+    the first takes every request, as Envoy's first matching route always did."""
+    groups: dict[tuple[str, str, tuple[tuple[str, str | None], ...]], list[RouteSpec]] = {}
+    for spec in specs:
+        group = groups.setdefault(spec.match_key, [])
+        if all(other.cluster != spec.cluster for other in group):
+            group.append(spec)
+    return list(groups.values())
+
+
+def is_split(group: list[RouteSpec]) -> bool:
+    """Whether a group of routes sharing one match is split by weight (see `split_routes`)."""
+    weights = [spec.weight for spec in group]
+    return len(group) > 1 and None not in weights and sum(w or 0 for w in weights) > 0
+
+
+def _route(group: list[RouteSpec]) -> dict[str, Any]:
+    spec = group[0]
     # Whole path segments, as zerohop's own matcher (`/api` is not `/apix`); Envoy rejects a
     # path_separated_prefix ending in `/`, and `/` is every path anyway.
     match: dict[str, Any] = {"path_separated_prefix": spec.prefix} if spec.prefix != "/" else {"prefix": "/"}
@@ -280,12 +343,19 @@ def _route(spec: RouteSpec) -> dict[str, Any]:
             else {"name": name, "present_match": True}
             for name, value in spec.headers
         ]
-    action: dict[str, Any] = {
-        "cluster": spec.cluster,
-        "retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2},
-    }
-    if spec.timeout is not None:
-        action["timeout"] = _seconds(spec.timeout)
+    action: dict[str, Any] = {"retry_policy": {"retry_on": "connect-failure,refused-stream", "num_retries": 2}}
+    if is_split(group):
+        # Envoy picks one cluster per request by weight (the weights' sum is the total); a 0 gets no requests.
+        action["weighted_clusters"] = {
+            "clusters": [{"name": s.cluster, "weight": s.weight} for s in sorted(group, key=lambda s: s.cluster)]
+        }
+        timeouts = [s.timeout for s in group if s.timeout is not None]
+        timeout = max(timeouts) if timeouts else None
+    else:
+        action["cluster"] = spec.cluster
+        timeout = spec.timeout
+    if timeout is not None:
+        action["timeout"] = _seconds(timeout)
     return {"match": match, "route": action}
 
 
@@ -347,6 +417,28 @@ def target_hosts(target: ScaledTarget) -> tuple[str, ...]:
     return target.hosts or ("*",)
 
 
+def reachable_hosts(targets: Iterable[ScaledTarget]) -> dict[TargetKey, tuple[str, ...]]:
+    """Per target, the virtual hosts through which the gateway may send it a request: `target_hosts`, less
+    the hosts where each of its routes is one Envoy never picks it for (weight 0 in a split, or a shared
+    match it does not come first in). A canary at weight 0 then does not keep its host gated (the warm path
+    opens a virtual host only once every target reachable through it is warm)."""
+    targets = list(targets)
+    served: dict[TargetKey, set[str]] = {}
+    listed: dict[TargetKey, set[str]] = {}
+    for group in split_routes(target_routes(targets)):
+        split = is_split(group)
+        for index, spec in enumerate(group):
+            if spec.target is None:
+                continue
+            listed.setdefault(spec.target, set()).add(spec.host)
+            if (spec.weight or 0) > 0 if split else index == 0:
+                served.setdefault(spec.target, set()).add(spec.host)
+    return {
+        t.key: tuple(h for h in target_hosts(t) if h in served.get(t.key, ()) or h not in listed.get(t.key, ()))
+        for t in targets
+    }
+
+
 ROUTE_FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 # On a virtual host whose targets are all warm (the warm path is open): Envoy does not create the ext_proc filter
 # for its requests at all. The generic route `FilterConfig{disabled}` is read when Envoy builds a request's filter
@@ -361,22 +453,23 @@ def virtual_hosts(
     fallback: Mapping[str, Any] | None = None,
     open_hosts: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Virtual hosts for `routes` (one per host, longest prefix first) plus a default `*` host.
+    """Virtual hosts for `routes` (one per host, longest prefix first; routes of several targets matching the
+    same requests are one route, split by their weights: `split_routes`) plus a default `*` host.
 
     The default host answers 404 like the add-on's interceptor does for unknown hosts, unless `fallback`
     gives it a route action (e.g. `{"cluster": "legacy"}`) or a catch-all target already uses `*`.
     Hosts in `open_hosts` skip the ext_proc filter (route `FilterConfig{disabled: true}`: never created there).
     """
-    by_host: dict[str, list[RouteSpec]] = {}
-    for spec in routes:
-        by_host.setdefault(spec.host, []).append(spec)
+    by_host: dict[str, list[list[RouteSpec]]] = {}
+    for group in split_routes(routes):
+        by_host.setdefault(group[0].host, []).append(group)
     hosts = []
-    for host, specs in sorted(by_host.items()):
-        specs.sort(key=lambda s: (-len(s.prefix), -len(s.headers)))
+    for host, groups in sorted(by_host.items()):
+        groups.sort(key=lambda g: (-len(g[0].prefix), -len(g[0].headers)))
         vhost: dict[str, Any] = {
             "name": "zerohop_" + re.sub(r"[^A-Za-z0-9]+", "_", host).strip("_") if host != "*" else "zerohop_any",
             "domains": [host],
-            "routes": [_route(spec) for spec in specs],
+            "routes": [_route(group) for group in groups],
         }
         if host in open_hosts:
             vhost["typed_per_filter_config"] = EXT_PROC_SKIPPED

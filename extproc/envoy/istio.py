@@ -1,4 +1,4 @@
-"""Istio integration: the EnvoyFilter that inserts zerohop's ext_proc filter into gateways.
+"""Istio integration: the EnvoyFilters that insert zerohop's ext_proc filter into gateways and sidecars.
 
 Two shapes, both built on `config.ext_proc_http_filter` (what the demo, tests and bench run):
 - unscoped: the filter runs for every request through the gateway;
@@ -8,11 +8,14 @@ Two shapes, both built on `config.ext_proc_http_filter` (what the demo, tests an
 Either shape may carry failover routes (`failover_patches`): for each HTTPScaledObject with a
 `coldStartTimeoutFailoverRef`, a route inserted first in each of its virtual hosts that sends the requests
 zerohop lets go to the fallback (config.failover_route) to the fallback Service's outbound cluster.
+`sidecar_envoyfilter` is the east-west variant: the same filter in the outbound listeners of selected client
+workloads' sidecars (`SIDECAR_OUTBOUND`), enabled on the managed Services' virtual hosts.
 `envoyfilter/*.yaml` is this module's output, kept in sync by a test.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -47,6 +50,7 @@ ENVOYFILTER_NAME = "zerohop-ext-proc"
 # Applied after patches with the default priority 0 (Istio's own and most users'), so the router is in place.
 PRIORITY = 10
 LABELS = {"app.kubernetes.io/name": "zerohop", "app.kubernetes.io/component": "gateway-filter"}
+SIDECAR_CONTEXT = "SIDECAR_OUTBOUND"  # the EnvoyFilter context of a sidecar's outbound listeners (east-west)
 
 
 def parse_selector(text: str) -> dict[str, str]:
@@ -65,17 +69,22 @@ def format_selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in labels.items())
 
 
-def _filter_patch(service_name: str, namespace: str, hold_timeout: float, disabled: bool) -> dict[str, Any]:
+def _filter_patch(
+    service_name: str, namespace: str, hold_timeout: float, disabled: bool, context: str = "GATEWAY"
+) -> dict[str, Any]:
+    # Right before the router: Istio puts its fault filter (and cors, stats) before the router, so zerohop
+    # runs after the fault filter, and a request that filter aborts never reaches zerohop (docs/istio.md).
     value = ext_proc_http_filter(
         istio_cluster_name(service_name, namespace, EXT_PROC_PORT),
         max_message_timeout=max_message_timeout_for(hold_timeout),
+        mesh=context == SIDECAR_CONTEXT,
     )
     if disabled:
         value = {"name": value["name"], "disabled": True, "typed_config": value["typed_config"]}
     return {
         "applyTo": "HTTP_FILTER",
         "match": {
-            "context": "GATEWAY",
+            "context": context,
             "listener": {"filterChain": {"filter": {"name": HCM_FILTER, "subFilter": {"name": ROUTER_FILTER}}}},
         },
         "patch": {"operation": "INSERT_BEFORE", "value": value},
@@ -219,6 +228,124 @@ def open_hosts_of(document: Mapping[str, Any]) -> frozenset[str]:
         elif patch.get("applyTo") == "VIRTUAL_HOST":
             enabled.add(host)
     return frozenset(probed - enabled)
+
+
+# --- East-west: the filter in client workloads' sidecars ------------------------------------------------------
+#
+# A sidecar's outbound HTTP route configurations are per port (named "8080"; "HOST:8080" for a port whose
+# protocol Istio sniffs), with one virtual host per Service port named `NAME.NS.svc.cluster.local:PORT`,
+# whatever name the client used (`backend`, `backend.NS`, ... are its domains). The route's cluster is
+# `outbound|PORT||NAME.NS.svc.cluster.local`, as in a gateway, so zerohop maps the request to its target the same
+# way. The virtual-host patch names no port number: Istio reads a sidecar route configuration's port from its
+# name, which a sniffed port's "HOST:PORT" route configuration does not give, and the name alone is unique.
+
+SIDECAR_ENVOYFILTER_NAME = "zerohop-ext-proc-sidecar"
+SIDECAR_LABELS = {"app.kubernetes.io/name": "zerohop", "app.kubernetes.io/component": "sidecar-filter"}
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+
+def sidecar_envoyfilter_name(selector: Mapping[str, str]) -> str:
+    """`zerohop-ext-proc-sidecar-VALUES` (e.g. `...-frontend` for app=frontend): one EnvoyFilter per selector,
+    so filters rendered for different client workloads do not replace each other."""
+    suffix = re.sub(r"[^a-z0-9-]+", "-", "-".join(selector.values()).lower()).strip("-")
+    return f"{SIDECAR_ENVOYFILTER_NAME}-{suffix}"[:253].rstrip("-") if suffix else SIDECAR_ENVOYFILTER_NAME
+
+
+def service_virtual_host(service: str, namespace: str, port: int) -> str:
+    """The name of a Service port's virtual host in a sidecar's outbound route configuration."""
+    return f"{service}.{namespace}.{CLUSTER_DOMAIN}:{port}"
+
+
+def sidecar_virtual_hosts(
+    targets: Iterable[ScaledTarget], resolve: PortResolver | None = None
+) -> tuple[list[str], list[ScaledTarget]]:
+    """The sidecar virtual hosts of `targets`' Services, and the targets left out: a port given by name
+    that `resolve` (the Service) cannot turn into a number."""
+    names, unresolved = set(), []
+    for target in targets:
+        ref = target.scale_target
+        port = ref.port
+        if port is None and ref.port_name is not None and resolve is not None:
+            port = resolve(target.key.namespace, ref.service, ref.port_name)
+        if port is None or not ref.service:
+            unresolved.append(target)
+            continue
+        names.add(service_virtual_host(ref.service, target.key.namespace, port))
+    return sorted(names), unresolved
+
+
+def sidecar_failover_routes(
+    targets: Iterable[ScaledTarget], resolve: PortResolver | None = None
+) -> list[FailoverRoute]:
+    """`failover_routes` for sidecars: each route goes into the virtual host of its target's Service port (a
+    target without hosts has one too)."""
+    routes: set[FailoverRoute] = set()
+    for target in targets:
+        ref = target.failover
+        if ref is None:
+            continue
+        port = ref.port
+        if port is None and ref.port_name is not None and resolve is not None:
+            port = resolve(target.key.namespace, ref.service, ref.port_name)
+        cluster = failover_cluster_name(target, port) if port is not None else None
+        if cluster is None:
+            continue
+        vhosts, _ = sidecar_virtual_hosts([target], resolve)
+        routes.update(FailoverRoute(vhost, str(target.key), cluster) for vhost in vhosts)
+    return sorted(routes)
+
+
+def sidecar_envoyfilter(
+    selector: Mapping[str, str],
+    namespace: str = ZEROHOP_NAMESPACE,
+    *,
+    service_name: str = SERVICE_NAME,
+    hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
+    workload_namespace: str = GATEWAY_NAMESPACE,
+    virtual_hosts: Iterable[str] | None = None,
+    failovers: Iterable[FailoverRoute] = (),
+    name: str | None = None,
+) -> dict[str, Any]:
+    """The EnvoyFilter for the sidecars of workloads matching `selector` in `workload_namespace` (Istio's root
+    namespace: in every namespace): zerohop's filter in their outbound listeners, before the router; with
+    `virtual_hosts` (`sidecar_virtual_hosts`), disabled except on those virtual hosts; with `failovers`
+    (`sidecar_failover_routes`), each target's failover route first in its virtual host. Named after the
+    selector (`sidecar_envoyfilter_name`) unless `name` is given."""
+    patches = [_filter_patch(service_name, namespace, hold_timeout, virtual_hosts is not None, SIDECAR_CONTEXT)]
+    for vhost in sorted(set(virtual_hosts or ())):
+        patches.append(
+            {
+                "applyTo": "VIRTUAL_HOST",
+                "match": {"context": SIDECAR_CONTEXT, "routeConfiguration": {"vhost": {"name": vhost}}},
+                "patch": {"operation": "MERGE", "value": enable_on_virtual_host()},
+            }
+        )
+    for route in sorted(set(failovers)):
+        value = {
+            "name": f"zerohop-failover-{route.target.replace('/', '-')}",
+            **failover_route(route.target, route.cluster, 0),
+        }
+        patches.append(
+            {
+                "applyTo": "HTTP_ROUTE",
+                "match": {"context": SIDECAR_CONTEXT, "routeConfiguration": {"vhost": {"name": route.host}}},
+                "patch": {"operation": "INSERT_FIRST", "value": value},
+            }
+        )
+    return {
+        "apiVersion": "networking.istio.io/v1alpha3",
+        "kind": "EnvoyFilter",
+        "metadata": {
+            "name": name or sidecar_envoyfilter_name(selector),
+            "namespace": workload_namespace,
+            "labels": dict(SIDECAR_LABELS),
+        },
+        "spec": {
+            "workloadSelector": {"labels": dict(selector)},
+            "priority": PRIORITY,
+            "configPatches": patches,
+        },
+    }
 
 
 def render(document: Mapping[str, Any], comment: str) -> str:

@@ -27,7 +27,13 @@ from extproc.core.registry import TargetState
 from extproc.core.routing import NO_UPSTREAM, NoUpstream, Router
 from extproc.envoy import answers
 from extproc.envoy.answers import Refusal
-from extproc.envoy.config import ATTRIBUTES_KEY, CLUSTER_ATTRIBUTE, CODE_DETAILS_ATTRIBUTE, PROBE_HEADER
+from extproc.envoy.config import (
+    ATTRIBUTES_KEY,
+    CLUSTER_ATTRIBUTE,
+    CODE_DETAILS_ATTRIBUTE,
+    MESH_ATTRIBUTE,
+    PROBE_HEADER,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +125,14 @@ class _ExtProcReader:
             name: str = cluster.string_value
             return name
         # zerohop's filter asks for the cluster; an attribute set without it means Envoy had none to send.
-        return None if fields else NO_UPSTREAM
+        if not fields or (len(fields) == 1 and MESH_ATTRIBUTE in fields):
+            return NO_UPSTREAM
+        return None
+
+    def from_mesh(self, request: Any) -> bool:
+        """Did the request come through a client's sidecar (its filter asks for MESH_ATTRIBUTE)?"""
+        attributes = request.attributes.get(ATTRIBUTES_KEY)
+        return attributes is not None and MESH_ATTRIBUTE in attributes.fields
 
     def authority(self, request: Any) -> bytes:
         headers = request.request_headers.headers.headers
@@ -225,6 +238,9 @@ class ExtProcServicer:
             return
         traffic = state.traffic
         traffic.requests += 1
+        mesh = _READER.from_mesh(request)
+        if mesh:
+            traffic.mesh_requests += 1
         traffic.rate.record(_monotonic())
         if state.gate.routable:
             if self.warm_observer is not None:
@@ -233,11 +249,13 @@ class ExtProcServicer:
                 await context.write(_CONTINUE)
                 return
             traffic.in_flight += 1
+            traffic.mesh_in_flight += mesh
             try:
                 await context.write(_CONTINUE_AND_FOLLOW)
                 response = await self._answer_response_headers(context, _CONTINUE_RESPONSE)
             finally:
                 traffic.in_flight -= 1
+                traffic.mesh_in_flight -= mesh
             gate = state.gate
             # Watched (a guessed release), or turned unroutable while this request was in flight.
             if (gate.watching or not gate.routable) and response is not None and _routed(response) is False:
@@ -276,7 +294,9 @@ class ExtProcServicer:
         stats = self.stats
         stats.cold_requests += 1
         traffic = state.traffic
+        mesh = _READER.from_mesh(request)
         traffic.in_flight += 1
+        traffic.mesh_in_flight += mesh
         observer = self.observer
         token = self._hold_started(observer, context, request, state) if observer is not None else None
         outcome = HoldOutcome.ABORTED  # unless set below: the client went away (Envoy reset the stream)
@@ -335,6 +355,7 @@ class ExtProcServicer:
                 await context.write(self._refusal(request, Refusal.SHUTDOWN, state))
         finally:
             traffic.in_flight -= 1
+            traffic.mesh_in_flight -= mesh
             traffic.hold_ended(outcome, held)
             if observer is not None:
                 try:

@@ -184,21 +184,21 @@ class WarmSwitch:
         deadline = loop.time() + _QUIET_WAIT
         quiet = False
         while True:
-            seen, since = traffic.requests, loop.time()
+            seen, since = traffic.gateway_requests, loop.time()
             while loop.time() - since < _QUIET and loop.time() < deadline:
                 await asyncio.sleep(_QUIET_POLL)
-                if traffic.requests != seen:
-                    seen, since = traffic.requests, loop.time()
+                if traffic.gateway_requests != seen:
+                    seen, since = traffic.gateway_requests, loop.time()
             # Two reads: a gateway counter still moving means a request is still on its way to the upstream.
             first = await self._gateways.read([cluster])
-            own = traffic.requests  # the baseline's own count if no quiet moment comes: the nearest to the read
+            own = traffic.gateway_requests  # the baseline's own count if no quiet moment comes: the nearest to the read
             reading = await self._gateways.read([cluster])
             errors = first.errors | reading.errors
             if errors:
                 self._failed("; ".join(f"{gateway}: {error}" for gateway, error in sorted(errors.items())))
                 return False
             totals = _totals(reading, cluster)
-            quiet = traffic.requests == seen == own and totals == _totals(first, cluster)
+            quiet = traffic.gateway_requests == seen == own and totals == _totals(first, cluster)
             if quiet or loop.time() >= deadline:
                 break
         if quiet:
@@ -238,10 +238,10 @@ class WarmSwitch:
             return True
         clusters = {self._cluster_of(s): s for s in states}
         for _ in range(_CONSISTENT_TRIES):
-            own = [s.traffic.requests for s in states]
+            own = [s.traffic.gateway_requests for s in states]
             reading = await self._gateways.read(list(clusters))
             # ext_proc counted nothing while the gateways were read: the two counts belong to one moment.
-            if own == [s.traffic.requests for s in states]:
+            if own == [s.traffic.gateway_requests for s in states]:
                 break
         if reading.errors:
             self._failed("; ".join(f"{gateway}: {error}" for gateway, error in sorted(reading.errors.items())))
@@ -260,7 +260,8 @@ class WarmSwitch:
     def _count(self, state: TargetState, found: Mapping[str, ClusterCounters], now: float) -> None:
         traffic = state.traffic
         counter = self.warm.counter(state.key)
-        bypassed = counter.add({gateway: c.requests for gateway, c in found.items()}, traffic.requests)
+        # ext_proc's own count of the gateways' requests: east-west calls (mesh_requests) never pass a gateway.
+        bypassed = counter.add({gateway: c.requests for gateway, c in found.items()}, traffic.gateway_requests)
         if bypassed:
             traffic.requests += bypassed
             traffic.rate.record(now, bypassed)

@@ -211,6 +211,7 @@ def test_demo_runs_its_scenario_and_exits(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == [], "the demo removes its temporary directory"
     out = result.stdout
+    assert re.search(r"status page  http://127\.0\.0\.1:\d+/ ", out), out  # the page, not only /status JSON
     assert "x-zerohop-cold-start: true" in out
     assert "<- 200 after" in out
     assert "replicas: 3 desired, 3 ready" in out

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from extproc.app import cli
 
@@ -140,3 +141,90 @@ def test_envoyfilter_scoped_to_an_interceptor_routes_rule_hosts(
     assert code == 0
     assert "shop.example.com:80" in out
     assert "admin.example.com:80" in out
+
+
+SIDECAR_HTTPSO = """\
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  hosts: [{name}.example.com]
+  scaleTargetRef: {{name: {name}, service: {name}, {port}}}
+"""
+
+
+def test_envoyfilter_sidecar_is_scoped_to_the_targets_service_ports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "httpso.yaml"
+    path.write_text(
+        SIDECAR_HTTPSO.format(name="backend", port="port: 8080")
+        + "---\n"
+        + SIDECAR_HTTPSO.format(name="named", port="portName: http")
+    )
+    code, out, err = run(capsys, "envoyfilter", "--sidecar", "--workload-selector", "app=frontend", str(path))
+    assert code == 0
+    document = yaml.safe_load(out)
+    assert document["metadata"]["namespace"] == "istio-system"
+    assert document["metadata"]["name"] == "zerohop-ext-proc-sidecar-frontend"  # one per client workload
+    assert document["spec"]["workloadSelector"] == {"labels": {"app": "frontend"}}
+    patches = document["spec"]["configPatches"]
+    assert {p["match"]["context"] for p in patches} == {"SIDECAR_OUTBOUND"}
+    assert patches[0]["patch"]["value"]["disabled"] is True
+    assert [p["match"]["routeConfiguration"] for p in patches[1:]] == [
+        {"vhost": {"name": "backend.shop.svc.cluster.local:8080"}}
+    ]
+    assert "shop/named" in err
+    assert "by name" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sidecar"], "--sidecar needs --workload-selector"),
+        (["--sidecar", "--workload-selector", "app"], "--workload-selector: expected KEY=VALUE"),
+        (["--sidecar", "--workload-selector", "app=f", "--selector", "istio=x"], "--selector selects gateway pods"),
+        (["--sidecar", "--workload-selector", "app=f", "--ports", "80"], "--ports is for gateways"),
+        (["--sidecar", "--workload-selector", "app=f", "--workload-namespace", "A_B"], "--workload-namespace: "),
+        (["--workload-selector", "app=frontend"], "go with --sidecar"),
+    ],
+)
+def test_envoyfilter_sidecar_options_are_checked(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, "envoyfilter", *argv)
+    assert (code, out) == (2, "")
+    assert message in err
+
+
+def test_envoyfilter_sidecar_refuses_files_without_a_service_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "httpso.yaml"
+    path.write_text(SIDECAR_HTTPSO.format(name="named", port="portName: http"))
+    code, out, err = run(capsys, "envoyfilter", "--sidecar", "--workload-selector", "app=frontend", str(path))
+    assert (code, out) == (2, "")
+    assert "no Service port found" in err
+
+
+def test_envoyfilter_sidecar_without_files_runs_for_every_outbound_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "envoyfilter", "--sidecar", "--workload-selector", "app=frontend")
+    assert code == 0
+    [patch] = yaml.safe_load(out)["spec"]["configPatches"]
+    assert "disabled" not in patch["patch"]["value"]
+
+
+def test_envoyfilter_sidecar_carries_the_failover_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "httpso.yaml"
+    path.write_text(
+        SIDECAR_HTTPSO.format(name="backend", port="port: 8080")
+        + "  coldStartTimeoutFailoverRef: {service: fallback, port: 9090}\n"
+    )
+    code, out, _ = run(capsys, "envoyfilter", "--sidecar", "--workload-selector", "app=frontend", str(path))
+    assert code == 0
+    [route] = [p for p in yaml.safe_load(out)["spec"]["configPatches"] if p["applyTo"] == "HTTP_ROUTE"]
+    assert route["match"]["routeConfiguration"] == {"vhost": {"name": "backend.shop.svc.cluster.local:8080"}}
+    assert route["patch"]["operation"] == "INSERT_FIRST"
+    assert route["patch"]["value"]["route"]["cluster"] == "outbound|9090||fallback.shop.svc.cluster.local"

@@ -281,3 +281,63 @@ def test_an_unchanged_route_configuration_is_not_written_again(tmp_path: Path) -
     files.write_routes(envoyconfig.route_configuration(targets(), open_hosts=frozenset({"a.example"})))
     assert files.routes_version != first
     assert json.loads((tmp_path / envoyconfig.RDS_FILE).read_text())["version_info"] == files.routes_version
+
+
+def version(name: str, weight: str | None, host: str = "backend.example") -> Any:
+    metadata: dict[str, Any] = {"name": name}
+    if weight is not None:
+        metadata["annotations"] = {envoyconfig.WEIGHT_ANNOTATION: weight}
+    return parse(
+        {
+            "apiVersion": "http.keda.sh/v1alpha1",
+            "kind": "HTTPScaledObject",
+            "metadata": metadata,
+            "spec": {"hosts": [host], "scaleTargetRef": {"name": name, "service": name, "port": 8080}},
+        }
+    )
+
+
+def only_route(config: dict[str, Any], host: str = "backend.example") -> Any:
+    routes = strict(route_pb2.RouteConfiguration(), config)
+    [vhost] = [vh for vh in routes.virtual_hosts if vh.domains[0] == host]
+    [route] = vhost.routes
+    return route.route
+
+
+def test_targets_sharing_a_match_with_weights_are_one_weighted_route() -> None:
+    canary = [version("backend-v1", "80"), version("backend-v2", "20")]
+    action = only_route(envoyconfig.route_configuration(canary))
+    assert action.WhichOneof("cluster_specifier") == "weighted_clusters"
+    assert [(c.name, c.weight.value) for c in action.weighted_clusters.clusters] == [
+        ("outbound|8080||backend-v1.default.svc.cluster.local", 80),
+        ("outbound|8080||backend-v2.default.svc.cluster.local", 20),
+    ]
+    # A version at weight 0 is still a split (it gets nothing; a real Envoy loading it:
+    # tests/integration/test_canary.py).
+    paused = only_route(envoyconfig.route_configuration([version("backend-v1", "100"), version("backend-v2", "0")]))
+    assert [c.weight.value for c in paused.weighted_clusters.clusters] == [100, 0]
+
+
+def test_a_shared_match_without_a_weight_on_each_goes_to_the_first_target_as_before() -> None:
+    for weights in [(None, None), ("80", None), ("0", "0")]:
+        shared = [version("backend-v1", weights[0]), version("backend-v2", weights[1])]
+        action = only_route(envoyconfig.route_configuration(shared))
+        assert action.cluster == "outbound|8080||backend-v1.default.svc.cluster.local", weights
+    # A weight on a target that shares nothing changes nothing.
+    alone = only_route(envoyconfig.route_configuration([version("backend-v1", "80")]))
+    assert alone.cluster == "outbound|8080||backend-v1.default.svc.cluster.local"
+
+
+def test_a_target_the_gateway_never_picks_in_a_host_is_not_reachable_through_it() -> None:
+    reach = envoyconfig.reachable_hosts(
+        [version("v1", "100"), version("v2", "0"), version("v3", "5", host="other.example")]
+    )
+    assert {key.name: hosts for key, hosts in reach.items()} == {
+        "v1": ("backend.example",),
+        "v2": (),  # weight 0: its host may open while it sits at zero
+        "v3": ("other.example",),
+    }
+    split = envoyconfig.reachable_hosts([version("v1", "80"), version("v2", "20")])
+    assert sorted(split.values()) == [("backend.example",), ("backend.example",)]
+    unsplit = envoyconfig.reachable_hosts([version("v1", None), version("v2", None)])
+    assert {key.name: hosts for key, hosts in unsplit.items()} == {"v1": ("backend.example",), "v2": ()}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from extproc.core.httpso import TargetKey
+from extproc.envoy.config import route_configuration
 from extproc.providers.local.config import ConfigError, load, parse
 
 GOOD = """
@@ -256,3 +257,81 @@ def test_an_invalid_route_names_the_field() -> None:
     assert "document 1 (InterceptorRoute app): spec.rules[1].host: unknown field; did you mean hosts?" in str(
         raised.value
     )
+
+
+def canary(weight_v1: str | None, weight_v2: str | None) -> str:
+    documents = []
+    for name, weight in (("v1", weight_v1), ("v2", weight_v2)):
+        annotations = "" if weight is None else f", annotations: {{zerohop.dev/weight: {weight!r}}}"
+        documents.append(f"""
+apiVersion: http.keda.sh/v1alpha1
+kind: HTTPScaledObject
+metadata: {{name: {name}{annotations}}}
+spec:
+  hosts: [backend.localhost]
+  scaleTargetRef: {{name: {name}, service: {name}, port: 8080}}
+  replicas: {{min: 0, max: 2}}
+---
+apiVersion: zerohop.dev/v1alpha1
+kind: LocalWorkload
+metadata: {{name: {name}}}
+spec:
+  command: [python3, -m, http.server, "{{port}}"]
+  portRange: 18000-18001
+""")
+    return "---".join(documents)
+
+
+def test_a_canary_with_a_weight_on_each_version_loads_without_problems() -> None:
+    config = parse(canary("80", "20"))
+    assert [t.key.name for t in config.targets] == ["v1", "v2"]
+    assert config.problems == ()
+
+
+def test_a_shared_match_without_weights_says_which_target_takes_it() -> None:
+    config = parse(canary("80", None))
+    [problem] = config.problems
+    assert problem.severity == "warning"
+    assert str(problem) == (
+        "<config>: HTTPScaledObject default/v1: shares host backend.localhost path / with default/v2, but not "
+        "every one has a zerohop.dev/weight annotation: it takes all of those requests (set zerohop.dev/weight "
+        "on each to split them)"
+    )
+    [zero] = parse(canary("0", "0")).problems
+    assert "the weights sum to 0" in zero.message
+
+
+@pytest.mark.parametrize("weight", ["-1", "eighty", "0.5", "1000001", ""])
+def test_a_weight_that_is_not_an_integer_rejects_the_document(weight: str) -> None:
+    config = parse(canary("80", weight))
+    assert [t.key.name for t in config.targets] == ["v1"]
+    [problem] = [p for p in config.problems if p.severity == "error"]
+    assert problem.document == 3
+    assert "metadata.annotations[zerohop.dev/weight]: expected an integer 0..1000000" in problem.message
+
+
+def test_an_interceptor_route_can_be_a_canary_version_of_an_httpscaledobject() -> None:
+    canary_route = """
+apiVersion: http.keda.sh/v1beta1
+kind: InterceptorRoute
+metadata: {name: v3, annotations: {zerohop.dev/weight: "10"}}
+spec:
+  target: {service: v3, port: 8080}
+  rules: [{hosts: [backend.localhost]}]
+  scalingMetric: {requestRate: {targetValue: 50}}
+---
+apiVersion: zerohop.dev/v1alpha1
+kind: LocalWorkload
+metadata: {name: v3}
+spec:
+  command: [python3, -m, http.server, "{port}"]
+  portRange: 18000-18099
+"""
+    config = parse(canary("90", "0") + "---" + canary_route)
+    assert config.problems == ()
+    [vhost] = [v for v in route_configuration(config.targets)["virtual_hosts"] if v["domains"] == ["backend.localhost"]]
+    [route] = vhost["routes"]
+    weights = {
+        c["name"].split("|")[3].split(".")[0]: c["weight"] for c in route["route"]["weighted_clusters"]["clusters"]
+    }
+    assert weights == {"v1": 90, "v2": 0, "v3": 10}

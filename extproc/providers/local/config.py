@@ -28,6 +28,26 @@ another target of the same file: the one whose `scaleTargetRef` has the same `se
 `portName`) in the same namespace. zerohop runs its replicas like any target's (give it `replicas.min: 1` to
 keep it up); a fallback no target serves is a warning, and its requests get the 504.
 
+A canary (an 80/20 split between two versions, each its own target scaled from zero by its own share) is two
+targets matching the same requests, each with a `zerohop.dev/weight` annotation, the only thing zerohop adds to
+the add-on's documents (its schema has no weight, and on Kubernetes the HTTPRoute or VirtualService splits):
+
+```yaml
+kind: HTTPScaledObject
+metadata: {name: backend-v1, annotations: {zerohop.dev/weight: "80"}}
+spec: {hosts: [backend.localhost], scaleTargetRef: {name: backend-v1, service: backend-v1, port: 8080}}
+---
+kind: HTTPScaledObject
+metadata: {name: backend-v2, annotations: {zerohop.dev/weight: "20"}}
+spec: {hosts: [backend.localhost], scaleTargetRef: {name: backend-v2, service: backend-v2, port: 8080}}
+```
+
+Routes of several targets with the same host, path prefix and headers become one Envoy route with
+`weighted_clusters` (weights are relative; 0 sends a version nothing); Envoy picks the version and zerohop
+reads the cluster it picked, so each version is woken, counted and scaled only by the requests sent to it. A
+shared match without a weight on every target (or weights summing to 0) is a warning, and the first target in
+the file takes all of its requests. A weight is an integer 0..1000000, else the document is rejected.
+
 Errors name the file, the document (index, kind and name) and the field; a field neither kind has is an error
 that names the nearest valid one (`spec.host: unknown field; did you mean hosts?`).
 """
@@ -45,6 +65,7 @@ import yaml
 from extproc.core import httpso, iroute
 from extproc.core.fieldcheck import LEAF, Tree, unknown_fields
 from extproc.core.httpso import OBJECT_META, InvalidSpec, ScaledTarget, TargetKey
+from extproc.envoy.config import WEIGHT_ANNOTATION, is_split, route_weight, split_routes, target_routes
 
 API_VERSION = "zerohop.dev/v1alpha1"
 KIND = "LocalWorkload"
@@ -197,6 +218,10 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
             if kind in TARGET_KINDS:
                 parser = httpso.parse if kind == httpso.KIND else iroute.parse
                 target = parser(document, strict=True)
+                try:
+                    route_weight(target)
+                except ValueError as exc:
+                    raise InvalidSpec(str(exc)) from None
                 if target.key in targets:
                     # One name space for both kinds, as in the add-on (and as KEDA's trigger names them).
                     raise InvalidSpec(
@@ -281,6 +306,7 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
             Problem(source, None, SCALED_OBJECT, names, f"names InterceptorRoute {route}, which is not in the file")
         )
     problems += _fallback_problems(source, valid)
+    problems += _split_problems(source, valid)
     if not valid and documents:
         raise ConfigError(
             "no usable HTTPScaledObject or InterceptorRoute:\n  "
@@ -326,6 +352,34 @@ def _fallback_problems(source: str, targets: list[ScaledTarget]) -> list[Problem
                     severity="warning",
                 )
             )
+    return problems
+
+
+def _split_problems(source: str, targets: list[ScaledTarget]) -> list[Problem]:
+    """Targets matching the same requests (host, path prefix, headers) are a canary only when each carries a
+    `zerohop.dev/weight` and the weights sum above 0; otherwise the first in the file takes every request of
+    that match, which is said once per match."""
+    problems = []
+    kinds = {target.key: target.kind for target in targets}
+    for group in split_routes(target_routes(targets)):
+        if len(group) < 2 or is_split(group):
+            continue
+        first, rest = group[0], group[1:]
+        names = ", ".join(str(spec.target) for spec in rest)
+        where = f"host {first.host} path {first.prefix}" + (" with its headers" if first.headers else "")
+        weights = [spec.weight for spec in group]
+        why = "the weights sum to 0" if None not in weights else f"not every one has a {WEIGHT_ANNOTATION} annotation"
+        problems.append(
+            Problem(
+                source,
+                None,
+                kinds.get(first.target) if first.target is not None else None,
+                str(first.target),
+                f"shares {where} with {names}, but {why}: it takes all of those requests (set "
+                f"{WEIGHT_ANNOTATION} on each to split them)",
+                severity="warning",
+            )
+        )
     return problems
 
 

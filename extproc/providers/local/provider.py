@@ -23,7 +23,7 @@ from extproc.core.engine import Core
 from extproc.core.httpso import ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
 from extproc.core.warmpath import WarmPath
-from extproc.envoy.config import route_configuration, target_cluster_name, target_clusters, target_hosts
+from extproc.envoy.config import reachable_hosts, route_configuration, target_cluster_name, target_clusters
 from extproc.envoy.gatewayview import GatewayView
 from extproc.envoy.warmswitch import WarmSwitch
 from extproc.providers.local import config as local_config
@@ -302,7 +302,7 @@ class LocalProvider:
         clusters = {target_cluster_name(t): t.key for t in targets.values()}
         self._core.apply_targets(targets.values(), clusters)
         if self._warm_path is not None:
-            self._warm_path.set_hosts(self._core.registry, {t.key: target_hosts(t) for t in targets.values()})
+            self._warm_path.set_hosts(self._core.registry, reachable_hosts(targets.values()))
         for replica_set, target, adopted in new_sets:
             # Like a Deployment created with replicas.min (or as many as were adopted); the autoscaler takes it
             # from there.
