@@ -490,3 +490,21 @@ async def test_the_warm_path_opens_a_subset_split_and_counts_each_subset_from_th
         counts = await assert_counts_match_the_gateway(w, {V1: SUBSET_V1, V2: SUBSET_V2})
         assert counts[V1] + counts[V2] == 1100
         assert w.server.processor.stats.streams - asks < 100
+
+
+async def test_status_lists_the_watches_a_subset_canary_adds(tmp_path: Path, kube_emulator: KubeEmulator) -> None:
+    async with subsets(tmp_path, kube_emulator, (80, 20)) as w:
+        await wait_for(
+            lambda: bool(w.provider._subsets and w.provider._subsets.pods(TargetKey("default", V2)) is not None),
+            10,
+            0.02,
+            what="subsets resolved",
+        )
+        names = {informer["resource"] for informer in w.server.status()["provider"]["informers"]}
+        assert {
+            "destinationrules (all namespaces)",
+            f"deployments (default, metadata.name={V1})",
+            f"deployments (default, metadata.name={V2})",
+            "pods (default, version=v1)",
+            "pods (default, version=v2)",
+        } <= names

@@ -361,7 +361,7 @@ class KubernetesProvider:
             identity=self.identity,
             leader=self.elector.leading if self.elector is not None else self.reconciler is not None,
             lease_holder=self.elector.holder if self.elector is not None else None,
-            informers=tuple(informer.status() for informer in self._informers),
+            informers=tuple(informer.status() for informer in [*self._informers, *self._subset_informers()]),
             scale_patches=self.scale_patches,
             gateway=self.gateway_status(),
             problems=tuple(self.problems()),
@@ -646,6 +646,13 @@ class KubernetesProvider:
         cluster when it owns one (the first when several), else its Service's."""
         owned = self._subsets.clusters(state.key) if self._subsets is not None else []
         return owned[0] if owned else target_cluster_name(state.spec)
+
+    def _subset_informers(self) -> list[Informer]:
+        """The watches subsets started on their own (a canary's workloads and subset pods; DestinationRules
+        found after start), which readiness does not wait for."""
+        if self._subsets is None:
+            return []
+        return [i for i in self._subsets.informers() if i not in self._informers]
 
     def _slice_documents(self, service: tuple[str, str]) -> list[JsonObj]:
         documents = []
