@@ -15,9 +15,12 @@ as fewer calls) while things happen:
 - scrape: `/metrics` fetched 3 times, one after another; status: `/status` fetched 3 times.
 
 For each window: calls, failed calls (no CONTINUE within the deadline: an error, a hold, a timeout), the
-first answer's latency p50 / p99 / max, and how many answers took longer than the shipped filter's 1 s
-`message_timeout` (behind a gateway those requests would have gone on uncounted). Not part of the test
-suite (tests/unit/test_bench.py runs it once with N = 10).
+first answer's latency p50 / p99 / max, how many answers took longer than the shipped filter's 1 s
+`message_timeout` (behind a gateway those requests would have gone on uncounted), and the CPU seconds each
+process used in it (`cpu_s`: zerohop, the emulator, this process, and the whole machine, every other
+program included): with two CPUs, a window whose processes want more than two leaves zerohop waiting for a
+CPU, which shows as latency however short its own steps are. `--calls FILE` keeps every call (start, latency,
+outcome) for a timeline. Not part of the test suite (tests/unit/test_bench.py runs it once with N = 10).
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ep_grpc
 
-from bench.procs import Child, free_port
+from bench.machine import cpu_times
+from bench.procs import Child, cpu_seconds, free_port
 from bench.scale_emulator import NAMESPACE, PROBE, SLICES, endpoint_slice, target_name
 from bench.scale_report import render, render_section, replace_section
 
@@ -58,6 +63,7 @@ class Options:
     quiet: float = 3.0
     settle: float = 2.0  # seconds of calls kept in a window after its event, for the stall to show
     workdir: Path | None = None
+    calls: Path | None = None  # every call written here (a timeline)
 
 
 @dataclass
@@ -73,6 +79,36 @@ class Window:
     start: float
     end: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CpuMeter:
+    """CPU seconds used by zerohop (and its main thread, the event loop's), the emulator, this process and the
+    whole machine between two readings."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = {**pids, "bench": os.getpid()}
+        self._zerohop = pids["zerohop"]
+        self._before = self._read()
+
+    def _read(self) -> dict[str, float]:
+        readings = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        readings["zerohop_loop"] = _thread_cpu_seconds(self._zerohop, self._zerohop)
+        readings["machine"] = cpu_times()[0]
+        return readings
+
+    def lap(self) -> dict[str, float]:
+        """The seconds used since the last lap (or the start)."""
+        now = self._read()
+        used = {name: round(now[name] - self._before[name], 2) for name in now}
+        self._before = now
+        return used
+
+
+def _thread_cpu_seconds(pid: int, tid: int) -> float:
+    """utime + stime of one thread (the main thread's id is the process's)."""
+    text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kib(pid: int) -> int:
@@ -100,6 +136,8 @@ class Load:
         self.calls: list[Call] = []
         self._pending: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._lagger: asyncio.Task[None] | None = None
+        self.lags: list[tuple[float, float]] = []  # (when, seconds late) of this process's own loop
 
     async def one(self) -> Call:
         started = time.monotonic()
@@ -117,6 +155,13 @@ class Load:
         await call.code()  # zerohop ends a warm stream itself; a cancel here would race its status
         return Call(started, latency, "ok")
 
+    async def _lag(self) -> None:
+        """This process's own event loop lag, for telling its stalls from zerohop's."""
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.005)
+            self.lags.append((before, time.monotonic() - before - 0.005))
+
     async def _record(self) -> None:
         self.calls.append(await self.one())
 
@@ -131,12 +176,14 @@ class Load:
 
     def start(self) -> None:
         self._ticker = asyncio.ensure_future(self._tick())
+        self._lagger = asyncio.ensure_future(self._lag())
 
     async def stop(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._lagger):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.gather(*self._pending, return_exceptions=True)
         await self._channel.close()
 
@@ -154,6 +201,9 @@ class Load:
             out["p50_ms"] = round(1000 * statistics.median(ok), 2)
             out["p99_ms"] = round(1000 * ok[min(len(ok) - 1, int(len(ok) * 0.99))], 2)
             out["max_ms"] = round(1000 * ok[-1], 2)
+        lags = [lag for at, lag in self.lags if window.start <= at < window.end]
+        if lags:  # the bench's own loop: a call it started late or read late looks slow without zerohop's doing
+            out["bench_lag_max_ms"] = round(1000 * max(lags), 1)
         return {**out, **window.extra}
 
 
@@ -201,6 +251,40 @@ class StatusWatch:
                 await self._task
 
 
+# What zerohop's first sync lists (every namespace), as its informers ask: pages of 500.
+_FIRST_SYNC_LISTS = (
+    ("/apis/http.keda.sh/v1alpha1/httpscaledobjects", {}),
+    ("/api/v1/services", {}),
+    ("/apis/discovery.k8s.io/v1/endpointslices", {"labelSelector": "kubernetes.io/service-name"}),
+    ("/apis/keda.sh/v1alpha1/scaledobjects", {}),
+)
+
+
+async def _list_floor(session: aiohttp.ClientSession, api: str) -> float:
+    """Seconds the emulator takes to serve every list of zerohop's first sync, read (not parsed) by a client
+    that does nothing else, all lists at once as zerohop's informers ask: the part of start -> ready that
+    is the emulator's, not zerohop's."""
+
+    async def pages(path: str, query: dict[str, str]) -> None:
+        token = ""
+        while True:
+            params = {"limit": "500", **query, **({"continue": token} if token else {})}
+            async with session.get(f"{api}{path}", params=params) as response:
+                response.raise_for_status()
+                body = await response.read()
+            # The token is in the metadata, near the start; the items are not parsed.
+            head = body[:2000].decode(errors="replace")
+            marker = '"continue":"'
+            at = head.find(marker)
+            token = head[at + len(marker) : head.index('"', at + len(marker))] if at >= 0 else ""
+            if not token:
+                return
+
+    started = time.monotonic()
+    await asyncio.gather(*(pages(path, query) for path, query in _FIRST_SYNC_LISTS))
+    return round(time.monotonic() - started, 2)
+
+
 async def _until_warm(load: Load, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while (await load.one()).outcome != "ok":
@@ -244,7 +328,8 @@ async def _children(options: Options, workdir: Path) -> AsyncIterator[tuple[Chil
 async def run(options: Options) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zerohop-scale-") as tmp:
         workdir = options.workdir or Path(tmp)
-        async with _children(options, workdir) as (_emulator, zerohop, info):
+        async with _children(options, workdir) as (emulator, zerohop, info):
+            info["emulator_pid"] = emulator.pid
             return await _measure(options, zerohop, info)
 
 
@@ -271,6 +356,7 @@ async def _run_zerohop(
 ) -> None:
     admin = f"http://127.0.0.1:{info['admin']}"
     api = str(info["emulator"])
+    result["emulator_lists_s"] = await _list_floor(session, api)
     started = time.monotonic()
     await zerohop.start()
     await zerohop.wait_http_ok(f"{admin}/healthz", timeout=60)
@@ -279,6 +365,7 @@ async def _run_zerohop(
     await zerohop.wait_http_ok(f"{admin}/readyz", timeout=60 + options.targets / 100)
     ready = time.monotonic()
     rss_ready = _rss_kib(zerohop.pid)
+    result["cpu_to_ready_s"] = round(cpu_seconds(zerohop.pid), 2)
     result["admin_up_s"] = round(admin_up - started, 2)
     result["ready_s"] = round(ready - started, 2)
     result["sync_to_ready_s"] = round(ready - admin_up, 2)
@@ -290,16 +377,31 @@ async def _run_zerohop(
     await _until_warm(load)
     result["probe_warm_s"] = round(time.monotonic() - ready, 2)
     load.start()
+    cpu = CpuMeter({"zerohop": zerohop.pid, "emulator": int(info["emulator_pid"])})
     try:
-        windows.append(await _sync(options, session, api, statuses, started))
-        windows.append(await _quiet(options))
-        windows.append(await _burst(options, session, api))
-        windows.append(await _fetch(options, session, admin, "/metrics", "scrape"))
-        windows.append(await _fetch(options, session, admin, "/status", "status"))
+        steps: list[Callable[[], Awaitable[Window]]] = [
+            lambda: _sync(options, session, api, statuses, started),
+            lambda: _quiet(options),
+            lambda: _burst(options, session, api),
+            lambda: _fetch(options, session, admin, "/metrics", "scrape"),
+            lambda: _fetch(options, session, admin, "/status", "status"),
+        ]
+        for step in steps:
+            window = await step()
+            window.extra["cpu_s"] = cpu.lap()
+            windows.append(window)
         result["rss_end_mib"] = round(_rss_kib(zerohop.pid) / 1024, 1)
     finally:
         await load.stop()
     result["windows"] = {window.name: load.summary(window) for window in windows}
+    if options.calls is not None:
+        timeline = {
+            "windows": [asdict(w) for w in windows],
+            "calls": [{"t": round(c.started - started, 4), "ms": round(1000 * c.latency, 2), "outcome": c.outcome}
+                      for c in load.calls],
+            "bench_lags": [(round(at - started, 3), round(1000 * lag, 1)) for at, lag in load.lags if lag > 0.01],
+        }  # fmt: skip
+        options.calls.write_text(json.dumps(timeline) + "\n")
 
 
 async def _sync(
@@ -376,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--workdir", type=Path, help="keep the kubeconfig and the children's logs here")
+    parser.add_argument("--calls", type=Path, help="also write every ext_proc call (start, latency, outcome) here")
     parser.add_argument(
         "--report",
         type=Path,
@@ -383,14 +486,20 @@ def main(argv: list[str] | None = None) -> None:
         help="measure nothing: write the scale section of PAGE (docs/performance.md) from the RESULTS files",
     )
     parser.add_argument("results", nargs="*", type=Path, help="with --report: --json files, smallest N first")
+    parser.add_argument(
+        "--before", type=Path, help="with --report: an earlier --json file of the largest N, shown beside it"
+    )
     args = parser.parse_args(argv)
     if args.report is not None:
         results = [json.loads(path.read_text()) for path in args.results]
-        section = render_section(results, [str(path) for path in args.results])
+        before = (json.loads(args.before.read_text()), str(args.before)) if args.before is not None else None
+        section = render_section(results, [str(path) for path in args.results], before)
         page = args.report.read_text() if args.report.exists() else ""
         args.report.write_text(replace_section(page, section))
         return
-    options = Options(targets=args.targets, rate=args.rate, sync_timeout=args.sync_timeout, workdir=args.workdir)
+    options = Options(
+        targets=args.targets, rate=args.rate, sync_timeout=args.sync_timeout, workdir=args.workdir, calls=args.calls
+    )
     result = asyncio.run(run(options))
     result["options"] = {k: str(v) for k, v in asdict(options).items()}
     print(render(result))

@@ -15,7 +15,13 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"N = {result['targets']}: start -> admin up {result['admin_up_s']} s, -> ready {result['ready_s']} s "
         f"(sync {result['sync_to_ready_s']} s); RSS at ready {result['rss_ready_mib']} MiB, "
-        f"{result['kib_per_target']} KiB per target; probe warm {result['probe_warm_s']} s after ready",
+        f"{result['kib_per_target']} KiB per target; probe warm {result['probe_warm_s']} s after ready"
+        + (
+            f"; zerohop CPU to ready {result['cpu_to_ready_s']} s; the emulator alone serves the first sync's "
+            f"lists in {result['emulator_lists_s']} s"
+            if "emulator_lists_s" in result
+            else ""
+        ),
         f"ext_proc at {result['rate']:g} calls/s:",
         "| window | seconds | calls | failed | > 1 s | p50 ms | p99 ms | max ms | what happened |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -71,14 +77,88 @@ def _targets_met(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return rows
 
 
-def render_section(results: list[dict[str, Any]], sources: list[str]) -> str:
-    """The scale section of docs/performance.md from `python -m bench.scale --json` results."""
+def _sync_cpu(result: dict[str, Any]) -> str:
+    cpu = result["windows"]["sync"].get("cpu_s")
+    if not cpu:
+        return "-"
+    return f"{cpu['zerohop']} ({cpu['zerohop_loop']}) / {cpu['emulator']} / {cpu['bench']} / {cpu['machine']}"
+
+
+# What the 10,000-target runs were found to spend their time on (issue 14, 2026-12-03), and what changed.
+FINDINGS = [
+    "Where the time of the 10,000-target sync went, found with measures that do not need a quiet box (a "
+    "watchdog thread in zerohop noting every event-loop stall over 30 ms with the stacks sampled during it, "
+    "`gc.callbacks` timing each collection, py-spy):",
+    "",
+    "- **Full garbage collections.** The first sync's documents are frozen (`heap.first_sync`), but the "
+    "sync's 20,000 writes come back as 20,000 new documents, and each full collection walked all that had "
+    "come in since: 60, 137, 246, 273 and 424 ms in one run, growing to the end of the sync and after it. "
+    "Now a burst of 1,000 documents taken into the caches within a minute is frozen too (`heap.took`); in "
+    "the same instrumented run since, no full collection took over 35 ms.",
+    "- **The API client read the environment on every request.** The Kubernetes client's aiohttp session "
+    "trusts the environment, so each request looked up proxy variables and read `~/.netrc` in a worker "
+    "thread (a tenth of zerohop's CPU samples in the sync, and a thread contending for the GIL at 200 "
+    "writes a second). The proxy is now read once at connect.",
+    "- **Slices of work that gave the loop back with `sleep(0)`.** A pass of the reconciler over 10,000 "
+    "objects runs in 2 ms slices; with `sleep(0)` between them the ext_proc calls queued behind the pass "
+    "(at the end of the sync latency climbed from 40 to 127 ms over one second, then drained). The same "
+    "with a bare grpc.aio server beside a task in 2 ms slices: p50 / p99 3.4 / 26 ms alone, 78 / 168 ms "
+    "with `sleep(0)`, 4.6 / 19 ms with a 1 ms pause between slices (`core.giveway`, now used by the "
+    "reconciler and, once ready, the provider, 16 changes a slice). `/metrics` and `/status` rendering "
+    "(`observability.pacing`) still give the loop back with `sleep(0)`.",
+    "- **The machine.** In the sync zerohop needs about a third of a CPU, the emulator half of one and the "
+    "bench a fifth (the CPU row above): on the 2-CPU box with nothing else running that fits. With other "
+    "work taking the rest (runs during this work saw the machine at 100% with other helpers' test suites), "
+    "the same runs' sync p99 was 200 ms to 1.7 s with no zerohop stack behind the slow calls: the sync's "
+    "figures are only worth reading from a run with the machine otherwise idle (`flock -x`).",
+    "- **An HTTPScaledObject status change** (issue 14: a stall of at most 5 ms), `python bench/kubeevents.py "
+    "10000` (the provider alone, the emulator in a child process), on the otherwise idle box: the longest "
+    "stall from the write until the event is in and 0.2 s after, median / max of 5, 0.5 / 1.2 ms (no event "
+    "at all: 0.4 / 1.1); a spec change 1.7 / 2.7 ms, 100 EndpointSlice updates 2.2 / 4.2 ms. The bench "
+    "polled for the event by scanning all 10,000 cached objects every millisecond, about 5 ms of its own "
+    "that it counted as zerohop's (6.3 / 7.7 ms for a status change); it now looks at the one object.",
+    "- **Ready.** Not met. zerohop's own CPU to ready is the second row: about 1.0 s is starting at all (the "
+    "N=100 column; imports mostly: aiohttp builds its TLS contexts at import, and the Kubernetes client "
+    "imports its whole synchronous half with the asynchronous one), and at N=10,000 about 2.7 s more is the "
+    "first sync, most of it parsing 10,000 HTTPScaledObjects (about 70 µs each on this box, `httpso.parse` "
+    "the most of it) and deriving their routes. So zerohop alone needs about 3.7 s of CPU before it can be "
+    "ready, whatever it waits for; the 3 s target needs the per-object cost about halved. The other 2 s of "
+    "the 5.7 s (zerohop off the CPU while the emulator serves the lists: 0.46 s alone, longer beside "
+    "zerohop) were not broken down further in this round.",
+]
+
+
+def _before_after(before: dict[str, Any], after: dict[str, Any], source: str) -> list[str]:
+    """Issue 14's figures at the largest N, an earlier run (`--before`) beside this one."""
+    lines = [
+        f"Before and after, N = {after['targets']:,} (before: `{source}`, the same command on the code this "
+        "section's previous version measured):",
+        "",
+        "| | before | after |",
+        "|---|---|---|",
+        f"| start -> ready, s | {before['ready_s']} | {after['ready_s']} |",
+    ]
+    written = [r["windows"]["sync"].get("all_written_s_after_start", "not done") for r in (before, after)]
+    lines.append(f"| every ScaledObject and status written, s after start | {written[0]} | {written[1]} |")
+    for name, label in (("sync", "sync"), ("quiet", "quiet"), ("burst", "100 EndpointSlice updates"),
+                        ("scrape", "3 /metrics scrapes"), ("status", "3 /status fetches")):  # fmt: skip
+        cells = [_window_cell(r["windows"][name]) for r in (before, after)]
+        lines.append(f"| ext_proc p99 / max ms, {label} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def render_section(
+    results: list[dict[str, Any]], sources: list[str], before: tuple[dict[str, Any], str] | None = None
+) -> str:
+    """The scale section of docs/performance.md from `python -m bench.scale --json` results (and an earlier
+    run of the largest N, `before`, for a before/after table)."""
     lines = [
         SECTION_START,
         "## Scale: up to 10,000 targets on one replica (`bench.scale`)",
         "",
         "`python -m bench.scale --targets N --json FILE` for each N, then "
-        f"`python -m bench.scale --report docs/performance.md {' '.join(sources)}`: the API emulator in its own "
+        f"`python -m bench.scale --report docs/performance.md {' '.join(sources)}"
+        f"{' --before ' + before[1] if before is not None else ''}`: the API emulator in its own "
         "process holding N targets (HTTPScaledObject, Service, Deployment at 0, EndpointSlice), `zerohop serve "
         "--provider kubernetes` with the defaults (leader, ScaledObject management on, `--kube-api-qps 200`), "
         "and 100 ext_proc calls a second to the one warm target from ready on (an open loop: a stall shows as "
@@ -93,6 +173,10 @@ def render_section(results: list[dict[str, Any]], sources: list[str]) -> str:
         lines.append(f"| {label} | " + " | ".join(str(cell(r)) for r in results) + " |")
 
     row("start -> ready, s (admin up)", lambda r: f"{r['ready_s']} ({r['admin_up_s']})")
+    row(
+        "zerohop CPU to ready, s (imports included); the emulator alone serving the first sync's lists, s",
+        lambda r: f"{r.get('cpu_to_ready_s', '-')}; {r.get('emulator_lists_s', '-')}",
+    )
     row("memory per target, KiB", lambda r: r["kib_per_target"])
     row(
         "every ScaledObject / status written, s after start",
@@ -101,6 +185,7 @@ def render_section(results: list[dict[str, Any]], sources: list[str]) -> str:
             f"{r['windows']['sync'].get('statuses_s_after_start', 'not done')}"
         ),
     )
+    row("CPU s in the sync: zerohop (its loop thread) / emulator / bench / whole machine", _sync_cpu)
     for name, label in (("sync", "sync"), ("quiet", "quiet"), ("burst", "100 EndpointSlice updates"),
                         ("scrape", "3 /metrics scrapes"), ("status", "3 /status fetches")):  # fmt: skip
         row(f"ext_proc p99 / max ms, {label}", lambda r, n=name: _window_cell(r["windows"][n]))
@@ -108,7 +193,9 @@ def render_section(results: list[dict[str, Any]], sources: list[str]) -> str:
     lines += ["", f"Issue 14's targets at N = {largest['targets']:,}:", "", "| target | measured | |", "|---|---|---|"]
     for what, measured, met in _targets_met(largest):
         lines.append(f"| {what} | {measured} | {'met' if met else '**not met**'} |")
-    lines += ["", "Every window, as the benchmark prints it:", ""]
+    if before is not None:
+        lines += ["", *_before_after(before[0], largest, before[1])]
+    lines += ["", *FINDINGS, "", "Every window, as the benchmark prints it:", ""]
     for result in results:
         lines += ["```", render(result), "```", ""]
     lines.append(SECTION_END)

@@ -9,5 +9,6 @@
 - `warmpath`: which virtual hosts skip ext_proc (open) and the counts read from the gateway while they do
 - `provider`: the interface providers implement; `engine`: `Core`, all of the above wired together
 - `background`: `BackgroundTasks`, the one owner of every long-lived object's background tasks
+- `giveway`: CPU work on the event loop in short slices, with a real pause between them for requests
 - `loglimit`: rate-limited log lines and clipped text, for what outside input can trigger
 """

@@ -124,13 +124,16 @@ class TargetTraffic:
     a target whose end is observed (concurrency metric, or `--in-flight=all`). `requests` only ever grows.
     `outcomes` counts held requests by how their hold ended, `holds` their durations (cold path only).
     `mesh_requests`, `mesh_in_flight`: those of `requests` and `in_flight` that came through a client's
-    sidecar (east-west), not a gateway: the gateways' stats never count them.
+    sidecar (east-west), not a gateway: the gateways' stats never count them. They are told apart only while
+    `mesh_apart` is set, which the warm path sets before it starts counting the target from the gateways'
+    stats (the only reader of the split): telling them apart costs every request an attribute lookup.
     """
 
     __slots__ = (
         "gateway_in_flight",
         "holds",
         "in_flight",
+        "mesh_apart",
         "mesh_in_flight",
         "mesh_requests",
         "outcomes",
@@ -144,6 +147,7 @@ class TargetTraffic:
         self.requests = 0
         self.mesh_requests = 0
         self.mesh_in_flight = 0
+        self.mesh_apart = False
         self.rate = RateWindow(window, granularity)
         self.outcomes: dict[HoldOutcome, int] = {}
         self.holds: dict[HoldOutcome, Histogram] = {}

@@ -238,7 +238,7 @@ class ExtProcServicer:
             return
         traffic = state.traffic
         traffic.requests += 1
-        mesh = _READER.from_mesh(request)
+        mesh = traffic.mesh_apart and _READER.from_mesh(request)
         if mesh:
             traffic.mesh_requests += 1
         traffic.rate.record(_monotonic())
@@ -294,7 +294,7 @@ class ExtProcServicer:
         stats = self.stats
         stats.cold_requests += 1
         traffic = state.traffic
-        mesh = _READER.from_mesh(request)
+        mesh = traffic.mesh_apart and _READER.from_mesh(request)
         traffic.in_flight += 1
         traffic.mesh_in_flight += mesh
         observer = self.observer

@@ -180,6 +180,7 @@ class WarmSwitch:
         """
         cluster = self._cluster_of(state)
         traffic = state.traffic
+        traffic.mesh_apart = True  # before the first read of gateway_requests: east-west calls are in none
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _QUIET_WAIT
         quiet = False
@@ -237,6 +238,8 @@ class WarmSwitch:
         if not states:
             return True
         clusters = {self._cluster_of(s): s for s in states}
+        for state in states:
+            state.traffic.mesh_apart = True  # a counter started without `_baseline` (a new leader's open hosts)
         for _ in range(_CONSISTENT_TRIES):
             own = [s.traffic.gateway_requests for s in states]
             reading = await self._gateways.read(list(clusters))

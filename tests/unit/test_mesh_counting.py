@@ -48,10 +48,28 @@ def from_sidecar(request: ep.ProcessingRequest, cluster: str | None = CLUSTER) -
 
 
 async def test_calls_through_a_sidecar_are_counted_as_mesh_requests(proc: Fixture) -> None:
+    traffic = proc.state(WARM).traffic
+    traffic.mesh_apart = True  # the warm path counts the target from the gateways' stats
     await exchange(proc, from_sidecar(request_headers(host("backend:8080"))))
     await exchange(proc, request_headers(host("warm.test"), cluster=CLUSTER))
-    traffic = proc.state(WARM).traffic
     assert (traffic.requests, traffic.mesh_requests, traffic.gateway_requests) == (2, 1, 1)
+
+
+async def test_east_west_calls_are_told_apart_only_while_the_warm_path_needs_it(proc: Fixture) -> None:
+    """The split costs every request an attribute lookup: none until the warm path counts the target."""
+    traffic = proc.state(WARM).traffic
+    await exchange(proc, from_sidecar(request_headers(host("backend:8080"))))
+    assert (traffic.requests, traffic.mesh_requests) == (1, 0)
+
+
+async def test_the_warm_path_tells_east_west_calls_apart_before_its_baseline() -> None:
+    core = shop()
+    state = next(iter(core.registry))
+    gateways: Any = Gateways(target_cluster_name(state.spec))
+    switch = WarmSwitch(core, WarmPath(open_after=0.0), gateways, 1.0)
+    assert not state.traffic.mesh_apart
+    assert await switch._baseline(state)
+    assert state.traffic.mesh_apart
 
 
 def test_a_sidecar_request_without_a_cluster_has_no_upstream() -> None:
@@ -90,10 +108,11 @@ async def test_the_warm_path_does_not_subtract_east_west_calls_from_the_gateways
 
 
 async def test_a_followed_east_west_request_is_in_flight_as_a_mesh_request(proc: Fixture) -> None:
+    traffic = proc.state(FOLLOWED).traffic
+    traffic.mesh_apart = True
     call, queue = open_stream(proc)
     await queue.put(from_sidecar(request_headers(host("followed.test")), cluster="outbound|80||followed"))
     await call.read()  # continue, and send me its response headers
-    traffic = proc.state(FOLLOWED).traffic
     assert (traffic.in_flight, traffic.mesh_in_flight, traffic.mesh_requests) == (1, 1, 1)
     await queue.put(response_headers())
     await call.read()

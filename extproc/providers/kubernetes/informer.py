@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc.core.background import BackgroundTasks
+from extproc.providers.kubernetes import heap
 from extproc.providers.kubernetes.api import Gone, JsonObj, KubeApi, KubeError, Resource, object_key, resource_version
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class Informer:
         )
         self._connected()
         fresh = {object_key(item): item for item in items}
+        heap.took(len(fresh))
         old = self.cache
         self.cache = fresh
         if self.synced.is_set():
@@ -191,6 +193,7 @@ class Informer:
             before = self.cache.get(key)
             if kind in ("ADDED", "MODIFIED"):
                 self.cache[key] = obj
+                heap.took()
                 self._emit("MODIFIED" if before is not None else "ADDED", before, obj)
             elif kind == "DELETED":
                 self.cache.pop(key, None)
