@@ -6,6 +6,7 @@ scaler, metrics exporters) is computed when read.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 
@@ -130,6 +131,7 @@ class TargetTraffic:
     """
 
     __slots__ = (
+        "fence",
         "gateway_in_flight",
         "holds",
         "in_flight",
@@ -148,6 +150,9 @@ class TargetTraffic:
         self.mesh_requests = 0
         self.mesh_in_flight = 0
         self.mesh_apart = False
+        # Set for a few ms while the warm path reads the baseline of the target's gateway counters: new
+        # requests wait for it before they are counted, so zerohop's count stands still during the read.
+        self.fence: asyncio.Event | None = None
         self.rate = RateWindow(window, granularity)
         self.outcomes: dict[HoldOutcome, int] = {}
         self.holds: dict[HoldOutcome, Histogram] = {}

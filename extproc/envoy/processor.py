@@ -237,6 +237,8 @@ class ExtProcServicer:
             await context.write(_CONTINUE)
             return
         traffic = state.traffic
+        if traffic.fence is not None:
+            await traffic.fence.wait()  # the warm path reads the target's baseline: a few ms, once per opening
         traffic.requests += 1
         mesh = traffic.mesh_apart and _READER.from_mesh(request)
         if mesh:

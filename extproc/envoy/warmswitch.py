@@ -29,11 +29,8 @@ log = logging.getLogger(__name__)
 # A request ext_proc counts while the gateway's counters are being read may reach the gateway after the read:
 # counted by both when it went past ext_proc afterwards. Read again (at most this often) until none was.
 _CONSISTENT_TRIES = 4
-# A counter's baseline is read once zerohop has counted no request of the target for `_QUIET` (so none is
-# still inside the gateway between zerohop's answer and the upstream), waiting at most `_QUIET_WAIT` for that.
-_QUIET = 0.01
-_QUIET_POLL = 0.002
-_QUIET_WAIT = 3.0
+# How long a target's new requests may wait at ext_proc while its counters' baseline is read (`_baseline`).
+_FENCE_MAX = 0.1
 
 
 class SwitchedGateways(Protocol):
@@ -99,8 +96,8 @@ class WarmSwitch:
         self.health = ScrapeHealth()
         self.gateway_503: dict[TargetKey, int] = {}
         self.blind: str | None = None  # why no host may be opened now (the gateways cannot be counted)
-        self.quiet_baselines = 0  # counters started at a moment nothing was between zerohop and the upstream
-        self.busy_baselines = 0  # ... or at a moment something may have been (see `_baseline`)
+        self.quiet_baselines = 0  # counters started behind the fence, nothing between zerohop and the upstream
+        self.busy_baselines = 0  # ... or without it: something may have been (see `_baseline`)
         self._none_healthy: dict[TargetKey, GatewayCounters] = {}
         self._kick = asyncio.Event()
         self._switching: asyncio.Future[None] | None = None
@@ -172,36 +169,44 @@ class WarmSwitch:
         """Start counting `state` from the gateways (it is still gated: every request asks zerohop).
 
         A request zerohop let go just before the read that reaches the gateway's upstream just after it would
-        be counted twice (by zerohop, then as a gateway increase). So the read is taken at a quiet moment:
-        zerohop has counted no request of the target for `_QUIET` and counts none during two reads of the
-        gateways, which agree (no request still on its way from zerohop's answer to the upstream). A steady
-        rate above roughly 1 / `_QUIET` may leave no such moment within `_QUIET_WAIT`: the baseline is then
-        read anyway (`busy_baselines`; see the limits in docs/how-it-works.md).
+        be counted twice (by zerohop, then as a gateway increase); one zerohop counts just after its own count
+        is taken that reaches the upstream before the read would not be counted at all. So the baseline is read
+        behind a fence: the target's new requests wait at ext_proc, uncounted, while the gateways are read until
+        two reads agree (nothing is on its way from zerohop's answer to the upstream any more); zerohop's own
+        count cannot move meanwhile. The fence stands `_FENCE_MAX` at most: a gateway slow to answer or a
+        counter that keeps moving gets a baseline without it (`busy_baselines`; see docs/how-it-works.md).
         """
         cluster = self._cluster_of(state)
         traffic = state.traffic
         traffic.mesh_apart = True  # before the first read of gateway_requests: east-west calls are in none
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _QUIET_WAIT
-        quiet = False
-        while True:
-            seen, since = traffic.gateway_requests, loop.time()
-            while loop.time() - since < _QUIET and loop.time() < deadline:
-                await asyncio.sleep(_QUIET_POLL)
-                if traffic.gateway_requests != seen:
-                    seen, since = traffic.gateway_requests, loop.time()
-            # Two reads: a gateway counter still moving means a request is still on its way to the upstream.
-            first = await self._gateways.read([cluster])
-            own = traffic.gateway_requests  # the baseline's own count if no quiet moment comes: the nearest to the read
-            reading = await self._gateways.read([cluster])
-            errors = first.errors | reading.errors
-            if errors:
-                self._failed("; ".join(f"{gateway}: {error}" for gateway, error in sorted(errors.items())))
-                return False
-            totals = _totals(reading, cluster)
-            quiet = traffic.gateway_requests == seen == own and totals == _totals(first, cluster)
-            if quiet or loop.time() >= deadline:
-                break
+        fence = asyncio.Event()
+
+        def lift() -> None:
+            fence.set()
+            if traffic.fence is fence:
+                traffic.fence = None
+
+        traffic.fence = fence
+        timer = asyncio.get_running_loop().call_later(_FENCE_MAX, lift)
+        try:
+            own = traffic.gateway_requests  # frozen while the fence stands
+            previous: dict[str, int] | None = None
+            while True:
+                if fence.is_set():
+                    own = traffic.gateway_requests  # the fence is down: the count nearest to the read
+                reading = await self._gateways.read([cluster])
+                if reading.errors:
+                    self._failed("; ".join(f"{gateway}: {error}" for gateway, error in sorted(reading.errors.items())))
+                    return False
+                totals = _totals(reading, cluster)
+                settled = totals == previous
+                if settled or (previous is not None and fence.is_set()):
+                    break
+                previous = totals
+            quiet = settled and not fence.is_set()
+        finally:
+            timer.cancel()
+            lift()
         if quiet:
             self.quiet_baselines += 1
         else:

@@ -107,10 +107,15 @@ async def test_the_seed_journey_scales_from_zero_opens_and_returns_to_zero_with_
         async def counted() -> int:
             return (await stack.server.scaler._counts.totals(state)).requests
 
-        # Every request counted, by zerohop or from the gateway's stats, none lost. Not exactly once at this
-        # concurrency: 7 runs counted 0 to 39 requests too many (0.4%), a known limit of the switch to open
-        # (docs/how-it-works.md, the warm path's limits); the bound keeps it visible if it grows.
+        # Every request counted, by zerohop or from the gateway's stats, none lost. Not always exactly once at
+        # this concurrency: behind the baseline's fence 3 runs counted 0, 0 and 4 too many (retries and requests
+        # waiting for an upstream connection are in the gateway's count; docs/how-it-works.md, the warm path's
+        # limits); the bound keeps it visible if it grows.
         total = await counted()
         assert REQUESTS + 1 <= total <= (REQUESTS + 1) * 1.01, total
         assert journey < 45, f"the journey took {journey:.0f}s"
-        print(f"seed journey: {journey:.1f}s, {streams} of {REQUESTS} asked zerohop, path states {states}")
+        switch = stack.server.provider.warm_switch  # type: ignore[attr-defined]
+        print(
+            f"seed journey: {journey:.1f}s, {streams} of {REQUESTS} asked zerohop, counted {total}, baselines "
+            f"{switch.quiet_baselines} behind the fence and {switch.busy_baselines} without, path states {states}"
+        )
