@@ -71,8 +71,37 @@ STATS_CLUSTER = "prometheus_stats"
 XDS_CLUSTER = "xds-grpc"
 ISTIOD_XDS_PORT = 15010
 
-Routes = Mapping[str, tuple[str, str, int]]
-"""Gateway host -> (Service name, namespace, port) it routes to, as a VirtualService would."""
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A weighted route as istiod renders it from a VirtualService whose `route` lists several weighted
+    destinations (a Gateway API HTTPRoute with several `backendRefs` is rendered the same way): one
+    `weighted_clusters` action, each destination's cluster with its weight, no `total_weight`, and a
+    destination of weight 0 left out. A cluster is a Service's `outbound|PORT||...` or a DestinationRule
+    subset's `outbound|PORT|SUBSET|...`."""
+
+    weights: tuple[tuple[str, int], ...]  # (cluster, weight)
+
+
+Destination = tuple[str, str, int] | Split
+Routes = Mapping[str, Destination]
+"""Gateway host -> the (Service name, namespace, port) it routes to, or a weighted `Split`, as a VirtualService
+would."""
+
+
+def destination_clusters(destination: Destination) -> list[str]:
+    """The outbound clusters a route to `destination` may send a request to."""
+    if isinstance(destination, Split):
+        return [cluster for cluster, weight in destination.weights if weight > 0]
+    return [envoyconfig.istio_cluster_name(*destination)]
+
+
+def route_action(destination: Destination) -> dict[str, Any]:
+    """The route action istiod writes for `destination`."""
+    if isinstance(destination, Split):
+        clusters = [{"name": c, "weight": w} for c, w in destination.weights if w > 0]
+        return {"weighted_clusters": {"clusters": clusters}}
+    return {"cluster": envoyconfig.istio_cluster_name(*destination)}
 
 
 # --- zerohop's EnvoyFilter, applied as istiod would ----------------------------------------------------------
@@ -130,13 +159,17 @@ def _ext_proc_cluster_name(filter_value: Mapping[str, Any]) -> str:
     return name
 
 
-def _virtual_host(host: str, gateway_port: int, cluster: str, vhost_patches: Mapping[str, Any]) -> dict[str, Any]:
-    """Istio's virtual host for `host` (named `HOST:PORT`), routing to `cluster`, with the EnvoyFilter merged."""
+def _virtual_host(
+    host: str, gateway_port: int, cluster: str | dict[str, Any], vhost_patches: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Istio's virtual host for `host` (named `HOST:PORT`), routing to `cluster` (a name, or a route action),
+    with the EnvoyFilter merged."""
+    action = {"cluster": cluster} if isinstance(cluster, str) else cluster
     patches = vhost_patches.get(f"{host}:{gateway_port}", {"merge": {}, "insert_first": []})
     vhost: dict[str, Any] = {
         "name": f"{host}:{gateway_port}",
         "domains": [host],
-        "routes": [*patches["insert_first"], {"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+        "routes": [*patches["insert_first"], {"match": {"prefix": "/"}, "route": action}],
     }
     vhost.update(patches["merge"])
     return vhost
@@ -262,7 +295,7 @@ def _stats_listener(pod_ip: str, stats_port: int) -> dict[str, Any]:
 
 def gateway_clusters(routes: Routes) -> list[str]:
     """The outbound clusters a gateway with these routes has, one per Service port, sorted."""
-    return sorted({envoyconfig.istio_cluster_name(*service) for service in routes.values()})
+    return sorted({cluster for destination in routes.values() for cluster in destination_clusters(destination)})
 
 
 def push_endpoints(xds_dir: Path, cluster: str, endpoints: Iterable[tuple[str, int]]) -> None:
@@ -282,8 +315,8 @@ def gateway_route_configuration(
     """The route configuration `http.PORT` istiod gives a gateway pod for `routes` with `envoyfilter` applied."""
     _, vhost_patches = _patches(envoyfilter, gateway_port)
     virtual_hosts = [
-        _virtual_host(host, gateway_port, envoyconfig.istio_cluster_name(*service), vhost_patches)
-        for host, service in sorted(routes.items())
+        _virtual_host(host, gateway_port, route_action(destination), vhost_patches)
+        for host, destination in sorted(routes.items())
     ]
     return {"name": f"http.{gateway_port}", "virtual_hosts": virtual_hosts}
 

@@ -31,6 +31,7 @@ from extproc.keda.peers import Peers, PeerServicer
 from extproc.keda.scaler import CountSource, LocalCounts, ScalerServicer
 from extproc.observability import metrics
 from extproc.observability.admin import AdminServer, StatusView
+from extproc.observability.history import History
 from extproc.observability.pacing import Pacer
 from extproc.observability.telemetry import Telemetry
 from extproc.providers.kubernetes import api as kube
@@ -199,7 +200,12 @@ class ZerohopServer:
             None if peers is None else lambda: {"peers": peers.status().as_dict()},
             None if peers is None else peers.known_totals,
         )
-        self.admin = AdminServer(self.status_view, self.ready, self.metrics_chunks)
+        self.history = (
+            History(self.core, self.provider, max_bytes=settings.history_max_mib * 2**20)
+            if settings.history_max_mib
+            else None
+        )
+        self.admin = AdminServer(self.status_view, self.ready, self.metrics_chunks, self.history)
         self.autoscaler: LocalAutoscaler | None = None
         self._ext_proc_server: grpc.aio.Server | None = None
         self._scaler_server: grpc.aio.Server | None = None
@@ -209,6 +215,7 @@ class ZerohopServer:
         # Only the stop a signal requests runs here; a failing stop is then logged rather than kept in the task.
         self._background = BackgroundTasks()
         self._stopping: asyncio.Future[None] | None = None
+        self._sampling: asyncio.Future[None] | None = None
         self.ext_proc_port = 0
         self.scaler_port = 0
         self.admin_port = 0
@@ -276,6 +283,8 @@ class ZerohopServer:
             await self.autoscaler.start()
         if self.telemetry is not None:
             self.telemetry.observe(self.metrics_families)
+        if self.history is not None:
+            self._sampling = self._background.spawn(self.history.run(), name="status history")
         self._started = True
         log.info(
             "zerohop ready: ext_proc :%d, scaler :%d, admin :%d, %d target(s)",
@@ -314,6 +323,8 @@ class ZerohopServer:
             return
         if self.autoscaler is not None:
             await self.autoscaler.stop()
+        if self._sampling is not None:
+            self._sampling.cancel()
         released = self.core.cold_gate.drain()
         log.info("answered %d held request(s) for shutdown", released)
         grace = self.settings.drain_timeout

@@ -512,6 +512,15 @@ class Settings:
         "out; 0 leaves them out always. Bounds what one replica sends Prometheus.",
         group="logging",
     )
+    history_max_mib: int = _setting(
+        64,
+        _non_negative_int,
+        "Memory for the status page's history (each target's replicas, rate, in flight, held and cold starts, "
+        "the last hour at 1 s): an idle target costs ~0.8 KB, a busy one 16 bytes per second it changes; above "
+        "this the busiest targets keep fewer of their oldest seconds. 0 turns the history off.",
+        group="logging",
+        metavar="MIB",
+    )
     log_level: str = _setting(
         "info",
         str.lower,

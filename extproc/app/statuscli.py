@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9091"
 ADMIN_URL_ENV = "ZEROHOP_ADMIN_URL"
+ADMIN_ADDRESS_ENV = "ZEROHOP_ADMIN_ADDRESS"  # what `zerohop serve` listens on (settings.admin_address)
 DEFAULT_WATCH_SECONDS = 2.0
 FETCH_TIMEOUT_SECONDS = 3.0
 # Cursor home, then clear to the end of the screen: redraws in place without a blank flash.
@@ -44,8 +45,9 @@ whether the gateway can route to them, requests in flight and held, the request 
 the last one happened and how long it held requests.
 
 The admin URL is --admin, else ${ADMIN_URL_ENV}, else {DEFAULT_ADMIN_URL} (the default of
-`zerohop serve --admin-address`). Exit status 1 when the admin server cannot be read. The same numbers,
-with charts of the last minutes, are on the status page: open the admin URL in a browser.
+`zerohop serve --admin-address`, ${ADMIN_ADDRESS_ENV}); a bare PORT means 127.0.0.1:PORT. Exit status 1
+when the admin server cannot be read; when nothing answers, the error says where to look. The same numbers,
+with charts of the last hour, are on the status page: open the admin URL in a browser.
 """
 
 EPILOG = """\
@@ -58,7 +60,12 @@ examples:
 
 
 class StatusError(Exception):
-    """The admin server could not be read, or what it answered is not a zerohop status document."""
+    """The admin server could not be read, or what it answered is not a zerohop status document;
+    `unreachable` when nothing answered at all (so the user is told where zerohop's admin server is)."""
+
+    def __init__(self, message: str, *, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def admin_url(given: str | None, environ: Mapping[str, str] = os.environ) -> str:
@@ -83,9 +90,9 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> dict[str, Any]:
         raise _not_zerohop(status_url, f"answered HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
-        raise StatusError(f"cannot reach {status_url}: {reason}") from None
+        raise StatusError(f"cannot reach {status_url}: {reason}", unreachable=True) from None
     except TimeoutError:
-        raise StatusError(f"cannot reach {status_url}: no answer within {timeout:g}s") from None
+        raise StatusError(f"cannot reach {status_url}: no answer within {timeout:g}s", unreachable=True) from None
     except http.client.HTTPException as exc:
         raise _not_zerohop(status_url, f"did not answer HTTP/1.1 ({type(exc).__name__})") from None
     except (ValueError, OSError) as exc:
@@ -97,6 +104,25 @@ def fetch(url: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(document.get("targets"), list):
         raise _not_zerohop(status_url, "has no list of targets")
     return document
+
+
+def where_to_look(given: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """What to try when nothing answers: where the URL came from, which setting moves zerohop's admin server,
+    and how to point this command elsewhere."""
+    if given:
+        source = "--admin"
+    elif environ.get(ADMIN_URL_ENV):
+        source = f"${ADMIN_URL_ENV}"
+    else:
+        source = f"the default (no --admin, no ${ADMIN_URL_ENV})"
+    address = DEFAULT_ADMIN_URL.removeprefix("http://")
+    return (
+        f"  The URL came from {source}. Is zerohop running?\n"
+        f"  `zerohop serve` listens for admin on --admin-address (${ADMIN_ADDRESS_ENV}), {address} by default;\n"
+        "  its log says where: `zerohop ready: ... admin :PORT`.\n"
+        f"  Point this command there with --admin PORT (or HOST:PORT, or a URL) or ${ADMIN_URL_ENV}.\n"
+        "  On Kubernetes: kubectl -n zerohop-system port-forward deploy/zerohop 9091:9091\n"
+    )
 
 
 def _not_zerohop(status_url: str, what: str) -> StatusError:
@@ -240,7 +266,7 @@ def positive_seconds(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--admin",
-        metavar="URL",
+        metavar="PORT|URL",
         help=f"zerohop's admin URL (default ${ADMIN_URL_ENV}, else {DEFAULT_ADMIN_URL}); HOST:PORT or PORT is enough",
     )
     parser.add_argument(
@@ -306,5 +332,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
                 _watch(url, args.watch, args.json, out, err)
     except StatusError as exc:
         err.write(f"zerohop status: {exc}\n")
+        if exc.unreachable:
+            err.write(where_to_look(args.admin))
         return 1
     return 0

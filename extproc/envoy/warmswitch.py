@@ -84,10 +84,13 @@ class WarmSwitch:
         gateways: SwitchedGateways,
         stats_interval: float,
         refresh: Callable[[], None] | None = None,
+        cluster_of: Callable[[TargetState], str] | None = None,
     ) -> None:
         """`refresh` (optional) is called at the start of each round, e.g. to hand `warm` the current
-        targets and hosts."""
+        targets and hosts. `cluster_of` names the gateway cluster whose counters are a target's requests
+        (default: its Service's; a provider that knows subset clusters says which)."""
         self._core = core
+        self._cluster_of = cluster_of or _service_cluster
         self._refresh = refresh
         self.warm = warm
         self._gateways = gateways
@@ -175,7 +178,7 @@ class WarmSwitch:
         rate above roughly 1 / `_QUIET` may leave no such moment within `_QUIET_WAIT`: the baseline is then
         read anyway (`busy_baselines`; see the limits in docs/how-it-works.md).
         """
-        cluster = target_cluster_name(state.spec)
+        cluster = self._cluster_of(state)
         traffic = state.traffic
         traffic.mesh_apart = True  # before the first read of gateway_requests: east-west calls are in none
         loop = asyncio.get_running_loop()
@@ -234,7 +237,7 @@ class WarmSwitch:
         """Read the gateways' counters of `states` and count what went past ext_proc; False when unreadable."""
         if not states:
             return True
-        clusters = {target_cluster_name(s.spec): s for s in states}
+        clusters = {self._cluster_of(s): s for s in states}
         for state in states:
             state.traffic.mesh_apart = True  # a counter started without `_baseline` (a new leader's open hosts)
         for _ in range(_CONSISTENT_TRIES):
@@ -321,6 +324,10 @@ class WarmSwitch:
                 for state in self._core.registry
             },
         }
+
+
+def _service_cluster(state: TargetState) -> str:
+    return target_cluster_name(state.spec)
 
 
 def _totals(reading: GatewayReading, cluster: str) -> dict[str, int]:

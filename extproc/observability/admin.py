@@ -7,6 +7,9 @@
 - `GET /status?summary=1`: the same without the targets (their count instead).
 - `GET /status/targets?offset=&limit=&q=`: one page of targets sorted by name, `q` a case-insensitive
   substring of the name or a host; what the status page polls.
+- `GET /status/history?target=NS/NAME&target=...&since=TICK`: each target's history (`history`): replicas,
+  rate, in flight, held as change-only rows, and its cold starts; with `since`, only rows after that tick
+  (epoch second). At most `MAX_HISTORY_TARGETS` targets a request; 404 when the history is off.
 - `GET /metrics`: the same counters for Prometheus (text format 0.0.4), streamed the same way.
 - `GET /` and `/ui`: a status page with live charts (extproc/observability/statuspage.py).
 """
@@ -26,12 +29,14 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from extproc import __version__
 from extproc.core.engine import Core
+from extproc.core.httpso import TargetKey
 from extproc.core.loglimit import LogLimiter, clip
 from extproc.core.provider import Provider
 from extproc.core.registry import TargetState
 from extproc.core.traffic import TrafficSnapshot
 from extproc.envoy.processor import ProcessorStats
 from extproc.observability import statuspage
+from extproc.observability.history import History
 from extproc.observability.pacing import Pacer
 
 _PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -139,6 +144,7 @@ def _round(seconds: float | None) -> float | None:
 # Targets per page of /status/targets: the default, and the most one request may ask for.
 PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 500
+MAX_HISTORY_TARGETS = 500
 
 
 class StatusView:
@@ -255,10 +261,12 @@ class AdminServer:
         status: StatusSource,
         ready: Callable[[], bool],
         metrics: Metrics | None = None,
+        history: History | None = None,
     ) -> None:
         self._status = status
         self._ready = ready
         self._metrics = metrics
+        self._history = history
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -268,6 +276,7 @@ class AdminServer:
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status_handler)
         app.router.add_get("/status/targets", self._targets_handler)
+        app.router.add_get("/status/history", self._history_handler)
         statuspage.add_routes(app)
         if self._metrics is not None:
             app.router.add_get("/metrics", self._metrics_handler)
@@ -302,6 +311,18 @@ class AdminServer:
         limit = _whole_number(request, "limit", PAGE_LIMIT, 1, MAX_PAGE_LIMIT)
         query = request.query.get("q", "")[:200]
         return web.json_response(await self._status.page(offset, limit, query, Pacer()))
+
+    async def _history_handler(self, request: web.Request) -> web.StreamResponse:
+        if self._history is None:
+            raise web.HTTPNotFound(text="the history is off (--history-max-mib 0)\n")
+        names = request.query.getall("target", [])
+        if len(names) > MAX_HISTORY_TARGETS:
+            raise web.HTTPBadRequest(text=f"target: at most {MAX_HISTORY_TARGETS} a request, got {len(names)}\n")
+        since = request.query.get("since")
+        after = _whole_number(request, "since", 0, 0, 2**32 - 1) if since else None
+        keys = [TargetKey.parse(name[:300]) for name in names]
+        chunks = self._history.stream(keys, after, Pacer())
+        return await _stream(request, "application/json; charset=utf-8", chunks)
 
     async def _metrics_handler(self, request: web.Request) -> web.StreamResponse:
         assert self._metrics is not None

@@ -20,6 +20,7 @@ from .gc import GarbageCollector
 from .kubelet import AddressHook, FakeKubelet
 from .listing import ListQuery
 from .objects import meta
+from .pods import PodController
 from .registry import DEFAULT_RESOURCES, Registry, ResourceType
 from .requestlog import Fault, RequestLog, RequestRecord
 from .server import HttpServer
@@ -62,6 +63,7 @@ class KubeEmulator:
         self.crds.seed()
         self.kubelet: FakeKubelet | None = None
         self._endpoints: EndpointsController | None = None
+        self._pods: PodController | None = None
         for name in namespaces:
             self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
@@ -79,6 +81,8 @@ class KubeEmulator:
         await self.stop()
         if self._endpoints is not None:
             self._endpoints.stop()
+        if self._pods is not None:
+            self._pods.stop()
         if self.kubelet is not None:
             self.kubelet.stop()
         self.gc.close()
@@ -319,11 +323,17 @@ class KubeEmulator:
 
     # -- simulated workloads -----------------------------------------------
 
-    def enable_kubelet(self, *, ready_delay: float | None = 0.0, address_for: AddressHook | None = None) -> FakeKubelet:
-        """Start the fake kubelet and EndpointSlice controller (idempotent)."""
+    def enable_kubelet(
+        self, *, ready_delay: float | None = 0.0, address_for: AddressHook | None = None, pods: bool = False
+    ) -> FakeKubelet:
+        """Start the fake kubelet and EndpointSlice controller (idempotent); `pods`: also keep a Pod object
+        per replica (`pods.PodController`)."""
         if self.kubelet is None:
             self.kubelet = FakeKubelet(self.store, ready_delay=ready_delay, address_for=address_for)
             self._endpoints = EndpointsController(self.store, self.kubelet)
             self.kubelet.start()
             self._endpoints.start()
+        if pods and self._pods is None:
+            self._pods = PodController(self.store, self.kubelet)
+            self._pods.start()
         return self.kubelet

@@ -5,7 +5,7 @@ each with an address and a readiness flag (not ready at first, ready after the
 workload's delay), and writes `status.replicas/readyReplicas/...` to match,
 encoded as the real controllers' status reads back (`encoding`: a Deployment's
 zero counts are absent, a StatefulSet's `replicas` and `availableReplicas` are not).
-No Pod objects are created; replicas are what EndpointSlices point at.
+Pod objects are made only on request (`pods.PodController`); replicas are what EndpointSlices point at.
 StatefulSet replicas are named `<name>-<ordinal>` and all start at once, as
 with `podManagementPolicy: Parallel`.
 Driven by store events and readiness timers, never by polling.
@@ -48,6 +48,11 @@ class Replica:
     address: str
     ready: bool = False
     serial: int = 0
+
+
+def template_hash(namespace: str, name: str) -> str:
+    """A Deployment's `pod-template-hash` here (the middle part of its pods' names)."""
+    return stable_suffix(f"{namespace}/{name}", 10)
 
 
 def _deployment_status(obj: JsonObj, total: int, ready: int) -> JsonObj:
@@ -202,8 +207,7 @@ class FakeKubelet:
         if gr == STATEFULSETS:
             pod_name = f"{name}-{index}"
         else:
-            template_hash = stable_suffix(f"{namespace}/{name}", 10)
-            pod_name = f"{name}-{template_hash}-{stable_suffix(f'{namespace}/{name}/{index}', 5)}"
+            pod_name = f"{name}-{template_hash(namespace, name)}-{stable_suffix(f'{namespace}/{name}/{index}', 5)}"
         replica = Replica(index=index, serial=next(self._serials), address=address, pod_name=pod_name)
         if delay is not None:
             loop = asyncio.get_running_loop()

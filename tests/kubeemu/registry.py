@@ -141,6 +141,13 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
                  short_names=("so",)),
     ResourceType("networking.istio.io", "v1alpha3", "envoyfilters", "EnvoyFilter", builtin=False),
     ResourceType("networking.istio.io", "v1", "envoyfilters", "EnvoyFilter", builtin=False),
+    # Istio serves DestinationRules in three versions, v1alpha3 stored (a test may unregister some).
+    ResourceType("networking.istio.io", "v1alpha3", "destinationrules", "DestinationRule", builtin=False,
+                 short_names=("dr",)),
+    ResourceType("networking.istio.io", "v1beta1", "destinationrules", "DestinationRule", builtin=False,
+                 short_names=("dr",)),
+    ResourceType("networking.istio.io", "v1", "destinationrules", "DestinationRule", builtin=False,
+                 short_names=("dr",)),
 )
 # fmt: on
 

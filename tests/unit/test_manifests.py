@@ -106,6 +106,14 @@ CLUSTER_RULES: frozenset[Rule] = frozenset(
         ("discovery.k8s.io", "endpointslices", "watch", None),
         ("apps", "deployments/scale", "patch", None),
         ("apps", "statefulsets/scale", "patch", None),
+        ("networking.istio.io", "destinationrules", "list", None),
+        ("networking.istio.io", "destinationrules", "watch", None),
+        ("apps", "deployments", "list", None),
+        ("apps", "deployments", "watch", None),
+        ("apps", "statefulsets", "list", None),
+        ("apps", "statefulsets", "watch", None),
+        ("", "pods", "list", None),
+        ("", "pods", "watch", None),
     }
 )
 LEADER_RULES: frozenset[Rule] = frozenset(
@@ -527,7 +535,14 @@ def test_the_own_envoyfilter_component_leaves_the_envoyfilter_and_every_request_
         ("RoleBinding", "istio-system", "zerohop-envoyfilters"),
     }
     account = one(objects(), "ServiceAccount")["metadata"]
-    assert not any(group == "networking.istio.io" for rules in grants(built, account).values() for group, *_ in rules)
+    # Nothing of Istio's is written: only DestinationRules are read (subsets), as in the base.
+    istio_rules = {
+        rule for rules in grants(built, account).values() for rule in rules if rule[0] == "networking.istio.io"
+    }
+    assert {(resource, verb) for _, resource, verb, _ in istio_rules} == {
+        ("destinationrules", "list"),
+        ("destinationrules", "watch"),
+    }
 
 
 def test_termination_grace_covers_the_pre_stop_sleep_and_the_drain() -> None:
@@ -681,6 +696,9 @@ def test_the_rbac_table_names_what_the_code_calls() -> None:
         (kube.LEASES.group, kube.LEASES.plural),
         (kube.ENVOYFILTERS.group, kube.ENVOYFILTERS.plural),
         (PODS.group, PODS.plural),
+        *((r.group, r.plural) for r in kube.DESTINATIONRULES),
+        (kube.DEPLOYMENTS.group, kube.DEPLOYMENTS.plural),
+        (kube.STATEFULSETS.group, kube.STATEFULSETS.plural),
     }
     assert granted == used
     assert {name for *_, name in LEADER_RULES} == {LEASE_NAME, None}

@@ -242,9 +242,26 @@ def test_json_prints_the_raw_document(admin: str, capsys: pytest.CaptureFixture[
     assert json.loads(out) == DOCUMENT
 
 
-def test_a_dead_admin_url_is_one_error_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_dead_admin_url_is_an_error_line_then_where_to_look_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    assert run(capsys, "--admin", url) == (1, "", f"zerohop status: cannot reach {url}/status: Connection refused\n")
+    code, out, err = run(capsys, "--admin", url)
+    assert (code, out) == (1, "")
+    first, *hint = err.splitlines()
+    assert first == f"zerohop status: cannot reach {url}/status: Connection refused"
+    hint_text = " ".join(line.strip() for line in hint)
+    for needle in (
+        "The URL came from --admin.",
+        "`zerohop serve` listens for admin on --admin-address ($ZEROHOP_ADMIN_ADDRESS), 127.0.0.1:9091 by default",
+        "--admin PORT",
+        "$ZEROHOP_ADMIN_URL",
+        "kubectl -n zerohop-system port-forward deploy/zerohop 9091:9091",
+    ):
+        assert needle in hint_text, hint_text
+
+
+def test_where_to_look_names_where_the_url_came_from() -> None:
+    assert "came from $ZEROHOP_ADMIN_URL." in statuscli.where_to_look(None, {"ZEROHOP_ADMIN_URL": ":1"})
+    assert "came from the default (no --admin, no $ZEROHOP_ADMIN_URL)." in statuscli.where_to_look(None, {})
 
 
 @pytest.mark.parametrize(
@@ -267,7 +284,7 @@ def test_help_explains_the_admin_url(capsys: pytest.CaptureFixture[str]) -> None
         cli.main(["status", "--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
-    for needle in ("--admin URL", "--watch [SECONDS]", "--json", "$ZEROHOP_ADMIN_URL", "http://127.0.0.1:9091"):
+    for needle in ("--admin PORT|URL", "--watch [SECONDS]", "--json", "$ZEROHOP_ADMIN_URL", "http://127.0.0.1:9091"):
         assert needle in text
 
 
@@ -336,7 +353,7 @@ def test_watch_fails_at_once_when_the_first_read_fails(monkeypatch: pytest.Monke
     url = f"http://127.0.0.1:{free_port()}"
     code, sleeps, err = watch(monkeypatch, ["--admin", url, "--watch"], 1, io.StringIO())
     assert (code, sleeps) == (1, [])
-    assert err == f"zerohop status: cannot reach {url}/status: Connection refused\n"
+    assert err.startswith(f"zerohop status: cannot reach {url}/status: Connection refused\n  The URL came from")
 
 
 def test_a_bare_port_means_the_local_admin_server(admin: str, capsys: pytest.CaptureFixture[str]) -> None:

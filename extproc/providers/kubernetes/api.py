@@ -77,6 +77,10 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 ENVOYFILTERS = Resource("networking.istio.io", "v1alpha3", "envoyfilters", "EnvoyFilter")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 STATEFULSETS = Resource("apps", "v1", "statefulsets", "StatefulSet")
+# Istio serves DestinationRules as v1 (1.22 and later), v1beta1 and v1alpha3: the first one served is read.
+DESTINATIONRULES = tuple(
+    Resource("networking.istio.io", version, "destinationrules", "DestinationRule") for version in ("v1", "v1beta1")
+)
 
 
 class KubeError(Exception):
@@ -226,18 +230,29 @@ class KubeApi:
         return result
 
     async def list(
-        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> tuple[list[JsonObj], str]:
         """Every object (following `continue` pages) and the list's resourceVersion."""
         items: list[JsonObj] = []
         version = ""
-        async for page, page_version in self.pages(resource, namespace, label_selector=label_selector):
+        pages = self.pages(resource, namespace, label_selector=label_selector, field_selector=field_selector)
+        async for page, page_version in pages:
             items.extend(page)
             version = page_version
         return items, version
 
     async def pages(
-        self, resource: Resource, namespace: str | None = None, *, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> AsyncIterator[Page]:
         """One list, a page of up to 500 objects at a time, each with the list's resourceVersion once the
         last page is in (empty before: a version to watch from exists only for the whole list).
@@ -250,6 +265,8 @@ class KubeApi:
             query: list[tuple[str, Any]] = [("limit", 500)]
             if label_selector:
                 query.append(("labelSelector", label_selector))
+            if field_selector:
+                query.append(("fieldSelector", field_selector))
             if token:
                 query.append(("continue", token))
             return asyncio.ensure_future(self._json("GET", path, query=query))
@@ -278,6 +295,7 @@ class KubeApi:
         resource_version: str,
         *,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         timeout_seconds: int = 300,
     ) -> AsyncIterator[JsonObj]:
         """Watch events after `resource_version`, bookmarks included; ends when the server ends the stream.
@@ -290,6 +308,8 @@ class KubeApi:
         ]
         if label_selector:
             query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         timeout = aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_connect=10)
         response = await self._request("GET", resource.path(namespace), query=query, timeout=timeout)
         raw: aiohttp.ClientResponse = response.response

@@ -63,11 +63,13 @@ class Informer:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> None:
         self.api = api
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self.cache: dict[tuple[str, str], JsonObj] = {}
         self.synced = asyncio.Event()
         self.connected = False
@@ -81,7 +83,8 @@ class Informer:
     @property
     def name(self) -> str:
         scope = self.namespace or "all namespaces"
-        return f"{self.resource.plural} ({scope}{', ' + self.label_selector if self.label_selector else ''})"
+        selectors = "".join(f", {s}" for s in (self.label_selector, self.field_selector) if s)
+        return f"{self.resource.plural} ({scope}{selectors})"
 
     def start(self) -> None:
         self._tasks.spawn(self.run(), name=f"informer {self.name}")
@@ -126,7 +129,9 @@ class Informer:
         if not self.cache:
             await self._first_list()
             return
-        items, version = await self.api.list(self.resource, self.namespace, label_selector=self.label_selector)
+        items, version = await self.api.list(
+            self.resource, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
+        )
         self._connected()
         fresh = {object_key(item): item for item in items}
         heap.took(len(fresh))
@@ -151,7 +156,9 @@ class Informer:
         derive from it overlaps reading the next. A list that breaks off leaves its pages cached; the next
         list compares with them as any relist does."""
         version = ""
-        pages = self.api.pages(self.resource, self.namespace, label_selector=self.label_selector)
+        pages = self.api.pages(
+            self.resource, self.namespace, label_selector=self.label_selector, field_selector=self.field_selector
+        )
         async for page, page_version in pages:
             self._connected()
             version = page_version
@@ -168,7 +175,12 @@ class Informer:
     async def _watch(self) -> None:
         timeout = random.randint(*_WATCH_SECONDS)
         async for event in self.api.watch(
-            self.resource, self.namespace, self._version, label_selector=self.label_selector, timeout_seconds=timeout
+            self.resource,
+            self.namespace,
+            self._version,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            timeout_seconds=timeout,
         ):
             self._connected()
             kind = event.get("type")

@@ -35,20 +35,23 @@ from extproc.core.engine import Core
 from extproc.core.httpso import KIND as HTTPSO_KIND
 from extproc.core.httpso import InvalidSpec, ScaledTarget, TargetKey
 from extproc.core.provider import ReplicaCounts
+from extproc.core.registry import TargetState
 from extproc.core.warmpath import WarmPath
-from extproc.envoy.config import istio_cluster_name
+from extproc.envoy.config import istio_cluster_name, target_cluster_name
 from extproc.envoy.gatewaystats import Confirmation, GatewayStats, GatewayStatsStatus
 from extproc.envoy.gatewayview import GatewayView
 from extproc.envoy.warmswitch import WarmSwitch
 from extproc.providers.kubernetes import api as kube
 from extproc.providers.kubernetes import heap
 from extproc.providers.kubernetes.api import JsonObj, KubeApi, KubeError
-from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port
+from extproc.providers.kubernetes.endpoints import SERVICE_LABEL, ServiceEndpoints, slice_port, slice_service
 from extproc.providers.kubernetes.gatewaypods import PODS, ready_gateway_pods
 from extproc.providers.kubernetes.informer import Informer, InformerStatus
 from extproc.providers.kubernetes.leader import LeaderElector
 from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
 from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
+from extproc.providers.kubernetes.subsets import SubsetTarget, subset_endpoints
+from extproc.providers.kubernetes.subsetwatch import SubsetWatch
 from extproc.providers.kubernetes.targets import (
     REASON_INVALID,
     Condition,
@@ -185,6 +188,8 @@ class KubernetesProvider:
         self._route_bindings: dict[TargetKey, dict[TargetKey, iroute.Binding]] = {}
         self._routes_named: dict[TargetKey, tuple[TargetKey, ...]] = {}  # ScaledObject -> the routes it names
         self._service_informers: list[Informer] = []
+        self._slice_informers: list[Informer] = []
+        self._subsets: SubsetWatch | None = None
         self._so_informers: list[Informer] = []
         self._confirming: dict[TargetKey, asyncio.Future[None]] = {}
         self._tasks = BackgroundTasks()
@@ -213,6 +218,10 @@ class KubernetesProvider:
         api = self.api
         scopes: Iterable[str | None] = self.options.namespaces or (None,)
         routes = await self._routes_served(api)
+        self._subsets = SubsetWatch(
+            api, list(scopes), self._subset_targets, self._subset_clusters, self._subset_endpoints_changed
+        )
+        self._informers += await self._subsets.prepare()
         reconcile = self.options.reconcile
         # ScaledObjects: the ones zerohop keeps, and (to wake a route's workload) the ones naming routes.
         watch_scaled_objects = (reconcile is not None and reconcile.manage_scaledobjects) or self.options.scale_on_wake
@@ -221,9 +230,11 @@ class KubernetesProvider:
             if routes:
                 self._route_informers.append(self._route_informer(api, namespace))
             self._service_informers.append(Informer(api, kube.SERVICES, self._on_service, namespace=namespace))
-            self._informers.append(
-                Informer(api, kube.ENDPOINTSLICES, self._on_slice, namespace=namespace, label_selector=SERVICE_LABEL)
+            slices = Informer(
+                api, kube.ENDPOINTSLICES, self._on_slice, namespace=namespace, label_selector=SERVICE_LABEL
             )
+            self._slice_informers.append(slices)
+            self._informers.append(slices)
             if watch_scaled_objects:
                 self._so_informers.append(
                     Informer(api, kube.SCALEDOBJECTS, self._on_scaled_object, namespace=namespace)
@@ -281,6 +292,7 @@ class KubernetesProvider:
                 self._warm_gateways,
                 self.options.stats_interval,
                 refresh=self._refresh_warm_hosts,
+                cluster_of=self._counted_cluster,
             )
         if self.options.reconcile is not None:
             self.reconciler = Reconciler(
@@ -327,6 +339,10 @@ class KubernetesProvider:
         service = self.table.services.get(key)
         if service is None:
             return None
+        pods = self._subsets.pods(key) if self._subsets is not None else None
+        if pods is not None:
+            ready, total = subset_endpoints(self._slice_documents(service), pods)
+            return ReplicaCounts(total, len(ready))
         return ReplicaCounts(self._endpoints.total(service), len(self._endpoints.ready(service)))
 
     async def stop(self) -> None:
@@ -335,6 +351,8 @@ class KubernetesProvider:
         if self.reconciler is not None:
             await self.reconciler.stop()
         await self._tasks.close()
+        if self._subsets is not None:
+            await self._subsets.stop()
         if self._warm_gateways is not None:
             await self._warm_gateways.close()
         # Route informers started late join `_informers` once synced; stop those that had not yet too.
@@ -353,7 +371,7 @@ class KubernetesProvider:
             identity=self.identity,
             leader=self.elector.leading if self.elector is not None else self.reconciler is not None,
             lease_holder=self.elector.holder if self.elector is not None else None,
-            informers=tuple(informer.status() for informer in self._informers),
+            informers=tuple(informer.status() for informer in [*self._informers, *self._subset_informers()]),
             scale_patches=self.scale_patches,
             gateway=self.gateway_status(),
             problems=tuple(self.problems()),
@@ -514,6 +532,8 @@ class KubernetesProvider:
             self._route_bindings.setdefault(binding.route, {})[own] = binding
         if bindings:
             self._routes_named[own] = tuple(b.route for b in bindings)
+        if self._subsets is not None:
+            self._subsets.refresh()  # a route's workload, whose pods may make a subset, comes from here
         if self.reconciler is not None:
             self.reconciler.trigger()
 
@@ -561,6 +581,8 @@ class KubernetesProvider:
             self._warm_removed.update(removed)
         for target in changed:
             self._update_routable(target.key)
+        if self._subsets is not None:
+            self._subsets.refresh()
         if self.reconciler is not None:
             self.reconciler.trigger()
 
@@ -586,7 +608,13 @@ class KubernetesProvider:
         return None
 
     def _on_slice(self, _kind: str, old: JsonObj | None, new: JsonObj | None) -> None:
-        for service in self._endpoints.update(old, new):
+        changed = self._endpoints.update(old, new)
+        if self._subsets is not None and self._subsets.index.owners:
+            # A Service's ready addresses can stay the same while which pods are ready, so which subsets are,
+            # changes (a pod's address taken over by another, or one address for many pods).
+            subset_services = self._subsets.index.services
+            changed.update(s for s in (slice_service(d) for d in (old, new) if d) if s in subset_services)
+        for service in changed:
             for key in self.table.for_service(service):
                 self._update_routable(key)
 
@@ -602,10 +630,70 @@ class KubernetesProvider:
         if self.reconciler is not None and self.gateway_condition() != before:
             self.reconciler.trigger()
 
+    # --- DestinationRule subsets (subsetwatch.py) ---------------------------------------------------------
+
+    def _subset_targets(self, service: tuple[str, str]) -> list[SubsetTarget]:
+        """The targets naming `service`, with the workload whose pod template decides their subsets."""
+        found = []
+        for key in self.table.for_service(service):
+            target, port = self.table.by_key.get(key), self.table.ports.get(key)
+            if target is None or port is None:
+                continue
+            bound = self._bound(target) if target.kind == iroute.KIND else target
+            ref = bound.scale_target if bound is not None else None
+            resource = _WORKLOADS.get((ref.api_version, ref.kind)) if ref is not None else None
+            workload = (resource.plural, key.namespace, ref.name) if resource and ref and ref.name else None
+            found.append(SubsetTarget(key, service, port, workload))
+        return found
+
+    def _subset_clusters(self, changed: dict[str, TargetKey | None]) -> None:
+        if self._core is not None:
+            self._core.update_targets((), (), changed)
+
+    def _subset_endpoints_changed(self, keys: set[TargetKey]) -> None:
+        if self._core is None:
+            return
+        for key in keys:
+            if key in self.table.by_key:
+                self._update_routable(key)
+
+    def _counted_cluster(self, state: TargetState) -> str:
+        """The cluster whose gateway counters are `state`'s requests on the open warm path: its subset's
+        cluster when it owns one (the first when several), else its Service's."""
+        owned = self._subsets.clusters(state.key) if self._subsets is not None else []
+        return owned[0] if owned else target_cluster_name(state.spec)
+
+    def _subset_informers(self) -> list[Informer]:
+        """The watches subsets started on their own (a canary's workloads and subset pods; DestinationRules
+        found after start), which readiness does not wait for."""
+        if self._subsets is None:
+            return []
+        return [i for i in self._subsets.informers() if i not in self._informers]
+
+    def _slice_documents(self, service: tuple[str, str]) -> list[JsonObj]:
+        documents = []
+        for slice_key in self._endpoints.slices(service):
+            for informer in self._slice_informers:
+                document = informer.cache.get(slice_key)
+                if document is not None:
+                    documents.append(document)
+                    break
+        return documents
+
+    def _ready(self, key: TargetKey) -> set[str]:
+        """The ready addresses of `key`: its Service's, or, for a target owning DestinationRule subsets, those
+        of the Pods in its subsets only."""
+        service = self.table.services.get(key)
+        if service is None:
+            return set()
+        pods = self._subsets.pods(key) if self._subsets is not None else None
+        if pods is None:
+            return self._endpoints.ready(service)
+        return subset_endpoints(self._slice_documents(service), pods)[0]
+
     def _update_routable(self, key: TargetKey) -> None:
         assert self._core is not None
-        service = self.table.services.get(key)
-        ready = self._endpoints.ready(service) if service is not None else set()
+        ready = self._ready(key)
         gate = self._core.cold_gate.for_target(key)
         pending = self._confirming.get(key)
         if not ready:
@@ -629,16 +717,19 @@ class KubernetesProvider:
                 await asyncio.sleep(delay)
                 guessed = True
             else:
-                cluster = istio_cluster_name(target_service[1], key.namespace, port)
-                if self._gateway.exact:
-                    await self._gateway.wait_any(cluster, addresses)
-                    guessed = False
-                elif self.gateway_stats is not None:
-                    guessed = await self.gateway_stats.wait_routable(cluster, delay) is not Confirmation.STATS
-                else:
-                    await asyncio.sleep(delay)
-                    guessed = True
-            if target_service is not None and self._endpoints.ready(target_service):
+                # A target owning subsets is routed to through their clusters (each holds only its pods).
+                subset_clusters = self._subsets.clusters(key) if self._subsets is not None else []
+                guessed = False
+                for cluster in subset_clusters or [istio_cluster_name(target_service[1], key.namespace, port)]:
+                    if self._gateway.exact:
+                        await self._gateway.wait_any(cluster, addresses)
+                    elif self.gateway_stats is not None:
+                        confirmed = await self.gateway_stats.wait_routable(cluster, delay)
+                        guessed = guessed or confirmed is not Confirmation.STATS
+                    else:
+                        await asyncio.sleep(delay)
+                        guessed = True
+            if target_service is not None and self._ready(key):
                 self._core.set_routable(key, True, guessed=guessed)
         finally:
             self._confirming.pop(key, None)
@@ -738,6 +829,9 @@ class KubernetesProvider:
             return  # left alone (KEDA, the HPA or another replica got there first), or logged as failed
         self.scale_patches += 1
         log.info("%s: scaled %s/%s 0 -> %d", target.key, ref.kind, ref.name, target.activation_replicas)
+
+
+_WORKLOADS = {("apps/v1", "Deployment"): kube.DEPLOYMENTS, ("apps/v1", "StatefulSet"): kube.STATEFULSETS}
 
 
 def _same_spec_and_metadata(old: JsonObj, new: JsonObj) -> bool:
