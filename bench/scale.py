@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -260,6 +261,17 @@ _FIRST_SYNC_LISTS = (
 )
 
 
+_CONTINUE = re.compile(r'"continue":\s*"([^"]*)"')
+
+
+def continue_token(body: bytes) -> str:
+    """A list page's continue token, read from the metadata near the start without parsing the items. (The
+    emulator writes `"continue": "..."`, with a space: a marker without one found no token, so the floor
+    below once read the first page of each list only.)"""
+    found = _CONTINUE.search(body[:2000].decode(errors="replace"))
+    return found.group(1) if found else ""
+
+
 async def _list_floor(session: aiohttp.ClientSession, api: str) -> float:
     """Seconds the emulator takes to serve every list of zerohop's first sync, read (not parsed) by a client
     that does nothing else, all lists at once as zerohop's informers ask: the part of start -> ready that
@@ -272,11 +284,7 @@ async def _list_floor(session: aiohttp.ClientSession, api: str) -> float:
             async with session.get(f"{api}{path}", params=params) as response:
                 response.raise_for_status()
                 body = await response.read()
-            # The token is in the metadata, near the start; the items are not parsed.
-            head = body[:2000].decode(errors="replace")
-            marker = '"continue":"'
-            at = head.find(marker)
-            token = head[at + len(marker) : head.index('"', at + len(marker))] if at >= 0 else ""
+            token = continue_token(body)
             if not token:
                 return
 

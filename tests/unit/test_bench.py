@@ -212,3 +212,25 @@ def test_setup_g_target_parses_and_its_replica_is_the_app_envoy_on_the_port_it_i
     bootstrap = json.loads(argv[argv.index("--config-yaml") + 1])
     assert bootstrap == app_bootstrap(18123, None)
     assert "admin" not in bootstrap  # replica Envoys must not fight over an admin port
+
+
+def test_the_scale_floor_follows_the_emulators_continue_tokens() -> None:
+    import aiohttp
+
+    from bench.scale import continue_token
+    from tests.kubeemu import KubeEmulator
+    from tests.kubeemu.manifests import configmap
+
+    emulator = KubeEmulator()
+    for n in range(3):
+        emulator.create(configmap(f"cm{n}", namespace="many"))
+
+    async def first_page() -> bytes:
+        async with emulator as emu, aiohttp.ClientSession() as session:
+            url = f"{emu.url}/api/v1/namespaces/many/configmaps"
+            async with session.get(url, params={"limit": "2"}) as response:
+                return await response.read()
+
+    body = asyncio.run(first_page())
+    assert continue_token(body) == json.loads(body)["metadata"]["continue"]
+    assert continue_token(b'{"metadata": {"resourceVersion": "7"}, "items": []}') == ""

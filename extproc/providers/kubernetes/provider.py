@@ -52,7 +52,14 @@ from extproc.providers.kubernetes.reconciler import ReconcileOptions, Reconciler
 from extproc.providers.kubernetes.scaling import ScaleResult, scale_from_zero
 from extproc.providers.kubernetes.subsets import SubsetTarget, subset_endpoints
 from extproc.providers.kubernetes.subsetwatch import SubsetWatch
-from extproc.providers.kubernetes.targets import REASON_INVALID, Condition, TargetTable, entry, service_port
+from extproc.providers.kubernetes.targets import (
+    REASON_INVALID,
+    Condition,
+    ParseMemo,
+    TargetTable,
+    entry,
+    service_port,
+)
 from extproc.providers.kubernetes.warmgateways import KubeGateways
 
 log = logging.getLogger(__name__)
@@ -166,6 +173,7 @@ class KubernetesProvider:
         self._on_peers = on_peers
         self._core: Core | None = None
         self.table = TargetTable()
+        self._parsed = ParseMemo()
         self._endpoints = ServiceEndpoints()
         self._gateway = GatewayView(options.envoy_admin, options.propagation_delay)
         self.gateway_stats: GatewayStats | None = None
@@ -558,7 +566,10 @@ class KubernetesProvider:
         for namespace, name in keys:
             key = TargetKey(namespace, name)
             document, kind = self._document((namespace, name))
-            derived = entry(document, self._service, kind) if document is not None else None
+            for other in (HTTPSO_KIND, iroute.KIND):
+                if document is None or other != kind:
+                    self._parsed.forget(other, (namespace, name))
+            derived = entry(document, self._service, kind, memo=self._parsed) if document is not None else None
             clusters.update(self.table.set(key, derived))
             if derived is None or derived.target is None:
                 removed.append(key)

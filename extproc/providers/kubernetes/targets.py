@@ -138,18 +138,52 @@ def document_key(document: Mapping[str, Any]) -> TargetKey:
     return TargetKey(str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
 
 
+class ParseMemo:
+    """The last parse of each object, kept with the document it came from: an object derived again with the
+    same document (its Service arrived or changed; at start most Services come after their
+    HTTPScaledObjects) is not parsed again. The informers replace a cached document on every change, so the
+    same document object is the same version."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str, str], tuple[Mapping[str, Any], ScaledTarget | str]] = {}
+
+    def parse(self, document: Mapping[str, Any], kind: str) -> ScaledTarget:
+        key = document_key(document)
+        memo_key = (kind, key.namespace, key.name)
+        last = self._last.get(memo_key)
+        if last is not None and last[0] is document:
+            result = last[1]
+        else:
+            try:
+                result = (iroute.parse if kind == iroute.KIND else httpso.parse)(document)
+            except InvalidSpec as exc:
+                result = str(exc)
+            self._last[memo_key] = (document, result)
+        if isinstance(result, str):
+            raise InvalidSpec(result)
+        return result
+
+    def forget(self, kind: str, key: tuple[str, str]) -> None:
+        self._last.pop((kind, key[0], key[1]), None)
+
+
 def entry(
     document: Mapping[str, Any],
     service_of: Callable[[ServiceKey], Mapping[str, Any] | None],
     kind: str = httpso.KIND,
+    *,
+    memo: ParseMemo | None = None,
 ) -> Entry:
     """Parse one HTTPScaledObject (or InterceptorRoute, by `kind`) and resolve its Service port (`service_of`
-    reads the Service cache)."""
+    reads the Service cache); with `memo`, a document parsed before is not parsed again."""
     metadata = document.get("metadata") or {}
     key = document_key(document)
     generation = int(metadata.get("generation") or 0)
     try:
-        target = (iroute.parse if kind == iroute.KIND else httpso.parse)(document)
+        if memo is not None:
+            target = memo.parse(document, kind)
+        else:
+            target = (iroute.parse if kind == iroute.KIND else httpso.parse)(document)
     except InvalidSpec as exc:
         return Entry(None, Condition(False, REASON_INVALID, str(exc)), generation, kind=kind)
     ref = target.scale_target
