@@ -116,8 +116,6 @@ def _host_port(value: str) -> tuple[str, int]:
 
 
 def _envoyfilter(args: argparse.Namespace) -> int:
-    from extproc.core import iroute
-    from extproc.core.httpso import KIND, InvalidSpec, parse
     from extproc.envoy import istio
 
     if args.sidecar:
@@ -138,44 +136,30 @@ def _envoyfilter(args: argparse.Namespace) -> int:
         DEFAULT_ROOT_NAMESPACE if args.gateway_namespace is None else args.gateway_namespace,
     )
     hold_timeout = _option("--hold-timeout", settings_module.parse_hold_timeout, args.hold_timeout)
-    hosts: set[str] | None = None
-    targets = 0
+    hosts: set[str] | None = set() if args.httpso else None
     parsed = []
-    for path in args.httpso:
-        hosts = hosts if hosts is not None else set()
-        try:
-            documents = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-        except (OSError, yaml.YAMLError) as exc:
-            raise SettingsError(f"{path}: {exc}") from None
-        for document in documents:
-            kind = document.get("kind")
-            if kind not in (KIND, iroute.KIND):
-                continue
-            try:
-                target = parse(document) if kind == KIND else iroute.parse(document)
-            except InvalidSpec as exc:
-                raise SettingsError(f"{path}: {kind} {document.get('metadata', {}).get('name')}: {exc}") from None
-            targets += 1
-            parsed.append(target)
-            if target.failover is not None and target.failover.port is None:
-                print(
-                    f"zerohop envoyfilter: warning: {path}: HTTPScaledObject {target.key}: its fallback names a "
-                    "port by name, which only the Service resolves: no failover route (set port, or let zerohop "
-                    "manage the EnvoyFilter)",
-                    file=sys.stderr,
-                )
-            named = [h for h in target.hosts if h != "*"]
-            if not named:
-                print(
-                    f"zerohop envoyfilter: warning: {path}: {kind} {target.key} names no host "
-                    "(a catch-all): the scoped filter does not enable it",
-                    file=sys.stderr,
-                )
-            hosts.update(named)
+    for path, target in _targets_of(args.httpso):
+        assert hosts is not None
+        parsed.append(target)
+        if target.failover is not None and target.failover.port is None:
+            print(
+                f"zerohop envoyfilter: warning: {path}: HTTPScaledObject {target.key}: its fallback names a "
+                "port by name, which only the Service resolves: no failover route (set port, or let zerohop "
+                "manage the EnvoyFilter)",
+                file=sys.stderr,
+            )
+        named = [h for h in target.hosts if h != "*"]
+        if not named:
+            print(
+                f"zerohop envoyfilter: warning: {path}: {target.kind} {target.key} names no host "
+                "(a catch-all): the scoped filter does not enable it",
+                file=sys.stderr,
+            )
+        hosts.update(named)
     if hosts is not None and not hosts and not args.allow_empty:
         files = ", ".join(str(p) for p in args.httpso)
         raise SettingsError(
-            f"envoyfilter: no host found in {files} ({targets} HTTPScaledObject(s)): the filter would be "
+            f"envoyfilter: no host found in {files} ({len(parsed)} HTTPScaledObject(s)): the filter would be "
             "disabled on every host, turning zerohop off. Check `spec.hosts`, or pass --allow-empty to print "
             "it anyway."
         )

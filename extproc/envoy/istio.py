@@ -120,17 +120,23 @@ class FailoverRoute(NamedTuple):
 PortResolver = Callable[[str, str, str], int | None]
 
 
+def _failover_port(target: ScaledTarget, resolve: PortResolver | None) -> int | None:
+    """The port of `target`'s fallback Service: given, or its `portName` resolved (None: no fallback, or a name
+    nothing resolves)."""
+    ref = target.failover
+    if ref is None:
+        return None
+    if ref.port is None and ref.port_name is not None and resolve is not None:
+        return resolve(target.key.namespace, ref.service, ref.port_name)
+    return ref.port
+
+
 def failover_routes(targets: Iterable[ScaledTarget], resolve: PortResolver | None = None) -> list[FailoverRoute]:
     """The failover routes of `targets`: one per named host of each target with a fallback whose port is
     known (a `portName` needs `resolve`; a catch-all target has no virtual host of its own to put it in)."""
     routes: list[FailoverRoute] = []
     for target in targets:
-        ref = target.failover
-        if ref is None:
-            continue
-        port = ref.port
-        if port is None and ref.port_name is not None and resolve is not None:
-            port = resolve(target.key.namespace, ref.service, ref.port_name)
+        port = _failover_port(target, resolve)
         if port is None:
             continue
         cluster = failover_cluster_name(target, port)
@@ -281,12 +287,7 @@ def sidecar_failover_routes(
     target without hosts has one too)."""
     routes: set[FailoverRoute] = set()
     for target in targets:
-        ref = target.failover
-        if ref is None:
-            continue
-        port = ref.port
-        if port is None and ref.port_name is not None and resolve is not None:
-            port = resolve(target.key.namespace, ref.service, ref.port_name)
+        port = _failover_port(target, resolve)
         cluster = failover_cluster_name(target, port) if port is not None else None
         if cluster is None:
             continue
