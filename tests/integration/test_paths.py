@@ -137,6 +137,9 @@ async def test_client_gone_while_held_releases_counts(tmp_path: Path) -> None:
         assert stack.server.processor.stats.timeouts == 0
 
 
+SCALER_LOG = "extproc.keda.scaler"
+
+
 async def test_warm_requests_log_nothing_even_at_debug(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with Stack(tmp_path, CONFIG) as stack:
         await stack.warm("warm")
@@ -144,7 +147,9 @@ async def test_warm_requests_log_nothing_even_at_debug(tmp_path: Path, caplog: p
         with caplog.at_level(logging.DEBUG, logger="extproc"):
             for _ in range(20):
                 assert (await stack.get("warm.test")).status == 200
-        assert [r.getMessage() for r in caplog.records if r.name.startswith("extproc")] == []
+        # KEDA's stand-in may open its StreamIsActive streams meanwhile (the scaler logs that): not the requests'.
+        logged = [r.getMessage() for r in caplog.records if r.name.startswith("extproc") and r.name != SCALER_LOG]
+        assert logged == []
         with caplog.at_level(logging.INFO, logger="extproc"):
             assert (await stack.get("cold.test")).status == 200
         messages = [r.getMessage() for r in caplog.records if r.name.startswith("extproc")]
