@@ -48,49 +48,19 @@ WARM_PATH_EVENTS = {
     "gated": "warm path: gated (the gateway loaded it): the next cold request will be held",
 }
 
-CONFIG = """\
+CONFIG_HEADER = """\
 # The demo's config for `zerohop serve --config`: one HTTPScaledObject, exactly as on Kubernetes,
 # and a LocalWorkload saying how to run one replica of it as a local process.
-apiVersion: http.keda.sh/v1alpha1
-kind: HTTPScaledObject
-metadata:
-  name: demo
-  namespace: default
-spec:
-  hosts: [{host}]
-  scaleTargetRef: {{name: demo, service: demo, port: 8080}}
-  replicas: {{min: 0, max: {max_replicas}}}
-  scalingMetric:
-    requestRate: {{targetValue: {target}, window: 5s, granularity: 1s}}
-  scaledownPeriod: {scaledown}
----
-apiVersion: zerohop.dev/v1alpha1
-kind: LocalWorkload
-metadata:
-  name: demo
-  namespace: default
-spec:
-  command: [{python}, -m, extproc.dev.demoapp, --port, "{{port}}", --startup-delay, "{startup_delay}"]
-  portRange: {first_port}-{last_port}
-  readinessProbe: {{httpGet: {{path: /}}, periodSeconds: 0.02}}
 """
-
-
-CANARY_HOST = "canary.localhost"
-CANARY_VERSIONS = (("backend-v1", 80), ("backend-v2", 20))
-CANARY_MAX_REPLICAS = 4
-CANARY_HEADER = """\
-# The canary demo's config for `zerohop serve --config`: two versions of one app, each its own HTTPScaledObject
-# (exactly as on Kubernetes, plus a zerohop.dev/weight annotation) and LocalWorkload, behind one host.
-"""
-CANARY_VERSION = """\
+# One app (or one version of it) for `zerohop serve --config`: its HTTPScaledObject and its LocalWorkload.
+# {annotations} is empty or the metadata line a canary's version adds; {app_args}, what else the app is told.
+WORKLOAD = """\
 apiVersion: http.keda.sh/v1alpha1
 kind: HTTPScaledObject
 metadata:
   name: {name}
   namespace: default
-  annotations: {{zerohop.dev/weight: "{weight}"}}
-spec:
+{annotations}spec:
   hosts: [{host}]
   scaleTargetRef: {{name: {name}, service: {name}, port: 8080}}
   replicas: {{min: 0, max: {max_replicas}}}
@@ -104,9 +74,18 @@ metadata:
   name: {name}
   namespace: default
 spec:
-  command: [{python}, -m, extproc.dev.demoapp, --port, "{{port}}", --startup-delay, "{startup_delay}", --name, {name}]
+  command: [{python}, -m, extproc.dev.demoapp, --port, "{{port}}", --startup-delay, "{startup_delay}"{app_args}]
   portRange: {first_port}-{last_port}
   readinessProbe: {{httpGet: {{path: /}}, periodSeconds: 0.02}}
+"""
+
+
+CANARY_HOST = "canary.localhost"
+CANARY_VERSIONS = (("backend-v1", 80), ("backend-v2", 20))
+CANARY_MAX_REPLICAS = 4
+CANARY_HEADER = """\
+# The canary demo's config for `zerohop serve --config`: two versions of one app, each its own HTTPScaledObject
+# (exactly as on Kubernetes, plus a zerohop.dev/weight annotation) and LocalWorkload, behind one host.
 """
 
 
@@ -242,38 +221,31 @@ async def run_demo(
 
 
 def _config(startup_delay: float, canary: bool) -> str:
-    if not canary:
-        first = free_port_range(MAX_REPLICAS)
-        return CONFIG.format(
-            host=HOST,
-            max_replicas=MAX_REPLICAS,
-            target=TARGET_PER_REPLICA,
-            scaledown=SCALEDOWN_PERIOD,
-            python=sys.executable,
-            startup_delay=startup_delay,
-            first_port=first,
-            last_port=first + MAX_REPLICAS - 1,
-        )
+    """The config file: the demo's one app, or (`canary`) each version with its weight; a version also tells
+    its app its name, so its answers say which version answered."""
+    versions: tuple[tuple[str, int | None], ...] = CANARY_VERSIONS if canary else (("demo", None),)
+    max_replicas = CANARY_MAX_REPLICAS if canary else MAX_REPLICAS
     documents = []
     start = 18080
-    for name, weight in CANARY_VERSIONS:
-        first = free_port_range(CANARY_MAX_REPLICAS, start)
-        start = first + CANARY_MAX_REPLICAS
+    for name, weight in versions:
+        first = free_port_range(max_replicas, start)
+        start = first + max_replicas
         documents.append(
-            CANARY_VERSION.format(
+            WORKLOAD.format(
                 name=name,
-                weight=weight,
-                host=CANARY_HOST,
-                max_replicas=CANARY_MAX_REPLICAS,
+                annotations="" if weight is None else f'  annotations: {{zerohop.dev/weight: "{weight}"}}\n',
+                host=CANARY_HOST if canary else HOST,
+                max_replicas=max_replicas,
                 target=TARGET_PER_REPLICA,
                 scaledown=SCALEDOWN_PERIOD,
                 python=sys.executable,
                 startup_delay=startup_delay,
+                app_args="" if weight is None else f", --name, {name}",
                 first_port=first,
-                last_port=first + CANARY_MAX_REPLICAS - 1,
+                last_port=first + max_replicas - 1,
             )
         )
-    return CANARY_HEADER + "---\n".join(documents)
+    return (CANARY_HEADER if canary else CONFIG_HEADER) + "---\n".join(documents)
 
 
 async def _run_in(workdir: Path, port: int, keep_running: bool, startup_delay: float, canary: bool) -> int:
