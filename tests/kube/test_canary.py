@@ -4,9 +4,9 @@ already chose to the target, so each version is woken by, counted for and scaled
 The world: the Kubernetes API emulator with its kubelet, zerohop with the Kubernetes provider (scaling from zero
 itself, `--scale-on-wake`), two real Envoy gateway pods configured as Istio configures them
 (tests/istio_gateway.py) whose route for `backend.test` is the weighted split istiod renders from a
-VirtualService with weighted destinations or an HTTPRoute with two backendRefs, and `CanaryIstiod`, which plays
-istiod: each pod gets every cluster's ready endpoints and the route configuration with zerohop's current
-EnvoyFilter applied, `lag` seconds after either changes.
+VirtualService with weighted destinations or an HTTPRoute with two backendRefs, and `Istiod`
+(tests/kube/istio_world.py), which plays istiod: each pod gets every cluster's ready endpoints and the route
+configuration with zerohop's current EnvoyFilter applied, `lag` seconds after either changes.
 
 Two Services (`backend-v1`, `backend-v2`, each its Deployment at zero and its HTTPScaledObject) split 80/20 by
 the clusters `outbound|8080||backend-vN.default.svc.cluster.local`. The counts KEDA reads (GetMetrics, for the
@@ -18,27 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 
-from extproc._proto import externalscaler_pb2 as pb
-from extproc._proto import externalscaler_pb2_grpc as pb_grpc
-from extproc.app.server import ZerohopServer
 from extproc.core.httpso import TargetKey
 from extproc.core.warmpath import PathState, WarmPathMode
-from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
-from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
-from extproc.providers.kubernetes.provider import KubernetesProvider
-from tests.helpers import free_port, wait_for
-from tests.istio_gateway import GatewayPod, Routes, Split, gateway_pod
-from tests.kube.harness import gateway_pod_object, httpso, workload, zerohop
+from extproc.providers.kubernetes.endpoints import slice_port, slice_service
+from tests.helpers import wait_for
+from tests.istio_gateway import Routes, Split
+from tests.kube.harness import httpso, workload
+from tests.kube.istio_world import EndpointSource, GatewayWorld, gateway_world, service_endpoints
 from tests.kube.test_gateway import app_process
 from tests.kubeemu import KubeEmulator
 from tests.kubeemu.manifests import deployment, service
@@ -48,87 +43,15 @@ pytestmark = [pytest.mark.kube, pytest.mark.envoy]
 
 HOST = "backend.test"
 POD_IPS = ("127.0.1.8", "127.0.1.9")
-ENVOYFILTER = ("networking.istio.io/v1alpha3", "EnvoyFilter", istio.ENVOYFILTER_NAME)
+V1, V2 = "backend-v1", "backend-v2"  # the two versions, as two Services or two subsets of one
 # One bucket of a day: GetMetrics' request rate is then every request counted so far (unless the test runs
 # across a multiple of 24 h of the monotonic clock), which is what the gateway's counters are compared with.
 WHOLE_RUN = {"requestRate": {"targetValue": 100, "window": "24h", "granularity": "24h"}}
 
-EndpointSource = Callable[[], list[tuple[str, int]]]
-
-
-def service_endpoints(emu: KubeEmulator, service: str) -> EndpointSource:
-    """The ready endpoints of a Service, from its EndpointSlices (what istiod gives the Service's cluster)."""
-
-    def read() -> list[tuple[str, int]]:
-        found = []
-        for endpoint_slice in emu.list("discovery.k8s.io/v1", "EndpointSlice", "default"):
-            port = slice_port(endpoint_slice)
-            if slice_service(endpoint_slice) == ("default", service) and port is not None:
-                found.extend((address, port) for address in ready_addresses(endpoint_slice)[0])
-        return sorted(found)
-
-    return read
-
 
 @dataclass
-class CanaryIstiod:
-    """Pushes each cluster's endpoints (from `clusters`) to each gateway pod, and each pod's route configuration
-    with zerohop's current EnvoyFilter applied, each `lag` seconds after they change."""
-
-    emu: KubeEmulator
-    pods: Sequence[GatewayPod]
-    clusters: dict[str, EndpointSource]
-    lag: float = 0.3
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    async def _run(self) -> None:
-        last: dict[str, list[tuple[str, int]]] = {}
-        spec: Any = None
-        while True:
-            for cluster, source in self.clusters.items():
-                current = source()
-                if current != last.get(cluster):
-                    last[cluster] = current
-                    self._spawn(self._later(lambda c=cluster, e=current: [p.push(c, e) for p in self.pods]))
-            document = self.emu.get(*ENVOYFILTER, namespace=istio.GATEWAY_NAMESPACE)
-            if document is not None and document["spec"] != spec:
-                spec = document["spec"]
-                self._spawn(self._later(lambda d=document: [p.push_routes(d) for p in self.pods]))
-            await asyncio.sleep(0.002)
-
-    async def _later(self, action: Callable[[], object]) -> None:
-        await asyncio.sleep(self.lag)
-        action()
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[CanaryIstiod]:
-        self._spawn(self._run())
-        try:
-            yield self
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-@dataclass
-class World:
-    emu: KubeEmulator
-    server: ZerohopServer
-    pods: list[GatewayPod]
-    session: aiohttp.ClientSession
-    scaler: pb_grpc.ExternalScalerStub
+class World(GatewayWorld):
     sent: int = 0
-
-    @property
-    def provider(self) -> KubernetesProvider:
-        assert isinstance(self.server.provider, KubernetesProvider)
-        return self.server.provider
 
     async def get(self) -> tuple[int, str]:
         """One request through the gateway pods, round robin: (status, body)."""
@@ -152,37 +75,12 @@ class World:
         await asyncio.gather(*(client() for _ in range(clients)))
         return statuses, errors
 
-    async def upstream_requests(self, cluster: str) -> int:
-        """Requests the gateway pods sent to `cluster`: the sum of their own `upstream_rq_total`."""
-        total = 0
-        for pod in self.pods:
-            async with self.session.get(pod.stats_url("upstream_rq_total")) as reply:
-                text = await reply.text()
-            lines = [line for line in text.splitlines() if f'cluster_name="{cluster}"' in line]
-            assert len(lines) <= 1, lines
-            total += int(float(lines[0].rsplit(" ", 1)[1])) if lines else 0
-        return total
-
-    def ref(self, name: str) -> pb.ScaledObjectRef:
-        return pb.ScaledObjectRef(name=name, namespace="default", scalerMetadata={"httpScaledObject": name})
-
-    async def metric(self, name: str) -> float:
-        """What KEDA reads for `name`: the metric GetMetricSpec names, from GetMetrics."""
-        [spec] = (await self.scaler.GetMetricSpec(self.ref(name))).metricSpecs
-        request = pb.GetMetricsRequest(scaledObjectRef=self.ref(name), metricName=spec.metricName)
-        return float((await self.scaler.GetMetrics(request)).metricValues[0].metricValueFloat)
-
     async def active(self, name: str) -> bool:
         return bool((await self.scaler.IsActive(self.ref(name))).result)
 
     def replicas(self, name: str) -> int:
         deployment = self.emu.get("apps/v1", "Deployment", name) or {}
         return int(deployment.get("spec", {}).get("replicas") or 0)
-
-    def path_state(self, name: str) -> PathState:
-        switch = self.provider.warm_switch
-        assert switch is not None
-        return switch.warm.target_state(TargetKey("default", name))
 
 
 @contextlib.asynccontextmanager
@@ -195,49 +93,72 @@ async def running_world(
     warm_path: WarmPathMode = WarmPathMode.EXT_PROC,
     lag: float = 0.3,
 ) -> AsyncIterator[World]:
-    stats_port, listen_port = free_port(), free_port()
-    for index, ip in enumerate(POD_IPS):
-        emu.create(gateway_pod_object(f"istio-ingressgateway-{index}", ip))
-    options: dict[str, Any] = {
-        "gateway_stats_port": stats_port,
-        "gateway_probe_port": listen_port,
-        "gateway_ports": (80,),
-        "manage_envoyfilters": True,
-        "manage_scaledobjects": False,
-        "leader_election": False,
-        "scale_on_wake": True,
-        "warm_path": warm_path,
-        "hold_timeout": 15.0,
-        "propagation_delay": 0.5,
-    }
+    options: dict[str, Any] = {"warm_path": warm_path}
     if warm_path is WarmPathMode.OPEN:
         options.update(open_after=0.5, stats_interval=0.1)
-    async with zerohop(emu, **options) as server, contextlib.AsyncExitStack() as stack:
-        envoyfilter = await emu.wait_for_object(*ENVOYFILTER, namespace=istio.GATEWAY_NAMESPACE)
-        pods = [
-            await stack.enter_async_context(
-                gateway_pod(
-                    envoyfilter,
-                    routes,
-                    pod_ip=ip,
-                    workdir=tmp_path / ip,
-                    ext_proc_port=server.ext_proc_port,
-                    stats_port=stats_port,
-                    listen_port=listen_port,
-                    dynamic_routes=True,
-                )
-            )
-            for ip in POD_IPS
-        ]
-        session = await stack.enter_async_context(aiohttp.ClientSession())
-        channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{server.scaler_port}"))
-        await stack.enter_async_context(CanaryIstiod(emu, pods, clusters, lag).running())
-        yield World(emu, server, pods, session, pb_grpc.ExternalScalerStub(channel))
+    async with gateway_world(tmp_path, emu, World, routes, clusters, POD_IPS, lag=lag, **options) as w:
+        yield w
+
+
+async def assert_counts_match_the_gateway(w: World, versions: dict[str, str]) -> dict[str, int]:
+    """For each version (name -> cluster), GetMetrics equals the gateway pods' `upstream_rq_total`."""
+    counts = {}
+    for name, cluster in versions.items():
+        sent = await w.upstream_requests(cluster)
+        assert await w.metric(name) == sent, (name, cluster, sent)
+        counts[name] = sent
+    return counts
+
+
+async def assert_only_v1_woken_and_counted(w: World, cluster_v1: str, sent: int) -> None:
+    """After `sent` requests to a split that gives backend-v2 nothing: v2 is still at zero, inactive and counted
+    nothing; v1 is counted exactly what the gateway pods sent to `cluster_v1`, every request."""
+    assert w.replicas(V2) == 0
+    assert not await w.active(V2)
+    assert await w.metric(V2) == 0
+    assert await w.metric(V1) == await w.upstream_requests(cluster_v1) == sent
+
+
+async def assert_an_80_20_split_wakes_both_and_counts_each_share(w: World, versions: dict[str, str]) -> None:
+    """What an 80/20 split of 1000 requests over versions (name -> cluster) both at zero must do, two Services
+    or two subsets of one alike."""
+    [v1, v2] = versions
+    assert w.replicas(v1) == w.replicas(v2) == 0
+    statuses, errors = await w.send(1000)
+    assert not errors
+    assert statuses.count(200) == 1000, {s: statuses.count(s) for s in set(statuses)}
+    # Both woken from zero, each by its own share.
+    assert w.replicas(v1) >= 1
+    assert w.replicas(v2) >= 1
+    counts = await assert_counts_match_the_gateway(w, versions)
+    assert counts[v1] + counts[v2] == 1000
+    assert 700 <= counts[v1] <= 900, counts  # the gateway's random 80/20 choice, far from its tails
+
+
+async def assert_the_warm_path_opens_and_counts_each_version_from_the_gateways(
+    w: World, versions: dict[str, str]
+) -> None:
+    """With the warm path open-able and versions (name -> cluster) split 80/20: the host opens once both are
+    warm, and every request is counted for its version from the gateway pods' stats, warm ones included."""
+    [v1, v2] = versions
+    cold, errors = await w.send(100, clients=5)
+    # The host opens only once both versions are warm (every target reachable through it).
+    await wait_for(lambda: w.path_state(v1) is PathState.OPEN, 20, 0.02, what="v1 open")
+    assert w.path_state(v2) is PathState.OPEN
+    asks = w.server.processor.stats.streams
+    warm, more_errors = await w.send(1000)
+    await w.after_two_more_scrapes()
+    assert not errors
+    assert not more_errors
+    assert set(cold + warm) == {200}
+    counts = await assert_counts_match_the_gateway(w, versions)
+    assert counts[v1] + counts[v2] == 1100
+    # Warm requests went past zerohop: only the warm path's probes asked it meanwhile.
+    assert w.server.processor.stats.streams - asks < 100
 
 
 # --- two Services ---------------------------------------------------------------------------------------------
 
-V1, V2 = "backend-v1", "backend-v2"
 CLUSTER_V1 = istio_cluster_name(V1, "default", 8080)
 CLUSTER_V2 = istio_cluster_name(V2, "default", 8080)
 
@@ -259,30 +180,11 @@ async def two_services(
             yield w
 
 
-async def assert_counts_match_the_gateway(w: World, versions: dict[str, str]) -> dict[str, int]:
-    """For each version (name -> cluster), GetMetrics equals the gateway pods' `upstream_rq_total`."""
-    counts = {}
-    for name, cluster in versions.items():
-        sent = await w.upstream_requests(cluster)
-        assert await w.metric(name) == sent, (name, cluster, sent)
-        counts[name] = sent
-    return counts
-
-
 async def test_an_80_20_split_between_two_services_wakes_both_and_counts_each_share_exactly(
     tmp_path: Path, kube_emulator: KubeEmulator
 ) -> None:
     async with two_services(tmp_path, kube_emulator, (80, 20)) as w:
-        assert w.replicas(V1) == w.replicas(V2) == 0
-        statuses, errors = await w.send(1000)
-        assert not errors
-        assert statuses.count(200) == 1000, {s: statuses.count(s) for s in set(statuses)}
-        # Both woken from zero, each by its own share.
-        assert w.replicas(V1) >= 1
-        assert w.replicas(V2) >= 1
-        counts = await assert_counts_match_the_gateway(w, {V1: CLUSTER_V1, V2: CLUSTER_V2})
-        assert counts[V1] + counts[V2] == 1000
-        assert 700 <= counts[V1] <= 900, counts  # the gateway's random 80/20 choice, far from its tails
+        await assert_an_80_20_split_wakes_both_and_counts_each_share(w, {V1: CLUSTER_V1, V2: CLUSTER_V2})
         assert w.server.processor.stats.probes == 0  # ext_proc mode: every request asked zerohop
 
 
@@ -293,33 +195,14 @@ async def test_a_version_the_split_sends_nothing_stays_at_zero(tmp_path: Path, k
         assert not errors
         assert set(statuses) == {200}
         assert w.replicas(V1) >= 1
-        assert w.replicas(V2) == 0
-        assert not await w.active(V2)
-        assert await w.metric(V2) == 0
-        assert await w.metric(V1) == await w.upstream_requests(CLUSTER_V1) == 100
+        await assert_only_v1_woken_and_counted(w, CLUSTER_V1, 100)
 
 
 async def test_the_warm_path_opens_the_split_host_and_counts_each_version_from_the_gateways(
     tmp_path: Path, kube_emulator: KubeEmulator
 ) -> None:
     async with two_services(tmp_path, kube_emulator, (80, 20), warm_path=WarmPathMode.OPEN) as w:
-        cold, errors = await w.send(100, clients=5)
-        # The host opens only once both versions are warm (every target reachable through it).
-        await wait_for(lambda: w.path_state(V1) is PathState.OPEN, 20, 0.02, what="v1 open")
-        assert w.path_state(V2) is PathState.OPEN
-        asks = w.server.processor.stats.streams
-        warm, more_errors = await w.send(1000)
-        switch = w.provider.warm_switch
-        assert switch is not None
-        target = switch.health.scrapes + 2
-        await wait_for(lambda: switch.health.scrapes >= target, 10, 0.02, what="two more stats reads")
-        assert not errors
-        assert not more_errors
-        assert set(cold + warm) == {200}
-        counts = await assert_counts_match_the_gateway(w, {V1: CLUSTER_V1, V2: CLUSTER_V2})
-        assert counts[V1] + counts[V2] == 1100
-        # Warm requests went past zerohop: only the warm path's probes asked it meanwhile.
-        assert w.server.processor.stats.streams - asks < 100
+        await assert_the_warm_path_opens_and_counts_each_version_from_the_gateways(w, {V1: CLUSTER_V1, V2: CLUSTER_V2})
 
 
 # --- subsets of one Service -------------------------------------------------------------------------------------
@@ -418,15 +301,7 @@ async def test_an_80_20_split_between_subsets_wakes_both_and_counts_each_share_e
     tmp_path: Path, kube_emulator: KubeEmulator, served: tuple[str, ...]
 ) -> None:
     async with subsets(tmp_path, kube_emulator, (80, 20), served=served) as w:
-        assert w.replicas(V1) == w.replicas(V2) == 0
-        statuses, errors = await w.send(1000)
-        assert not errors
-        assert statuses.count(200) == 1000, {s: statuses.count(s) for s in set(statuses)}
-        assert w.replicas(V1) >= 1
-        assert w.replicas(V2) >= 1
-        counts = await assert_counts_match_the_gateway(w, {V1: SUBSET_V1, V2: SUBSET_V2})
-        assert counts[V1] + counts[V2] == 1000
-        assert 700 <= counts[V1] <= 900, counts
+        await assert_an_80_20_split_wakes_both_and_counts_each_share(w, {V1: SUBSET_V1, V2: SUBSET_V2})
         # Each version's replicas are its own subset's pods, not the whole Service's.
         for name in (V1, V2):
             counted = w.provider.replicas(TargetKey("default", name))
@@ -465,31 +340,14 @@ async def test_a_subset_the_split_sends_nothing_stays_at_zero_and_keeps_the_host
         await asyncio.sleep(1.0)  # open_after (0.5 s) and more: v1 alone would have opened by now
         # v2 is reachable through the same virtual host and cold: the host stays gated, every request asks.
         assert w.path_state(V1) is PathState.GATED
-        assert w.replicas(V2) == 0
-        assert not await w.active(V2)
-        assert await w.metric(V2) == 0
-        assert await w.metric(V1) == await w.upstream_requests(SUBSET_V1) == 300
+        await assert_only_v1_woken_and_counted(w, SUBSET_V1, 300)
 
 
 async def test_the_warm_path_opens_a_subset_split_and_counts_each_subset_from_the_gateways(
     tmp_path: Path, kube_emulator: KubeEmulator
 ) -> None:
     async with subsets(tmp_path, kube_emulator, (80, 20), warm_path=WarmPathMode.OPEN) as w:
-        cold, errors = await w.send(100, clients=5)
-        await wait_for(lambda: w.path_state(V1) is PathState.OPEN, 20, 0.02, what="v1 open")
-        assert w.path_state(V2) is PathState.OPEN
-        asks = w.server.processor.stats.streams
-        warm, more_errors = await w.send(1000)
-        switch = w.provider.warm_switch
-        assert switch is not None
-        target = switch.health.scrapes + 2
-        await wait_for(lambda: switch.health.scrapes >= target, 10, 0.02, what="two more stats reads")
-        assert not errors
-        assert not more_errors
-        assert set(cold + warm) == {200}
-        counts = await assert_counts_match_the_gateway(w, {V1: SUBSET_V1, V2: SUBSET_V2})
-        assert counts[V1] + counts[V2] == 1100
-        assert w.server.processor.stats.streams - asks < 100
+        await assert_the_warm_path_opens_and_counts_each_version_from_the_gateways(w, {V1: SUBSET_V1, V2: SUBSET_V2})
 
 
 async def test_status_lists_the_watches_a_subset_canary_adds(tmp_path: Path, kube_emulator: KubeEmulator) -> None:

@@ -29,10 +29,10 @@ from extproc.envoy.config import (
     target_cluster_name,
     target_clusters,
 )
-from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
 from extproc.providers.local.xds_files import XdsFiles
 from tests.helpers import free_port, wait_for
 from tests.kube.harness import httpso, workload, zerohop
+from tests.kube.istio_world import service_endpoints
 from tests.kubeemu import KubeEmulator
 
 pytest_plugins = ["tests.kubeemu.pytest_plugin"]
@@ -53,13 +53,8 @@ class FakeIstiod:
         self._pushes: set[asyncio.Task[None]] = set()
 
     def endpoints(self) -> list[tuple[str, int]]:
-        found = []
-        for endpoint_slice in self.emu.list("discovery.k8s.io/v1", "EndpointSlice", self.service[0]):
-            if slice_service(endpoint_slice) == self.service:
-                port = slice_port(endpoint_slice)
-                ready, _total = ready_addresses(endpoint_slice)
-                found.extend((address, port) for address in ready if port is not None)
-        return sorted(found)
+        namespace, name = self.service
+        return service_endpoints(self.emu, name, namespace)()
 
     async def _run(self) -> None:
         while True:

@@ -4,9 +4,9 @@ The world: the Kubernetes API emulator with its kubelet (the app turns ready 0.2
 zerohop with the Kubernetes provider and the shipped defaults (`--propagation-delay 0.5s`, stats on the
 gateway pods' stats port, no `--envoy-admin`), and one or two real Envoy gateway pods configured as Istio
 configures them (tests/istio_gateway.py: Istio's stats tags and inclusion list plus the shipped
-`proxyStatsMatcher`, the stats listener on POD_IP, zerohop's EnvoyFilter). `PodIstiod` plays istiod: it
-pushes the Service's ready endpoints into each pod's EDS file, each pod after its own lag. No KEDA acts on
-the push; zerohop scales the Deployment from zero itself (`--scale-on-wake`).
+`proxyStatsMatcher`, the stats listener on POD_IP, zerohop's EnvoyFilter). `Istiod` (tests/kube/istio_world.py)
+plays istiod: it pushes the Service's ready endpoints into each pod's EDS file, each pod after its own lag. No
+KEDA acts on the push; zerohop scales the Deployment from zero itself (`--scale-on-wake`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import contextlib
 import statistics
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,10 @@ import pytest
 from extproc.app.server import ZerohopServer
 from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
-from extproc.providers.kubernetes.endpoints import ready_addresses, slice_port, slice_service
 from tests.helpers import free_port
 from tests.istio_gateway import GatewayPod, gateway_pod
 from tests.kube.harness import gateway_pod_object, httpso, ready_condition, workload, zerohop
+from tests.kube.istio_world import Istiod, service_endpoints
 from tests.kube.test_gateway import app_process
 from tests.kubeemu import KubeEmulator
 
@@ -43,77 +43,10 @@ POD_IPS = ("127.0.1.2", "127.0.1.3")
 
 
 @dataclass
-class PodIstiod:
-    """Pushes the app Service's ready endpoints to each gateway pod, each `lag` seconds after they change; with
-    `envoyfilters`, also each pod's route configuration with zerohop's current EnvoyFilter applied (the pods
-    run with dynamic routes)."""
-
-    emu: KubeEmulator
-    pods: Sequence[tuple[GatewayPod, float]]
-    envoyfilters: bool = False
-    pushed_at: dict[str, float] = field(default_factory=dict)  # pod IP -> when it first got an endpoint
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def envoyfilter(self) -> dict[str, Any] | None:
-        return self.emu.get(
-            "networking.istio.io/v1alpha3", "EnvoyFilter", istio.ENVOYFILTER_NAME, istio.GATEWAY_NAMESPACE
-        )
-
-    def endpoints(self) -> list[tuple[str, int]]:
-        found = []
-        for endpoint_slice in self.emu.list("discovery.k8s.io/v1", "EndpointSlice", "default"):
-            port = slice_port(endpoint_slice)
-            if slice_service(endpoint_slice) == ("default", "app") and port is not None:
-                found.extend((address, port) for address in ready_addresses(endpoint_slice)[0])
-        return sorted(found)
-
-    async def _run(self) -> None:
-        last: list[tuple[str, int]] | None = None
-        spec: Any = None
-        while True:
-            current = self.endpoints()
-            if current != last:
-                last = current
-                for pod, lag in self.pods:
-                    self._spawn(self._push(pod, lag, current))
-            document = self.envoyfilter() if self.envoyfilters else None
-            if document is not None and document["spec"] != spec:
-                spec = document["spec"]
-                for pod, lag in self.pods:
-                    self._spawn(self._push_routes(pod, lag, document))
-            await asyncio.sleep(0.002)
-
-    async def _push_routes(self, pod: GatewayPod, lag: float, envoyfilter: dict[str, Any]) -> None:
-        await asyncio.sleep(lag)
-        pod.push_routes(envoyfilter)
-
-    async def _push(self, pod: GatewayPod, lag: float, endpoints: list[tuple[str, int]]) -> None:
-        await asyncio.sleep(lag)
-        pod.push(CLUSTER, endpoints)
-        if endpoints:
-            self.pushed_at.setdefault(pod.pod_ip, asyncio.get_running_loop().time())
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[PodIstiod]:
-        self._spawn(self._run())
-        try:
-            yield self
-        finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-@dataclass
 class World:
     server: ZerohopServer
     pods: list[GatewayPod]
-    istiod: PodIstiod
+    istiod: Istiod
     session: aiohttp.ClientSession
 
     async def get(self, pod: GatewayPod | None = None) -> tuple[int, float, float]:
@@ -158,7 +91,7 @@ async def world(
                 )
                 for ip in POD_IPS[: len(lags)]
             ]
-            istiod = PodIstiod(emu, list(zip(pods, lags, strict=True)))
+            istiod = Istiod(emu, list(zip(pods, lags, strict=True)), {CLUSTER: service_endpoints(emu, "app")})
             session = await stack.enter_async_context(aiohttp.ClientSession())
             async with istiod.running():
                 yield World(server, pods, istiod, session)

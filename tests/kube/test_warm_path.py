@@ -5,9 +5,9 @@ pods' own stats.
 The world: the Kubernetes API emulator with its kubelet, zerohop with the Kubernetes provider (leader, managing
 the EnvoyFilter), two real Envoy gateway pods configured as Istio configures them (tests/istio_gateway.py:
 Istio's stats tags and inclusion list plus the shipped `proxyStatsMatcher`, the stats listener on POD_IP, the
-route configuration by RDS), and `PodIstiod` (tests/kube/test_gateway_stats.py), which plays istiod: each
-pod gets the app's ready endpoints and the route configuration with zerohop's current EnvoyFilter applied,
-`lag` seconds after either changes. `Keda` plays KEDA: it polls IsActive over the scaler API as KEDA does
+route configuration by RDS), and `Istiod` (tests/kube/istio_world.py), which plays istiod: each pod gets
+the app's ready endpoints and the route configuration with zerohop's current EnvoyFilter applied, `lag` seconds
+after either changes. `Keda` plays KEDA: it polls IsActive over the scaler API as KEDA does
 and scales the Deployment to zero after a cooldown. No request is sent to zerohop except by the gateways.
 """
 
@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +29,17 @@ import pytest
 
 from extproc._proto import externalscaler_pb2 as pb
 from extproc._proto import externalscaler_pb2_grpc as pb_grpc
-from extproc.app.server import ZerohopServer
 from extproc.core.httpso import TargetKey
 from extproc.core.warmpath import PathState, WarmPathMode
 from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
 from extproc.envoy.gatewayprobe import GateSeen, GatewayProber
 from extproc.observability import metrics
-from extproc.providers.kubernetes.provider import KubernetesProvider
-from tests.helpers import free_port, steady_samples, wait_for
-from tests.istio_gateway import GatewayPod, gateway_pod
-from tests.kube.harness import gateway_pod_object, httpso, workload, zerohop
+from tests.helpers import steady_samples, wait_for
+from tests.istio_gateway import GatewayPod
+from tests.kube.harness import httpso, workload
+from tests.kube.istio_world import GatewayWorld, current_envoyfilter, gateway_world, service_endpoints
 from tests.kube.test_gateway import app_process
-from tests.kube.test_gateway_stats import PodIstiod
 from tests.kubeemu import KubeEmulator
 from tests.load import Load
 
@@ -52,11 +51,6 @@ CLUSTER = istio_cluster_name("app", "default", 8080)
 EXT_PROC_CLUSTER = istio_cluster_name(istio.SERVICE_NAME, istio.ZEROHOP_NAMESPACE, istio.EXT_PROC_PORT)
 ROUTES = {HOST: ("app", "default", 8080)}
 POD_IPS = ("127.0.1.4", "127.0.1.5")
-ENVOYFILTER = ("networking.istio.io/v1alpha3", "EnvoyFilter", istio.ENVOYFILTER_NAME, istio.GATEWAY_NAMESPACE)
-
-
-def current_envoyfilter(emu: KubeEmulator) -> dict[str, Any] | None:
-    return PodIstiod(emu, []).envoyfilter()
 
 
 @dataclass
@@ -119,22 +113,8 @@ class Keda:
 
 
 @dataclass
-class World:
-    server: ZerohopServer
-    pods: list[GatewayPod]
-    session: aiohttp.ClientSession
-    scaler: pb_grpc.ExternalScalerStub
+class World(GatewayWorld):
     sent: int = 0
-
-    @property
-    def provider(self) -> KubernetesProvider:
-        assert isinstance(self.server.provider, KubernetesProvider)
-        return self.server.provider
-
-    def path_state(self) -> PathState:
-        switch = self.provider.warm_switch
-        assert switch is not None
-        return switch.warm.target_state(TargetKey("default", "app"))
 
     async def get(self, index: int | None = None) -> int:
         """One request through a gateway pod (round robin by default); returns the status."""
@@ -155,26 +135,7 @@ class World:
 
     async def ext_proc_streams(self) -> int:
         """ext_proc streams the gateway pods opened: requests on their zerohop cluster, from their own stats."""
-        total = 0
-        for pod in self.pods:
-            async with self.session.get(pod.stats_url("upstream_rq_total")) as reply:
-                text = await reply.text()
-            lines = [line for line in text.splitlines() if f'cluster_name="{EXT_PROC_CLUSTER}"' in line]
-            assert len(lines) == 1, f"no upstream_rq_total of {EXT_PROC_CLUSTER} in {pod.pod_ip}'s stats"
-            total += int(float(lines[0].rsplit(" ", 1)[1]))
-        return total
-
-    async def metric(self) -> float:
-        ref = pb.ScaledObjectRef(name="app", namespace="default", scalerMetadata={"httpScaledObject": "app"})
-        [spec] = (await self.scaler.GetMetricSpec(ref)).metricSpecs  # the name KEDA then asks for
-        answer = await self.scaler.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref, metricName=spec.metricName))
-        return float(answer.metricValues[0].metricValueFloat)
-
-    async def after_two_more_scrapes(self) -> None:
-        switch = self.provider.warm_switch
-        assert switch is not None
-        target = switch.health.scrapes + 2
-        await wait_for(lambda: switch.health.scrapes >= target, 10, 0.02, what="two more stats reads")
+        return await self.upstream_requests(EXT_PROC_CLUSTER, on_every_pod=True)
 
 
 @contextlib.asynccontextmanager
@@ -189,49 +150,14 @@ async def world(
     **spec: Any,
 ) -> AsyncIterator[World]:
     emu.enable_kubelet(ready_delay=0.2, address_for=lambda *_: "127.0.0.1")
-    stats_port, listen_port = free_port(), free_port()
     async with app_process(work) as app_port:
         workload(emu, "app", target_port=app_port)
         if running:
             emu.patch("apps/v1", "Deployment", "app", {"spec": {"replicas": running}})
         emu.create(httpso("app", hosts=[HOST], **spec))
-        for index, ip in enumerate(POD_IPS):
-            emu.create(gateway_pod_object(f"istio-ingressgateway-{index}", ip))
-        options = {
-            "gateway_stats_port": stats_port,
-            "gateway_probe_port": listen_port,
-            "gateway_ports": (80,),
-            "manage_envoyfilters": True,
-            "manage_scaledobjects": False,
-            "leader_election": False,
-            "scale_on_wake": True,
-            "warm_path": WarmPathMode.OPEN,
-            "open_after": open_after,
-            "stats_interval": 0.1,
-            "hold_timeout": 15.0,
-            "propagation_delay": 0.5,
-        }
-        async with zerohop(emu, **options) as server, contextlib.AsyncExitStack() as stack:
-            envoyfilter = await emu.wait_for_object(*ENVOYFILTER[:3], namespace=ENVOYFILTER[3])
-            pods = [
-                await stack.enter_async_context(
-                    gateway_pod(
-                        envoyfilter,
-                        ROUTES,
-                        pod_ip=ip,
-                        workdir=tmp_path / ip,
-                        ext_proc_port=server.ext_proc_port,
-                        stats_port=stats_port,
-                        listen_port=listen_port,
-                        dynamic_routes=True,
-                    )
-                )
-                for ip in POD_IPS
-            ]
-            session = await stack.enter_async_context(aiohttp.ClientSession())
-            channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{server.scaler_port}"))
-            await stack.enter_async_context(PodIstiod(emu, [(pod, lag) for pod in pods], envoyfilters=True).running())
-            w = World(server, pods, session, pb_grpc.ExternalScalerStub(channel))
+        clusters = {CLUSTER: service_endpoints(emu, "app")}
+        options = {"warm_path": WarmPathMode.OPEN, "open_after": open_after, "stats_interval": 0.1}
+        async with gateway_world(tmp_path, emu, World, ROUTES, clusters, POD_IPS, lag=lag, **options) as w:
             if running:
                 await wait_for(w.pods_route, 15, 0.02, what="every gateway pod routing to the warm app")
             yield w
@@ -253,13 +179,13 @@ async def test_a_warm_target_skips_ext_proc_on_every_pod_and_is_counted_from_the
     async with world(tmp_path, kube_emulator, running=1, scalingMetric=metric) as w:
         load = load_on(w, rate=40).start()  # round robin over both pods
         try:
-            await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
+            await wait_for(lambda: w.path_state("app") is PathState.OPEN, 15, 0.02, what="open")
             assert istio.open_hosts_of(current_envoyfilter(kube_emulator) or {}) == {HOST}
             scrape = metrics.render(w.server.metrics_families())
             assert 'zerohop_warm_path_state{namespace="default",name="app",state="open"} 1' in scrape
             streams = await w.ext_proc_streams()
             await asyncio.sleep(RATE_WINDOW + 1.0)
-            value = await w.metric()
+            value = await w.metric("app")
             now = time.monotonic()
             assert await w.ext_proc_streams() == streams  # not one request asked zerohop, on either pod
         finally:
@@ -278,10 +204,10 @@ async def test_concurrency_of_an_open_target_is_summed_over_the_gateway_pods(
     async with world(tmp_path, kube_emulator, running=1, work=0.5, scalingMetric={"concurrency": {}}) as w:
         load = load_on(w, workers=6).start()
         try:
-            await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
+            await wait_for(lambda: w.path_state("app") is PathState.OPEN, 15, 0.02, what="open")
             streams = await w.ext_proc_streams()
             # Each taken where the client's in-flight count held still for 0.25 s: longer than a stats read lags.
-            samples = await steady_samples(load, w.metric, 8, settle=0.25)
+            samples = await steady_samples(load, partial(w.metric, "app"), 8, settle=0.25)
             assert await w.ext_proc_streams() == streams
         finally:
             await load.stop()
@@ -299,7 +225,7 @@ async def test_idle_warm_target_is_gated_on_every_pod_before_keda_scales_it_to_z
     async with world(tmp_path, kube_emulator, lag=1.0, open_after=1.5, scalingMetric=metric) as w:
         async with Keda(kube_emulator, w.scaler, w.pods, cooldown=0.3).running() as keda:
             load = load_on(w, rate=20).start()
-            await wait_for(lambda: w.path_state() is PathState.OPEN, 20, 0.02, what="open")
+            await wait_for(lambda: w.path_state("app") is PathState.OPEN, 20, 0.02, what="open")
             await load.stop()
             trickle = load_on(w, rate=0.4).start()  # sparser than the rate window
             try:
@@ -331,7 +257,7 @@ async def test_cold_to_warm_counts_every_request_exactly_once_across_the_switch(
     async with world(tmp_path, kube_emulator, lag=0.5, scalingMetric=metric) as w:
         load = load_on(w, rate=50).start()
         try:
-            await wait_for(lambda: w.path_state() is PathState.OPEN, 20, 0.02, what="open")
+            await wait_for(lambda: w.path_state("app") is PathState.OPEN, 20, 0.02, what="open")
             await asyncio.sleep(1.0)
         finally:
             await load.stop()
@@ -357,7 +283,7 @@ async def test_a_pod_restart_and_an_unreadable_pod_keep_counts_sane(
     metric = {"requestRate": {"targetValue": 1000, "window": "60s", "granularity": "1s"}}
     async with world(tmp_path, kube_emulator, running=1, scalingMetric=metric) as w:
         load = load_on(w, rate=30).start()
-        await wait_for(lambda: w.path_state() is PathState.OPEN, 15, 0.02, what="open")
+        await wait_for(lambda: w.path_state("app") is PathState.OPEN, 15, 0.02, what="open")
         await load.stop()
         state = w.server.core.registry.get(TargetKey("default", "app"))
         assert state is not None
@@ -378,7 +304,7 @@ async def test_a_pod_restart_and_an_unreadable_pod_keep_counts_sane(
         assert status["mayOpen"] is False
         # Nothing counts what that pod sends past zerohop now: the host is gated (the switch waits for the pod
         # to answer a probe, and the target stays active for KEDA meanwhile).
-        await wait_for(lambda: w.path_state() is PathState.CLOSING, 5, 0.02, what="gating")
+        await wait_for(lambda: w.path_state("app") is PathState.CLOSING, 5, 0.02, what="gating")
         assert (await w.scaler.IsActive(pb.ScaledObjectRef(name="app", namespace="default"))).result
         # The other pod still counts while this one cannot be read.
         replies = [await w.get(1) for _ in range(10)]
@@ -407,7 +333,7 @@ async def test_a_pod_restart_and_an_unreadable_pod_keep_counts_sane(
         await w.after_two_more_scrapes()
         assert state.traffic.requests == total
         # Gated while a pod could not be counted; opened again once every pod can be.
-        await wait_for(lambda: w.path_state() is PathState.OPEN, 10, 0.02, what="open again")
+        await wait_for(lambda: w.path_state("app") is PathState.OPEN, 10, 0.02, what="open again")
 
 
 async def test_the_seed_journey_scales_up_and_back_to_zero_with_the_warm_path_open_and_no_error(
@@ -432,7 +358,7 @@ async def test_the_seed_journey_scales_up_and_back_to_zero_with_the_warm_path_op
             streams_before = await w.ext_proc_streams()
             await asyncio.gather(*(client() for _ in range(150)))
             streams = await w.ext_proc_streams() - streams_before
-            assert w.path_state() is PathState.OPEN  # the load ended with the host open
+            assert w.path_state("app") is PathState.OPEN  # the load ended with the host open
             await wait_for(lambda: bool(keda.scaled_to_zero), 30, 0.05, what="back to zero")
         assert not errors
         assert statuses.count(200) == 10_000, {s: statuses.count(s) for s in set(statuses)}
