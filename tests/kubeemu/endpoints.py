@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .deferral import Coalescer
+from .deferral import DirtyKeys
 from .encoding import ENDPOINT_SLICE, write_fields
 from .errors import ApiError
 from .history import StoreEvent
 from .kubelet import DEPLOYMENTS, WORKLOADS, FakeKubelet, Replica, WorkloadKey
 from .objects import meta, stable_suffix
+from .owned import sync_owned
 from .registry import GroupResource
 from .selectors import map_selects
 from .store import Store
@@ -66,8 +67,7 @@ class EndpointsController:
     def __init__(self, store: Store, kubelet: FakeKubelet) -> None:
         self.store = store
         self.kubelet = kubelet
-        self._dirty: set[str] = set()
-        self._sync = Coalescer(self._sync_dirty)
+        self._dirty = DirtyKeys(self._sync_namespace, str)
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -95,13 +95,7 @@ class EndpointsController:
         self._mark(key[1])
 
     def _mark(self, namespace: str) -> None:
-        self._dirty.add(namespace)
-        self._sync.poke()
-
-    def _sync_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for namespace in sorted(dirty):
-            self._sync_namespace(namespace)
+        self._dirty.mark(namespace)
 
     def desired(self, namespace: str) -> dict[str, JsonObj]:
         slices: dict[str, JsonObj] = {}
@@ -157,19 +151,6 @@ class EndpointsController:
             if (meta(o).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
         }
         try:
-            for name in existing:
-                if name not in wanted:
-                    self.store.delete(rt, namespace, name)
-            for name, slice_ in wanted.items():
-                current = existing.get(name)
-                if current is None:
-                    self.store.create(rt, slice_)
-                    continue
-                updated = dict(current)
-                updated["metadata"] = {**current["metadata"], **slice_["metadata"]}
-                for field in ("addressType", "ports", "endpoints"):
-                    updated[field] = slice_[field]
-                if updated != current:
-                    self.store.update(rt, updated)
+            sync_owned(self.store, rt, namespace, existing, wanted, ("addressType", "ports", "endpoints"))
         except ApiError:
             self._mark(namespace)

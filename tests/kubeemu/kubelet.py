@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .deferral import Coalescer
+from .deferral import DirtyKeys
 from .encoding import DEPLOYMENT_STATUS, STATEFULSET_STATUS, Tags, write_fields
 from .errors import ApiError
 from .history import StoreEvent
@@ -48,6 +48,11 @@ class Replica:
     address: str
     ready: bool = False
     serial: int = 0
+
+
+def workload_order(key: WorkloadKey) -> tuple[str, str, str]:
+    """The order workloads are synced in, in one pass."""
+    return str(key[0]), key[1], key[2]
 
 
 def template_hash(namespace: str, name: str) -> str:
@@ -102,8 +107,7 @@ class FakeKubelet:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._serials = itertools.count(1)
         self._addresses = itertools.count(1)
-        self._dirty: set[WorkloadKey] = set()
-        self._sync = Coalescer(self._sync_dirty)
+        self._dirty = DirtyKeys(self._sync_one, workload_order)
         self._unsubscribe: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -154,13 +158,7 @@ class FakeKubelet:
             self._mark((event.gr, *event.key))
 
     def _mark(self, key: WorkloadKey) -> None:
-        self._dirty.add(key)
-        self._sync.poke()
-
-    def _sync_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for key in sorted(dirty, key=lambda k: (str(k[0]), k[1], k[2])):
-            self._sync_one(key)
+        self._dirty.mark(key)
 
     def _delay_for(self, key: WorkloadKey, obj: JsonObj) -> float | None:
         annotated = (meta(obj).get("annotations") or {}).get(READY_DELAY_ANNOTATION)

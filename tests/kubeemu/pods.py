@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .deferral import Coalescer
+from .deferral import DirtyKeys
 from .errors import ApiError
 from .history import StoreEvent
-from .kubelet import DEPLOYMENTS, WORKLOADS, FakeKubelet, Replica, WorkloadKey, template_hash
+from .kubelet import DEPLOYMENTS, WORKLOADS, FakeKubelet, Replica, WorkloadKey, template_hash, workload_order
 from .objects import meta
+from .owned import sync_owned
 from .registry import GroupResource
 from .store import Store
 
@@ -68,8 +69,7 @@ class PodController:
     def __init__(self, store: Store, kubelet: FakeKubelet) -> None:
         self.store = store
         self.kubelet = kubelet
-        self._dirty: set[WorkloadKey] = set()
-        self._sync = Coalescer(self._sync_dirty)
+        self._dirty = DirtyKeys(self._sync_one, workload_order)
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -93,13 +93,7 @@ class PodController:
             self._mark((event.gr, *event.key))
 
     def _mark(self, key: WorkloadKey) -> None:
-        self._dirty.add(key)
-        self._sync.poke()
-
-    def _sync_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for key in sorted(dirty, key=lambda k: (str(k[0]), k[1], k[2])):
-            self._sync_one(key)
+        self._dirty.mark(key)
 
     def _sync_one(self, key: WorkloadKey) -> None:
         gr, namespace, name = key
@@ -119,16 +113,6 @@ class PodController:
             if (meta(o).get("annotations") or {}).get(OWNED_ANNOTATION) == owned
         }
         try:
-            for pod_name in existing.keys() - wanted.keys():
-                self.store.delete(rt, namespace, pod_name)
-            for pod_name, pod in wanted.items():
-                current = existing.get(pod_name)
-                if current is None:
-                    self.store.create(rt, pod)
-                    continue
-                updated = {**current, "metadata": {**current["metadata"], **pod["metadata"]}}
-                updated["spec"], updated["status"] = pod["spec"], pod["status"]
-                if updated != current:
-                    self.store.update(rt, updated)
+            sync_owned(self.store, rt, namespace, existing, wanted, ("spec", "status"))
         except ApiError:
             self._mark(key)
