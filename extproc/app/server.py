@@ -78,13 +78,14 @@ def _split(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _warm_path(settings: Settings) -> WarmPathMode:
+def _warm_path(settings: Settings) -> WarmPath | None:
+    """The provider's warm path: with --warm-path open (or auto resolved to it), else None."""
     mode, why_not_open = resolve_warm_path(settings)
     if why_not_open is not None:
         log.info("--warm-path auto: every request asks zerohop (ext-proc), because %s", why_not_open)
     else:
         log.info("warm path: %s", mode.value)
-    return mode
+    return WarmPath(settings.open_after) if mode is WarmPathMode.OPEN else None
 
 
 def local_provider(settings: Settings) -> LocalProvider:
@@ -92,7 +93,6 @@ def local_provider(settings: Settings) -> LocalProvider:
         raise SettingsError("--config (ZEROHOP_CONFIG) is required with --provider local")
     # Read it before anything listens or starts: a missing or broken file is then the only thing reported.
     local_config.load(settings.config)
-    warm = WarmPath(settings.open_after) if _warm_path(settings) is WarmPathMode.OPEN else None
     return LocalProvider(
         settings.config,
         state_dir=settings.state_dir,
@@ -101,7 +101,7 @@ def local_provider(settings: Settings) -> LocalProvider:
         eds_settle_delay=settings.eds_settle_delay,
         drain_timeout=settings.drain_timeout,
         autoscaled=settings.autoscale,
-        warm_path=warm,
+        warm_path=_warm_path(settings),
         stats_interval=settings.stats_interval,
     )
 
@@ -138,7 +138,7 @@ def kubernetes_provider(settings: Settings, peers: Peers, api: KubeApi | None = 
         gateway_selector=settings.gateway_selector,
         gateway_stats_port=settings.gateway_stats_port,
         reconcile=reconcile,
-        warm_path=WarmPath(settings.open_after) if _warm_path(settings) is WarmPathMode.OPEN else None,
+        warm_path=_warm_path(settings),
         stats_interval=settings.stats_interval,
         gateway_probe_port=settings.gateway_probe_port,
     )

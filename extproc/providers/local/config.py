@@ -142,6 +142,11 @@ class Problem:
     message: str
     severity: str = "error"
 
+    @classmethod
+    def of_target(cls, source: str, target: ScaledTarget, message: str, severity: str = "error") -> Problem:
+        """A problem of one target as a whole, not of the document it came from."""
+        return cls(source, None, target.kind, str(target.key), message, severity)
+
     def __str__(self) -> str:
         if self.document is None:
             return f"{self.source}: {self.kind} {self.name}: {self.message}"
@@ -277,11 +282,9 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
         found = workloads.get(workload_key)
         if found is None:
             problems.append(
-                Problem(
+                Problem.of_target(
                     source,
-                    None,
-                    target.kind,
-                    str(target.key),
+                    target,
                     f"no LocalWorkload {workload_key} (scaleTargetRef.name) says how to run it; left out",
                 )
             )
@@ -289,11 +292,9 @@ def parse(text: str, source: str = "<config>", previous: LocalConfig | None = No
         ports = len(found.ports)
         if target.max_replicas > ports:
             problems.append(
-                Problem(
+                Problem.of_target(
                     source,
-                    None,
-                    target.kind,
-                    str(target.key),
+                    target,
                     f"replicas.max {target.max_replicas} exceeds the {ports} port(s) of LocalWorkload "
                     f"{workload_key}; at most {ports} will run",
                     severity="warning",
@@ -321,9 +322,7 @@ def _bound(
     """A route scaling what its ScaledObject names, or (no ScaledObject) the LocalWorkload of its own name."""
     if len(bindings) > 1:
         names = ", ".join(str(b.scaled_object) for b in bindings)
-        problems.append(
-            Problem(source, None, iroute.KIND, str(target.key), f"named by several ScaledObjects ({names}); left out")
-        )
+        problems.append(Problem.of_target(source, target, f"named by several ScaledObjects ({names}); left out"))
         return None
     binding = bindings[0] if bindings else iroute.Binding(target.key, target.key, target.key.name)
     return iroute.bind(target, binding)
@@ -341,11 +340,9 @@ def _fallback_problems(source: str, targets: list[ScaledTarget]) -> list[Problem
         field = "coldStartTimeoutFailoverRef" if target.kind == httpso.KIND else "coldStart.fallback"
         if ref is not None and (target.key.namespace, ref.service, ref.port or ref.port_name) not in served:
             problems.append(
-                Problem(
+                Problem.of_target(
                     source,
-                    None,
-                    target.kind,
-                    str(target.key),
+                    target,
                     f"{field} names Service {ref.service} port {ref.port or ref.port_name}, which no target in "
                     "this file serves (scaleTargetRef.service or target.service, and port); requests held past "
                     "its timeout get 504",
