@@ -162,6 +162,22 @@ class GatewayWorld:
 World = TypeVar("World", bound=GatewayWorld)
 
 
+async def gateway_pods(
+    stack: contextlib.AsyncExitStack,
+    tmp_path: Path,
+    envoyfilter: Mapping[str, Any],
+    routes: Routes,
+    pod_ips: Sequence[str],
+    **options: Any,
+) -> list[GatewayPod]:
+    """A gateway pod at each of `pod_ips` (`gateway_pod` with `options`), each in its own directory under
+    `tmp_path`, stopped when `stack` closes."""
+    return [
+        await stack.enter_async_context(gateway_pod(envoyfilter, routes, pod_ip=ip, workdir=tmp_path / ip, **options))
+        for ip in pod_ips
+    ]
+
+
 @contextlib.asynccontextmanager
 async def gateway_world(
     tmp_path: Path,
@@ -195,21 +211,17 @@ async def gateway_world(
     }
     async with zerohop(emu, **options) as server, contextlib.AsyncExitStack() as stack:
         envoyfilter = await emu.wait_for_object(*ENVOYFILTER, namespace=istio.GATEWAY_NAMESPACE)
-        pods = [
-            await stack.enter_async_context(
-                gateway_pod(
-                    envoyfilter,
-                    routes,
-                    pod_ip=ip,
-                    workdir=tmp_path / ip,
-                    ext_proc_port=server.ext_proc_port,
-                    stats_port=stats_port,
-                    listen_port=listen_port,
-                    dynamic_routes=True,
-                )
-            )
-            for ip in pod_ips
-        ]
+        pods = await gateway_pods(
+            stack,
+            tmp_path,
+            envoyfilter,
+            routes,
+            pod_ips,
+            ext_proc_port=server.ext_proc_port,
+            stats_port=stats_port,
+            listen_port=listen_port,
+            dynamic_routes=True,
+        )
         session = await stack.enter_async_context(aiohttp.ClientSession())
         channel = await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{server.scaler_port}"))
         istiod = Istiod(emu, [(pod, lag) for pod in pods], clusters, envoyfilters=True)

@@ -27,9 +27,9 @@ from extproc.app.server import ZerohopServer
 from extproc.envoy import istio
 from extproc.envoy.config import istio_cluster_name
 from tests.helpers import free_port
-from tests.istio_gateway import GatewayPod, gateway_pod
+from tests.istio_gateway import GatewayPod
 from tests.kube.harness import gateway_pod_object, httpso, ready_condition, workload, zerohop
-from tests.kube.istio_world import Istiod, service_endpoints
+from tests.kube.istio_world import Istiod, gateway_pods, service_endpoints
 from tests.kube.test_gateway import app_process
 from tests.kubeemu import KubeEmulator
 
@@ -76,21 +76,16 @@ async def world(
             emu.create(gateway_pod_object(f"istio-ingressgateway-{index}", ip))
         options = {"propagation_delay": 0.5, "gateway_stats_port": stats_port, "hold_timeout": 15.0, **settings}
         async with zerohop(emu, **options) as server, contextlib.AsyncExitStack() as stack:
-            envoyfilter = istio.envoyfilter()
-            pods = [
-                await stack.enter_async_context(
-                    gateway_pod(
-                        envoyfilter,
-                        ROUTES,
-                        pod_ip=ip,
-                        workdir=tmp_path / ip,
-                        ext_proc_port=server.ext_proc_port,
-                        stats_port=stats_port,
-                        stats_inclusion=stats_inclusion,
-                    )
-                )
-                for ip in POD_IPS[: len(lags)]
-            ]
+            pods = await gateway_pods(
+                stack,
+                tmp_path,
+                istio.envoyfilter(),
+                ROUTES,
+                POD_IPS[: len(lags)],
+                ext_proc_port=server.ext_proc_port,
+                stats_port=stats_port,
+                stats_inclusion=stats_inclusion,
+            )
             istiod = Istiod(emu, list(zip(pods, lags, strict=True)), {CLUSTER: service_endpoints(emu, "app")})
             session = await stack.enter_async_context(aiohttp.ClientSession())
             async with istiod.running():
