@@ -291,6 +291,37 @@ async def test_paging_with_a_selector_walks_every_match_once(
     assert pages == 3  # a full last page carries no token: nothing is left
 
 
+async def test_an_unselected_paged_list_counts_what_is_left(
+    kube_emulator: KubeEmulator, kube_api: client.ApiClient
+) -> None:
+    for n in range(7):
+        kube_emulator.create(configmap(f"cm{n}"))
+    core = client.CoreV1Api(kube_api)
+    left: list[int | None] = []
+    seen: list[str] = []
+    token = None
+    while True:
+        page = await core.list_namespaced_config_map("default", limit=3, _continue=token)
+        left.append(page.metadata.remaining_item_count)
+        seen += [i.metadata.name for i in page.items]
+        token = page.metadata._continue
+        if not token:
+            break
+    assert seen == [f"cm{n}" for n in range(7)]
+    assert left == [4, 1, None]  # the last page: nothing left, no count and no token
+
+
+def test_a_listed_object_changed_by_its_reader_leaves_the_stored_one_alone(kube_emulator: KubeEmulator) -> None:
+    kube_emulator.create(configmap("cfg", data={"k": "v"}))
+    [listed] = kube_emulator.list("v1", "ConfigMap")
+    listed["data"]["k"] = "changed"
+    listed["metadata"]["labels"] = {"x": "y"}
+    stored = kube_emulator.get("v1", "ConfigMap", "cfg")
+    assert stored is not None
+    assert stored["data"] == {"k": "v"}
+    assert "labels" not in stored["metadata"]
+
+
 async def test_write_errors_are_real_status_bodies(kube_api: client.ApiClient) -> None:
     core = client.CoreV1Api(kube_api)
     await core.create_namespaced_config_map("default", configmap("cfg"))
