@@ -36,7 +36,8 @@ DEFAULT_FAILOVER_TIMEOUT_SECONDS = 30
 DEFAULT_PLACEHOLDER_STATUS = 503
 DEFAULT_PLACEHOLDER_REFRESH_SECONDS = 5
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# A DNS subdomain (RFC 1123 labels joined by dots), matched whole: no trailing newline slips past a `$`.
+_DNS_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
 _HOST = re.compile(r"^(\*\.)?[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?)*$")
 _UNSAFE_METRIC_CHARS = re.compile(r"[^-.0-9A-Za-z]")
 
@@ -221,6 +222,8 @@ class ScaledTarget:
     @property
     def catch_all(self) -> bool:
         """Neither hosts nor path prefixes: the target matches every request its headers allow."""
+        if not self.rules:  # an HTTPScaledObject (asked once per object at every sync)
+            return not self.hosts and not self.path_prefixes
         return all(not rule.hosts and not rule.path_prefixes for rule in self.routing_rules)
 
     @property
@@ -372,7 +375,7 @@ def _list(value: Any, where: str) -> list[Any]:
 def _dns_label(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidSpec(f"{where}: required")
-    if len(value) > 253 or not all(_DNS_LABEL.match(part) for part in value.split(".")):
+    if len(value) > 253 or _DNS_NAME.fullmatch(value) is None:
         raise InvalidSpec(f"{where}: {value!r} is not a valid Kubernetes name")
     return value
 

@@ -81,8 +81,9 @@ class ApiServer:
             return to_scale(rt, obj)
         return present(rt, obj)
 
-    def list(self, rt: ResourceType, namespace: str | None, query: ListQuery) -> JsonObj:
-        return list_objects(self.store, rt, namespace if rt.namespaced else None, query)
+    def list(self, rt: ResourceType, namespace: str | None, query: ListQuery, *, to_encode: bool = False) -> JsonObj:
+        """One list (page); `to_encode`: see `list_objects`."""
+        return list_objects(self.store, rt, namespace if rt.namespaced else None, query, to_encode=to_encode)
 
     # -- create ------------------------------------------------------------
 

@@ -108,7 +108,7 @@ class Handlers:
                 )
                 selection = Selection(rt, q.get("labelSelector"), q.get("fieldSelector"))
                 return await self.hub.serve(request, rt, namespace, selection, params)
-            return json_response(self.api.list(rt, namespace, self._list_query(request)))
+            return json_response(self.api.list(rt, namespace, self._list_query(request), to_encode=True))
         if request.method == "POST" and namespace is not None:
             created = self.api.create(rt, namespace, await _json_body(request), dry_run=bool(q.get("dryRun")))
             return json_response(created, status=201)

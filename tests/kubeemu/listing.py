@@ -120,33 +120,53 @@ def _source(
     return store.view(gr, namespace), current, None
 
 
-def list_objects(store: Store, rt: ResourceType, namespace: str | None, q: ListQuery) -> JsonObj:
-    """One list (page): only the page's own items are copied, so paging N objects costs O(N) copies."""
+def list_objects(
+    store: Store, rt: ResourceType, namespace: str | None, q: ListQuery, *, to_encode: bool = False
+) -> JsonObj:
+    """One list (page). Its items are copies, or with `to_encode` views of the stored objects for a caller
+    that only encodes them (the HTTP handler): serving a 10,000-object list then copies nothing."""
     selection = Selection(rt, q.label_selector, q.field_selector)
     objects, list_rv, start = _source(store, rt, namespace, q)
-    if start is not None:
-        objects = objects[bisect.bisect_right(objects, start, key=lambda pair: pair[0]) :]
+    first = 0 if start is None else bisect.bisect_right(objects, start, key=lambda pair: pair[0])
     limit = q.limit if q.limit and q.limit > 0 else None
-    chosen: list[tuple[ObjKey, JsonObj]] = []
-    rest = iter(objects)
-    for pair in rest:
-        if selection.matches(pair[1]):
-            chosen.append(pair)
-            if limit is not None and len(chosen) == limit:
-                break
+    remaining = 0
+    if selection.empty:
+        end = len(objects) if limit is None else min(len(objects), first + limit)
+        chosen = objects[first:end]
+        remaining = len(objects) - end
+    else:
+        chosen = []
+        rest = iter(objects[first:])
+        for pair in rest:
+            if selection.matches(pair[1]):
+                chosen.append(pair)
+                if limit is not None and len(chosen) == limit:
+                    break
+        # Only whether one is left matters: remainingItemCount is not given for a selected list.
+        remaining = int(any(selection.matches(pair[1]) for pair in rest))
     list_meta: JsonObj = {"resourceVersion": str(list_rv)}
-    if limit is not None and len(chosen) == limit:
+    if limit is not None and len(chosen) == limit and remaining:
         # A continue token only when something is left (an etcd range read asks for limit + 1 keys).
-        remaining = sum(1 for pair in rest if selection.matches(pair[1]))
-        if remaining:
-            list_meta["continue"] = encode_continue(list_rv, chosen[-1][0])
-            if selection.empty:
-                list_meta["remainingItemCount"] = remaining
+        list_meta["continue"] = encode_continue(list_rv, chosen[-1][0])
+        if selection.empty:
+            list_meta["remainingItemCount"] = remaining
+    item = _encoded_item if to_encode else list_item
     return {
         "kind": rt.list_kind,
         "apiVersion": rt.api_version,
         "metadata": list_meta,
-        "items": [list_item(rt, obj) for _, obj in chosen],
+        "items": [item(rt, obj) for _, obj in chosen],
+    }
+
+
+def _encoded_item(rt: ResourceType, obj: JsonObj) -> JsonObj:
+    """`list_item` without the copy: the same keys in the same order, values shared with the store."""
+    if rt.builtin:
+        return {k: v for k, v in obj.items() if k != "apiVersion" and k != "kind"}
+    return {
+        "apiVersion": rt.api_version,
+        "kind": rt.kind,
+        **{k: v for k, v in obj.items() if k != "apiVersion" and k != "kind"},
     }
 
 

@@ -28,7 +28,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "app": {"core", "envoy", "keda", "providers", "observability", "dev", "_proto"},
 }
 MAY_IMPORT[""] = {*MAY_IMPORT["app"], "app"}  # `python -m extproc`
-# Third-party packages a room may import beyond the standard library; the Kubernetes client only in its provider.
+# Third-party packages a room may import beyond the standard library; the Kubernetes client (and orjson, which
+# decodes what the API server sends) only in its provider.
 THIRD_PARTY: dict[str, set[str]] = {
     "core": set(),
     "envoy": {"grpc", "aiohttp", "yaml", "envoy", "google"},
@@ -78,9 +79,9 @@ def violations(path: Path) -> list[str]:
                 found.append(f"{relative} ({room}) imports {name} ({target})")
             elif room == target == "providers" and len(parts) > 2 and parts[2] != path.relative_to(PACKAGE).parts[1]:
                 found.append(f"{relative}: one provider imports another ({name})")
-        elif parts[0] == "kubernetes":
+        elif parts[0] in ("kubernetes", "orjson"):
             if not relative.startswith(KUBERNETES_PROVIDER):
-                found.append(f"{relative} imports the Kubernetes client outside its provider")
+                found.append(f"{relative} imports {parts[0]} outside the Kubernetes provider")
         elif parts[0] not in {*sys.stdlib_module_names, "__future__", *THIRD_PARTY[room]}:
             found.append(f"{relative} ({room}) imports {name}")
     return found
@@ -127,7 +128,7 @@ def test_the_check_sees_each_kind_of_violation(tmp_path: Path) -> None:
         ]
         assert violations(sideways) == [
             "envoy/sideways.py (envoy) imports extproc.keda (keda)",
-            "envoy/sideways.py imports the Kubernetes client outside its provider",
+            "envoy/sideways.py imports kubernetes outside the Kubernetes provider",
         ]
         assert violations(across) == [
             "providers/local/across.py: one provider imports another (extproc.providers.kubernetes)"

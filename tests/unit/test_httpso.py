@@ -116,6 +116,17 @@ def test_wrong_kind_and_missing_name() -> None:
         parse(["not", "a", "mapping"])  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("name", ["app\n", "App", "-app", "app-", "a..b", "a.-b", "app_1", "a" * 254, "app/x"])
+def test_names_that_are_not_kubernetes_names_are_invalid(name: str) -> None:
+    with pytest.raises(InvalidSpec, match="not a valid Kubernetes name"):
+        parse({**document(), "metadata": {"name": name, "namespace": "shop"}})
+
+
+@pytest.mark.parametrize("name", ["app", "a", "my-app.v2", "a" * 63, "x.y.z", "0app9"])
+def test_kubernetes_names_are_valid(name: str) -> None:
+    assert parse({**document(), "metadata": {"name": name, "namespace": "shop"}}).key.name == name
+
+
 def test_timeouts_headers_and_failover() -> None:
     target = parse(
         document(

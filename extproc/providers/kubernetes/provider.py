@@ -70,10 +70,11 @@ _SYNC_TIMEOUT = 30.0
 # After wrong releases, the guessed delay doubles per failure, up to this many times.
 _MAX_DOUBLINGS = 5
 # HTTPScaledObjects (re)derived per step of the event loop: a relist of 10k objects is worked off in steps of
-# a few ms, with requests served between them (`giveway`) once ready; before, in larger steps (fewer route
-# tables built), as nothing is served yet.
+# a few ms, with requests served between them (`giveway`) once ready. Before, in steps of ~25 ms: the gRPC
+# servers start only after the first sync, so only /healthz waits on them, and each step builds a route table
+# that copies the table's indexes (at 10k targets, steps of 64 built 160 tables and took 0.3 s longer).
 _CHANGES_PER_STEP = 16
-_CHANGES_PER_STEP_UNTIL_READY = 64
+_CHANGES_PER_STEP_UNTIL_READY = 512
 # How often to look again for the InterceptorRoute CRD when it was not installed at start.
 _ROUTE_CRD_RECHECK = 60.0
 _BACKOFF_FIRST = 1.0
