@@ -254,15 +254,18 @@ class ExtProcServicer:
             traffic.mesh_in_flight += mesh
             try:
                 await context.write(_CONTINUE_AND_FOLLOW)
-                response = await self._answer_response_headers(context, _CONTINUE_RESPONSE)
+                response = await self._response_headers(context)
+                if response is not None:
+                    gate = state.gate
+                    # Watched (a guessed release), or turned unroutable while this request was in flight.
+                    # Judged before answering: see _hold.
+                    if (gate.watching or not gate.routable) and _routed(response) is False:
+                        self.stats.not_routed += 1
+                        self._gate.released(gate, False, False)
+                    await context.write(_CONTINUE_RESPONSE)
             finally:
                 traffic.in_flight -= 1
                 traffic.mesh_in_flight -= mesh
-            gate = state.gate
-            # Watched (a guessed release), or turned unroutable while this request was in flight.
-            if (gate.watching or not gate.routable) and response is not None and _routed(response) is False:
-                self.stats.not_routed += 1
-                self._gate.released(gate, False, False)
             return
         if state.spec.placeholder is not None:
             headers = _headers_dict(request.request_headers.headers.headers)
@@ -326,8 +329,10 @@ class ExtProcServicer:
                 routed: bool | None = None
                 try:
                     await context.write(_CONTINUE_AND_FOLLOW)
-                    response = await self._answer_response_headers(context, answers.COLD_START_RESPONSE)
+                    response = await self._response_headers(context)
                     if response is not None:
+                        # Judged and counted before answering: Envoy ends the stream as soon as it has the
+                        # answer, and grpc.aio may cancel this task while that write is still awaited.
                         routed = _routed(response)
                         status = _status(response.response_headers.headers.headers)
                         if status.startswith(b"5"):
@@ -337,6 +342,7 @@ class ExtProcServicer:
                                 stats.not_routed += 1
                             else:
                                 log.info("released cold request for %s got HTTP %s", state.key, status.decode())
+                        await context.write(answers.COLD_START_RESPONSE)
                 finally:
                     # Reported however the stream ends: a probe whose client went away must not leave the
                     # gate waiting for its verdict.
@@ -345,9 +351,11 @@ class ExtProcServicer:
                 stats.removed += 1
                 await context.write(_CONTINUE)
             elif result is HoldOutcome.TIMEOUT and state.spec.failover is not None:
-                # The client's answer decides: the fallback's (FAILOVER), or the 504 (TIMEOUT) when it had none.
-                answered = await self._failover(request, state, context)
-                outcome = HoldOutcome.FAILOVER if answered else HoldOutcome.TIMEOUT
+                # The client's answer decides: the fallback's (FAILOVER), or the 504 (TIMEOUT) when it had none;
+                # the outcome is set before that answer is written (see RELEASED).
+                outcome, answer = await self._failover(request, state, context)
+                if answer is not None:
+                    await context.write(answer)
             elif result is HoldOutcome.TIMEOUT:
                 stats.timeouts += 1
                 log.info("request for %s timed out after %.1fs held", state.key, state.hold_budget)
@@ -365,9 +373,13 @@ class ExtProcServicer:
                 except Exception:
                     log.warning("hold observer failed; the request was answered", exc_info=True)
 
-    async def _failover(self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]) -> bool:
+    async def _failover(
+        self, request: Any, state: TargetState, context: grpc.aio.ServicerContext[Any, bytes]
+    ) -> tuple[HoldOutcome, bytes | None]:
         """The hold ran out and the target has a fallback: send the request there (the fallback route matches
-        zerohop's dynamic metadata); if the fallback cannot answer either, the client gets the 504 (False)."""
+        zerohop's dynamic metadata). Returns the outcome and the answer still to write to the fallback's
+        response headers: FAILOVER and the marked headers, or TIMEOUT and the 504 when the fallback could not
+        answer either (None when the stream ended first: the client went away, the request was sent)."""
         ref = state.spec.failover
         assert ref is not None
         self.stats.failovers += 1
@@ -375,15 +387,13 @@ class ExtProcServicer:
         await context.write(answers.failover(str(state.key), f"{ref.service}.{state.key.namespace}"))
         response = await self._response_headers(context)
         if response is None:
-            return True  # the stream ended first (client gone): it was sent
+            return HoldOutcome.FAILOVER, None
         if _answered(response):
-            await context.write(answers.FAILOVER_RESPONSE)
-            return True
+            return HoldOutcome.FAILOVER, answers.FAILOVER_RESPONSE
         self.stats.failovers_down += 1
         self.stats.timeouts += 1
         log.info("fallback %s of %s could not answer either; answering 504", ref.service, state.key)
-        await context.write(self._refusal(request, Refusal.TIMEOUT, state))
-        return False
+        return HoldOutcome.TIMEOUT, self._refusal(request, Refusal.TIMEOUT, state)
 
     # Observers (tracing) must never keep a request from its answer: a failure there is logged and the
     # request goes on as if no observer were installed.
@@ -410,13 +420,6 @@ class ExtProcServicer:
         headers = _headers_dict(request.request_headers.headers.headers)
         kind = answers.client_kind(headers.get("content-type", ""), headers.get("accept", ""))
         return answers.refuse(reason, kind, self._retry_after, format_duration(state.hold_budget))
-
-    async def _answer_response_headers(self, context: grpc.aio.ServicerContext[Any, bytes], answer: bytes) -> Any:
-        """Wait for this request's response headers and answer them; returns that message, or None."""
-        message = await self._response_headers(context)
-        if message is not None:
-            await context.write(answer)
-        return message
 
     async def _response_headers(self, context: grpc.aio.ServicerContext[Any, bytes]) -> Any:
         """This request's response headers message, unanswered (None when the stream ended first); messages of

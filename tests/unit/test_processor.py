@@ -413,6 +413,99 @@ async def test_a_probe_whose_client_goes_away_leaves_no_gate_waiting(proc: Fixtu
     assert not gate.routable
 
 
+class EndedOnAnswer:
+    """An ext_proc stream as grpc.aio hands it to the servicer when Envoy ends it the moment it has the answer
+    to the response headers (it has nothing more to ask): the message goes out, and the handler task is
+    cancelled while that write is still being awaited. Over real gRPC this is a race the servicer loses now
+    and then under load (a released request's verdict was lost that way); here it is lost every time."""
+
+    def __init__(self, *messages: ep.ProcessingRequest) -> None:
+        self._messages = list(messages)
+        self.written: list[bytes] = []
+
+    async def read(self) -> Any:
+        return self._messages.pop(0) if self._messages else grpc.aio.EOF
+
+    async def write(self, data: bytes) -> None:
+        self.written.append(data)
+        if ep.ProcessingResponse.FromString(data).HasField("response_headers"):
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+
+
+async def hold_on(proc: Fixture, stream: EndedOnAnswer) -> asyncio.Task[None]:
+    """The servicer handling `stream`, once its cold request is held."""
+    held = proc.core.cold_gate.held(COLD)
+    task = asyncio.create_task(proc.servicer.process(None, stream))  # type: ignore[arg-type]
+    await wait_for(lambda: proc.core.cold_gate.held(COLD) == held + 1, 2, what="request held")
+    return task
+
+
+async def ended(task: asyncio.Task[None]) -> None:
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_wrong_release_counts_even_when_envoy_ends_the_stream_on_the_answer(proc: Fixture) -> None:
+    proc.core.apply_targets([spec("cold", {"requestRate": {}})], {})
+    asked: list[object] = []
+    proc.core.cold_gate.add_reconfirm_hook(asked.append)
+    stream = EndedOnAnswer(request_headers(host("cold.test")), gateway_response("no_healthy_upstream"))
+    task = await hold_on(proc, stream)
+    proc.core.set_routable(COLD, True, guessed=True)
+    await ended(task)
+    assert stream.written[-1] == answers.COLD_START_RESPONSE  # Envoy got its answer
+    assert proc.servicer.stats.not_routed == 1
+    assert proc.servicer.stats.released_5xx == 1
+    assert not proc.core.cold_gate.for_target(COLD).routable
+    assert asked == [COLD]
+    assert proc.state(COLD).traffic.in_flight == 0
+
+
+async def test_a_routed_probe_releases_the_rest_even_when_envoy_ends_the_stream_on_the_answer(
+    proc: Fixture,
+) -> None:
+    proc.core.apply_targets([spec("cold", {"requestRate": {}})], {})
+    gate = proc.core.cold_gate.for_target(COLD)
+    proc.core.set_routable(COLD, True, guessed=True)
+    proc.core.cold_gate.released(gate, False, False)  # a guess proved wrong: the next release sends one request
+    asked: list[object] = []
+    proc.core.cold_gate.add_reconfirm_hook(asked.append)
+    first = EndedOnAnswer(request_headers(host("cold.test")), gateway_response("via_upstream", b"200"))
+    second = EndedOnAnswer(request_headers(host("cold.test")), gateway_response("via_upstream", b"200"))
+    tasks = [await hold_on(proc, first), await hold_on(proc, second)]
+    proc.core.set_routable(COLD, True, guessed=True)
+    assert gate.probing
+    await wait_for(lambda: any(task.done() for task in tasks), 2, what="the probe answered")
+    assert gate.routable  # its verdict (routed) released the other one instead of asking again
+    assert asked == []
+    for task in tasks:
+        await ended(task)
+
+
+async def test_a_watched_warm_request_counts_even_when_envoy_ends_the_stream_on_the_answer(proc: Fixture) -> None:
+    proc.core.set_routable(WARM, False)
+    proc.core.set_routable(WARM, True, guessed=True)
+    stream = EndedOnAnswer(request_headers(host("warm.test")), gateway_response("no_healthy_upstream"))
+    await ended(asyncio.create_task(proc.servicer.process(None, stream)))  # type: ignore[arg-type]
+    assert stream.written == [answers.CONTINUE_AND_FOLLOW, answers.CONTINUE_RESPONSE]
+    assert proc.servicer.stats.not_routed == 1
+    assert not proc.core.cold_gate.for_target(WARM).routable
+    assert proc.state(WARM).traffic.in_flight == 0
+
+
+async def test_a_failover_is_recorded_as_one_even_when_envoy_ends_the_stream_on_the_answer(proc: Fixture) -> None:
+    failover = {"service": "backup", "port": 80, "timeoutSeconds": 1}
+    proc.core.apply_targets([spec("cold", {"requestRate": {}}, coldStartTimeoutFailoverRef=failover)], {})
+    stream = EndedOnAnswer(request_headers(host("cold.test")), gateway_response("via_upstream", b"200"))
+    await ended(await hold_on(proc, stream))  # held 1 s, sent to the fallback, which answered
+    assert stream.written[-1] == answers.FAILOVER_RESPONSE
+    assert proc.state(COLD).traffic.outcomes == {HoldOutcome.FAILOVER: 1}
+    assert proc.servicer.stats.failovers == 1
+
+
 async def test_a_failing_stream_is_logged_once_with_its_traceback_then_rate_limited(
     proc: Fixture, caplog: pytest.LogCaptureFixture
 ) -> None:
