@@ -351,6 +351,8 @@ def parse(document: Mapping[str, Any], default_namespace: str = "default", *, st
 
 
 def _ignored(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    if spec.keys().isdisjoint(IGNORED_FIELDS):
+        return ()  # most objects: one set operation
     return tuple(name for name in IGNORED_FIELDS if spec.get(name) is not None)
 
 
@@ -543,6 +545,8 @@ def _max_replicas(spec: Mapping[str, Any]) -> int:
 
 
 def _timeout(spec: Mapping[str, Any], which: str) -> float | None:
+    if "timeouts" not in spec:
+        return None
     timeouts = _mapping(spec.get("timeouts"), "spec.timeouts")
     value = timeouts.get(which)
     return None if value is None else _duration(value, f"spec.timeouts.{which}", 0.0)
@@ -562,6 +566,8 @@ def _failover(value: Any) -> FailoverRef | None:
 
 
 def _placeholder(value: Any) -> PlaceholderConfig | None:
+    if value is None:
+        return None  # most objects: nothing to check
     where = "spec.placeholderConfig"
     config = _mapping(value, where)
     enabled = config.get("enabled", False)
@@ -592,5 +598,7 @@ def _placeholder(value: Any) -> PlaceholderConfig | None:
 
 
 def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
     mapping = _mapping(value, where)
     return {str(k): str(v) for k, v in mapping.items()}
