@@ -69,6 +69,7 @@ class Core:
         unmapped); the route table is derived from the current one, so the cost is that of the change, and
         a change that routes no differently (labels, metric, replicas) publishes no new table."""
         states = []
+        changed = [target for target in changed if not self._unchanged(target)]
         for target in changed:
             before = self.registry.get(target.key)
             routed = before is not None and _routing(before.spec) == _routing(target)
@@ -82,6 +83,12 @@ class Core:
             self._notice(target)
         if states or removed or clusters:
             self.router.publish(self.router.table.updated(states, removed, clusters))
+
+    def _unchanged(self, target: ScaledTarget) -> bool:
+        """The very target already held: derived again from the same document (its Service or endpoints
+        changed), nothing here to update and nothing new to say."""
+        state = self.registry.get(target.key)
+        return state is not None and state.spec is target
 
     def _notice(self, target: ScaledTarget) -> None:
         # Once per object and notice, whichever provider the target came from; a notice that goes away and

@@ -266,3 +266,20 @@ def test_core_logs_each_notice_once_per_object(caplog: pytest.LogCaptureFixture)
     with caplog.at_level("WARNING"):
         core.apply_targets([catch_all], {})
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
+def test_core_takes_the_same_target_again_without_touching_it(caplog: pytest.LogCaptureFixture) -> None:
+    """A target derived again from the same document (its Service came in) is the same object: the core
+    neither updates its state nor says again what it said when it came (a wait over --hold-timeout)."""
+    core = Core(hold_timeout=5, max_held_per_target=1, max_held_total=1)
+    slow = parse(document(timeouts={"conditionWait": "60s"}))
+    with caplog.at_level("WARNING"):
+        core.update_targets([slow])
+        state = core.registry.get(slow.key)
+        published = core.router.published
+        core.update_targets([slow])
+    assert core.registry.get(slow.key) is state
+    assert core.router.published == published
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert "exceeds --hold-timeout" in warnings[0]
