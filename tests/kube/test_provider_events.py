@@ -4,14 +4,16 @@ route table alone, a spec change touches that target's entries only, and Endpoin
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from extproc.app.server import ZerohopServer
+from extproc.providers.kubernetes.api import KubeApi
 from extproc.providers.kubernetes.provider import KubernetesProvider
 from tests.helpers import route, wait_for
-from tests.kube.harness import HTTPSO, KEDA, httpso, key, ready_condition, workload, zerohop
+from tests.kube.harness import HTTPSO, KEDA, httpso, key, ready_condition, settings, target_keys, workload, zerohop
 from tests.kubeemu import KubeEmulator
 from tests.kubeemu.manifests import service
 
@@ -128,3 +130,33 @@ async def test_endpoint_slices_count_for_the_service_they_name_now(kube_emulator
         await wait_for(lambda: not server.core.cold_gate.for_target(key("one")).routable, 5, what="one cold")
         assert server.core.cold_gate.for_target(key("two")).routable
         assert counts("two") == (2, 2)
+
+
+async def test_first_sync_derives_a_target_once_its_service_is_listed(kube_emulator: KubeEmulator) -> None:
+    """At start an HTTPScaledObject listed before its Service waits for it (derived once, not without it
+    and then again with it); one whose Service does not exist is derived once every Service is listed."""
+    emu = kube_emulator
+    for name in ("a", "b"):
+        workload(emu, name)
+        emu.create(httpso(name))
+    emu.create(httpso("orphan"))  # names a Service nobody created
+    # The Services list is answered 429 Retry-After 1 once: the HTTPScaledObjects are in well before it.
+    emu.inject_throttling(retry_after=1, method="GET", path_contains="/services")
+    api = KubeApi(emu.api_client())
+    server = ZerohopServer(settings(), kube_api=api)
+    starting = asyncio.ensure_future(server.start())
+    try:
+        kube = provider(server)
+        await wait_for(lambda: bool(kube._httpso_informers) and kube._httpso_informers[0].synced.is_set(), 5,
+                       what="HTTPScaledObjects listed")  # fmt: skip
+        assert not any(i.synced.is_set() for i in kube._service_informers)
+        assert len(server.core.registry) == 0  # waiting for their Services, not derived without them
+        await asyncio.wait_for(starting, 10)
+        assert target_keys(server) == {"default/a", "default/b", "default/orphan"}
+        assert kube.table.ports.get(key("a")) == 8080
+        assert kube.table.conditions[key("orphan")].reason == "ServiceNotFound"
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await server.stop()
+        await api.close()

@@ -196,6 +196,9 @@ class KubernetesProvider:
         self._tasks = BackgroundTasks()
         self._pending: set[tuple[str, str]] = set()  # HTTPScaledObjects to (re)derive
         self._pending_services: set[tuple[str, str]] = set()
+        # First sync only: HTTPScaledObjects whose Service has not been listed yet, by that Service, derived
+        # once it is (or once every Service is listed) rather than twice (without it, then with it).
+        self._awaiting_service: dict[tuple[str, str], set[tuple[str, str]]] | None = {}
         self._applying: asyncio.Future[None] | None = None
         self._applied = asyncio.Event()
         self._applied.set()
@@ -279,6 +282,7 @@ class KubernetesProvider:
                     _SYNC_TIMEOUT,
                     unsynced,
                 )
+            self._stop_awaiting_services()
             await self._applied.wait()
         if self.options.warm_path is not None and self.gateway_stats is not None:
             self._warm_gateways = KubeGateways(
@@ -555,10 +559,15 @@ class KubernetesProvider:
 
     def _apply_some(self, limit: int) -> None:
         assert self._core is not None
+        if self._awaiting_service is not None and all(i.synced.is_set() for i in self._service_informers):
+            self._stop_awaiting_services()
         keys: set[tuple[str, str]] = set()
         while self._pending_services and len(keys) < limit:
             # Every valid HTTPScaledObject is indexed by the Service it names, found or not.
-            keys.update(self.table.for_service(self._pending_services.pop()))
+            service = self._pending_services.pop()
+            keys.update(self.table.for_service(service))
+            if self._awaiting_service:
+                keys.update(self._awaiting_service.pop(service, ()))
         while self._pending and len(keys) < limit:
             keys.add(self._pending.pop())
         changed: list[ScaledTarget] = []
@@ -570,6 +579,8 @@ class KubernetesProvider:
             for other in (HTTPSO_KIND, iroute.KIND):
                 if document is None or other != kind:
                     self._parsed.forget(other, (namespace, name))
+            if document is not None and self._awaits_service(document, kind, (namespace, name)):
+                continue
             derived = entry(document, self._service, kind, memo=self._parsed) if document is not None else None
             clusters.update(self.table.set(key, derived))
             if derived is None or derived.target is None:
@@ -586,6 +597,30 @@ class KubernetesProvider:
             self._subsets.refresh()
         if self.reconciler is not None:
             self.reconciler.trigger()
+
+    def _awaits_service(self, document: JsonObj, kind: str, key: tuple[str, str]) -> bool:
+        """In the first sync, whether `document` waits for its Service to be listed (it is then kept by it)."""
+        if self._awaiting_service is None:
+            return False
+        try:
+            target = self._parsed.parse(document, kind)
+        except InvalidSpec:
+            return False  # derived at once: its condition says why
+        service = (key[0], target.scale_target.service)
+        if self._service(service) is not None:
+            return False
+        self._awaiting_service.setdefault(service, set()).add(key)
+        return True
+
+    def _stop_awaiting_services(self) -> None:
+        """Every Service is listed (or the first sync is over): what still waits is derived as it is."""
+        if self._awaiting_service is None:
+            return
+        for keys in self._awaiting_service.values():
+            self._pending.update(keys)
+        self._awaiting_service = None
+        if self._pending:
+            self._schedule()
 
     def _document(self, key: tuple[str, str]) -> tuple[JsonObj | None, str]:
         """The object that serves `key`: its HTTPScaledObject, else its InterceptorRoute (they share names)."""
