@@ -217,7 +217,7 @@ async def _measure(targets: int) -> dict[str, Any]:
             return seen
 
         httpsos = provider._httpso_informers  # the informers' caches: what the bench waits on
-        slices = provider._informers[:1]  # the EndpointSlice informer
+        slices = provider._slice_informers  # the EndpointSlice informers
         idle = []
         for _ in range(REPEATS):
             probe.reset()

@@ -13,6 +13,10 @@ as fewer calls) while things happen:
   starts, so the count costs neither the emulator nor this process a list of every object;
 - quiet: a few seconds in which the bench does nothing (the baseline, unless the leader is still syncing);
 - burst: 100 EndpointSlice updates sent at once (endpoints added, none ready);
+- routable: event -> routable, one cold target at a time (20 of them): a request for it held by zerohop, then
+  its EndpointSlice given a ready endpoint; from that write until the held request is released (zerohop
+  sees the slice, marks the target routable and, with no gateway pod to read, lets the request go
+  `--propagation-delay` 0.05 s later), p50 / p90 / max;
 - scrape: `/metrics` fetched 3 times, one after another; status: `/status` fetched 3 times.
 
 For each window: calls, failed calls (no CONTINUE within the deadline: an error, a hold, a timeout), the
@@ -57,6 +61,8 @@ from bench.scale_report import render, render_section, replace_section
 CALL_DEADLINE = 10.0
 ENVOY_MESSAGE_TIMEOUT = 1.0  # the shipped EnvoyFilter's message_timeout
 BURST = 100
+ROUTABLE_SAMPLES = 20
+PROPAGATION_DELAY = 0.05  # zerohop's --propagation-delay here: no gateway pod for it to read
 
 
 @dataclass
@@ -328,7 +334,7 @@ async def _children(options: Options, workdir: Path) -> AsyncIterator[tuple[Chil
         "zerohop",
         ["-m", "extproc", "serve", "--provider", "kubernetes", "--kubeconfig", str(kubeconfig),
          "--pod-name", "zerohop-0", "--pod-namespace", NAMESPACE, "--pod-ip", "127.0.0.1",
-         "--propagation-delay", "0.05", "--log-level", "warning",
+         "--propagation-delay", str(PROPAGATION_DELAY), "--log-level", "warning",
          "--ext-proc-address", f"127.0.0.1:{ports['ext_proc']}", "--scaler-address", f"127.0.0.1:{ports['scaler']}",
          "--admin-address", f"127.0.0.1:{ports['admin']}", "--peer-address", f"127.0.0.1:{ports['peer']}"],
         workdir / "zerohop.log",
@@ -403,6 +409,7 @@ async def _run_zerohop(
             lambda: _sync(options, session, api, statuses, started),
             lambda: _quiet(options),
             lambda: _burst(options, session, api),
+            lambda: _routable(options, session, api, f"127.0.0.1:{info['ext_proc']}"),
             lambda: _fetch(options, session, admin, "/metrics", "scrape"),
             lambda: _fetch(options, session, admin, "/status", "status"),
         ]
@@ -471,6 +478,41 @@ async def _burst(options: Options, session: aiohttp.ClientSession, api: str) -> 
     sent = time.monotonic()
     await asyncio.sleep(options.settle)
     return Window("burst", start, time.monotonic(), {"updates": count, "send_ms": round(1000 * (sent - start), 1)})
+
+
+async def _routable(options: Options, session: aiohttp.ClientSession, api: str, address: str) -> Window:
+    """Event -> routable: for one cold target at a time, a request held, then its EndpointSlice made ready;
+    from the write until the held request is let go."""
+    path = f"{api}/apis/{SLICES}/namespaces/{NAMESPACE}/endpointslices"
+    released: list[float] = []
+    start = time.monotonic()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = ep_grpc.ExternalProcessorStub(channel)
+        for sample in range(min(ROUTABLE_SAMPLES, options.targets)):
+            name = target_name(options.targets - 1 - sample)  # the burst took the first ones
+            request = ep.ProcessingRequest.FromString(_headers_request(f"{name}.scale.test"))
+            call = stub.Process(iter([request]), timeout=CALL_DEADLINE)
+            first = await call.read()  # a held request's first answer extends Envoy's message timeout
+            if first is grpc.aio.EOF or not first.HasField("override_message_timeout"):
+                raise RuntimeError(f"{name}: not held: {first}")
+            written = time.monotonic()
+            body = endpoint_slice(name, [f"10.2.{sample // 250}.{sample % 250 + 1}"])
+            async with session.put(f"{path}/{name}-abcde", json=body) as response:
+                response.raise_for_status()
+            answer = await call.read()
+            released.append(time.monotonic() - written)
+            if answer is grpc.aio.EOF or not answer.HasField("request_headers"):
+                raise RuntimeError(f"{name}: the held request was not let go: {answer}")
+            await call.code()
+    ordered = sorted(released)
+    extra = {
+        "samples": len(ordered),
+        "released_p50_ms": round(1000 * statistics.median(ordered), 1),
+        "released_p90_ms": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))], 1),
+        "released_max_ms": round(1000 * ordered[-1], 1),
+        "propagation_delay_ms": round(1000 * PROPAGATION_DELAY),
+    }
+    return Window("routable", start, time.monotonic(), extra)
 
 
 async def _fetch(options: Options, session: aiohttp.ClientSession, admin: str, path: str, name: str) -> Window:

@@ -155,10 +155,15 @@ def test_scale_benchmark_runs_every_window_at_ten_targets() -> None:
     result = asyncio.run(scale.run(options))
     assert result["ready_s"] >= result["admin_up_s"] > 0
     windows = result["windows"]
-    assert list(windows) == ["sync", "quiet", "burst", "scrape", "status"]
+    assert list(windows) == ["sync", "quiet", "burst", "routable", "scrape", "status"]
     assert windows["sync"]["done"], windows["sync"]
     assert windows["sync"]["statuses"] == windows["sync"]["of"] == 11
     assert windows["burst"]["updates"] == 10
+    routable = windows["routable"]
+    assert routable["samples"] == 10
+    # Let go no sooner than --propagation-delay after the endpoint turned ready (no gateway pod to read).
+    assert routable["propagation_delay_ms"] <= routable["released_p50_ms"] <= routable["released_max_ms"]
+    assert "| EndpointSlice made ready -> held request let go" in scale_report.render_section([result], ["r.json"])
     assert windows["scrape"]["bytes"] > 0
     for name, window in windows.items():
         assert window["calls"] > 0 or name == "sync", (name, window)
