@@ -140,8 +140,8 @@ async def test_first_sync_derives_a_target_once_its_service_is_listed(kube_emula
         workload(emu, name)
         emu.create(httpso(name))
     emu.create(httpso("orphan"))  # names a Service nobody created
-    # The Services list is answered 429 Retry-After 1 once: the HTTPScaledObjects are in well before it.
-    emu.inject_throttling(retry_after=1, method="GET", path_contains="/services")
+    # The Services list is answered 429 Retry-After 3 once: the HTTPScaledObjects are in well before it.
+    emu.inject_throttling(retry_after=3, method="GET", path_contains="/services")
     api = KubeApi(emu.api_client())
     server = ZerohopServer(settings(), kube_api=api)
     starting = asyncio.ensure_future(server.start())
