@@ -62,12 +62,17 @@ class EastWest:
 
 
 @contextlib.asynccontextmanager
-async def other_service() -> AsyncIterator[int]:
-    """The unmanaged Service's pod: a plain HTTP server answering 200 `other`."""
+async def plain_pod(body: bytes = b"", seen: list[str] | None = None) -> AsyncIterator[int]:
+    """A pod zerohop does not manage: a plain HTTP server answering 200 with `body`, and noting the Host of
+    each request in `seen` (when given)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nother")
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        if seen is not None:
+            seen.extend(
+                line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("host:")
+            )
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
         await writer.drain()
         writer.close()
 
@@ -99,7 +104,7 @@ async def east_west(
     `backend`: the backend's HTTPScaledObject, if not the plain one."""
     emu.enable_kubelet(ready_delay=0.2)
     files = XdsFiles(tmp_path / "xds")
-    async with app_process() as app_port, other_service() as other_port:
+    async with app_process() as app_port, plain_pod(b"other") as other_port:
         workload(emu, "backend", target_port=app_port)
         emu.create(backend or httpso("backend"))
         for service in at_zero:

@@ -15,9 +15,7 @@ What zerohop does, and docs/istio.md says:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from extproc.envoy import istio
 from tests.helpers import wait_for
 from tests.istio_sidecar import FAULT_FILTER, MeshService, outbound_route_configuration, static_cluster
 from tests.kube.harness import httpso
-from tests.kube.test_sidecar import BACKEND, FRONTEND, OTHER, east_west
+from tests.kube.test_sidecar import BACKEND, FRONTEND, OTHER, east_west, plain_pod
 from tests.kubeemu import KubeEmulator
 
 pytest_plugins = ["tests.kubeemu.pytest_plugin"]
@@ -77,25 +75,6 @@ def faulty_routes(percent: int, delay: float | None = None) -> dict[str, Any]:
     return routes
 
 
-@contextlib.asynccontextmanager
-async def recording_server(seen: list[str]) -> AsyncIterator[int]:
-    """A pod that answers 200 and records the Host of each request."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        seen.extend(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("host:"))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
 async def test_shadow_copies_do_not_wake_a_mirror_target_at_zero(tmp_path: Path, kube_emulator: KubeEmulator) -> None:
     async with east_west(
         tmp_path,
@@ -123,7 +102,7 @@ async def test_a_shadow_copy_goes_out_with_the_shadow_host_and_past_zerohop(
     HTTP filter, zerohop's included, sees it (the shadow's pod here stands outside the emulator's view)."""
     seen: list[str] = []
     async with (
-        recording_server(seen) as shadow_port,
+        plain_pod(seen=seen) as shadow_port,
         east_west(
             tmp_path,
             kube_emulator,
